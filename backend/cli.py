@@ -1,0 +1,71 @@
+"""The ``studio`` command line: every action the UI offers, without the UI.
+
+Each capability package contributes a ``cli`` module with ``register(subparsers)``; this file
+only assembles them and turns expected failures into one clear line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+from backend.errors import StudioError
+
+COMMAND_MODULES = (
+    "backend.workspace.cli",
+    "backend.models.cli",
+    "backend.engines.cli",
+    "backend.dumps.cli",
+    "backend.analysis.cli",
+    "backend.moe.cli",
+    "backend.bench.cli",
+    "backend.dsa.cli",
+    "backend.trace.cli",
+    "backend.launch.cli",
+)
+
+
+def _present(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is not built (yet)
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="studio",
+        description="Inference Inspection Studio: see inside a served LLM.",
+    )
+    parser.add_argument(
+        "--workspace",
+        metavar="DIR",
+        default=None,
+        help="workspace directory (default: $STUDIO_WORKSPACE or ./workspace)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        if _present(name):
+            importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except StudioError as exc:
+        print(f"studio {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

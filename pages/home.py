@@ -1,0 +1,53 @@
+"""Home: what is in the workspace, what hardware is here, where to start."""
+
+import pandas as pd
+import streamlit as st
+
+from backend import hardware
+from studio.navigation import available_pages
+from studio.state import workspace
+from studio.widgets import guarded, stack_table
+
+st.title("Inference Inspection Studio")
+st.caption(
+    "Dump, stitch and look inside served LLMs: activations, experts, kernels, "
+    "sparse attention and profiles."
+)
+
+with guarded("Opening the workspace"):
+    ws = workspace()
+    counts = ws.table_counts()
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Workspace", ws.root.name, help=str(ws.root))
+    c2.metric("Schema version", ws.schema_version())
+    c3.metric("Rows stored", f"{sum(counts.values()):,}")
+    st.caption(f"Workspace directory: `{ws.root}`")
+
+    left, right = st.columns([1, 1])
+    with left:
+        st.subheader("Workspace tables")
+        st.dataframe(
+            pd.DataFrame({"table": list(counts), "rows": list(counts.values())}),
+            hide_index=True,
+            width="stretch",
+        )
+    with right:
+        st.subheader("Recent activity")
+        activity = ws.recent_activity(15)
+        if activity:
+            st.dataframe(
+                pd.DataFrame(activity, columns=["at", "kind", "message"]),
+                hide_index=True,
+                width="stretch",
+            )
+        else:
+            st.info("Nothing has happened in this workspace yet.")
+
+st.subheader("Hardware stacks")
+st.dataframe(pd.DataFrame(stack_table(hardware.as_dicts())), hide_index=True, width="stretch")
+
+others = [p for p in available_pages() if p.url != "home"]
+if others:
+    st.subheader("Where to start")
+    for p in others:
+        st.page_link(p.file, label=p.title, icon=p.icon)

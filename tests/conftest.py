@@ -1,0 +1,26 @@
+"""Shared fixtures: an isolated workspace per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def workspace_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh workspace directory, also exported as $STUDIO_WORKSPACE."""
+    path = tmp_path / "workspace"
+    monkeypatch.setenv("STUDIO_WORKSPACE", str(path))
+    return path
+
+
+@pytest.fixture
+def workspace(workspace_dir: Path):
+    from backend.workspace import open_workspace
+
+    ws = open_workspace(workspace_dir)
+    yield ws
+    ws.close()

@@ -1,0 +1,32 @@
+"""End-to-end: Home in headless Chromium shows the real workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backend.workspace import open_workspace
+from tests.e2e.conftest import wait_for_app
+
+pytestmark = pytest.mark.e2e
+
+
+def test_home_shows_workspace(studio_factory, page, tmp_path: Path) -> None:
+    ws_dir = tmp_path / "e2e-workspace"
+    ws = open_workspace(ws_dir)
+    ws.log("test", "seeded activity entry 7f3a")
+    counts = ws.table_counts()
+    ws.close()
+
+    server = studio_factory(ws_dir)
+    page.goto(server.url)
+    wait_for_app(page)
+    page.get_by_text("seeded activity entry 7f3a").wait_for()
+    page.get_by_text("Hardware stacks").wait_for()
+    body = page.inner_text("body")
+    assert "e2e-workspace" in body
+    assert f"{sum(counts.values()):,}" in body
+    shot = tmp_path / "home.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000

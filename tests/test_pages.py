@@ -1,0 +1,33 @@
+"""Every page runs headless (AppTest) against a fresh workspace without an exception."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend.workspace import open_workspace
+from studio.navigation import ROOT, available_pages
+
+
+@pytest.mark.parametrize("page", [p.file for p in available_pages()])
+def test_page_runs(page: str, workspace_dir: Path) -> None:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_home_shows_real_counts(workspace_dir: Path) -> None:
+    ws = open_workspace(workspace_dir)
+    for i in range(4):
+        ws.log("test", f"seeded {i}")
+    total = sum(ws.table_counts().values())
+    ws.close()
+    at = AppTest.from_file(str(ROOT / "run_studio.py"), default_timeout=60).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Rows stored"] == f"{total:,}"
+    assert metrics["Workspace"] == "workspace"
+    activity = at.dataframe[1].value
+    assert list(activity["message"]) == ["seeded 3", "seeded 2", "seeded 1", "seeded 0"]
