@@ -111,7 +111,8 @@ def page(tmp_path: Path):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path / 'chromium-profile'}"],
+            # Playwright gives every launch a fresh temporary profile directory.
+            args=CHROMIUM_FLAGS,
         )
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         pg = context.new_page()

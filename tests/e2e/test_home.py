@@ -22,11 +22,13 @@ def test_home_shows_workspace(studio_factory, page, tmp_path: Path) -> None:
     server = studio_factory(ws_dir)
     page.goto(server.url)
     wait_for_app(page)
-    page.get_by_text("seeded activity entry 7f3a").wait_for()
+    # st.dataframe paints on a canvas; its accessible cells exist in the DOM but are hidden.
+    page.get_by_text("seeded activity entry 7f3a").wait_for(state="attached")
     page.get_by_text("Hardware stacks").wait_for()
     body = page.inner_text("body")
     assert "e2e-workspace" in body
     assert f"{sum(counts.values()):,}" in body
+    page.wait_for_timeout(1000)  # let the data grids paint before the screenshot
     shot = tmp_path / "home.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
