@@ -1,0 +1,173 @@
+"""The workspace handle: DuckDB connection (one writer process), cursors per thread, owner lock."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from backend.errors import WorkspaceBusyError
+from backend.paths import workspace_dir
+from backend.workspace.migrate import migrate, schema_version
+from backend.workspace.tensor_store import TensorStore
+
+DB_NAME = "studio.duckdb"
+OWNER_NAME = "owner.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_owner(root: Path) -> dict[str, Any] | None:
+    """The live process that owns ``root`` (a running studio), or None."""
+    path = root / OWNER_NAME
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8"))
+        pid = int(owner["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid == os.getpid() or not _pid_alive(pid):
+        return None
+    return owner
+
+
+def _busy_message(root: Path, owner: dict[str, Any] | None, detail: str = "") -> str:
+    who = "another process"
+    if owner:
+        who = f"the studio (PID {owner['pid']}"
+        who += f", {owner['url']})" if owner.get("url") else ")"
+    msg = (
+        f"workspace {root} is in use by {who}. DuckDB allows one writing process: use the "
+        "studio's pages for this action, stop the studio first, or pass --workspace DIR "
+        "(or STUDIO_WORKSPACE) to use another workspace."
+    )
+    return msg + (f" ({detail})" if detail else "")
+
+
+class Workspace:
+    """A workspace directory: ``studio.duckdb``, ``tensors/`` (safetensors) and ``dumps/``."""
+
+    def __init__(self, root: Path, con: duckdb.DuckDBPyConnection, owner: bool) -> None:
+        self.root = root
+        self.con = con
+        self.is_owner = owner
+        self.tensors = TensorStore(root / "tensors")
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    @property
+    def dumps_dir(self) -> Path:
+        path = self.root / "dumps"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for the calling thread (DuckDB connections are not shared across threads)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self.con.cursor()
+            self._local.cursor = cur
+        return cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write transaction on this thread's cursor, serialised with other writer threads."""
+        with self._write_lock:
+            cur = self.cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        return schema_version(self.cursor())
+
+    def log(self, kind: str, message: str) -> None:
+        """Record an event for the Home page's recent activity."""
+        with self._write_lock:
+            self.cursor().execute(
+                "INSERT INTO activity (kind, message) VALUES (?, ?)", [kind, message]
+            )
+
+    def recent_activity(self, limit: int = 20) -> list[tuple[Any, str, str]]:
+        return self.cursor().execute(
+            "SELECT \"at\", kind, message FROM activity ORDER BY id DESC LIMIT ?", [limit]
+        ).fetchall()
+
+    def table_counts(self) -> dict[str, int]:
+        """Row count of every table in the workspace, by name."""
+        cur = self.cursor()
+        names = [
+            row[0]
+            for row in cur.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'main' AND table_type = 'BASE TABLE' ORDER BY table_name"
+            ).fetchall()
+        ]
+        return {n: int(cur.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names}
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        finally:
+            if self.is_owner:
+                owner_file = self.root / OWNER_NAME
+                try:
+                    if json.loads(owner_file.read_text())["pid"] == os.getpid():
+                        owner_file.unlink()
+                except (OSError, ValueError, KeyError):
+                    pass
+
+
+def open_workspace(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    owner: bool = False,
+    url: str | None = None,
+) -> Workspace:
+    """Open (creating and migrating) a workspace.
+
+    ``owner=True`` is for the studio server process: it records itself in ``owner.json`` so that
+    CLI commands started meanwhile fail with a clear message instead of waiting on the lock.
+    """
+    root = workspace_dir(path)
+    root.mkdir(parents=True, exist_ok=True)
+    holder = read_owner(root)
+    if holder is not None:
+        raise WorkspaceBusyError(_busy_message(root, holder))
+    try:
+        con = duckdb.connect(str(root / DB_NAME))
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise WorkspaceBusyError(_busy_message(root, read_owner(root), str(exc))) from exc
+        raise
+    migrate(con)
+    if owner:
+        record = {"pid": os.getpid(), "url": url, "started": time.time()}
+        (root / OWNER_NAME).write_text(json.dumps(record), encoding="utf-8")
+    ws = Workspace(root, con, owner)
+    if owner:
+        atexit.register(ws.close)
+    return ws
