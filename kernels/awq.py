@@ -54,9 +54,13 @@ def unpack_awq(qweight: torch.Tensor) -> torch.Tensor:
 
 
 def dequantize_awq(
-    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int
+    qweight: torch.Tensor,
+    qzeros: torch.Tensor,
+    scales: torch.Tensor,
+    group_size: int,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """``W[K, N] = (q - z) * s`` in ``scales.dtype``, computed in fp32 and rounded once."""
+    """``W[K, N] = (q - z) * s`` in ``dtype`` (default ``scales.dtype``), rounded once from fp32."""
     q = unpack_awq(qweight)
     z = unpack_awq(qzeros)
     rows = q.shape[0]
@@ -64,7 +68,7 @@ def dequantize_awq(
         raise ValueError(f"K={rows} does not match group_size={group_size} and qzeros")
     z = z.repeat_interleave(group_size, dim=0)
     s = scales.float().repeat_interleave(group_size, dim=0)
-    return ((q - z).float() * s).to(scales.dtype)
+    return ((q - z).float() * s).to(dtype or scales.dtype)
 
 
 def quantize_awq(
