@@ -4,8 +4,8 @@ Two launches over the touched experts (a program per (expert, output tile)):
 
 1. ``_gate_up_kernel``: loads the expert's tokens once, walks H in ``BLOCK_K`` steps, loads the
    int4 words of the gate and up rows, dequantizes them in registers (never written back) and
-   accumulates both projections; SwiGLU is applied on chip and ``h`` (tiny: pairs x INTER) stored.
-2. ``_down_kernel``: the same for the down projection over INTER, scaled by the routing weight, one
+   accumulates both projections; SwiGLU is applied on chip and ``h`` (tiny: pairs x I) stored.
+2. ``_down_kernel``: the same for the down projection over I, scaled by the routing weight, one
    fp32 row per (token, slot); the K rows of a token are summed at the end.
 
 Every touched expert's weights are read exactly once per call: all tokens routed to an expert
