@@ -33,21 +33,19 @@ def dequantize(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) ->
 def moe_oracle(
     x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, experts: AwqExperts
 ) -> np.ndarray:
-    """float64 ``[B, H]`` output of the MoE layer for the given routing."""
+    """float64 ``[B, H]`` output of the MoE layer for the given routing.
+
+    Walks the touched experts one at a time (only one expert's float64 weights alive), and
+    for each routed token adds ``w * down(silu(x @ gate) * (x @ up))``.
+    """
     xs = x.cpu().float().numpy().astype(np.float64)
     ids = topk_ids.cpu().numpy()
     wts = topk_weights.cpu().float().numpy().astype(np.float64)
     g = experts.group_size
-    cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     out = np.zeros((xs.shape[0], experts.hidden), dtype=np.float64)
-    for b in range(xs.shape[0]):
-        for k in range(ids.shape[1]):
-            e = int(ids[b, k])
-            if e not in cache:
-                cache[e] = tuple(
-                    dequantize(*experts.weight(n, e), g) for n in ("gate", "up", "down")
-                )  # type: ignore[assignment]
-            wg, wu, wd = cache[e]
+    for e in np.unique(ids):
+        wg, wu, wd = (dequantize(*experts.weight(n, int(e)), g) for n in ("gate", "up", "down"))
+        for b, k in zip(*np.nonzero(ids == e), strict=True):
             gate, up = xs[b] @ wg, xs[b] @ wu
             h = gate / (1.0 + np.exp(-gate)) * up
             out[b] += wts[b, k] * (h @ wd)
