@@ -25,3 +25,38 @@ SEED_002_SERVE: tuple[dict[str, float], ...] = (
     {"batch": 6, "native_tps": 155.48, "optimised_tps": 340.32, "speedup": 2.19},
     {"batch": 8, "native_tps": 181.69, "optimised_tps": 403.48, "speedup": 2.22},
 )  # fmt: skip
+
+
+def published_kernel_rows() -> list[dict[str, object]]:
+    """Seed 002's kernel table as result rows (impl 'reference' / 'fused'), source 'published'."""
+    rows: list[dict[str, object]] = []
+    for r in SEED_002_KERNEL:
+        for impl, lat, bw, speed in (
+            ("reference", r["ref_us"], r["ref_gbps"], 1.0),
+            ("fused", r["custom_us"], r["custom_gbps"], r["speedup"]),
+        ):
+            rows.append(
+                {
+                    "run_name": DEVICE, "run_id": "seed-002", "source": "published",
+                    "device_name": DEVICE, "preset": "qwen3-30b-a3b", "routing": "published",
+                    "batch": int(r["batch"]), "impl": impl, "median_us": lat,
+                    "p20_us": None, "p80_us": None, "gbps": bw,
+                    "pct_copy": None, "speedup": speed, "copy_gbps": None,
+                    "datasheet_gbps": DATASHEET_GBPS,
+                }
+            )  # fmt: skip
+    return rows
+
+
+def published_serve_rows() -> list[dict[str, object]]:
+    """Seed 002's SGLang throughput table as rows, one series per implementation."""
+    rows: list[dict[str, object]] = []
+    for r in SEED_002_SERVE:
+        for series, tps in (("native", r["native_tps"]), ("optimised", r["optimised_tps"])):
+            rows.append(
+                {
+                    "run_name": f"{DEVICE}, SGLang {series}", "source": "published",
+                    "batch": int(r["batch"]), "tokens_per_s": tps,
+                }
+            )  # fmt: skip
+    return rows

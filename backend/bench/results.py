@@ -177,5 +177,9 @@ def parse_result(text: str, source: str) -> dict[str, Any]:
 
 def import_result(ws: Workspace, path: Path) -> str:
     """Import an exported run (``source = 'imported'``); a run already present is refused."""
-    doc = parse_result(path.read_text(encoding="utf-8"), str(path))
-    return save_result(ws, doc, imported=True)
+    return import_text(ws, path.read_text(encoding="utf-8"), str(path))
+
+
+def import_text(ws: Workspace, text: str, source: str) -> str:
+    """Import an exported run from its JSON text (``source`` names it in errors)."""
+    return save_result(ws, parse_result(text, source), imported=True)
