@@ -6,7 +6,7 @@ Shown as a labelled reference series only: the studio did not measure them.
 from __future__ import annotations
 
 SOURCE = "seed 002 (MoE-Ascend-Opt README), Ascend 910B, Qwen3-30B-A3B-Thinking-2507-AWQ"
-DEVICE = "Ascend 910B (published)"
+DEVICE = "Ascend 910B (seed 002)"
 DATASHEET_GBPS = 1600.0  # 910B HBM as commonly quoted
 
 # Kernel micro-benchmark of the fused MoE layer: native (ref) vs the project's kernel (custom).

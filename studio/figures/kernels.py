@@ -37,7 +37,13 @@ def _layout(fig: go.Figure, title: str, y: str, log_y: bool = False) -> go.Figur
         margin={"t": 50, "b": 10},
         height=420,
     )
-    fig.update_xaxes(type="category")
+    # categories sorted numerically (series with batch 3 may come after ones without it)
+    batches = sorted(
+        {int(v) for trace in fig.data for v in (trace.x if trace.x is not None else ())}
+    )
+    fig.update_xaxes(
+        type="category", categoryorder="array", categoryarray=[str(b) for b in batches]
+    )
     if log_y:
         fig.update_yaxes(type="log")
     return fig
@@ -57,7 +63,7 @@ def latency_bars(df: pd.DataFrame, log_y: bool = False) -> go.Figure:
         fig.add_bar(
             x=part["batch"].astype(str),
             y=part["median_us"],
-            name=name + (" (published, not measured here)" if published else ""),
+            name=name + (" (published)" if published else ""),
             error_y=err,
             marker={
                 "color": PUBLISHED_COLOUR if published else _colour(i),
@@ -154,7 +160,7 @@ def throughput_chart(df: pd.DataFrame) -> go.Figure:
             x=part["batch"].astype(str),
             y=part["tokens_per_s"],
             mode="lines+markers",
-            name=run + (" (published, not measured here)" if published else ""),
+            name=run + (" (published)" if published else ""),
             line={
                 "color": PUBLISHED_COLOUR if published else _colour(i),
                 "dash": ("dot" if "native" in run else "dash") if published else "solid",
