@@ -22,6 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from backend.errors import InputError, StudioError
 from backend.launch import procs
 from backend.launch.commands import Command, build
@@ -230,25 +232,30 @@ class Supervisor:
 
     def _monitor(self, launch_id: str) -> None:
         try:
-            while not self._closed.is_set():
-                launch = self.get(launch_id)
-                ended, rc = self._exit_code(launch)
-                if ended:
-                    if launch.pgid is not None:  # leave no orphaned workers behind
-                        procs.signal_group(launch.pgid, signal.SIGKILL)
-                    self._on_exit(launch, rc)
-                    return
-                if launch.status == "starting" and health_ok(launch.base_url):
-                    with self.ws.transaction() as cur:
-                        cur.execute(
-                            "UPDATE launches SET status = 'ready', ready_at = current_timestamp"
-                            " WHERE launch_id = ? AND status = 'starting'",
-                            [launch_id],
-                        )
-                    self.ws.log("launch", f"{launch_id} is ready at {launch.base_url}")
-                self._closed.wait(self.poll_s)
+            self._monitor_loop(launch_id)
+        except duckdb.ConnectionException:
+            pass  # the workspace was closed under us: the next supervisor re-attaches
         finally:
             self._threads.pop(launch_id, None)
+
+    def _monitor_loop(self, launch_id: str) -> None:
+        while not self._closed.is_set():
+            launch = self.get(launch_id)
+            ended, rc = self._exit_code(launch)
+            if ended:
+                if launch.pgid is not None:  # leave no orphaned workers behind
+                    procs.signal_group(launch.pgid, signal.SIGKILL)
+                self._on_exit(launch, rc)
+                return
+            if launch.status == "starting" and health_ok(launch.base_url):
+                with self.ws.transaction() as cur:
+                    cur.execute(
+                        "UPDATE launches SET status = 'ready', ready_at = current_timestamp"
+                        " WHERE launch_id = ? AND status = 'starting'",
+                        [launch_id],
+                    )
+                self.ws.log("launch", f"{launch_id} is ready at {launch.base_url}")
+            self._closed.wait(self.poll_s)
 
     def _on_exit(self, launch: Launch, rc: int | None) -> None:
         if launch.launch_id in self._stopping or launch.status == "stopping":

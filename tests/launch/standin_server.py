@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--spawn-worker", action="store_true")
     ap.add_argument("--record", default=None)
     ap.add_argument("--model-name", default="standin")
+    ap.add_argument("--dump-dir", default=None, help="write an msit-like folder per request")
     args = ap.parse_args()
     started = time.monotonic()
 
@@ -67,6 +68,16 @@ def main() -> None:
             if args.record:
                 with open(args.record, "a") as fh:
                     fh.write(json.dumps(body) + "\n")
+            if args.dump_dir:
+                step = os.path.join(
+                    args.dump_dir,
+                    f"msit_dump_{os.getpid()}",
+                    "torch_tensors",
+                    "cpu_0",
+                    str(self.server.steps),
+                )
+                self.server.steps += 1
+                os.makedirs(step, exist_ok=True)
             text = " done" * int(body.get("max_tokens", 1))
             self._send(
                 200,
@@ -85,6 +96,7 @@ def main() -> None:
             )
 
     server = ThreadingHTTPServer((args.host, args.port), Handler)
+    server.steps = 0
     print(f"stand-in serving on {args.host}:{args.port} pid {os.getpid()}", flush=True)
     if args.crash_after is not None:
 
