@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     ig.set_defaults(func=cmd_ingest)
 
+    from backend.dsa.run import register_run
+
+    register_run(dsa)
+
 
 def cmd_selfcheck(args: argparse.Namespace) -> int:
     from backend.dsa.selfcheck import selfcheck
