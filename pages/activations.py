@@ -77,7 +77,14 @@ def _surface(grid, *, title, texts, absolute, log, sort, renderer, key):
     return None
 
 
-if importlib.util.find_spec("backend.dumps.query") is None:
+def _dumps_available() -> bool:
+    try:
+        return importlib.util.find_spec("backend.dumps.query") is not None
+    except ModuleNotFoundError:  # the dumps package is not installed in this build
+        return False
+
+
+if not _dumps_available():
     st.info(HOW_TO)
     st.stop()
 
