@@ -38,8 +38,11 @@ class Grid:
     source_shape: tuple[int, int]
 
 
-def as_matrix(x: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """A 2-D float32 view ``[tokens, channels]``: leading dims are flattened into tokens."""
+def as_matrix(x: torch.Tensor | np.ndarray, *, keep_float: bool = False) -> torch.Tensor:
+    """A 2-D view ``[tokens, channels]`` (leading dims flattened into tokens) in float32/64.
+
+    ``keep_float`` keeps bf16/fp16 as they are (for reductions that are exact in any dtype).
+    """
     t = torch.from_numpy(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
     if t.ndim == 0:
         raise InputError("tensor", "a scalar has no token x channel layout")
@@ -49,7 +52,16 @@ def as_matrix(x: torch.Tensor | np.ndarray) -> torch.Tensor:
         t = t.reshape(-1, t.shape[-1])
     if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int32, torch.int64)):
         raise InputError("tensor", f"cannot plot dtype {t.dtype}")
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+    if t.dtype in (torch.float32, torch.float64) or (keep_float and t.is_floating_point()):
+        return t
+    return t.float()
+
+
+def _signed_extreme(blocks: torch.Tensor, dim: int) -> torch.Tensor:
+    """Signed value of largest magnitude along ``dim`` (positive wins an exact tie)."""
+    hi, lo = blocks.amax(dim=dim), blocks.amin(dim=dim)
+    # amax/amin are plain reductions (fast); argmax over |x| needs a full abs copy (slow).
+    return torch.where(hi >= -lo, hi, lo)
 
 
 def pool_signed_absmax(
@@ -57,30 +69,31 @@ def pool_signed_absmax(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pool ``x [R, C]`` to at most ``rows x cols`` cells keeping each block's signed extreme.
 
-    Returns ``(values, row_index, col_index)`` where the indices are the positions in ``x`` of
-    each cell's extreme. Blocks are ``ceil(R/rows) x ceil(C/cols)``; padding never wins because
-    it is NaN-free zero and ties keep the first real element.
+    Returns ``(values, row_index, col_index)`` (values in float32) where the indices are the
+    positions in ``x`` of each cell's extreme (the first one when several tie). Blocks are
+    ``ceil(R/rows) x ceil(C/cols)``; edge blocks are padded by repeating the last real row /
+    column, so padding can never create a value that is not in ``x``. Runs in ``x``'s own
+    dtype (bf16 stays bf16: no full-size conversion); tokens are reduced first because that
+    reduction is over a contiguous inner dimension.
     """
     r, c = x.shape
     br, bc = max(1, math.ceil(r / rows)), max(1, math.ceil(c / cols))
     nr, nc = math.ceil(r / br), math.ceil(c / bc)
     if (nr * br, nc * bc) != (r, c):
-        x = torch.nn.functional.pad(x, (0, nc * bc - c, 0, nr * br - r))
-    # Pass 1: within each channel block, per row.
-    blocks = x.reshape(nr * br, nc, bc)
-    j = blocks.abs().argmax(dim=2)  # [R', nc]
-    v = torch.gather(blocks, 2, j.unsqueeze(2)).squeeze(2)
-    col = j + torch.arange(nc).unsqueeze(0) * bc
-    # Pass 2: within each token block.
-    v3 = v.reshape(nr, br, nc)
-    i = v3.abs().argmax(dim=1)  # [nr, nc]
-    values = torch.gather(v3, 1, i.unsqueeze(1)).squeeze(1)
+        x = torch.nn.functional.pad(
+            x.unsqueeze(0), (0, nc * bc - c, 0, nr * br - r), mode="replicate"
+        ).squeeze(0)
+    tok_blocks = x.reshape(nr, br, nc * bc)
+    per_col = _signed_extreme(tok_blocks, 1)  # [nr, C']: pass 1 within token blocks
+    values = _signed_extreme(per_col.reshape(nr, nc, bc), 2)  # [nr, nc]: pass 2 in channels
+    # Locate each extreme: its channel within the block, then its token in that channel.
+    j = (per_col.reshape(nr, nc, bc) == values.unsqueeze(2)).to(torch.uint8).argmax(dim=2)
+    col = j + torch.arange(nc).unsqueeze(0) * bc  # [nr, nc]
+    seg = torch.gather(tok_blocks, 2, col.unsqueeze(1).expand(nr, br, nc))  # [nr, br, nc]
+    i = (seg == values.unsqueeze(1)).to(torch.uint8).argmax(dim=1)
     row = i + torch.arange(nr).unsqueeze(1) * br
-    cols_idx = torch.gather(col.reshape(nr, br, nc), 1, i.unsqueeze(1)).squeeze(1)
-    # Cells whose extreme landed in padding (all-zero real block) point at a real position.
-    row = row.clamp(max=r - 1)
-    cols_idx = cols_idx.clamp(max=c - 1)
-    return values, row, cols_idx
+    # Replicated padding points past the edge: the same value sits at the last real index.
+    return values.float(), row.clamp(max=r - 1), col.clamp(max=c - 1)
 
 
 def transform(values: np.ndarray, *, absolute: bool = False, log: bool = False) -> np.ndarray:
@@ -126,7 +139,7 @@ def build_grid(
     log: bool = False,
 ) -> Grid:
     """Select tokens/channels, optionally sort channels by absmax, pool, transform."""
-    m = as_matrix(x)
+    m = as_matrix(x, keep_float=True)
     n_tok, n_ch = m.shape
     t0, t1 = token_range if token_range is not None else (0, n_tok)
     if not 0 <= t0 < t1 <= n_tok:

@@ -38,14 +38,16 @@ def _value_label(absolute: bool, log: bool) -> str:
     return f"log10(1+{base})" if log else base
 
 
-def _hover(grid: Grid, token_text: Sequence[str] | None) -> tuple[np.ndarray, str]:
-    # customdata per cell: exact token and channel of the kept extreme and its raw value.
-    custom = np.stack(
-        [grid.tokens.astype(np.float64), grid.channels.astype(np.float64), grid.raw], axis=-1
-    )
-    tmpl = "token %{customdata[0]}<br>channel %{customdata[1]}<br>value %{customdata[2]:.4g}"
-    if token_text is not None:
-        tmpl = "token %{customdata[0]} %{text}<br>channel %{customdata[1]}<br>value %{customdata[2]:.4g}"
+def _hover(
+    grid: Grid, token_text: Sequence[str] | None, transformed: bool
+) -> tuple[np.ndarray, str]:
+    # customdata per cell: exact token and channel of the kept extreme (and its raw value when
+    # z is transformed). float32 holds integers < 2**24 exactly and halves the payload.
+    fields = [grid.tokens, grid.channels] + ([grid.raw] if transformed else [])
+    custom = np.stack([np.asarray(f, dtype=np.float32) for f in fields], axis=-1)
+    value = "%{customdata[2]:.4g}" if transformed else "%{z:.4g}"
+    text = " %{text}" if token_text is not None else ""
+    tmpl = f"token %{{customdata[0]}}{text}<br>channel %{{customdata[1]}}<br>value {value}"
     return custom, tmpl + "<extra></extra>"
 
 
@@ -68,10 +70,10 @@ def surface_trace(
     cmid: float | None = None,
 ) -> go.Surface:
     """One WebGL surface: x = channel, y = token, z = value (pooled grid, exact hover)."""
-    custom, tmpl = _hover(grid, token_text)
+    custom, tmpl = _hover(grid, token_text, absolute or log)
     diverging = not absolute
     return go.Surface(
-        z=grid.values,
+        z=grid.values.astype(np.float32),
         x=grid.channel_axis,
         y=grid.token_axis,
         customdata=custom,

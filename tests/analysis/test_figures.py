@@ -24,7 +24,11 @@ def test_surface_holds_grid_and_exact_hover() -> None:
     tr = fig.data[0]
     np.testing.assert_array_equal(np.asarray(tr.z), g.values)
     i, j = np.unravel_index(np.argmin(g.values), g.values.shape)
-    assert tuple(np.asarray(tr.customdata)[i, j]) == (123.0, 77.0, -900.0)
+    assert tuple(np.asarray(tr.customdata)[i, j]) == (123.0, 77.0)
+    assert "value %{z:.4g}" in tr.hovertemplate
+    gl = build_grid(_data(), max_tokens=50, max_channels=100, log=True)
+    tl = figs.surface_trace(gl, log=True)
+    assert tuple(np.asarray(tl.customdata)[i, j]) == (123.0, 77.0, -900.0)
     assert np.asarray(tr.text)[i, j] == "'t123'"
     assert "shown as 50 x 100 (max-|x| pooled)" in fig.layout.title.text
 
