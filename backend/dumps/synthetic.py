@@ -132,6 +132,43 @@ def shard(cfg: SynthConfig, module: str, io: str, arr: np.ndarray, r: int, tp: i
     return arr
 
 
+def rank_tensors(cfg: SynthConfig, truth: Truth, tp: int, dtype: torch.dtype, seed: int):
+    """Yield (step, module, io, idx, rank, tensor) for every rank's dumped tensor.
+
+    FusedMoE outputs become random per-rank partial sums; their sum (in the dump's dtype) is then
+    recorded in ``truth`` as the experts' and the parent ``mlp``'s true output.
+    """
+    rng = np.random.default_rng(seed)
+    partials: dict[tuple[int, str], list[np.ndarray]] = {}
+    for step, module, io, idx in list(truth):
+        if module.endswith(".mlp.experts"):
+            t = truth[(step, module.rsplit(".", 1)[0], "input", 0)].shape[0]
+            ps = [
+                torch.from_numpy(rng.standard_normal((t, cfg.hidden)).astype(np.float32))
+                .to(dtype)
+                .float()
+                .numpy()
+                for _ in range(tp)
+            ]
+            total = (
+                torch.from_numpy(np.sum(np.stack(ps), axis=0, dtype=np.float32))
+                .to(dtype)
+                .float()
+                .numpy()
+            )
+            truth[(step, module, io, idx)] = total
+            truth[(step, module.rsplit(".", 1)[0], "output", 0)] = total
+            partials[(step, module)] = ps
+    for (step, module, io, idx), arr in truth.items():
+        for r in range(tp):
+            data = (
+                partials[(step, module)][r]
+                if (step, module) in partials
+                else shard(cfg, module, io, arr, r, tp)
+            )
+            yield step, module, io, idx, r, torch.from_numpy(np.ascontiguousarray(data)).to(dtype)
+
+
 def write_msit(
     root: Path,
     cfg: SynthConfig,
@@ -144,51 +181,65 @@ def write_msit(
     config_json: bool = True,
     device: str = "npu",
 ) -> Path:
-    """Write an msit_llm dump of ``truth`` for ``tp`` ranks; returns ``<root>/msit_dump_*``.
-
-    FusedMoE outputs are written as random per-rank partial sums whose sum is the block output
-    (which is then recorded in ``truth`` for the experts and the parent ``mlp``).
-    """
-    rng = np.random.default_rng(seed)
+    """Write an msit_llm dump of ``truth`` for ``tp`` ranks; returns ``<root>/msit_dump_*``."""
     session = root / "msit_dump_20261123_010000"
     tt = session / "torch_tensors"
-    for step, module, io, idx in list(truth):
-        if module.endswith(".mlp.experts"):
-            t = truth[(step, module.rsplit(".", 1)[0], "input", 0)].shape[0]
-            partials = [
-                torch.from_numpy(rng.standard_normal((t, cfg.hidden)).astype(np.float32))
-                .to(dtype)
-                .float()
-                .numpy()
-                for _ in range(tp)
-            ]
-            total = np.sum(np.stack(partials), axis=0, dtype=np.float32)
-            # the true output is what the ranks' partials add up to (in the dump's dtype)
-            total = torch.from_numpy(total).to(dtype).float().numpy()
-            truth[(step, module, io, idx)] = total
-            truth[(step, module.rsplit(".", 1)[0], "output", 0)] = total
-            truth[(step, module, "_partials", 0)] = partials  # type: ignore[assignment]
-    for (step, module, io, idx), arr in truth.items():
-        if io == "_partials":
-            continue
-        for r in range(tp):
-            folder = f"{device}{r}_{4000 + r}" if device != "cpu" else f"cpu_{4000 + r}"
-            d = tt / folder / str(step) / f"root.{module}"
-            d.mkdir(parents=True, exist_ok=True)
-            if module.endswith(".mlp.experts"):
-                part = truth[(step, module, "_partials", 0)][r]  # type: ignore[index]
-                data = part
-            else:
-                data = shard(cfg, module, io, arr, r, tp)
-            name = f"{io}.pth" if idx == 0 and io == "output" else f"{io}_{idx}.pth"
-            torch.save(torch.from_numpy(np.ascontiguousarray(data)).to(dtype), d / name)
+
+    def folder(r: int) -> str:
+        return f"{device}{r}_{4000 + r}" if device != "cpu" else f"cpu_{4000 + r}"
+
+    for step, module, io, idx, r, t in rank_tensors(cfg, truth, tp, dtype, seed):
+        d = tt / folder(r) / str(step) / f"root.{module}"
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(t, d / (f"{io}.pth" if idx == 0 and io == "output" else f"{io}_{idx}.pth"))
     for r in range(tp):
-        folder = f"{device}{r}_{4000 + r}" if device != "cpu" else f"cpu_{4000 + r}"
         if model_tree:
-            (tt / folder / "model_tree.json").write_text(json.dumps(_tree(cfg)))
+            (tt / folder(r) / "model_tree.json").write_text(json.dumps(_tree(cfg)))
     if config_json:
         (session / "config.json").write_text(json.dumps(cfg.hf_config()))
     return session
+
+
+def module_class(module: str) -> str:
+    last = module.rsplit(".", 1)[-1]
+    return CLASSES.get(last, "Qwen3MoeDecoderLayer")
+
+
+def write_msprobe(
+    root: Path,
+    cfg: SynthConfig,
+    truth: Truth,
+    tp: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 1,
+    crashed: bool = False,
+) -> Path:
+    """Write an msprobe dump (``step<N>/rank<R>/dump_tensor_data``); ``crashed`` omits the JSON."""
+    entries: dict[tuple[int, int], dict] = {}
+    for step, module, io, idx, r, t in rank_tensors(cfg, truth, tp, dtype, seed):
+        d = root / f"step{step}" / f"rank{r}" / "dump_tensor_data"
+        d.mkdir(parents=True, exist_ok=True)
+        node = f"Module.{module}.{module_class(module)}.forward.0"
+        name = f"{node}.{io}.{idx}.pt"
+        torch.save(t, d / name)
+        data = entries.setdefault((step, r), {}).setdefault(node, {"input_args": [], "output": []})
+        key = "input_args" if io == "input" else "output"
+        f = t.float()
+        data[key].append({
+            "type": "torch.Tensor", "dtype": str(t.dtype), "shape": list(t.shape),
+            "Max": float(f.max()), "Min": float(f.min()), "Mean": float(f.mean()),
+            "Norm": float(f.norm()), "requires_grad": False, "data_name": name,
+        })  # fmt: skip
+    if not crashed:
+        for (step, r), data in entries.items():
+            d = root / f"step{step}" / f"rank{r}"
+            (d / "dump.json").write_text(json.dumps({"task": "tensor", "level": "L0", "framework": "pytorch",
+                                                     "dump_data_dir": str(d / "dump_tensor_data"), "data": data}))  # fmt: skip
+            (d / "construct.json").write_text(json.dumps({n: None for n in data}))
+            (d / "stack.json").write_text("{}")
+    (root / "config.json").write_text(json.dumps(cfg.hf_config()))
+    return root
 
 
 def _tree(cfg: SynthConfig) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,17 +49,29 @@ class RankFolder:
     classes: dict[str, str] = field(default_factory=dict)  # module -> class name
 
 
+def _load(path: Path, mmap: bool) -> object:
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except RuntimeError as exc:
+        if mmap and "mmap can only be used" in str(exc):  # legacy (non-zip) torch.save format
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+        raise
+
+
 def load_tensor_file(path: Path, mmap: bool = True) -> torch.Tensor:
     """Load one dumped tensor with ``weights_only=True``; anything but a plain tensor is refused."""
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+        obj = _load(path, mmap)
     except Exception as exc:  # noqa: BLE001 - every failure is a bad file for the user
-        text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        text = str(exc)
+        if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+            glob = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+)", text)
+            why = glob.group(1) if glob else "it holds objects other than tensors"
             raise InputError(
-                path, f"not a plain tensor file (refused unsafe pickle: {text})"
+                path, f"not a plain tensor file (refused unsafe pickle: {why})"
             ) from exc
-        raise InputError(path, f"unreadable or truncated tensor file ({text})") from exc
+        first = text.splitlines()[0][:300] if text else type(exc).__name__
+        raise InputError(path, f"unreadable or truncated tensor file ({first})") from exc
     if not isinstance(obj, torch.Tensor):
         raise InputError(path, f"holds a {type(obj).__name__}, not a tensor")
     return obj
