@@ -60,7 +60,7 @@ class Progress:
     stitched: int = 0
     stats_done: int = 0
     started: float = field(default_factory=time.monotonic)
-    last_latency_s: list[float] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)
 
     @property
     def mb_per_s(self) -> float:
@@ -262,19 +262,39 @@ class Ingestor:
             out.append((ref, rel, key, size))
         return out
 
-    def ingest_paths(self, paths: Iterable[Path]) -> int:
-        """Catalog the given files (skipping those already ingested); returns how many were new."""
+    def is_new(self, path: Path) -> bool:
+        try:
+            return str(path.relative_to(self.layout.root)) not in self._done
+        except ValueError:
+            return False
+
+    def ingest_paths(self, paths: Iterable[Path], retry_fresh_s: float = 0.0) -> list[Path]:
+        """Catalog the given files, skipping those already ingested under the same content.
+
+        With ``retry_fresh_s`` (streaming), a file that fails to load although it changed less
+        than that many seconds ago is not recorded as an error but returned for a later retry.
+        """
         todo = self.pending(paths)
         self.progress.files_seen += len(todo)
-        self.progress.queue_depth = len(todo)
         if not todo:
-            return 0
+            return []
         with ThreadPoolExecutor(self.workers) as pool:
             entries = list(pool.map(lambda a: catalog_file(*a), todo))
+        retry: list[Path] = []
+        if retry_fresh_s:
+            now = time.time()
+            keep = []
+            for e in entries:
+                try:
+                    fresh = e.error is not None and now - e.ref.path.stat().st_mtime < retry_fresh_s
+                except OSError:
+                    fresh = False
+                (retry.append(e.ref.path) if fresh else keep.append(e))
+            self.progress.files_seen -= len(retry)
+            entries = keep
         self._write_catalog(entries)
-        self.progress.queue_depth = 0
         self._notify()
-        return len(entries)
+        return retry
 
     def _write_catalog(self, entries: list[CatalogEntry]) -> None:
         rows, files = [], []
@@ -495,6 +515,16 @@ class Ingestor:
                 finally:
                     cur.unregister("_new_reports")
         self.progress.stitched += sum(1 for r in reports if r["tensor_id"] is not None)
+        now = time.time()
+        for job, _choice, _res, group in results:
+            if group is None:
+                continue
+            try:
+                closed = max(Path(f).stat().st_mtime for f in job.files.values())
+            except OSError:
+                continue
+            self.progress.latencies_s.append(now - closed)  # file closed -> viewable
+        del self.progress.latencies_s[:-20000]
 
     def verify_partial_sums(self, final: bool = False) -> int:
         """Check each summed partial (FusedMoE) against its parent block's stitched output."""
