@@ -34,15 +34,16 @@ class Job:
         if self.watcher is not None:
             self.run_id = self.watcher.run_id or self.run_id
             self.error = self.watcher.error or self.error
-        lat = (
-            sorted(self.progress.latencies_s) if self.progress and self.progress.latencies_s else []
-        )
+        # file closed -> viewable latency means something only while watching a live writer
+        live = self.mode == "watch" and self.progress is not None and self.progress.latencies_s
+        lat = sorted(self.progress.latencies_s) if live and self.progress else []
         return {
-            "folder": self.path, "mode": self.mode,
             "state": "failed" if self.error and self.done else ("done" if self.done else "running"),
-            "run": self.run_id or "", **p,
+            "mode": self.mode, "files": p.get("files_done", 0), "MB/s": p.get("mb_per_s", 0.0),
+            "queue": p.get("queue_depth", 0), "stitched": p.get("stitched", 0),
+            "statistics": p.get("stats_done", 0), "errors": p.get("errors", 0),
             "p95 latency s": round(lat[int(0.95 * (len(lat) - 1))], 3) if lat else None,
-            "error": self.error or "",
+            "run": self.run_id or "", "folder": self.path, "error": self.error or "",
         }  # fmt: skip
 
 

@@ -127,8 +127,8 @@ VERDICT_ORDER = ("failed", "unknown", "assumed", "verified")
 def stitch_report(ws: Workspace, run_id: str, step: int | None = None) -> pd.DataFrame:
     """Every stitched (or refused) tensor with its rule, ranks, verdict and max abs diff."""
     sql = (
-        "SELECT step, module, module_class, io, idx, rule, rule_source, verdict, ranks, max_abs_diff, "
-        "detail, tensor_id FROM dump_stitch_report WHERE run_id = ?"
+        "SELECT step, module, io, idx, verdict, rule, max_abs_diff, ranks, detail, module_class, "
+        "rule_source, tensor_id FROM dump_stitch_report WHERE run_id = ?"
     )
     params: list[object] = [run_id]
     if step is not None:
@@ -164,7 +164,7 @@ def module_tree(ws: Workspace, run_id: str, step: int) -> pd.DataFrame:
 
 def ingest_errors(ws: Workspace, run_id: str | None = None) -> pd.DataFrame:
     """Ingest errors (newest first): the file, the kind of problem and what is wrong."""
-    sql = 'SELECT "at", run_id, kind, path, message FROM dump_ingest_errors'
+    sql = 'SELECT kind, message, path, "at", run_id FROM dump_ingest_errors'
     params: list[object] = []
     if run_id is not None:
         sql += " WHERE run_id = ?"

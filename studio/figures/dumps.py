@@ -36,7 +36,7 @@ def module_treemap(tree: pd.DataFrame, title: str = "") -> go.Figure:
     fig = go.Figure(
         go.Treemap(
             ids=ids, parents=parents, labels=labels, marker={"colors": colours},
-            hovertext=hover, hoverinfo="text", branchvalues="remainder", maxdepth=4,
+            hovertext=hover, hoverinfo="text", branchvalues="remainder",
         )
     )  # fmt: skip
     fig.update_layout(
