@@ -31,17 +31,18 @@ class DumpLayout:
 
     def tensor_files(self) -> list[Path]:
         if self.format == "msit":
-            return msit.iter_tensor_files(self.root)
+            return msit.iter_tensor_files([f.path for f in self.folders.values()])
         return msprobe.iter_tensor_files(self.root)
 
     def parse(self, path: Path) -> TensorRef | None:
         if self.format == "msit":
-            try:
-                folder = path.relative_to(self.root).parts[0]
-            except (ValueError, IndexError):
+            rank_dir = path.parent.parent.parent
+            rf = self.folders.get(rank_dir.name)
+            if rf is not None and rf.path != rank_dir:
                 return None
-            rf = self.folders.get(folder)
-            return msit.parse_file(path, self.root, rf.classes if rf else None)
+            if rf is None and rank_dir.parent.name != "torch_tensors":
+                return None
+            return msit.parse_file(path, rf.classes if rf else None)
         return msprobe.parse_file(path, self.root, self.extra.get("classes", {}))
 
     def refresh(self) -> bool:
@@ -63,6 +64,14 @@ def _find_json(start: Path, name: str, up: int = 3) -> dict[str, Any] | list[Any
                 return json.loads(f.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise InputError(f, f"unreadable JSON ({exc})") from exc
+    return None
+
+
+def _ranks_json_names(ranks_json: Any) -> set[str] | None:
+    if isinstance(ranks_json, dict) and isinstance(ranks_json.get("ranks"), dict | list):
+        ranks_json = ranks_json["ranks"]
+    if isinstance(ranks_json, dict | list):
+        return {str(n) for n in ranks_json}
     return None
 
 
@@ -90,23 +99,43 @@ def _assign_ranks(folders: list[RankFolder], ranks_json: Any) -> tuple[dict[str,
 def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> DumpLayout:
     """The layout of the dump that ``start`` is (or lies inside)."""
     path = existing_dir(start, "dump folder")
+    ranks_json: Any = None
     if msit.is_msit(path):
-        root = msit.find_torch_tensors(path)
+        root = cfg_start = msit.find_torch_tensors(path)
         folders = msit.list_rank_folders(root)
         fmt = "msit"
         extra: dict[str, Any] = {}
+        ranks_json = _find_json(root, "ranks.json")
+        names = _ranks_json_names(ranks_json)
+        have = {f.folder for f in folders}
+        if names is None or not names <= have:
+            more = msit.sibling_rank_folders(root, names - have if names is not None else None)
+            if more:
+                # ranks spread over several msit_dump_* sessions: the run is their dump_path
+                folders += more
+                root = root.parent.parent
+                for f in more:  # rank 0's session may hold ranks.json and config.json
+                    if ranks_json is None:
+                        ranks_json = _find_json(f.path.parent, "ranks.json", up=1)
+                    if cfg_start.parent == root or not (cfg_start.parent / "config.json").exists():
+                        cfg_start = (
+                            f.path.parent
+                            if (f.path.parent.parent / "config.json").exists()
+                            else cfg_start
+                        )
     elif msprobe.is_msprobe(path):
         root = msprobe.find_root(path)
         folders = msprobe.list_rank_folders(root)
         fmt = "msprobe"
         extra = {"classes": msprobe.collect_classes(root)}
+        ranks_json = _find_json(root, "ranks.json")
+        cfg_start = root
     else:
         raise InputError(
             path, "not an msit_llm or msprobe dump (no torch_tensors/ or step<N>/ folders)"
         )
-    ranks_json = _find_json(root, "ranks.json")
     ranks, note = _assign_ranks(folders, ranks_json)
-    cfg = model_config or _find_json(root, "config.json")
+    cfg = model_config or _find_json(cfg_start, "config.json")
     return DumpLayout(
         fmt, root, ranks, {f.folder: f for f in folders}, cfg if isinstance(cfg, dict) else None,
         note if note not in ("ranks.json", "rank folders", "device ids") else "", extra,

@@ -360,9 +360,9 @@ class Ingestor:
         root = self.layout.root
         n = 0
         files = (
-            root.glob("*/*/*/statistics.csv")
+            [f for rf in self.layout.folders.values() for f in rf.path.glob("*/*/statistics.csv")]
             if self.layout.format == "msit"
-            else root.glob("step*/*/dump.json")
+            else list(root.glob("step*/*/dump.json"))
         )
         for f in sorted(files):
             rel = str(f.relative_to(root))
@@ -378,9 +378,10 @@ class Ingestor:
             except (InputError, OSError) as exc:
                 self._error(f, "unreadable", str(getattr(exc, "problem", exc)))
                 continue
-            parts = f.relative_to(root).parts
-            folder = parts[0] if self.layout.format == "msit" else parts[1]
-            step_s = parts[1] if self.layout.format == "msit" else parts[0].removeprefix("step")
+            if self.layout.format == "msit":  # <rank>/<step>/<module>/statistics.csv
+                folder, step_s = f.parents[2].name, f.parents[1].name
+            else:  # step<N>/<rank>/dump.json
+                folder, step_s = f.parent.name, f.parents[1].name.removeprefix("step")
             with self.ws.transaction() as cur:
                 for r in rows:
                     cur.execute(

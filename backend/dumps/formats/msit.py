@@ -99,14 +99,11 @@ def split_api(folder: str, classes: dict[str, str]) -> tuple[str, str]:
     return module, "module"
 
 
-def parse_file(
-    path: Path, torch_tensors: Path, classes: dict[str, str] | None = None
-) -> TensorRef | None:
-    """The TensorRef of one ``.pth`` under ``torch_tensors`` or None if it is not a tensor file."""
-    try:
-        rank_folder, step, folder, fname = path.relative_to(torch_tensors).parts
-    except ValueError:
+def parse_file(path: Path, classes: dict[str, str] | None = None) -> TensorRef | None:
+    """The TensorRef of one ``<rank>/<step>/<module>/<file>.pth`` or None if it is not one."""
+    if len(path.parts) < 4:
         return None
+    rank_folder, step, folder, fname = path.parts[-4:]
     m = _FILE.match(fname)
     if not m or not step.isdigit():
         return None
@@ -121,6 +118,43 @@ def parse_file(
     )  # fmt: skip
 
 
+_SESSION = re.compile(r"^msit_dump_(\d{8})_(\d{6})$")
+
+
+def session_seconds(name: str) -> int | None:
+    """Seconds of an ``msit_dump_YYYYMMDD_HHMMSS`` session name (for grouping ranks), or None."""
+    m = _SESSION.match(name)
+    if not m:
+        return None
+    d, t = m.group(1), m.group(2)
+    days = int(d[:4]) * 372 + int(d[4:6]) * 31 + int(d[6:])  # monotonic, not calendar-exact
+    return days * 86400 + int(t[:2]) * 3600 + int(t[2:4]) * 60 + int(t[4:])
+
+
+def sibling_rank_folders(
+    torch_tensors: Path, names: set[str] | None, window_s: int = 10
+) -> list[RankFolder]:
+    """Rank folders of the same run written into other ``msit_dump_*`` sessions.
+
+    Each rank process may stamp its own session folder (seconds apart). With ``names`` (from
+    ranks.json) exactly those folders are taken; without, sessions within ``window_s``.
+    """
+    session = torch_tensors.parent
+    base = session_seconds(session.name)
+    out = []
+    for other in sorted(session.parent.glob("msit_dump*/torch_tensors")):
+        if other == torch_tensors:
+            continue
+        sec = session_seconds(other.parent.name)
+        for rf in list_rank_folders(other):
+            if names is not None:
+                if rf.folder in names:
+                    out.append(rf)
+            elif base is not None and sec is not None and abs(sec - base) <= window_s:
+                out.append(rf)
+    return out
+
+
 def list_rank_folders(torch_tensors: Path) -> list[RankFolder]:
     folders = []
     for p in sorted(torch_tensors.iterdir()):
@@ -132,8 +166,8 @@ def list_rank_folders(torch_tensors: Path) -> list[RankFolder]:
     return folders
 
 
-def iter_tensor_files(torch_tensors: Path) -> list[Path]:
-    return sorted(torch_tensors.glob("*/*/*/*.pt*"))
+def iter_tensor_files(rank_dirs: list[Path]) -> list[Path]:
+    return sorted(f for d in rank_dirs for f in d.glob("*/*/*.pt*"))
 
 
 _STAT_COLS = ("NodeName", "NodeType", "InputOutput", "Index", "DataType", "Shape")

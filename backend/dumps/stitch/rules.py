@@ -40,6 +40,10 @@ CLASS_RULES: dict[str, IoRules] = {
     "Qwen3MoeDecoderLayer": {"input": "replicated", "output": "replicated"},
     "Qwen3MoeModel": {"input": "replicated", "output": "replicated"},
     "LogitsProcessor": {"input": "replicated", "output": "replicated"},
+    # SiluAndMul sees each rank's [gate_r | up_r] and returns its shard of act(gate) * up
+    "SiluAndMul": {"input": {0: "gate_up"}, "output": {0: "concat_last"}},
+    # api-mode op on the experts' (replicated) input; its transform matrices are replicated too
+    "npu_kronecker_quant": {"input": "replicated", "output": "replicated"},
 }  # fmt: skip
 
 # Module-name fallback (last path component) when the class is unknown.
@@ -58,6 +62,8 @@ NAME_CLASSES: dict[str, str] = {
     "rotary_emb": "RotaryEmbedding",
     "self_attn": "Qwen3MoeAttention",
     "logits_processor": "LogitsProcessor",
+    "act_fn": "SiluAndMul",
+    "npu_kronecker_quant": "npu_kronecker_quant",
 }
 
 # Overrides by module path, consulted before the class (q_norm/k_norm are RMSNorm by class but

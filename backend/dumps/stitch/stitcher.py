@@ -119,9 +119,11 @@ def stitch(
     if len(ranks) != tp or ranks != list(range(tp)):
         missing = sorted(set(range(tp)) - set(ranks))
         return StitchResult(rule, "failed", ranks, detail=f"missing rank(s) {missing} of tp={tp}")
-    if tp == 1:
-        return StitchResult("single_rank", "verified", ranks, shards[0], max_abs_diff=0.0,
-                            detail="one rank: the tensor is already whole")  # fmt: skip
+    if tp == 1 and rule not in ("qkv", "gate_up"):
+        return StitchResult(
+            "single_rank", "verified", ranks, shards[0], max_abs_diff=0.0,
+            detail="one rank: the tensor is already whole",
+        )  # fmt: skip
 
     cat_dim = {
         "concat_last": -1,
@@ -194,9 +196,9 @@ def stitch(
         width = shards[0].shape[-1]
         if width % 2:
             return StitchResult(rule, "failed", ranks, detail=f"odd gate_up width {width}")
-        gate = torch.cat([s[..., : width // 2] for s in shards], dim=-1)
+        gate = torch.cat([s[..., : width // 2] for s in shards], dim=-1)  # tp=1: plain halves
         up = torch.cat([s[..., width // 2 :] for s in shards], dim=-1)
-        return StitchResult(rule, "assumed", ranks, torch.cat([gate, up], dim=-1), {"gate": gate, "up": up},
+        return StitchResult(rule, "verified" if tp == 1 else "assumed", ranks, torch.cat([gate, up], dim=-1), {"gate": gate, "up": up},
                             max_abs_diff=0.0, detail="each rank's [gate|up] split in halves, then concatenated")  # fmt: skip
     if rule == "partial_sum":
         acc = shards[0].to(torch.float32).clone()
