@@ -331,18 +331,27 @@ class Ingestor:
         with self.ws.transaction() as cur:
             if rows:
                 self._insert_tensors(cur, rows)
-            for rel, key, size, status in files:
+            if files:
+                fdf = pd.DataFrame(
+                    files, columns=["relpath", "content_key", "size", "status"]
+                ).assign(run_id=self.run_id)
+                cur.register("_new_files", fdf)
                 cur.execute(
                     "INSERT OR REPLACE INTO dump_ingest_files (run_id, relpath, content_key, size, status) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [self.run_id, rel, key, size, status],
+                    "SELECT run_id, relpath, content_key, size, status FROM _new_files"
                 )
-            for module, cls, layer in mods:
+                cur.unregister("_new_files")
+            if mods:
+                mdf = pd.DataFrame(
+                    [(self.run_id, m, c, la, kinds.get(m, "module")) for m, c, la in mods],
+                    columns=["run_id", "module", "module_class", "layer", "kind"],
+                ).drop_duplicates("module")
+                cur.register("_new_mods", mdf)
                 cur.execute(
-                    "INSERT INTO dump_modules VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-                    "module_class = coalesce(excluded.module_class, dump_modules.module_class)",
-                    [self.run_id, module, cls, layer, kinds.get(module, "module")],
+                    "INSERT INTO dump_modules SELECT * FROM _new_mods ON CONFLICT DO UPDATE SET "
+                    "module_class = coalesce(excluded.module_class, dump_modules.module_class)"
                 )
+                cur.unregister("_new_mods")
         for rel, key, _size, _status in files:
             self._done[rel] = key
         self.progress.files_done += len(files)
@@ -582,7 +591,7 @@ class Ingestor:
             self.ws.cursor()
             .execute(
                 "SELECT t.tensor_id, t.store_group, t.store_name FROM dump_tensors t "
-                "LEFT JOIN dump_stats s USING (tensor_id) WHERE t.run_id = ? AND t.rank IS NULL "
+                "LEFT JOIN dump_stats s USING (tensor_id) WHERE t.run_id = ? AND t.rank IS NULL AND t.part IS NULL "
                 "AND s.tensor_id IS NULL ORDER BY t.tensor_id",
                 [self.run_id],
             )

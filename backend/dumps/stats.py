@@ -8,7 +8,7 @@ finite values; NaN and Inf are counted, not propagated.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -39,9 +39,8 @@ class TensorStats:
     top: list[tuple[int, int, float]]  # (token, channel, value), largest |x| first
 
     def as_row(self) -> dict[str, object]:
-        d = asdict(self)
-        d.pop("top")
-        return d
+        # a plain dict (dataclasses.asdict deep-copies the vectors: slow for wide tensors)
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "top"}
 
 
 def as_2d(t: torch.Tensor) -> torch.Tensor:
@@ -53,56 +52,67 @@ def as_2d(t: torch.Tensor) -> torch.Tensor:
 
 
 def compute(t: torch.Tensor, top_k: int = TOP_K) -> TensorStats:
-    """All statistics of ``t`` (any dtype; integers and bf16 are widened to float32)."""
+    """All statistics of ``t`` (any dtype; integers and bf16 are widened to float32).
+
+    Central moments come from float32 residuals summed in float64 (accurate without a float64
+    copy of the tensor). A finite sum proves there is no NaN/Inf, so the masks are only built
+    when needed.
+    """
     x = as_2d(t).to(torch.float32)
     n = x.numel()
     if n == 0:
         nan = float("nan")
         return TensorStats(0, nan, nan, nan, nan, nan, 0.0, 0, 0, nan, 0, nan, 0, [], [], [], [])
-    finite = torch.isfinite(x)
-    nan_count = int(torch.isnan(x).sum())
-    inf_count = int(n - nan_count - int(finite.sum()))
-    xf = torch.where(finite, x, torch.zeros((), dtype=x.dtype)) if nan_count or inf_count else x
-    nf = int(finite.sum()) if (nan_count or inf_count) else n
-    a = xf.abs()
-    # moments in float64: raw sums, combined into central moments once
-    x64 = xf.to(torch.float64)
-    s1 = float(x64.sum())
-    x2 = x64 * x64
-    s2 = float(x2.sum())
-    s3 = float((x2 * x64).sum())
-    s4 = float((x2 * x2).sum())
+    s1 = float(x.sum(dtype=torch.float64))
+    nan_count = inf_count = 0
+    xf, nf = x, n
+    if not math.isfinite(s1):
+        finite = torch.isfinite(x)
+        nf = int(finite.sum())
+        nan_count = int(torch.isnan(x).sum())
+        inf_count = n - nf - nan_count
+        xf = torch.where(finite, x, torch.zeros((), dtype=x.dtype))
+        s1 = float(xf.sum(dtype=torch.float64))
     mean = s1 / nf if nf else float("nan")
-    e2, e3, e4 = (s2 / nf, s3 / nf, s4 / nf) if nf else (math.nan,) * 3
-    var = max(e2 - mean * mean, 0.0)
-    m4 = e4 - 4 * mean * e3 + 6 * mean * mean * e2 - 3 * mean**4
-    kurt = m4 / (var * var) - 3.0 if var > 0 else float("nan")
+    d = xf - mean
+    if nf != n:
+        d = torch.where(finite, d, torch.zeros((), dtype=d.dtype))
+    d2 = d * d
+    m2 = float(d2.sum(dtype=torch.float64)) / nf if nf else float("nan")
+    m4 = float((d2 * d2).sum(dtype=torch.float64)) / nf if nf else float("nan")
+    del d, d2
+    kurt = m4 / (m2 * m2) - 3.0 if m2 > 0 else float("nan")
+    a = xf.abs()
+    chan_absmax = a.amax(dim=0)
     flat_a = a.reshape(-1)
-    # lower median of |x| over the finite values (the hidden state's typical magnitude)
     fin_a = flat_a[finite.reshape(-1)] if nf != n else flat_a
+    # lower median of |x| over the finite values (the hidden state's typical magnitude)
     median_abs = float(torch.kthvalue(fin_a, (nf + 1) // 2).values) if nf else float("nan")
     massive_cut = max(MASSIVE_ABS, MASSIVE_RATIO * median_abs)
     k = min(top_k, n)
-    top_v, top_i = torch.topk(flat_a, k)
+    top_i = torch.topk(flat_a, k).indices
     cols = x.shape[1]
-    signed = xf.reshape(-1)[top_i]
-    top = [(int(i) // cols, int(i) % cols, float(v)) for i, v in zip(top_i, signed, strict=True)]
-    del top_v
+    signed = xf.reshape(-1)[top_i].tolist()
+    top = [
+        (int(i) // cols, int(i) % cols, float(v))
+        for i, v in zip(top_i.tolist(), signed, strict=True)
+    ]
+    lo, hi = torch.aminmax(xf) if nf else (torch.tensor(math.nan), torch.tensor(math.nan))
     return TensorStats(
         numel=n,
-        min=float(xf.min()) if nf else math.nan,
-        max=float(xf.max()) if nf else math.nan,
+        min=float(lo),
+        max=float(hi),
         mean=mean,
-        std=math.sqrt(var),
-        absmax=float(a.max()),
-        l2=math.sqrt(s2),
+        std=math.sqrt(m2),
+        absmax=float(chan_absmax.max()),
+        l2=math.sqrt(float((xf * xf).sum(dtype=torch.float64))),
         nan_count=nan_count,
         inf_count=inf_count,
         kurtosis=kurt,
         over6_count=int((a > OVER_THRESHOLD).sum()),
         median_abs=median_abs,
         massive_count=int((a > massive_cut).sum()),
-        channel_absmax=a.amax(dim=0).tolist(),
+        channel_absmax=chan_absmax.tolist(),
         channel_mean_abs=(a.sum(dim=0, dtype=torch.float64) / x.shape[0]).tolist(),
         token_absmax=a.amax(dim=1).tolist(),
         top=top,

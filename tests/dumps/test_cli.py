@@ -90,7 +90,7 @@ def test_stats_json(synth_dump, workspace_dir: Path, capsys) -> None:
         and r["massive_count"] == 1
         and r["over6_count"] == int((abs(x) > 6).sum())
     )
-    assert r["std"] == pytest.approx(x.std(), rel=1e-9)
+    assert r["std"] == pytest.approx(x.std(), rel=1e-6)  # float32 residuals
     assert r["top_channels"][0] == {"channel": 3, "absmax": 900.0}
     assert (
         main(["stats", str(session), "--json", "--step", "0", "--module", "qkv_proj$", "--ranks"])

@@ -53,17 +53,17 @@ def tolerance(dtype: torch.dtype, scale: float, terms: int = 1) -> float:
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    if not a.dtype.is_floating_point:
-        return float((a.to(torch.int64) - b.to(torch.int64)).abs().max()) if a.numel() else 0.0
-    if a.numel() == 0:
+    if a.numel() == 0 or torch.equal(a, b):  # bitwise equal: the common case, and cheap
         return 0.0
-    d = (a.float() - b.float()).abs()
+    if not a.dtype.is_floating_point:
+        return float((a.to(torch.int64) - b.to(torch.int64)).abs().max())
+    d = float((a.float() - b.float()).abs().max())
+    if d == d:
+        return d
     # NaN in the same places on both ranks is equal; elsewhere it is a difference.
     same_nan = torch.isnan(a) & torch.isnan(b)
-    d = torch.where(same_nan, torch.zeros_like(d), d)
-    if torch.isnan(d).any():
-        return float("inf")
-    return float(d.max())
+    dd = torch.where(same_nan, torch.zeros((), dtype=torch.float32), (a.float() - b.float()).abs())
+    return float("inf") if torch.isnan(dd).any() else float(dd.max())
 
 
 def _replica_groups(
