@@ -96,3 +96,26 @@ def test_reingest_is_exactly_once(synth_dump, workspace) -> None:
     after = workspace.table_counts()
     assert after.pop("activity") == counts.pop("activity") + 1  # the second ingest is logged
     assert after == counts
+
+
+def test_ranks_in_separate_sessions_are_one_run(synth_dump, workspace) -> None:
+    """Each rank process may stamp its own msit_dump_<ts> (seconds apart); ranks.json joins them."""
+    import json
+    import shutil
+
+    session, truth, _ = synth_dump(2, device="cpu")
+    other = session.parent / "msit_dump_20261123_010001" / "torch_tensors"
+    other.mkdir(parents=True)
+    shutil.move(str(session / "torch_tensors" / "cpu_4001"), other / "cpu_4001")
+    (session / "ranks.json").write_text(json.dumps({"cpu_4000": 0, "cpu_4001": 1}))
+    run = ingest_dump(workspace, other / "cpu_4001" / "0")  # any folder of any session
+    assert query.run_info(workspace, run)["tp_size"] == 2
+    df = query.find_tensors(
+        workspace, run, step=0, module_regex=r"layers\.0\.self_attn\.qkv_proj$", io="output"
+    )
+    whole = df[df.part.isna()]
+    np.testing.assert_array_equal(
+        query.load_tensor(workspace, int(whole.tensor_id.iloc[0])).numpy(),
+        truth[(0, "model.layers.0.self_attn.qkv_proj", "output", 0)],
+    )
+    assert ingest_dump(workspace, session) == run  # rank 0's session names the same run
