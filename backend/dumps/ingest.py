@@ -585,15 +585,15 @@ class Ingestor:
         return done
 
     # -- statistics ----------------------------------------------------------------------
-    def compute_stats(self) -> int:
-        """Statistics for every stitched tensor that has none yet (a process pool if given)."""
+    def compute_stats(self, limit: int | None = None) -> int:
+        """Statistics for stitched tensors that have none yet (at most ``limit``; a pool if given)."""
         todo = (
             self.ws.cursor()
             .execute(
                 "SELECT t.tensor_id, t.store_group, t.store_name FROM dump_tensors t "
                 "LEFT JOIN dump_stats s USING (tensor_id) WHERE t.run_id = ? AND t.rank IS NULL AND t.part IS NULL "
-                "AND s.tensor_id IS NULL ORDER BY t.tensor_id",
-                [self.run_id],
+                "AND s.tensor_id IS NULL ORDER BY t.tensor_id LIMIT ?",
+                [self.run_id, limit if limit is not None else 1 << 62],
             )
             .fetchall()
         )

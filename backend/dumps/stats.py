@@ -51,6 +51,15 @@ def as_2d(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
+def _median_abs_bf16(t: torch.Tensor) -> float:
+    """Exact lower median of |x| of a finite bf16 tensor: a histogram of its 2^15 magnitudes."""
+    bits = t.reshape(-1).view(torch.int16).to(torch.int32) & 0x7FFF  # drop the sign: |x|
+    counts = torch.bincount(bits, minlength=1 << 15)
+    k = (t.numel() + 1) // 2
+    idx = int(torch.searchsorted(counts.cumsum(0), torch.tensor(k)))
+    return float(torch.tensor(idx, dtype=torch.int16).view(torch.bfloat16))
+
+
 def compute(t: torch.Tensor, top_k: int = TOP_K) -> TensorStats:
     """All statistics of ``t`` (any dtype; integers and bf16 are widened to float32).
 
@@ -63,7 +72,7 @@ def compute(t: torch.Tensor, top_k: int = TOP_K) -> TensorStats:
     if n == 0:
         nan = float("nan")
         return TensorStats(0, nan, nan, nan, nan, nan, 0.0, 0, 0, nan, 0, nan, 0, [], [], [], [])
-    s1 = float(x.sum(dtype=torch.float64))
+    s1 = float(x.sum())  # torch sums float32 pairwise: ~1e-7 relative
     nan_count = inf_count = 0
     xf, nf = x, n
     if not math.isfinite(s1):
@@ -72,31 +81,37 @@ def compute(t: torch.Tensor, top_k: int = TOP_K) -> TensorStats:
         nan_count = int(torch.isnan(x).sum())
         inf_count = n - nf - nan_count
         xf = torch.where(finite, x, torch.zeros((), dtype=x.dtype))
-        s1 = float(xf.sum(dtype=torch.float64))
+        s1 = float(xf.sum())
     mean = s1 / nf if nf else float("nan")
     d = xf - mean
     if nf != n:
         d = torch.where(finite, d, torch.zeros((), dtype=d.dtype))
     d2 = d * d
-    m2 = float(d2.sum(dtype=torch.float64)) / nf if nf else float("nan")
-    m4 = float((d2 * d2).sum(dtype=torch.float64)) / nf if nf else float("nan")
+    m2 = float(d2.sum()) / nf if nf else float("nan")
+    m4 = float((d2 * d2).sum()) / nf if nf else float("nan")
     del d, d2
     kurt = m4 / (m2 * m2) - 3.0 if m2 > 0 else float("nan")
     a = xf.abs()
     chan_absmax = a.amax(dim=0)
-    flat_a = a.reshape(-1)
-    fin_a = flat_a[finite.reshape(-1)] if nf != n else flat_a
+    token_absmax = a.amax(dim=1)
     # lower median of |x| over the finite values (the hidden state's typical magnitude)
-    median_abs = float(torch.kthvalue(fin_a, (nf + 1) // 2).values) if nf else float("nan")
+    if t.dtype == torch.bfloat16 and nf == n:
+        median_abs = _median_abs_bf16(t)
+    elif nf:
+        fin_a = a.reshape(-1)[finite.reshape(-1)] if nf != n else a.reshape(-1)
+        median_abs = float(torch.kthvalue(fin_a, (nf + 1) // 2).values)
+    else:
+        median_abs = float("nan")
     massive_cut = max(MASSIVE_ABS, MASSIVE_RATIO * median_abs)
+    # the top-k entries lie in the k tokens with the largest token maxima: search only those
     k = min(top_k, n)
-    top_i = torch.topk(flat_a, k).indices
+    rows = torch.topk(token_absmax, min(k, x.shape[0])).indices
+    sub = a[rows].reshape(-1)
+    sub_i = torch.topk(sub, k).indices
     cols = x.shape[1]
-    signed = xf.reshape(-1)[top_i].tolist()
-    top = [
-        (int(i) // cols, int(i) % cols, float(v))
-        for i, v in zip(top_i.tolist(), signed, strict=True)
-    ]
+    tok = rows[sub_i // cols].tolist()
+    ch = (sub_i % cols).tolist()
+    top = [(int(r), int(c), float(xf[r, c])) for r, c in zip(tok, ch, strict=True)]
     lo, hi = torch.aminmax(xf) if nf else (torch.tensor(math.nan), torch.tensor(math.nan))
     return TensorStats(
         numel=n,
@@ -105,7 +120,7 @@ def compute(t: torch.Tensor, top_k: int = TOP_K) -> TensorStats:
         mean=mean,
         std=math.sqrt(m2),
         absmax=float(chan_absmax.max()),
-        l2=math.sqrt(float((xf * xf).sum(dtype=torch.float64))),
+        l2=math.sqrt(nf * (m2 + mean * mean)) if nf else 0.0,  # sum x^2 = n (var + mean^2)
         nan_count=nan_count,
         inf_count=inf_count,
         kurtosis=kurt,
@@ -113,7 +128,7 @@ def compute(t: torch.Tensor, top_k: int = TOP_K) -> TensorStats:
         median_abs=median_abs,
         massive_count=int((a > massive_cut).sum()),
         channel_absmax=chan_absmax.tolist(),
-        channel_mean_abs=(a.sum(dim=0, dtype=torch.float64) / x.shape[0]).tolist(),
-        token_absmax=a.amax(dim=1).tolist(),
+        channel_mean_abs=(a.sum(dim=0) / x.shape[0]).tolist(),
+        token_absmax=token_absmax.tolist(),
         top=top,
     )

@@ -208,7 +208,14 @@ class DumpWatcher:
             self._stats_wake.clear()
             if self.ingestor is not None:
                 try:
-                    self.ingestor.compute_stats()
+                    # small batches, and only while no new files wait: stitching (viewability)
+                    # comes first, statistics use the idle time
+                    while not self._stop.is_set():
+                        if not self.idle():
+                            self._stop.wait(self.poll_s)
+                            continue
+                        if not self.ingestor.compute_stats(limit=4):
+                            break
                 except Exception as exc:  # noqa: BLE001
                     log.exception("statistics failed")
                     self.error = f"statistics: {type(exc).__name__}: {exc}"

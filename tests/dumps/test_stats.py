@@ -32,10 +32,10 @@ def test_scalars_vectors_and_topk_match_numpy(shape) -> None:
     st = stats.compute(torch.from_numpy(arr))
     want = _numpy_oracle(arr)
     for k, v in want.items():
-        assert getattr(st, k) == pytest.approx(v, rel=1e-6, abs=1e-6), k
+        assert getattr(st, k) == pytest.approx(v, rel=1e-5, abs=1e-6), k  # float32 sums
     flat = arr.reshape(shape[0], -1).astype(np.float64)
     np.testing.assert_allclose(st.channel_absmax, np.abs(flat).max(0), rtol=1e-7)
-    np.testing.assert_allclose(st.channel_mean_abs, np.abs(flat).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(st.channel_mean_abs, np.abs(flat).mean(0), rtol=1e-5)
     np.testing.assert_allclose(st.token_absmax, np.abs(flat).max(1), rtol=1e-7)
     order = np.argsort(-np.abs(flat).ravel(), kind="stable")[: stats.TOP_K]
     assert [(t, c) for t, c, _ in st.top[:2]] == [(5, 7), divmod(int(order[1]), flat.shape[1])]
@@ -78,3 +78,17 @@ def test_ingest_stores_stats_and_outliers(synth_dump, workspace) -> None:
         .fetchone()
     )
     assert n_stitched == n_stats > 0
+
+
+def test_bf16_median_histogram_matches_numpy() -> None:
+    rng = np.random.default_rng(11)
+    t = torch.from_numpy(rng.standard_normal((301, 77)).astype(np.float32) * 0.3).to(torch.bfloat16)
+    t[4, 5] = -1504.0  # exact in bf16
+    a = np.abs(t.float().numpy()).ravel()
+    want = float(np.partition(a, (a.size - 1) // 2)[(a.size - 1) // 2])
+    st = stats.compute(t)
+    assert st.median_abs == want
+    assert st.massive_count == int((a > max(100.0, 1000 * want)).sum()) == 1
+    assert st.top[0] == (4, 5, -1504.0)
+    order = np.argsort(-a, kind="stable")[: stats.TOP_K]
+    assert sorted(abs(v) for *_, v in st.top) == sorted(a[order].tolist())
