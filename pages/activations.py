@@ -28,11 +28,14 @@ HOW_TO = """No activation dumps in this workspace yet. To get some:
 3. Come back here: pick the run, a step and a module by layer pattern (e.g. `layers\\.1\\.`)."""
 
 qp = st.query_params
+# Snapshot of the deep link as it arrived: widgets take their defaults from it, while qp is
+# rewritten below to describe the current view (so the URL can be shared at any time).
+link = {k: qp.get(k) for k in qp}
 
 
 def _pick(label: str, options: list, key: str, *, fmt=str, container=st):
     """A selectbox whose default comes from the deep link (?key=value) when it is valid."""
-    wanted = qp.get(key)
+    wanted = link.get(key)
     index = next((i for i, o in enumerate(options) if str(o) == wanted), 0)
     return container.selectbox(label, options, index=index, format_func=fmt, key=f"act_{key}")
 
@@ -107,12 +110,16 @@ with guarded("Reading the dump runs"):
     step = _pick("Step (0 = prefill)", steps, "step", container=side)
     pattern = side.text_input(
         "Layer pattern (regex)",
-        value=qp.get("pattern", r"layers\.0\."),
+        value=link.get("pattern", r"layers\.0\."),
         help="Searched in module names, like visualize_outliers.py --layer_pattern.",
         key="act_pattern",
     )
     io = side.radio(
-        "io", ["output", "input"], index=int(qp.get("io") == "input"), horizontal=True, key="act_io"
+        "io",
+        ["output", "input"],
+        index=int(link.get("io") == "input"),
+        horizontal=True,
+        key="act_io",
     )
     rows = svc.rows(run_id, step, pattern or None, io)
     floating = rows[~rows["dtype"].astype(str).str.contains("int")]
@@ -134,14 +141,19 @@ with guarded("Reading the dump runs"):
     sel = Selected(run_id, int(step), module, io, int(idx), None if part == "whole" else part)
     qp.from_dict(
         {"run": run_id, "step": step, "pattern": pattern, "io": io, "module": module,
-         "idx": idx, "part": part}
+         "idx": idx, "part": part, **({"tokenizer": link["tokenizer"]} if link.get("tokenizer") else {})}
     )  # fmt: skip
 
     side.header("View")
     renderer = side.radio("Renderer", ["Plotly (WebGL)", "PyVista"], horizontal=True)
-    absolute = side.toggle("Absolute values |x|", value=False)
-    log = side.toggle("Log scale log10(1+|x|)", value=False)
-    sort = side.toggle("Sort channels by absmax", value=False)
+    absolute = side.toggle("Absolute values |x|", value=link.get("abs") == "1", key="act_abs")
+    log = side.toggle("Log scale log10(1+|x|)", value=link.get("log") == "1", key="act_log")
+    sort = side.toggle("Sort channels by absmax", value=link.get("sort") == "1", key="act_sort")
+    for name, on in (("abs", absolute), ("log", log), ("sort", sort)):
+        if on:
+            qp[name] = "1"
+        elif name in qp:
+            del qp[name]
     chan_spec = side.text_input("Channel filter", "", help="e.g. 0-127, 300, 4000-4095")
     res_label = side.select_slider(
         "Grid (tokens x channels)", ["200 x 400", "400 x 800", "600 x 1200"], value="400 x 800"
@@ -149,8 +161,10 @@ with guarded("Reading the dump runs"):
     res = tuple(int(v) for v in res_label.split(" x "))
     tok_dir = side.text_input(
         "Tokenizer directory (optional)",
-        cfg.get("_name_or_path", "") if isinstance(cfg.get("_name_or_path"), str) else "",
+        link.get("tokenizer")
+        or (cfg.get("_name_or_path", "") if isinstance(cfg.get("_name_or_path"), str) else ""),
         help="A folder with tokenizer.json: hover and tables then show each token's text.",
+        key="act_tokenizer",
     )
 
     x = svc.tensor(sel)
