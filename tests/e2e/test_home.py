@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from backend.workspace import open_workspace
-from tests.e2e.conftest import wait_for_app
+from tests.e2e.conftest import REPO, wait_for_app
 
 pytestmark = pytest.mark.e2e
 
@@ -32,3 +34,18 @@ def test_home_shows_workspace(studio_factory, page, tmp_path: Path) -> None:
     shot = tmp_path / "home.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_cli_names_the_running_studio(studio_factory, page, tmp_path: Path) -> None:
+    ws_dir = tmp_path / "held-by-studio"
+    server = studio_factory(ws_dir)
+    page.goto(server.url)
+    wait_for_app(page)
+    page.get_by_text("Schema version").wait_for()  # the server process now owns the workspace
+    out = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "--workspace", str(ws_dir), "info"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert f"in use by the studio (PID {server.proc.pid}, {server.url})" in out.stderr
+    assert "Traceback" not in out.stderr
