@@ -25,7 +25,7 @@ def test_sglang_stat_roundtrip(workspace, tmp_path) -> None:
     (load,) = read_source(tmp_path / "expert_distribution_recorder_1.0.pt", num_devices=2)
     store.save(workspace, load, "sg")
     got = _by_step(workspace, "sg")
-    want = {(s, l, e): int(lc[s, l, e]) for s in range(3) for l in range(1, 4) for e in range(8)}
+    want = {(s, ly, e): int(lc[s, ly, e]) for s in range(3) for ly in range(1, 4) for e in range(8)}
     assert got == want  # dense layer 0 and the unused buffer row are dropped
     agg = store.aggregate(workspace, "sg")
     np.testing.assert_array_equal(agg.expert_load, lc[:3, 1:].sum(0))
@@ -89,7 +89,9 @@ def test_mindie_cumulative_rows_are_diffed(workspace, tmp_path) -> None:
     assert load.kind == "mindie-decode" and load.top_k == 2
     store.save(workspace, load, "m")
     got = _by_step(workspace, "m")
-    want = {(i, l, e): int(per_iter[i, l, e]) for i in range(4) for l in range(3) for e in range(8)}
+    want = {
+        (i, ly, e): int(per_iter[i, ly, e]) for i in range(4) for ly in range(3) for e in range(8)
+    }
     assert got == want
     ranks = workspace.cursor().execute("SELECT DISTINCT slot // 4, rank FROM moe_counts").fetchall()
     assert sorted(ranks) == [(0, 0), (1, 1)]
