@@ -142,6 +142,21 @@ def run_kernel_bench(
         raise InputError(f"--batch {cfg.batches}", "batch sizes must be positive integers")
     preset: Preset = get_preset(cfg.preset, cfg.group_size)
     device = resolve_device(cfg.device)
+    if device != "cpu":
+        return _run(cfg, preset, device, say)
+    # One intra-op thread on CPU: the tiny shapes gain nothing from more, and on a shared
+    # machine oversubscribed spinning threads turn timings into noise.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(cfg, preset, device, say)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    cfg: KernelBenchConfig, preset: Preset, device: str, say: Callable[[str], None]
+) -> dict[str, Any]:
     dtype = DTYPES[cfg.dtype]
     act_bytes = metrics.DTYPE_BYTES[cfg.dtype]
 
