@@ -135,7 +135,9 @@ def align_routing(
     num_pairs = flat.numel()
     slots = min(num_experts, num_pairs)
     dev = flat.device
-    counts = torch.bincount(flat, minlength=num_experts)
+    # scatter_add, not bincount: bincount reads the max back to the host (no graph capture)
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=dev)
+    counts.scatter_add_(0, flat, torch.ones_like(flat))
     touched = counts > 0
     slot_of = torch.cumsum(touched.to(torch.int64), 0) - 1
     _, order = torch.sort(flat, stable=True)

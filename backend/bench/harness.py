@@ -64,6 +64,7 @@ class Impl:
     label: str
     fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     baseline: bool = False
+    graphable: bool = False  # free of host syncs, so a CUDA graph can capture it
 
 
 def impls_for(device: str, awq: AwqExperts, fused: FusedExperts) -> list[Impl]:
@@ -89,6 +90,7 @@ def impls_for(device: str, awq: AwqExperts, fused: FusedExperts) -> list[Impl]:
             "fused-triton",
             f"fused W4A16 Triton kernel ({device})",
             lambda x, i, w: moe_fused_triton(x, i, w, fused),
+            graphable=True,
         )
     return [ref, fused_impl]
 
@@ -213,7 +215,7 @@ def _run(
         for impl in impls:
             calls = [lambda x=x, i=i, w=w, f=impl.fn: f(x, i, w) for x, i, w in inputs]
             timings[impl.name] = time_calls(
-                calls, device, reps=cfg.reps, warmup=cfg.warmup, graph=True
+                calls, device, reps=cfg.reps, warmup=cfg.warmup, graph=impl.graphable
             )
         base = next(t for i, t in timings.items() if i == impls[0].name).median
         for impl in impls:
