@@ -13,7 +13,9 @@ share its programs. The routing is sorted into per-expert token lists on the dev
 host sync (static grid ``min(E, B*K)``), so a call is CUDA-graph capturable.
 
 Under ``TRITON_INTERPRET=1`` (CPU) the dot operands are fp32 because the interpreter's bf16
-``tl.dot`` is wrong (REFERENCE.md section 7); on a GPU they are the activation dtype.
+``tl.dot`` is wrong (REFERENCE.md section 7); on a GPU they are the activation dtype. Dots ask for
+``input_precision="ieee"`` so that fp32 activations are not silently rounded to TF32 (bf16/fp16
+operands are exact in the MMA either way).
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ def _gate_up_kernel(
             wu = _dequant_tile(
                 q_base, z_base, s_base, INTER + offs_n, n_mask, k0, H, GROUP, BLOCK_K
             )
-            acc_g += tl.dot(xk, tl.trans(wg.to(cdt)))
-            acc_u += tl.dot(xk, tl.trans(wu.to(cdt)))
+            acc_g += tl.dot(xk, tl.trans(wg.to(cdt)), input_precision="ieee")
+            acc_u += tl.dot(xk, tl.trans(wu.to(cdt)), input_precision="ieee")
         h = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
         mask = valid[:, None] & n_mask[None, :]
         tl.store(h_ptr + pair[:, None] * INTER + offs_n[None, :], h.to(cdt), mask=mask)
@@ -111,7 +113,7 @@ def _down_kernel(
                 h_ptr + pair[:, None] * INTER + offs_k[None, :], mask=valid[:, None], other=0.0
             )
             wd = _dequant_tile(q_base, z_base, s_base, offs_n, n_mask, k0, INTER, GROUP, BLOCK_K)
-            acc += tl.dot(hk, tl.trans(wd.to(cdt)))
+            acc += tl.dot(hk, tl.trans(wd.to(cdt)), input_precision="ieee")
         rw = tl.load(w_ptr + pair, mask=valid, other=0.0).to(tl.float32)
         acc = acc * rw[:, None]
         mask = valid[:, None] & n_mask[None, :]
