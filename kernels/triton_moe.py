@@ -163,10 +163,25 @@ def block_sizes(experts: FusedExperts, batch: int) -> tuple[int, int, int]:
 
 
 def moe_fused_triton(
-    x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, experts: FusedExperts
+    x: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_weights: torch.Tensor,
+    experts: FusedExperts,
+    *,
+    validate: bool = True,
 ) -> torch.Tensor:
-    """Fused W4A16 MoE layer; returns ``[B, H]`` in ``x.dtype``."""
+    """Fused W4A16 MoE layer; returns ``[B, H]`` in ``x.dtype``.
+
+    A token's top-k experts must be distinct (a router's top-k always is): an expert then has
+    at most B tokens, which sizes the per-expert token block. ``validate`` checks it (a host
+    sync; skipped while a CUDA graph is being captured).
+    """
     batch, topk = topk_ids.shape
+    capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
+    if validate and not capturing and topk > 1:
+        ids = topk_ids.sort(dim=1).values
+        if bool((ids[:, 1:] == ids[:, :-1]).any()):
+            raise ValueError("a token routes to the same expert twice: top-k ids must be distinct")
     hidden, inter, g = experts.hidden, experts.intermediate, experts.group_size
     block_t, block_n, block_k = block_sizes(experts, batch)
     if g % block_k or hidden % block_k or inter % block_k:

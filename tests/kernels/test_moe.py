@@ -96,3 +96,13 @@ def test_routing_modes() -> None:
         ids, _ = make_routing(32, K, E, mode, seed=1)
         assert all(len(set(r)) == K for r in ids.tolist())
     assert expected_touched_uniform(1, 8, 128) == pytest.approx(8.0)
+
+
+def test_fused_refuses_duplicate_experts(fused) -> None:
+    pytest.importorskip("triton")
+    from kernels.triton_moe import moe_fused_triton
+
+    x = torch.zeros((2, H))
+    ids = torch.tensor([[1, 2, 3, 4], [5, 5, 6, 7]], dtype=torch.int32)
+    with pytest.raises(ValueError, match="same expert twice"):
+        moe_fused_triton(x, ids, torch.full((2, K), 0.25), fused)
