@@ -106,3 +106,17 @@ def test_fused_refuses_duplicate_experts(fused) -> None:
     ids = torch.tensor([[1, 2, 3, 4], [5, 5, 6, 7]], dtype=torch.int32)
     with pytest.raises(ValueError, match="same expert twice"):
         moe_fused_triton(x, ids, torch.full((2, K), 0.25), fused)
+
+
+def test_harness_gpu_impls_are_wired(experts, fused) -> None:
+    # The harness's CUDA path list, run here in the interpreter on CPU tensors (not timed).
+    pytest.importorskip("triton")
+    from backend.bench.harness import impls_for
+
+    impls = impls_for("cuda", experts, fused)
+    assert [i.name for i in impls] == ["reference", "fused-triton"]
+    assert [i.graphable for i in impls] == [False, True]
+    x, ids, w = _inputs(2, "uniform", torch.bfloat16, seed=9)
+    oracle = moe_oracle(x, ids, w, experts)
+    for impl in impls:
+        assert relative_error(impl.fn(x, ids, w), oracle) < GATES[torch.bfloat16]
