@@ -58,7 +58,7 @@ STEP_INSERT = """
 INSERT INTO dsa_steps
 SELECT $trace, m.line_no, m.byte_offset, c.rank, c.request_id, c.layer_id, c.step_idx,
        c.seq_len_current, c.unique_token_pos_count, c.offset_min, c.offset_p50, c.offset_max,
-       c.block_size_tokens, c.unique_blocks, c.selected_block_ids,
+       c.block_size_tokens, c.unique_blocks,
        c.tokens_per_touched_block.mean, c.tokens_per_touched_block.p50,
        c.tokens_per_touched_block.p95,
        c.kv_fetch.hbm.batch_size, c.kv_fetch.hbm.bytes_read, c.kv_fetch.hbm.read_ops,
@@ -69,7 +69,7 @@ SELECT $trace, m.line_no, m.byte_offset, c.rank, c.request_id, c.layer_id, c.ste
        c.kv_fetch.remote_pool.read_ops, c.kv_fetch.remote_pool.latency_us,
        c.prefix.prefix_cache_hit, c.prefix.prefix_cached_blocks, c.prefix.prefix_key,
        c.prefix.intersection_ratio,
-       len(list_filter(c.selected_block_ids, lambda b: b < coalesce(c.prefix.prefix_cached_blocks, 0))),
+       round(c.prefix.intersection_ratio * c.unique_blocks)::INTEGER,
        c.scores_stats.min, c.scores_stats.mean, c.scores_stats.max
 FROM dsa_chunk c JOIN dsa_meta m ON c.rowid = m.idx
 """
@@ -286,7 +286,7 @@ class Ingestor:
         try:
             cur.execute(
                 "CREATE OR REPLACE TEMP TABLE dsa_chunk AS SELECT * FROM read_json(?,"  # noqa: S608 - constants
-                f" format='newline_delimited', columns={cols}, maximum_object_size=268435456)",
+                f" format='newline_delimited', columns={cols})",
                 [tmp.name],
             )
         finally:
