@@ -15,7 +15,7 @@ from backend.workspace import open_workspace
 
 def _print_table(df: pd.DataFrame, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
+        print(json.dumps(json.loads(df.to_json(orient="records", date_format="iso")), indent=1))
     else:
         with pd.option_context("display.max_rows", 200, "display.width", 160):
             print(df.to_string(index=False))
@@ -34,10 +34,12 @@ def _load_model(model_dir: Path):
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="auto")
     except (OSError, ValueError) as exc:
         raise InputError(model_dir, f"cannot load the model: {exc}") from exc
-    try:
-        tok = AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError, TypeError):
-        tok = None
+    tok = None
+    if (model_dir / "tokenizer.json").is_file() or (model_dir / "tokenizer_config.json").is_file():
+        try:
+            tok = AutoTokenizer.from_pretrained(str(model_dir))
+        except (OSError, ValueError, TypeError):
+            tok = None
     return model.eval(), tok
 
 
@@ -64,6 +66,8 @@ def _cmd_trace_modules(args: argparse.Namespace) -> int:
     model_dir = existing_dir(args.model, "model directory")
     model, tok = _load_model(model_dir)
     ids = _prompt_ids(tok, args.prompt, model.config.vocab_size)
+    if ids.numel() == 0:
+        raise InputError(args.prompt, "the prompt tokenizes to no tokens")
     with trace_modules(model) as tracer, torch.no_grad():
         model(input_ids=ids)
     ws = open_workspace(args.workspace)
@@ -171,18 +175,21 @@ def _common(p: argparse.ArgumentParser, top: bool = True) -> None:
         p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    trace = sub.add_parser("trace", help="module call traces: order, classes, shapes")
-    tsub = trace.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
-    mod = tsub.add_parser(
-        "modules", help="trace the module calls of one forward pass of a model and store them"
-    )
+def _modules_args(mod: argparse.ArgumentParser) -> None:
     mod.add_argument("--model", required=True, help="HF-format model directory")
     mod.add_argument("--prompt", default="Hello, world", help="prompt text")
     mod.add_argument("--tp", type=int, default=1, help="tensor parallel size (1 only)")
     mod.add_argument("--layer", type=int, default=0, help="layer whose call order is printed")
     mod.add_argument("--name", help="name for the stored trace")
     mod.set_defaults(func=_cmd_trace_modules)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    trace = sub.add_parser("trace", help="module call traces: order, classes, shapes")
+    tsub = trace.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
+    what = "trace the module calls of one forward pass of a model and store them"
+    _modules_args(tsub.add_parser("modules", help=what))
+    _modules_args(sub.add_parser("trace-modules", help=f"{what} (= trace modules)"))
     lst = tsub.add_parser("list", help="list stored module traces")
     lst.add_argument("--json", action="store_true", help="print JSON records")
     lst.set_defaults(func=_cmd_trace_list)

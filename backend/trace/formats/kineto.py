@@ -123,15 +123,22 @@ def read_batches(path: str | Path, batch_size: int = BATCH) -> Iterator[dict[str
                     yield batch
                     batch = new_batch()
         except ijson.common.IncompleteJSONError as exc:
-            raise InputError(path, f"truncated or malformed JSON after {n} events: {exc}") from exc
+            raise InputError(
+                path, f"truncated or malformed JSON after {n} events: {_first_line(exc)}"
+            ) from exc
         except ijson.common.JSONError as exc:
-            raise InputError(path, f"malformed JSON after {n} events: {exc}") from exc
+            raise InputError(path, f"malformed JSON after {n} events: {_first_line(exc)}") from exc
         except (OSError, EOFError) as exc:
             raise InputError(path, f"cannot read after {n} events: {exc}") from exc
         if first == b"{" and not seen_any:
             _require_trace_events(path)
         if batch["event_id"]:
             yield batch
+
+
+def _first_line(exc: Exception) -> str:
+    # yajl's messages draw a caret over the bad byte on extra lines: keep the first one.
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _require_trace_events(path: Path) -> None:
