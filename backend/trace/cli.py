@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import pandas as pd
 
-from backend.errors import InputError, StudioError
+from backend.errors import StudioError
 from backend.paths import existing_dir
 from backend.workspace import open_workspace
 
@@ -24,64 +23,25 @@ def _print_table(df: pd.DataFrame, as_json: bool) -> None:
 # ---- studio trace ---------------------------------------------------------------------------
 
 
-def _load_model(model_dir: Path):
-    """A transformers causal LM and its tokenizer (None when the checkpoint ships none)."""
-    try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as exc:  # pragma: no cover - transformers is a dependency
-        raise StudioError(f"transformers is needed to load {model_dir}: {exc}") from exc
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="auto")
-    except (OSError, ValueError) as exc:
-        raise InputError(model_dir, f"cannot load the model: {exc}") from exc
-    tok = None
-    if (model_dir / "tokenizer.json").is_file() or (model_dir / "tokenizer_config.json").is_file():
-        try:
-            tok = AutoTokenizer.from_pretrained(str(model_dir))
-        except (OSError, ValueError, TypeError):
-            tok = None
-    return model.eval(), tok
-
-
-def _prompt_ids(tok, prompt: str, vocab: int):
-    import torch
-
-    if tok is not None:
-        return tok(prompt, return_tensors="pt")["input_ids"]
-    # No tokenizer in the checkpoint: bytes modulo the vocabulary stand in for tokens.
-    return torch.tensor([[b % vocab for b in prompt.encode("utf-8")]], dtype=torch.long)
-
-
 def _cmd_trace_modules(args: argparse.Namespace) -> int:
-    import torch
-
-    from backend.trace.ingest import store_trace
-    from backend.trace.module_tracer import format_counts, format_layer, trace_modules
+    from backend.trace.model_trace import trace_model_dir
+    from backend.trace.module_tracer import format_counts, format_layer
 
     if args.tp != 1:
         raise StudioError(
-            "module traces run on one process; for --tp N use `studio profile run` "
-            "(the reference engine's ranks) or trace a rank's model"
+            "module traces run in one process: trace with --tp 1 (the call order and shapes "
+            "of one rank are the sharded ones of the reference engine's layers)"
         )
     model_dir = existing_dir(args.model, "model directory")
-    model, tok = _load_model(model_dir)
-    ids = _prompt_ids(tok, args.prompt, model.config.vocab_size)
-    if ids.numel() == 0:
-        raise InputError(args.prompt, "the prompt tokenizes to no tokens")
-    with trace_modules(model) as tracer, torch.no_grad():
-        model(input_ids=ids)
     ws = open_workspace(args.workspace)
     try:
-        trace_id = store_trace(
-            ws, tracer.calls, name=args.name or model_dir.name, model=str(model_dir),
-            prompt=args.prompt,
-        )  # fmt: skip
+        trace_id, calls = trace_model_dir(ws, model_dir, args.prompt, name=args.name)
     finally:
         ws.close()
-    print(format_counts(tracer.calls))
+    print(format_counts(calls))
     print()
-    print(format_layer(tracer.calls, args.layer))
-    print(f"\nstored trace {trace_id} ({len(tracer.calls)} calls)")
+    print(format_layer(calls, args.layer))
+    print(f"\nstored trace {trace_id} ({len(calls)} calls)")
     return 0
 
 
