@@ -13,15 +13,16 @@ kernels without a launch, launches outside every module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import groupby
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from backend.trace.module_tracer import layer_of
+from backend.trace.naming import layer_of
 
 DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 LAUNCH_CATS = ("cuda_runtime", "cuda_driver")
@@ -75,63 +76,83 @@ def _kernels(cur: duckdb.DuckDBPyConnection, pid: str) -> list[tuple[Any, ...]]:
     ).fetchall()
 
 
-def _host_intervals(cur: duckdb.DuckDBPyConnection, pid: str) -> list[tuple[Any, ...]]:
-    """Host intervals that can enclose a launch: annotations, nn.Module frames, cpu ops."""
-    return cur.execute(
-        """
-        SELECT pid, tid, ts_ns, ts_ns + dur_ns AS end_ns,
-               CASE WHEN cat = 'cpu_op' THEN 'op'
-                    WHEN cat = 'python_function' THEN 'nn' ELSE 'ann' END AS kind,
-               name, event_id, dur_ns
-        FROM profile_events
-        WHERE profile_id = $pid AND ph = 'X' AND (
-            cat = 'cpu_op'
-            OR (cat IN ('user_annotation', 'nvtx') AND NOT starts_with(name, 'ProfilerStep#'))
-            OR (cat = 'python_function' AND starts_with(name, $nn)))
-        """,
-        {"pid": pid, "nn": NN_MODULE},
-    ).fetchall()
+_HOST_ROWS = """
+    SELECT pid, tid, ts_ns, -dur_ns AS neg, 0 AS ord,
+           CASE WHEN cat = 'cpu_op' THEN 'op'
+                WHEN cat = 'python_function' THEN 'nn' ELSE 'ann' END AS kind,
+           name, event_id, dur_ns
+    FROM profile_events
+    WHERE profile_id = $pid AND ph = 'X' AND (
+        cat = 'cpu_op'
+        OR (cat IN ('user_annotation', 'nvtx') AND NOT starts_with(name, 'ProfilerStep#'))
+        OR (cat = 'python_function' AND starts_with(name, $nn)))
+    UNION ALL
+    SELECT pid, tid, ts_ns, 0, 1, 'point', NULL, event_id, 0 FROM _attr_points
+    -- thread, start, longer first (parents before children), intervals before points
+    ORDER BY pid, tid, ts_ns, neg, ord
+"""
+
+
+def _timeline(
+    cur: duckdb.DuckDBPyConnection, profile_id: str, points: list[tuple[Any, ...]]
+) -> Iterator[tuple[Any, ...]]:
+    """Host intervals (annotations, nn.Module frames, cpu ops) and launch points of a profile,
+    sorted by DuckDB and streamed in chunks so a large profile is never all in Python."""
+    table = pa.table(
+        {
+            "pid": pa.array([p[0] for p in points], pa.string()),
+            "tid": pa.array([p[1] for p in points], pa.string()),
+            "ts_ns": pa.array([p[2] for p in points], pa.int64()),
+            "event_id": pa.array([p[3] for p in points], pa.int64()),
+        }
+    )
+    cur.register("_attr_points", table)
+    try:
+        result = cur.execute(_HOST_ROWS, {"pid": profile_id, "nn": NN_MODULE})
+        while chunk := result.fetchmany(100_000):
+            yield from chunk
+    finally:
+        cur.unregister("_attr_points")
+
+
+@lru_cache(maxsize=65536)
+def _layer(name: str) -> int | None:
+    return layer_of(name)
 
 
 def _current_module(ann: list[_Frame], nn: list[_Frame]) -> tuple[str | None, int | None]:
     module = ann[-1].name if ann else (nn[-1].name.removeprefix(NN_MODULE) if nn else None)
     layer = None
     for frame in reversed(ann):
-        layer = layer_of(frame.name)
+        layer = _layer(frame.name)
         if layer is not None:
             break
     return module, layer
 
 
 def _sweep(
-    intervals: Iterable[tuple[Any, ...]], points: Iterable[tuple[Any, ...]]
+    timeline: Iterable[tuple[Any, ...]],
 ) -> tuple[dict[int, tuple[str | None, int | None, str | None]], list[dict[str, Any]]]:
     """One pass per host thread in time order with a stack per kind of interval.
 
     Returns the (module, layer, innermost op) around each point and the top-level cpu ops with
     their module and layer.
     """
-    # Sort key: thread, start, longer first (parents before children), intervals before points.
-    items: list[tuple[Any, ...]] = [
-        (str(p), str(t), ts, -(end - ts), 0, kind, name, eid, end - ts)
-        for p, t, ts, end, kind, name, eid, _ in intervals
-    ]
-    items += [(str(p), str(t), ts, 0, 1, "point", None, key, 0) for p, t, ts, key in points]
-    items.sort(key=lambda r: (r[0], r[1], r[2], r[3], r[4]))
     placed: dict[int, tuple[str | None, int | None, str | None]] = {}
     top_ops: list[dict[str, Any]] = []
-    for _, rows in groupby(items, key=lambda r: (r[0], r[1])):
+    for _, rows in groupby(timeline, key=lambda r: (r[0], r[1])):
         stacks: dict[str, list[_Frame]] = {"ann": [], "nn": [], "op": []}
         for _p, _t, ts, _neg, _order, kind, name, eid, dur in rows:
             for stack in stacks.values():
                 while stack and stack[-1].end <= ts and not (dur == 0 and stack[-1].end == ts):
                     stack.pop()
-            module, layer = _current_module(stacks["ann"], stacks["nn"])
             if kind == "point":
+                module, layer = _current_module(stacks["ann"], stacks["nn"])
                 op = stacks["op"][-1].name if stacks["op"] else None
                 placed[eid] = (module, layer, op)
                 continue
             if kind == "op" and not stacks["op"]:
+                module, layer = _current_module(stacks["ann"], stacks["nn"])
                 top_ops.append(
                     {"event_id": eid, "name": name, "dur_ns": dur, "module": module, "layer": layer}
                 )
@@ -143,7 +164,7 @@ def attribute(cur: duckdb.DuckDBPyConnection, profile_id: str) -> int:
     """Fill ``profile_attribution`` for one profile; returns the number of rows written."""
     kernels = _kernels(cur, profile_id)
     points = [(r[6], r[7], r[8], r[0]) for r in kernels if r[8] is not None]
-    placed, top_ops = _sweep(_host_intervals(cur, profile_id), points)
+    placed, top_ops = _sweep(_timeline(cur, profile_id, points))
     rows: list[dict[str, Any]] = []
     for eid, name, dur, corr, n_corr, launch_name, _p, _t, anchor_ts, ext_op in kernels:
         module = layer = op = reason = None

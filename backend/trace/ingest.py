@@ -6,15 +6,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from backend.errors import InputError
 from backend.trace.attribution import DEVICE_CATS, attribute
 from backend.trace.formats import kineto, nsys, torch_npu
-from backend.trace.module_tracer import ModuleCall, calls_to_rows
 from backend.workspace import Workspace
+
+if TYPE_CHECKING:  # the tracer imports torch; profile ingest does not need it
+    from backend.trace.module_tracer import ModuleCall
 
 _EVENT_SCHEMA = pa.schema(
     [("event_id", pa.int64()), ("ph", pa.string()), ("cat", pa.string()), ("name", pa.string()),
@@ -98,6 +100,8 @@ def store_trace(
     prompt: str | None = None,
 ) -> str:
     """Store one module call trace; returns its trace id."""
+    from backend.trace.module_tracer import calls_to_rows
+
     trace_id = f"t-{uuid.uuid4().hex[:10]}"
     rows = calls_to_rows(calls)
     with ws.transaction() as cur:
