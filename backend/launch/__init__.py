@@ -1,0 +1,1 @@
+"""Launching inference servers with dump hooks, supervising them, and capturing dump requests."""

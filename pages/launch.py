@@ -1,0 +1,276 @@
+"""Launch: start a server with dump hooks, watch it, send the dump request, ingest the dump."""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from backend import hardware
+from backend.launch import ingest
+from backend.launch.capture import list_captures
+from backend.launch.spec import DUMP_TOOLS, ENGINES, EXPERT_RECORDER_MODES, DumpSettings, LaunchSpec
+from studio.navigation import ROOT
+from studio.services_launch import launch_service
+from studio.state import workspace
+from studio.widgets import guarded
+
+STATUS_ICON = {
+    "starting": ":material/hourglass_top:", "ready": ":material/check_circle:",
+    "stopping": ":material/hourglass_bottom:", "stopped": ":material/stop_circle:",
+    "exited": ":material/logout:", "crashed": ":material/error:", "lost": ":material/help:",
+}  # fmt: skip
+
+
+def _present(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def engine_status() -> dict[str, tuple[bool, str]]:
+    """Which engines can start here, and why not."""
+    stacks = {s.name: s for s in hardware.detect()}
+    vllm_bin = shutil.which("vllm") or shutil.which("vllm", path=str(Path(sys.executable).parent))
+    out = {
+        "reference": (
+            _present("backend.engines.reference"),
+            "the studio's CPU engine (backend.engines.reference) is not part of this build",
+        ),
+        "vllm-ascend": (
+            stacks["vllm-ascend"].available and vllm_bin is not None,
+            "vllm-ascend (and the `vllm` command) are not installed here: copy the command "
+            "below to your Ascend machine, or install the studio there (docs/LAUNCH.md)",
+        ),
+        "sglang": (
+            stacks["sglang"].available,
+            "sglang is not installed here: copy the command below",
+        ),
+    }
+    return out
+
+
+st.title("Launch")
+st.caption(
+    "Start an inference server with dump hooks, send the dump request, and watch the "
+    "stitched layers arrive. Servers bind to 127.0.0.1 and run in their own process group."
+)
+
+with guarded("Opening the launch service"):
+    ws = workspace()
+    service = launch_service()
+    sup = service.supervisor
+    usable = engine_status()
+
+    # ---------------------------------------------------------------- the form
+    st.subheader("New launch")
+    c1, c2, c3, c4 = st.columns([1.2, 3, 0.8, 1])
+    engine = c1.selectbox(
+        "Engine",
+        ENGINES,
+        key="engine",
+        help="reference runs on CPU; vllm-ascend and sglang need their hardware",
+    )
+    model_dir = c2.text_input(
+        "Model directory",
+        key="model_dir",
+        placeholder="/path/to/Qwen3-30B (HF checkpoint with config.json)",
+    )
+    tp = c3.number_input("TP size", min_value=1, max_value=64, value=1, step=1, key="tp")
+    port = c4.number_input("Port", min_value=1024, max_value=65535, value=8017, step=1, key="port")
+    c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1.8])
+    max_len = c1.number_input("Max model len", min_value=1, value=2000, step=1, key="max_len")
+    dtype = c2.selectbox("dtype", ("auto", "bfloat16", "float16", "float32"), key="dtype")
+    eager = c3.checkbox(
+        "Enforce eager", value=True, key="eager", help="hooks miss layers in graph mode (seed 000)"
+    )
+    remote = c4.checkbox("Reachable from other machines (0.0.0.0)", value=False, key="remote")
+    extra = st.text_input(
+        "Extra arguments", key="extra", placeholder="--seed 0 --gpu-memory-utilization 0.9"
+    )
+
+    st.markdown("**Dump**")
+    tools = ["none"] + [
+        t for t in DUMP_TOOLS if (t == "sglang-tensor-dump") == (engine == "sglang")
+    ]
+    d1, d2 = st.columns([1, 3])
+    tool = d1.selectbox("Dump tool", tools, key="tool")
+    dump_path = d2.text_input("Dump path", value=str(ws.root / "dumps" / "launch"), key="dump_path")
+    dump = DumpSettings(
+        tool=None if tool == "none" else tool, dump_path=dump_path if tool != "none" else ""
+    )
+    recorder = None
+    if tool in ("msit", "msprobe"):
+        e1, e2, e3 = st.columns([2, 1, 1])
+        if tool == "msit":
+            dump.layer_name = e1.text_input(
+                "Layer pattern (msit: '*' only, starts with root)",
+                value="root.model.layers.*",
+                key="layer",
+            )
+        dump.token_start = e2.number_input("First step", min_value=0, value=0, key="tok0")
+        dump.token_end = e3.number_input(
+            "Last step (exclusive)", min_value=1, value=2000, key="tok1"
+        )
+        f1, f2, f3 = st.columns([1, 2, 1])
+        if tool == "msit":
+            modes = f1.multiselect("Mode", ["module", "api"], default=["module"], key="modes")
+            dump.modes = tuple(modes)
+            dump.statistics_mode = f3.selectbox("Statistics", (0, 1, 2), key="stats",
+                                                format_func=lambda m: {0: "0 tensors", 1: "1 statistics", 2: "2 both"}[m])  # fmt: skip
+        else:
+            dump.msprobe_task = f1.selectbox("Task", ("tensor", "statistics"), key="task")
+            dump.msprobe_level = f3.selectbox("Level", ("L0", "L1", "mix"), key="level")
+        apis = f2.text_input("API list", key="apis", placeholder="torch_npu.npu_kronecker_quant")
+        dump.api_list = tuple(a.strip() for a in apis.replace(",", " ").split() if a.strip())
+    if engine == "sglang":
+        r = st.selectbox(
+            "Expert distribution recorder", ["off", *EXPERT_RECORDER_MODES], key="recorder"
+        )
+        recorder = None if r == "off" else r
+
+    spec = LaunchSpec(
+        engine=engine, model_dir=model_dir.strip(), tp=int(tp), port=int(port),
+        host="0.0.0.0" if remote else "127.0.0.1", max_model_len=int(max_len),  # noqa: S104 - opt-in
+        enforce_eager=eager, dtype=dtype, extra_args=tuple(shlex.split(extra)), dump=dump,
+        expert_recorder_mode=recorder,
+    )  # fmt: skip
+    ok, why = usable[engine]
+    if not model_dir.strip():
+        st.info(
+            "Enter a Hugging Face checkpoint directory. No model at hand? `studio model create "
+            "--preset tiny --out models/tiny` writes a small Qwen3-MoE for the reference engine."
+        )
+    else:
+        with guarded("Checking the launch"):
+            _, _, cmd = sup.prepare(spec, allow_remote=remote)
+            st.markdown("Command (runs without a shell; copy it to run it yourself):")
+            st.code(cmd.shell_text(), language="bash")
+            for path, content in cmd.files.items():
+                st.caption(f"written before launch: `{path}`")
+                st.code(content, language="json")
+            if not ok:
+                st.warning(f"{engine} cannot start here: {why}")
+            if st.button("Launch", type="primary", disabled=not ok, key="launch_btn"):
+                launch = sup.start(spec, allow_remote=remote)
+                st.session_state["selected_launch"] = launch.launch_id
+                st.toast(f"started {launch.launch_id}")
+
+
+@st.fragment(run_every=1.0)
+def launches_panel() -> None:
+    with guarded("Reading launches"):
+        service = launch_service()
+        sup = service.supervisor
+        launches = sup.list()
+        st.subheader("Launches")
+        if not launches:
+            st.info("No launches in this workspace yet. Fill in the form above and press Launch.")
+            return
+        ids = [x.launch_id for x in launches]
+        default = st.session_state.get("selected_launch")
+        index = ids.index(default) if default in ids else 0
+        chosen = st.selectbox(
+            "Launch", ids, index=index, key="launch_pick",
+            format_func=lambda i: f"{i} · {next(x for x in launches if x.launch_id == i).engine} · {next(x for x in launches if x.launch_id == i).status}",
+        )  # fmt: skip
+        st.session_state["selected_launch"] = chosen
+        launch = sup.get(chosen)
+        if launch.active and st.button(
+            "Stop", key=f"stop_{chosen}",
+            help="SIGTERM, then SIGKILL after 10 s, to this server's process group only",
+        ):  # fmt: skip
+            launch = sup.stop(chosen)
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("Status", launch.status)
+        m2.metric("URL", launch.base_url)
+        m3.metric("PID", launch.pid or "-")
+        m4.metric("Exit code", "-" if launch.exit_code is None else launch.exit_code)
+        st.markdown(
+            f"{STATUS_ICON.get(launch.status, '')} **{launch.status}** · model `{launch.model_dir}` · TP {launch.tp} · dump {launch.dump_tool or 'off'}"
+        )
+        if launch.status == "crashed":
+            st.error(launch.message or "crashed")
+        elif launch.status in ("lost", "exited") and launch.message:
+            st.warning(launch.message.splitlines()[0])
+        st.markdown("Log (last lines)")
+        st.code("\n".join(sup.log_tail(chosen, 25)) or "(empty)", language="log")
+        capture_panel(service, launch)
+        with st.expander("All launches"):
+            st.dataframe(
+                pd.DataFrame([sup.describe(x) for x in launches]), hide_index=True, width="stretch"
+            )
+
+
+def capture_panel(service, launch) -> None:
+    st.subheader("Capture")
+    if launch.status != "ready":
+        st.caption("Capture sends the dump request once the launch is ready (its /health answers).")
+    src = st.radio("Text", ("Paste text", "Text file"), horizontal=True, key="cap_src")
+    text_file = text = None
+    if src == "Text file":
+        text_file = st.text_input("Text file path", key="cap_file") or None
+    else:
+        text = st.text_area("Text", key="cap_text", height=100) or None
+    k1, k2 = st.columns(2)
+    n_tokens = k1.number_input(
+        "Truncate to N tokens (model's tokenizer)", min_value=1, value=2000, key="cap_n"
+    )
+    max_tokens = k2.number_input("Tokens to generate", min_value=1, value=1, key="cap_max")
+    if st.button(
+        "Capture", disabled=launch.status != "ready" or not (text or text_file), key="cap_btn"
+    ):
+        service.start_capture(
+            launch.launch_id,
+            text_file=text_file,
+            text=text,
+            n_tokens=int(n_tokens),
+            max_tokens=int(max_tokens),
+        )
+    if not ingest.available():
+        st.caption(
+            "Dump ingest (backend.dumps) is not part of this build: captured folders are listed but not ingested."
+        )
+    for job in service.jobs_for(launch.launch_id)[:3]:
+        label = job.capture_id or "capture"
+        if job.phase == "failed":
+            st.error(f"{label} failed: {job.error}")
+            continue
+        st.markdown(
+            f"**{label}** · {job.phase}"
+            + (f" · {job.n_tokens} prompt tokens" if job.n_tokens else "")
+        )
+        if job.completion is not None:
+            st.caption(f"completion: {job.completion!r}")
+        for root in job.dump_roots:
+            st.caption(f"dump folder: `{root}`")
+        if job.capture_id and job.phase in ("ingesting", "done"):
+            prog = ingest.progress(service.ws, job.capture_id)
+            if prog.get("run_ids"):
+                st.markdown(
+                    f"Ingested: **{prog['tensors']}** tensors, **{prog['stitched_modules']}** stitched modules (run {', '.join(prog['run_ids'])})"
+                )
+        if job.phase == "done" and job.run_ids:
+            for file, title in (
+                ("pages/dumps.py", "Dumps"),
+                ("pages/activations.py", "Activations"),
+            ):
+                if (ROOT / file).is_file():
+                    st.page_link(
+                        file,
+                        label=f"Open {title} for run {job.run_ids[0]}",
+                        query_params={"run": job.run_ids[0]},
+                    )
+    past = list_captures(service.ws, launch.launch_id)
+    if past:
+        with st.expander(f"Captures of this launch ({len(past)})"):
+            st.dataframe(pd.DataFrame(past), hide_index=True, width="stretch")
+
+
+launches_panel()

@@ -1,0 +1,44 @@
+"""Fixtures for launch tests: a tiny model directory, free ports, the stand-in server command."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend.launch.commands import Command
+
+STANDIN = Path(__file__).with_name("standin_server.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def standin(port: int, *extra: str) -> Command:
+    return Command(argv=[sys.executable, str(STANDIN), "--port", str(port), *extra])
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    return d
+
+
+@pytest.fixture
+def tokenized_model(model_dir: Path) -> Path:
+    """The model directory with a small word-level tokenizer (w0 ... w199)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(200)} | {"[UNK]": 200}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(model_dir)
+    return model_dir

@@ -1,0 +1,61 @@
+"""The Launch page headless (AppTest): empty workspace, command preview, re-attached launch, stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from backend.launch import procs
+from backend.launch.spec import LaunchSpec
+from backend.launch.supervisor import Supervisor
+from backend.workspace import open_workspace
+from studio.navigation import ROOT
+from tests.launch.conftest import free_port, standin
+
+
+def _page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "run_studio.py"), default_timeout=60).run()
+    return at.switch_page("pages/launch.py").run()
+
+
+def test_empty_workspace_and_command_preview(workspace_dir: Path, model_dir: Path) -> None:
+    at = _page()
+    assert not at.exception, at.exception
+    infos = " ".join(i.value for i in at.info)
+    assert "No launches in this workspace yet" in infos
+    assert "studio model create" in infos
+    at.selectbox(key="engine").set_value("vllm-ascend").run()
+    at.text_input(key="model_dir").set_value(str(model_dir)).run()
+    at.selectbox(key="tool").set_value("msprobe").run()
+    assert not at.exception, at.exception
+    code = [c.value for c in at.code]
+    assert code[0].startswith(
+        f"vllm serve {model_dir} --host 127.0.0.1 --port 8017 --tensor-parallel-size 1"
+    )
+    assert "--additional-config" in code[0] and "msprobe_config.json" in code[0]
+    assert '"task": "tensor"' in code[1]
+    assert at.button(key="launch_btn").disabled  # vllm-ascend is not installed here
+    at.text_input(key="model_dir").set_value(str(model_dir / "missing")).run()
+    assert any("model directory does not exist" in e.value for e in at.error)
+
+
+def test_reattached_launch_shown_and_stopped(workspace_dir: Path, model_dir: Path) -> None:
+    ws = open_workspace(workspace_dir)
+    sup = Supervisor(ws, poll_s=0.1)
+    port = free_port()
+    launch = sup.start(LaunchSpec("reference", str(model_dir), port=port), command=standin(port))
+    sup.wait_status(launch.launch_id, ("ready",), 30)
+    sup.close()
+    ws.close()
+
+    at = _page()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] == "ready"
+    assert metrics["PID"] == str(launch.pid)
+    assert metrics["URL"] == f"http://127.0.0.1:{port}"
+    at.button(key=f"stop_{launch.launch_id}").click().run()
+    assert not at.exception, at.exception
+    assert procs.group_members(launch.pgid) == []
+    assert {m.label: m.value for m in at.metric}["Status"] == "stopped"
