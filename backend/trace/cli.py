@@ -123,6 +123,28 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from backend.trace import analysis
+    from backend.trace.engine_profile import profile_model_dir
+
+    model_dir = existing_dir(args.model, "model directory")
+    out = Path(args.out).expanduser().resolve() if args.out else None
+    ws = open_workspace(args.workspace)
+    try:
+        pid, trace = profile_model_dir(
+            ws, model_dir, prompt=args.prompt, max_tokens=args.max_tokens, tp=args.tp, out=out
+        )
+        df = analysis.by_module(ws, pid)
+    finally:
+        ws.close()
+    if not args.json:
+        print(f"profile {pid} (Chrome trace {trace})")
+    _print_table(df.head(args.top), args.json)
+    return 0
+
+
 def _common(p: argparse.ArgumentParser, top: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print JSON records")
     p.add_argument(
@@ -186,3 +208,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--by", choices=("name", "family", "module"), default="name", help="key")
     _common(d, top=False)
     d.set_defaults(func=_cmd_diff)
+    run = psub.add_parser(
+        "run",
+        help="profile greedy generation on a checkpoint (one process, modules annotated) "
+        "and ingest it",
+    )
+    run.add_argument("--model", required=True, help="HF-format model directory")
+    run.add_argument("--tp", type=int, default=1, help="tensor parallel size (1 only)")
+    run.add_argument("--prompt", default="Hello, world", help="prompt text")
+    run.add_argument("--max-tokens", type=int, default=2, help="tokens to generate")
+    run.add_argument("--out", help="where to write the Chrome trace (default: in the workspace)")
+    run.add_argument("--top", type=int, default=20, help="modules to print")
+    run.add_argument("--json", action="store_true", help="print JSON records")
+    run.set_defaults(func=_cmd_run)
