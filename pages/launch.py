@@ -189,11 +189,11 @@ def launches_panel() -> None:
             launch = sup.stop(chosen)
         m1, m2, m3, m4 = st.columns(4)
         m1.metric("Status", launch.status)
-        m2.metric("URL", launch.base_url)
+        m2.metric("Port", launch.port)
         m3.metric("PID", launch.pid or "-")
         m4.metric("Exit code", "-" if launch.exit_code is None else launch.exit_code)
         st.markdown(
-            f"{STATUS_ICON.get(launch.status, '')} **{launch.status}** · model `{launch.model_dir}` · TP {launch.tp} · dump {launch.dump_tool or 'off'}"
+            f"{STATUS_ICON.get(launch.status, '')} **{launch.status}** · {launch.base_url} · model `{launch.model_dir}` · TP {launch.tp} · dump {launch.dump_tool or 'off'}"
         )
         if launch.status == "crashed":
             st.error(launch.message or "crashed")
@@ -212,12 +212,12 @@ def capture_panel(service, launch) -> None:
     st.subheader("Capture")
     if launch.status != "ready":
         st.caption("Capture sends the dump request once the launch is ready (its /health answers).")
-    src = st.radio("Text", ("Paste text", "Text file"), horizontal=True, key="cap_src")
+    src = st.radio("Text source", ("Paste text", "Text file"), horizontal=True, key="cap_src")
     text_file = text = None
     if src == "Text file":
         text_file = st.text_input("Text file path", key="cap_file") or None
     else:
-        text = st.text_area("Text", key="cap_text", height=100) or None
+        text = st.text_area("Text to send", key="cap_text", height=100) or None
     k1, k2 = st.columns(2)
     n_tokens = k1.number_input(
         "Truncate to N tokens (model's tokenizer)", min_value=1, value=2000, key="cap_n"

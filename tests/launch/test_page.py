@@ -54,7 +54,8 @@ def test_reattached_launch_shown_and_stopped(workspace_dir: Path, model_dir: Pat
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"] == "ready"
     assert metrics["PID"] == str(launch.pid)
-    assert metrics["URL"] == f"http://127.0.0.1:{port}"
+    assert metrics["Port"] == str(port)
+    assert any(f"http://127.0.0.1:{port}" in m.value for m in at.markdown)
     at.button(key=f"stop_{launch.launch_id}").click().run()
     assert not at.exception, at.exception
     assert procs.group_members(launch.pgid) == []
