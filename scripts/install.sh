@@ -25,3 +25,24 @@ echo "torch==$torch_version" >>"$constraints"
 PIP_CONSTRAINT="$constraints" "$py" -m pip install -q -e ".[dev,triton]"
 rm -f "$constraints"
 echo "installed into $venv (torch $torch_version)"
+
+# Dump tools (REFERENCE.md 1). Both pin numpy<2 / pull heavy extras through their declared
+# dependencies, so they go in with --no-deps plus the few modules they import at run time.
+# Skipped when already importable (idempotent, fast on re-runs).
+if ! "$py" -c "import msit_llm, msprobe.pytorch" 2>/dev/null; then
+  echo "installing msit_llm (msit 8.2.0) and msprobe (mindstudio-probe 26.2)"
+  constraints=$(mktemp)
+  cp constraints.txt "$constraints"
+  echo "torch==$torch_version" >>"$constraints"
+  numpy_version=$("$py" -c "import numpy; print(numpy.__version__)")
+  echo "numpy==$numpy_version" >>"$constraints"
+  tmp=$(mktemp -d)
+  # msit_llm lives in the msit sdist under components/llm (not published on its own).
+  "$py" -m pip download -q --no-deps --no-binary :all: msit==8.2.0 -d "$tmp"
+  "$py" -m zipfile -e "$tmp"/msit-8.2.0.zip "$tmp"
+  PIP_CONSTRAINT="$constraints" "$py" -m pip install -q --no-deps "$tmp"/msit-8.2.0.zip \
+    "$tmp"/msit-8.2.0/components/llm mindstudio-probe==26.2.0
+  PIP_CONSTRAINT="$constraints" "$py" -m pip install -q onnx einops pytz tensorboard pyyaml psutil
+  rm -rf "$tmp" "$constraints"
+  "$py" -c "import msit_llm, msprobe.pytorch" || echo "warning: msit_llm/msprobe not importable" >&2
+fi

@@ -1,0 +1,172 @@
+"""Level of detail: reduce a token x channel matrix to a screen-sized grid without losing outliers.
+
+Each output cell holds the value of largest magnitude in its block, with its sign, plus the exact
+token and channel it came from (so hover shows the real position of the extreme). Pooling runs in
+two passes (channels, then tokens): the extreme of the block extremes is the block extreme, so
+the global extreme always survives exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from backend.errors import InputError
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A (possibly pooled) token x channel grid ready to plot.
+
+    ``values[i, j]`` is the signed extreme of its block after the value transform;
+    ``tokens[i, j]`` / ``channels[i, j]`` the original token and channel of that extreme;
+    ``token_axis`` / ``channel_axis`` the first original token / channel position of each block
+    (channel positions are ranks when channels are sorted).
+    """
+
+    values: np.ndarray
+    raw: np.ndarray
+    tokens: np.ndarray
+    channels: np.ndarray
+    token_axis: np.ndarray
+    channel_axis: np.ndarray
+    pooled: bool
+    source_shape: tuple[int, int]
+
+
+def as_matrix(x: torch.Tensor | np.ndarray, *, keep_float: bool = False) -> torch.Tensor:
+    """A 2-D view ``[tokens, channels]`` (leading dims flattened into tokens) in float32/64.
+
+    ``keep_float`` keeps bf16/fp16 as they are (for reductions that are exact in any dtype).
+    """
+    t = torch.from_numpy(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    if t.ndim == 0:
+        raise InputError("tensor", "a scalar has no token x channel layout")
+    if t.ndim == 1:
+        t = t.unsqueeze(0)
+    elif t.ndim > 2:
+        t = t.reshape(-1, t.shape[-1])
+    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int32, torch.int64)):
+        raise InputError("tensor", f"cannot plot dtype {t.dtype}")
+    if t.dtype in (torch.float32, torch.float64) or (keep_float and t.is_floating_point()):
+        return t
+    return t.float()
+
+
+def _signed_extreme(blocks: torch.Tensor, dim: int) -> torch.Tensor:
+    """Signed value of largest magnitude along ``dim`` (positive wins an exact tie)."""
+    hi, lo = blocks.amax(dim=dim), blocks.amin(dim=dim)
+    # amax/amin are plain reductions (fast); argmax over |x| needs a full abs copy (slow).
+    return torch.where(hi >= -lo, hi, lo)
+
+
+def pool_signed_absmax(
+    x: torch.Tensor, rows: int, cols: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pool ``x [R, C]`` to at most ``rows x cols`` cells keeping each block's signed extreme.
+
+    Returns ``(values, row_index, col_index)`` (values in float32) where the indices are the
+    positions in ``x`` of each cell's extreme (the first one when several tie). Blocks are
+    ``ceil(R/rows) x ceil(C/cols)``; edge blocks are padded by repeating the last real row /
+    column, so padding can never create a value that is not in ``x``. Runs in ``x``'s own
+    dtype (bf16 stays bf16: no full-size conversion); tokens are reduced first because that
+    reduction is over a contiguous inner dimension.
+    """
+    r, c = x.shape
+    br, bc = max(1, math.ceil(r / rows)), max(1, math.ceil(c / cols))
+    nr, nc = math.ceil(r / br), math.ceil(c / bc)
+    if (nr * br, nc * bc) != (r, c):
+        x = torch.nn.functional.pad(
+            x.unsqueeze(0), (0, nc * bc - c, 0, nr * br - r), mode="replicate"
+        ).squeeze(0)
+    tok_blocks = x.reshape(nr, br, nc * bc)
+    per_col = _signed_extreme(tok_blocks, 1)  # [nr, C']: pass 1 within token blocks
+    values = _signed_extreme(per_col.reshape(nr, nc, bc), 2)  # [nr, nc]: pass 2 in channels
+    # Locate each extreme: its channel within the block, then its token in that channel.
+    j = (per_col.reshape(nr, nc, bc) == values.unsqueeze(2)).to(torch.uint8).argmax(dim=2)
+    col = j + torch.arange(nc).unsqueeze(0) * bc  # [nr, nc]
+    seg = torch.gather(tok_blocks, 2, col.unsqueeze(1).expand(nr, br, nc))  # [nr, br, nc]
+    i = (seg == values.unsqueeze(1)).to(torch.uint8).argmax(dim=1)
+    row = i + torch.arange(nr).unsqueeze(1) * br
+    # Replicated padding points past the edge: the same value sits at the last real index.
+    return values.float(), row.clamp(max=r - 1), col.clamp(max=c - 1)
+
+
+def transform(values: np.ndarray, *, absolute: bool = False, log: bool = False) -> np.ndarray:
+    """Value transform for display: ``|x|`` and/or signed ``log10(1 + |x|)``.
+
+    Both are monotone in ``|x|``, so applying them after pooling equals pooling after them.
+    """
+    out = np.abs(values) if absolute else values
+    if log:
+        out = np.sign(out) * np.log10(1.0 + np.abs(out))
+    return out
+
+
+_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+))?\s*$")
+
+
+def parse_channels(spec: str, n_channels: int) -> np.ndarray:
+    """Channels from ``"0-127, 300, 4000-4095"`` (inclusive ranges); empty means all."""
+    if not spec.strip():
+        return np.arange(n_channels)
+    picked: list[int] = []
+    for part in spec.split(","):
+        m = _RANGE.match(part)
+        if not m:
+            raise InputError("channel filter", f"cannot read {part.strip()!r} (use e.g. 0-127,300)")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+        if lo > hi or hi >= n_channels:
+            raise InputError("channel filter", f"{part.strip()} is outside 0-{n_channels - 1}")
+        picked.extend(range(lo, hi + 1))
+    return np.unique(np.asarray(picked, dtype=np.int64))
+
+
+def build_grid(
+    x: torch.Tensor | np.ndarray,
+    *,
+    max_tokens: int = 400,
+    max_channels: int = 800,
+    token_range: tuple[int, int] | None = None,
+    channels: np.ndarray | None = None,
+    sort_channels: bool = False,
+    absolute: bool = False,
+    log: bool = False,
+) -> Grid:
+    """Select tokens/channels, optionally sort channels by absmax, pool, transform."""
+    m = as_matrix(x, keep_float=True)
+    n_tok, n_ch = m.shape
+    t0, t1 = token_range if token_range is not None else (0, n_tok)
+    if not 0 <= t0 < t1 <= n_tok:
+        raise InputError("token range", f"{t0}-{t1} is outside 0-{n_tok}")
+    m = m[t0:t1]
+    ch = np.arange(n_ch) if channels is None else np.asarray(channels, dtype=np.int64)
+    if ch.size == 0:
+        raise InputError("channel filter", "selects no channel")
+    if channels is not None:
+        m = m[:, torch.from_numpy(ch)]
+    if sort_channels:
+        order = torch.argsort(m.abs().amax(dim=0), descending=True, stable=True)
+        m = m[:, order]
+        ch = ch[order.numpy()]
+    pooled = m.shape[0] > max_tokens or m.shape[1] > max_channels
+    values, row, col = pool_signed_absmax(m, max_tokens, max_channels)
+    raw = values.numpy()
+    br = math.ceil(m.shape[0] / values.shape[0])
+    bc = math.ceil(m.shape[1] / values.shape[1])
+    positions = np.arange(values.shape[1]) * bc
+    return Grid(
+        values=transform(raw, absolute=absolute, log=log),
+        raw=raw,
+        tokens=row.numpy() + t0,
+        channels=ch[col.numpy()],
+        token_axis=np.arange(values.shape[0]) * br + t0,
+        channel_axis=positions if sort_channels else ch[positions],
+        pooled=pooled,
+        source_shape=(int(m.shape[0]), int(m.shape[1])),
+    )

@@ -1,0 +1,189 @@
+"""Activations from the workspace, only through the dumps query API (``backend.dumps.query``).
+
+Selection helpers for the page and the ``render`` command: tensors of a run/step/io matching a
+layer-pattern regex, fused parts (stored by the stitcher, or split here from config.json head
+counts), per-layer statistics and the token text of a step when a tokenizer is known.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from backend.analysis import outliers, parts
+from backend.errors import InputError, StudioError
+from backend.workspace import Workspace
+
+_LAYER = re.compile(r"(?:^|\.)layers\.\d+\.")
+
+
+def module_kind(module: str) -> str:
+    """The module's name without its layer: ``model.layers.3.mlp.down_proj`` -> ``mlp.down_proj``."""
+    m = _LAYER.search(module)
+    return module[m.end() :] if m else module
+
+
+def check_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise InputError("layer pattern", f"{pattern!r} is not a valid regex ({exc})") from None
+    return pattern
+
+
+def run_config(ws: Workspace, run_id: str) -> dict:
+    """The run's model config (config.json found with the dump), or {}."""
+    from backend.dumps.query import list_runs
+
+    runs = list_runs(ws)
+    row = runs[runs["run_id"] == run_id]
+    if row.empty:
+        raise StudioError(f"no dump run {run_id!r} in this workspace")
+    raw = row.iloc[0]["model_config"]
+    if raw is None or (isinstance(raw, float) and np.isnan(raw)):
+        return {}
+    return json.loads(raw) if isinstance(raw, str) else dict(raw)
+
+
+def tensors(
+    ws: Workspace,
+    run_id: str,
+    *,
+    step: int | None = None,
+    pattern: str | None = None,
+    io: str | None = None,
+) -> pd.DataFrame:
+    """Stitched (true, unsharded) tensors; pattern is searched anywhere in the module name."""
+    from backend.dumps.query import find_tensors
+
+    regex = check_regex(pattern) if pattern else None
+    return find_tensors(ws, run_id, step=step, module_regex=regex, io=io, stitched=True)
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One activation picked on the page (``part`` None = the whole tensor)."""
+
+    run_id: str
+    step: int
+    module: str
+    io: str
+    idx: int
+    part: str | None
+
+    @property
+    def label(self) -> str:
+        p = f"[{self.part}]" if self.part else ""
+        return f"{self.module}{p} {self.io}_{self.idx} step {self.step}"
+
+
+def available_parts(rows: pd.DataFrame, module: str, io: str, idx: int, config: dict) -> list[str]:
+    """Parts offered for a module: stored part rows first, else a config-based split."""
+    mine = rows[(rows["module"] == module) & (rows["io"] == io) & (rows["idx"] == idx)]
+    stored = [p for p in mine["part"].tolist() if isinstance(p, str)]
+    if stored:
+        return stored
+    if parts.parts_of(module, io) and (config or module.endswith("gate_up_proj")):
+        return list(parts.parts_of(module, io))
+    return []
+
+
+def load(ws: Workspace, sel: Selected, config: dict | None = None) -> torch.Tensor:
+    """The selected activation; a part not stored is split from the whole tensor."""
+    from backend.dumps.query import load_tensor
+
+    rows = tensors(ws, sel.run_id, step=sel.step, pattern=f"^{re.escape(sel.module)}$", io=sel.io)
+    rows = rows[rows["idx"] == sel.idx]
+    if rows.empty:
+        raise StudioError(f"{sel.label}: not in run {sel.run_id}")
+    if sel.part:
+        stored = rows[rows["part"] == sel.part]
+        if not stored.empty:
+            return load_tensor(ws, int(stored.iloc[0]["tensor_id"]))
+    whole = rows[rows["part"].isna()]
+    if whole.empty:
+        raise StudioError(f"{sel.label}: only parts are stored, pick one")
+    t = load_tensor(ws, int(whole.iloc[0]["tensor_id"]))
+    if sel.part:
+        cfg = config if config is not None else run_config(ws, sel.run_id)
+        t = parts.split(sel.module, t, cfg, sel.part)
+    return t
+
+
+def layer_stats(
+    ws: Workspace, run_id: str, *, step: int, io: str, pattern: str | None = None
+) -> pd.DataFrame:
+    """One row per whole (not part) floating tensor: layer, kind, module, absmax, kurtosis, counts."""
+    from backend.dumps.query import load_tensor
+
+    rows = tensors(ws, run_id, step=step, pattern=pattern, io=io)
+    out = []
+    for r in rows[rows["part"].isna()].itertuples():
+        t = load_tensor(ws, int(r.tensor_id))
+        if not t.is_floating_point() or t.numel() == 0:
+            continue
+        s = outliers.summarize(t)
+        out.append(
+            {
+                "layer": None if pd.isna(r.layer) else int(r.layer),
+                "kind": module_kind(r.module) + ("" if r.idx == 0 else f" #{r.idx}"),
+                "module": r.module,
+                "idx": int(r.idx),
+                "tensor_id": int(r.tensor_id),
+                **s.as_dict(),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def persistence(ws: Workspace, stats: pd.DataFrame, kind: str, *, k: int = 16) -> pd.DataFrame:
+    """Layer x channel absmax for the channels that are top-K in any layer of one module kind."""
+    from backend.dumps.query import load_tensor
+
+    sub = stats[(stats["kind"] == kind) & stats["layer"].notna()].sort_values("layer")
+    per_layer: dict[int, np.ndarray] = {}
+    for r in sub.itertuples():
+        per_layer[int(r.layer)] = outliers.channel_absmax(load_tensor(ws, int(r.tensor_id)))
+    if not per_layer:
+        return pd.DataFrame()
+    widths = {a.size for a in per_layer.values()}
+    if len(widths) != 1:
+        raise StudioError(f"{kind}: channel counts differ across layers ({sorted(widths)})")
+    mat = np.stack(list(per_layer.values()))
+    # Channels ranked by how often they are top-K, then by their largest absmax.
+    hits = np.zeros(mat.shape[1])
+    for row in mat:
+        hits[np.argsort(-row, kind="stable")[:k]] += 1
+    order = np.lexsort((-mat.max(axis=0), -hits))[:k]
+    return pd.DataFrame(mat[:, order], index=list(per_layer), columns=order.tolist())
+
+
+def token_texts(
+    ws: Workspace, run_id: str, step: int, tokenizer_dir: str | None
+) -> list[str] | None:
+    """Text of each token of a step: ids from ``embed_tokens`` input, decoded by the tokenizer.
+
+    Returns None when the dump has no embedding input or no tokenizer is known.
+    """
+    from backend.dumps.query import load_tensor
+
+    if not tokenizer_dir:
+        return None
+    path = Path(tokenizer_dir).expanduser().resolve()
+    if not (path / "tokenizer.json").is_file():
+        raise InputError(path, "has no tokenizer.json")
+    rows = tensors(ws, run_id, step=step, pattern=r"embed_tokens$", io="input")
+    rows = rows[(rows["idx"] == 0) & rows["part"].isna()]
+    if rows.empty:
+        return None
+    ids = load_tensor(ws, int(rows.iloc[0]["tensor_id"])).reshape(-1).tolist()
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    return [tok.decode([int(i)]) for i in ids]

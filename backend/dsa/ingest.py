@@ -1,0 +1,470 @@
+"""Ingest seed-004 traces, their summary.json and Mooncake/Bailian prefix traces into DuckDB.
+
+Files are read incrementally (``TailReader``): each poll takes the complete lines appended since
+the last one (``.jsonl`` by seeking, ``.jsonl.gz`` through a streaming decompressor), so a trace
+can be ingested while the producer is still writing it. A chunk of lines is parsed by DuckDB's
+JSON reader with an explicit column list (the large ``selected_token_pos`` array is never
+converted; its line stays in the source file, addressed by ``byte_offset``), inserted together
+with its block-level aggregate (``dsa_block_heat``) and the new resume point in one transaction:
+nothing is lost or ingested twice. A chunk with a bad line is re-read line by line: bad lines are
+stored with their line number and reason in ``dsa_bad_lines`` and never abort the ingest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from backend.dsa.schema import validate_record
+from backend.errors import InputError
+from backend.workspace import Workspace
+
+CHUNK_BYTES = 64 << 20
+# Chunks go through a RAM-backed temp file (NamedTemporaryFile: random name, O_EXCL).
+_SHM = "/dev/shm"  # noqa: S108
+_TMP_DIR = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
+
+_TIER = "STRUCT(bytes_read BIGINT, read_ops INTEGER, latency_us BIGINT, batch_size INTEGER)"
+STEP_COLUMNS = {
+    "event": "VARCHAR", "run_name": "VARCHAR", "dataset": "VARCHAR", "rank": "INTEGER",
+    "request_id": "BIGINT", "layer_id": "INTEGER", "step_idx": "BIGINT",
+    "seq_len_current": "BIGINT", "unique_token_pos_count": "INTEGER", "offset_min": "BIGINT",
+    "offset_p50": "BIGINT", "offset_max": "BIGINT", "block_size_tokens": "INTEGER",
+    "selected_block_ids": "INTEGER[]", "unique_blocks": "INTEGER",
+    "tokens_per_touched_block": "STRUCT(mean DOUBLE, p50 INTEGER, p95 INTEGER)",
+    "kv_fetch": f"STRUCT(hbm {_TIER}, local_pool {_TIER}, remote_pool {_TIER})",
+    "prefix": "STRUCT(prefix_cache_hit BOOLEAN, prefix_cached_blocks INTEGER,"
+    " prefix_key VARCHAR, intersection_ratio DOUBLE)",
+    "scores_stats": "STRUCT(min DOUBLE, mean DOUBLE, max DOUBLE)",
+}  # fmt: skip
+STEP_REQUIRED = (
+    "request_id", "layer_id", "step_idx", "seq_len_current", "block_size_tokens",
+    "selected_block_ids", "unique_blocks",
+)  # fmt: skip
+STEP_INSERT = """
+INSERT INTO dsa_steps
+SELECT $trace, m.line_no, m.byte_offset, c.rank, c.request_id, c.layer_id, c.step_idx,
+       c.seq_len_current, c.unique_token_pos_count, c.offset_min, c.offset_p50, c.offset_max,
+       c.block_size_tokens, c.unique_blocks, c.selected_block_ids,
+       c.tokens_per_touched_block.mean, c.tokens_per_touched_block.p50,
+       c.tokens_per_touched_block.p95,
+       c.kv_fetch.hbm.batch_size, c.kv_fetch.hbm.bytes_read, c.kv_fetch.hbm.read_ops,
+       c.kv_fetch.hbm.latency_us,
+       c.kv_fetch.local_pool.batch_size, c.kv_fetch.local_pool.bytes_read,
+       c.kv_fetch.local_pool.read_ops, c.kv_fetch.local_pool.latency_us,
+       c.kv_fetch.remote_pool.batch_size, c.kv_fetch.remote_pool.bytes_read,
+       c.kv_fetch.remote_pool.read_ops, c.kv_fetch.remote_pool.latency_us,
+       c.prefix.prefix_cache_hit, c.prefix.prefix_cached_blocks, c.prefix.prefix_key,
+       c.prefix.intersection_ratio,
+       len(list_filter(c.selected_block_ids, lambda b: b < coalesce(c.prefix.prefix_cached_blocks, 0))),
+       c.scores_stats.min, c.scores_stats.mean, c.scores_stats.max
+FROM dsa_chunk c JOIN dsa_meta m ON c.rowid = m.idx
+"""
+HEAT_INSERT = """
+INSERT INTO dsa_block_heat
+SELECT $trace, request_id, step_idx, blk,
+       bit_or(CASE WHEN layer_id BETWEEN 0 AND 63 THEN (1::UBIGINT << layer_id) ELSE 0::UBIGINT END),
+       bit_or(CASE WHEN layer_id BETWEEN 64 AND 127 THEN (1::UBIGINT << (layer_id - 64))
+                   ELSE 0::UBIGINT END)
+FROM (SELECT request_id, step_idx, layer_id, unnest(selected_block_ids) AS blk FROM dsa_chunk)
+GROUP BY ALL
+"""
+PREFIX_COLUMNS = {
+    "timestamp": "DOUBLE", "input_length": "BIGINT", "output_length": "BIGINT",
+    "hash_ids": "BIGINT[]", "chat_id": "BIGINT", "parent_chat_id": "BIGINT", "turn": "INTEGER",
+    "type": "VARCHAR",
+}  # fmt: skip
+PREFIX_INSERT = """
+INSERT INTO dsa_prefix_requests
+SELECT $trace, m.line_no, c.timestamp, c.input_length, c.output_length, c.hash_ids, c.chat_id,
+       c.parent_chat_id, c.turn, c.type
+FROM dsa_chunk c JOIN dsa_meta m ON c.rowid = m.idx
+"""
+
+
+def _validate_prefix_line(rec: Any) -> list[str]:
+    if not isinstance(rec, dict):
+        return ["not a JSON object"]
+    ids = rec.get("hash_ids")
+    if not isinstance(ids, list) or not all(isinstance(x, int) for x in ids):
+        return ["hash_ids is missing or not a list of integers"]
+    for k in ("timestamp", "input_length", "output_length"):
+        if k in rec and not isinstance(rec[k], int | float):
+            return [f"{k} is not a number"]
+    return []
+
+
+@dataclass(frozen=True)
+class Format:
+    kind: str
+    columns: dict[str, str]
+    required: tuple[str, ...]
+    inserts: tuple[str, ...]
+    validate: Callable[[Any], list[str]]
+    extra_check: str = ""  # SQL condition flagging rows the fast path must not accept
+
+
+STEPS = Format(
+    "steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT, HEAT_INSERT), validate_record,
+    "event IS DISTINCT FROM 'dsa_topk' OR block_size_tokens <= 0",
+)  # fmt: skip
+PREFIX = Format("prefix", PREFIX_COLUMNS, ("hash_ids",), (PREFIX_INSERT,), _validate_prefix_line)
+
+
+class TailReader:
+    """Complete lines appended to a (possibly gzip, possibly growing) file since the last read."""
+
+    def __init__(self, path: Path, start: int = 0) -> None:
+        self.path = path
+        self.gz = path.suffix == ".gz"
+        self.offset = start  # uncompressed bytes of complete lines already consumed
+        self._raw_pos = 0  # compressed bytes fed to the decompressor (gzip only)
+        self._skip = start if self.gz else 0
+        self._pending = b""
+        self._dec = zlib.decompressobj(wbits=31) if self.gz else None
+
+    def read(self, max_bytes: int = CHUNK_BYTES) -> tuple[bytes, int]:
+        """(complete lines, their uncompressed start offset); empty when nothing new."""
+        with open(self.path, "rb") as fh:
+            if not self.gz:
+                fh.seek(self.offset)
+                data = fh.read(max_bytes)
+                if len(data) == max_bytes:  # a very long last line: grow until one ends
+                    while b"\n" not in data[-max_bytes // 2 :] and (more := fh.read(max_bytes)):
+                        data += more
+                cut = data.rfind(b"\n") + 1
+                start = self.offset
+                self.offset += cut
+                return data[:cut], start
+            fh.seek(self._raw_pos)
+            out = [self._pending]
+            size = len(self._pending)
+            while size < max_bytes:
+                raw = fh.read(1 << 20)
+                if not raw:
+                    break
+                self._raw_pos += len(raw)
+                assert self._dec is not None
+                piece = self._dec.decompress(raw)
+                if self._skip:
+                    drop = min(self._skip, len(piece))
+                    piece, self._skip = piece[drop:], self._skip - drop
+                out.append(piece)
+                size += len(piece)
+                if self._dec.eof:  # concatenated gzip members (appending writers)
+                    rest = self._dec.unused_data
+                    self._dec = zlib.decompressobj(wbits=31)
+                    self._raw_pos -= len(rest)
+        data = b"".join(out)
+        cut = data.rfind(b"\n") + 1
+        self._pending = data[cut:]
+        start = self.offset
+        self.offset += cut
+        return data[:cut], start
+
+
+class _Rejected(Exception):
+    """DuckDB's fast path refused a chunk: it is re-read line by line."""
+
+
+@dataclass
+class IngestResult:
+    trace_id: str
+    kind: str
+    rows: int
+    bad_lines: int
+    first_bad_line: int | None = None
+    first_bad: str | None = None
+
+
+def trace_id_for(path: Path) -> str:
+    return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]  # noqa: S324 - an id
+
+
+def detect_kind(path: Path) -> str:
+    """'steps', 'prefix' or 'summary' from the file's content."""
+    if path.suffix == ".json":
+        return "summary"
+    reader = TailReader(path)
+    data, _ = reader.read(1 << 20)
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("event") == "dsa_topk":
+            return "steps"
+        if isinstance(rec, dict) and "hash_ids" in rec:
+            return "prefix"
+    raise InputError(
+        path, "neither a seed-004 trace (event dsa_topk) nor a Mooncake/Bailian trace (hash_ids)"
+    )
+
+
+class Ingestor:
+    """Incremental ingest of one file; ``poll()`` again to pick up lines appended meanwhile."""
+
+    def __init__(self, ws: Workspace, path: Path, name: str | None = None, kind: str | None = None):
+        self.ws = ws
+        self.path = path.resolve()
+        self.kind = kind or detect_kind(self.path)
+        if self.kind not in ("steps", "prefix"):
+            raise InputError(path, f"cannot stream a {self.kind} file")
+        self.fmt = STEPS if self.kind == "steps" else PREFIX
+        self.trace_id = trace_id_for(self.path)
+        row = (
+            ws.cursor()
+            .execute(
+                "SELECT lines_read, bytes_read FROM dsa_traces WHERE trace_id = ?", [self.trace_id]
+            )
+            .fetchall()
+        )
+        row = row[0] if row else None
+        if row is None:
+            with ws.transaction() as cur:
+                cur.execute(
+                    "INSERT INTO dsa_traces (trace_id, name, path, kind) VALUES (?, ?, ?, ?)",
+                    [self.trace_id, name or _default_name(self.path), str(self.path), self.kind],
+                )
+            self.lines = 0
+            start = 0
+        else:
+            self.lines, start = int(row[0]), int(row[1])
+            if not self.path.suffix == ".gz" and self.path.stat().st_size < start:
+                raise InputError(path, "file is shorter than what was already ingested from it")
+        self.reader = TailReader(self.path, start)
+
+    def poll(self, max_bytes: int = CHUNK_BYTES) -> int:
+        """Ingest the complete lines appended since the last poll; return how many rows."""
+        total = 0
+        while True:
+            data, start = self.reader.read(max_bytes)
+            if not data:
+                return total
+            total += self._ingest_chunk(data, start)
+            if len(data) < max_bytes // 2:
+                return total
+
+    def _ingest_chunk(self, data: bytes, start: int) -> int:
+        buf = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero(buf == 10)
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        line_nos = np.arange(self.lines + 1, self.lines + 1 + len(ends), dtype=np.int64)
+        rows, bad = -1, []
+        if not np.any(ends - starts <= 1):  # blank lines take the careful path
+            rows = self._try_fast(data, starts + start, line_nos)
+        if rows < 0:
+            rows, bad = self._careful(data, starts, ends, start, line_nos)
+        with self.ws.transaction() as cur:
+            cur.execute(
+                "UPDATE dsa_traces SET lines_read = lines_read + ?, bytes_read = ?,"
+                " bad_lines = bad_lines + ?, updated_at = current_timestamp WHERE trace_id = ?",
+                [len(ends), self.reader.offset, len(bad), self.trace_id],
+            )
+        self.lines += len(ends)
+        return rows
+
+    def _load(self, cur: duckdb.DuckDBPyConnection, data: bytes) -> None:
+        cols = "{" + ", ".join(f"{k}: '{v}'" for k, v in self.fmt.columns.items()) + "}"
+        with tempfile.NamedTemporaryFile(suffix=".jsonl", dir=_TMP_DIR, delete=False) as tmp:
+            tmp.write(data)
+        try:
+            cur.execute(
+                "CREATE OR REPLACE TEMP TABLE dsa_chunk AS SELECT * FROM read_json(?,"  # noqa: S608 - constants
+                f" format='newline_delimited', columns={cols}, maximum_object_size=268435456)",
+                [tmp.name],
+            )
+        finally:
+            os.unlink(tmp.name)
+
+    def _insert(self, data: bytes, offsets: np.ndarray, line_nos: np.ndarray) -> int:
+        """Parse + insert ``data`` (one line per entry of line_nos); -1 if DuckDB rejects it."""
+        try:
+            return self._insert_tx(data, offsets, line_nos)
+        except _Rejected:
+            return -1
+
+    def _insert_tx(self, data: bytes, offsets: np.ndarray, line_nos: np.ndarray) -> int:
+        cur = self.ws.cursor()
+        try:
+            # Loaded in its own (auto-committed) statement: inside a transaction, rows of the
+            # temp table would get transaction-local rowids, and rowid is the line index here.
+            self._load(cur, data)
+        except duckdb.Error as exc:
+            raise _Rejected from exc
+        try:
+            return self._insert_loaded(offsets, line_nos)
+        finally:
+            cur.execute("DROP TABLE IF EXISTS dsa_chunk")
+
+    def _insert_loaded(self, offsets: np.ndarray, line_nos: np.ndarray) -> int:
+        with self.ws.transaction() as cur:
+            nulls = " OR ".join(f"{c} IS NULL" for c in self.fmt.required)
+            extra = f" OR {self.fmt.extra_check}" if self.fmt.extra_check else ""
+            n, flagged = cur.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE {nulls}{extra}) FROM dsa_chunk"  # noqa: S608
+            ).fetchall()[0]
+            if n != len(line_nos) or flagged:
+                raise _Rejected
+            meta = pa.table(
+                {"idx": np.arange(len(line_nos)), "line_no": line_nos, "byte_offset": offsets}
+            )
+            cur.register("dsa_meta", meta)
+            try:
+                for sql in self.fmt.inserts:
+                    cur.execute(sql, {"trace": self.trace_id})
+            finally:
+                cur.unregister("dsa_meta")
+            if self.kind == "steps":
+                cur.execute(
+                    "UPDATE dsa_traces SET rows = rows + ?,"
+                    " run_name = coalesce(run_name, (SELECT any_value(run_name) FROM dsa_chunk)),"
+                    " dataset = coalesce(dataset, (SELECT any_value(dataset) FROM dsa_chunk)),"
+                    " block_size = coalesce(block_size,"
+                    "   (SELECT any_value(block_size_tokens) FROM dsa_chunk))"
+                    " WHERE trace_id = ?",
+                    [n, self.trace_id],
+                )
+            else:
+                cur.execute(
+                    "UPDATE dsa_traces SET rows = rows + ? WHERE trace_id = ?", [n, self.trace_id]
+                )
+        return int(n)
+
+    def _try_fast(self, data: bytes, offsets: np.ndarray, line_nos: np.ndarray) -> int:
+        return self._insert(data, offsets, line_nos)
+
+    def _careful(
+        self, data: bytes, starts: np.ndarray, ends: np.ndarray, base: int, line_nos: np.ndarray
+    ) -> tuple[int, list[tuple[int, str]]]:
+        good: list[int] = []
+        bad: list[tuple[int, str]] = []
+        for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            line = data[s:e]
+            if not line.strip():
+                continue
+            try:
+                errs = self.fmt.validate(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                errs = [f"not valid JSON ({exc})"]
+            if errs:
+                bad.append((int(line_nos[i]), "; ".join(errs)[:500]))
+            else:
+                good.append(i)
+        rows = self._insert_subset(data, starts, ends, base, line_nos, good, bad)
+        if bad:
+            with self.ws.transaction() as cur:
+                cur.executemany(
+                    "INSERT INTO dsa_bad_lines VALUES (?, ?, ?)",
+                    [[self.trace_id, n, msg] for n, msg in bad],
+                )
+        return rows, bad
+
+    def _insert_subset(self, data, starts, ends, base, line_nos, idx, bad) -> int:
+        """Insert lines ``idx``; a subset DuckDB still rejects is bisected down to single lines."""
+        if not idx:
+            return 0
+        payload = b"".join(data[starts[i] : ends[i] + 1] for i in idx)
+        rows = self._insert(payload, starts[idx] + base, line_nos[idx])
+        if rows >= 0:
+            return rows
+        if len(idx) == 1:
+            bad.append((int(line_nos[idx[0]]), "values out of range for the trace schema"))
+            return 0
+        mid = len(idx) // 2
+        return self._insert_subset(data, starts, ends, base, line_nos, idx[:mid], bad) + (
+            self._insert_subset(data, starts, ends, base, line_nos, idx[mid:], bad)
+        )
+
+    def result(self) -> IngestResult:
+        cur = self.ws.cursor()
+        rows, nbad = cur.execute(
+            "SELECT rows, bad_lines FROM dsa_traces WHERE trace_id = ?", [self.trace_id]
+        ).fetchall()[0]
+        first = cur.execute(
+            "SELECT line_no, error FROM dsa_bad_lines WHERE trace_id = ? ORDER BY line_no LIMIT 1",
+            [self.trace_id],
+        ).fetchall()
+        first = first[0] if first else None
+        return IngestResult(
+            self.trace_id, self.kind, int(rows), int(nbad),
+            first[0] if first else None, first[1] if first else None,
+        )  # fmt: skip
+
+
+def _default_name(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
+
+
+def attach_summary(ws: Workspace, summary_path: Path, trace_id: str | None = None) -> str:
+    """Store a summary.json on its trace (the trace in the same directory, or a new entry)."""
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(summary_path, f"not a readable JSON file ({exc})") from exc
+    if not isinstance(summary, dict):
+        raise InputError(summary_path, "summary.json is not a JSON object")
+    cur = ws.cursor()
+    if trace_id is None:
+        row = cur.execute(
+            "SELECT trace_id FROM dsa_traces WHERE kind = 'steps' AND path LIKE ? ORDER BY"
+            " created_at DESC LIMIT 1",
+            [str(summary_path.resolve().parent) + os.sep + "%"],
+        ).fetchall()
+        row = row[0] if row else None
+        trace_id = row[0] if row else None
+    with ws.transaction() as cur:
+        if trace_id is None:
+            trace_id = trace_id_for(summary_path)
+            cur.execute(
+                "INSERT OR REPLACE INTO dsa_traces (trace_id, name, path, kind, run_name, dataset)"
+                " VALUES (?, ?, ?, 'summary', ?, ?)",
+                [trace_id, _default_name(summary_path), str(summary_path.resolve()),
+                 summary.get("run_name"), summary.get("dataset")],
+            )  # fmt: skip
+        cur.execute(
+            "UPDATE dsa_traces SET summary = ? WHERE trace_id = ?",
+            [json.dumps(summary), trace_id],
+        )
+    return trace_id
+
+
+def ingest_path(
+    ws: Workspace, path: Path, name: str | None = None, follow_s: float = 0.0
+) -> IngestResult:
+    """Ingest a trace / prefix trace (following it while it grows) or attach a summary.json."""
+    kind = detect_kind(path)
+    if kind == "summary":
+        tid = attach_summary(ws, path)
+        ws.log("dsa", f"summary {path.name} attached to {tid}")
+        return IngestResult(tid, "summary", 0, 0)
+    ing = Ingestor(ws, path, name=name, kind=kind)
+    ing.poll()
+    idle_since = time.monotonic()
+    while follow_s > 0 and time.monotonic() - idle_since < follow_s:
+        time.sleep(min(1.0, follow_s))
+        if ing.poll():
+            idle_since = time.monotonic()
+    summary = path.resolve().parent / "summary.json"
+    if kind == "steps" and summary.is_file():
+        attach_summary(ws, summary, ing.trace_id)
+    res = ing.result()
+    ws.log(
+        "dsa", f"ingested {res.kind} trace {path.name}: {res.rows} rows, {res.bad_lines} bad lines"
+    )
+    return res

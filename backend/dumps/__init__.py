@@ -1,0 +1,1 @@
+"""Activation dumps: readers (msit_llm, msprobe), ingest into the workspace, stitching, stats."""

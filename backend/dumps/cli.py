@@ -1,0 +1,254 @@
+"""``studio ingest``, ``studio stitch`` and ``studio stats``: dumps without the UI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from backend.errors import InputError
+from backend.paths import existing_file
+from backend.workspace import open_workspace
+
+TOP_CHANNELS = 8
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ingest", help="ingest an msit_llm / msprobe dump (stitch, verify, statistics)"
+    )
+    p.add_argument("dump", metavar="DIR", help="the dump folder or any folder inside it")
+    p.add_argument("--watch", action="store_true", help="keep ingesting while the dump is written")
+    p.add_argument("--name", help="a name for the run (default: the dump folder's name)")
+    p.add_argument(
+        "--model-config", metavar="FILE", help="config.json with head counts (QKV split)"
+    )
+    p.add_argument(
+        "--idle-exit", type=float, metavar="S", help="with --watch: stop after S idle seconds"
+    )
+    p.add_argument("--no-stats", action="store_true", help="skip statistics (stitch only)")
+    p.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("stitch", help="stitch a dump's rank shards into unsharded .npy files")
+    s.add_argument("dump", metavar="DUMP", help="the dump folder or any folder inside it")
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    s.add_argument("--format", default="npy", choices=["npy"], help="output format (npy, float32)")
+    s.add_argument(
+        "--model-config", metavar="FILE", help="config.json with head counts (QKV split)"
+    )
+    s.add_argument("--steps", type=int, nargs="+", metavar="N", help="only these steps")
+    s.add_argument(
+        "--flat", action="store_true", help="one step without step<N>/ (the seed's layout)"
+    )
+    s.set_defaults(func=cmd_stitch)
+
+    t = sub.add_parser("stats", help="statistics of every stitched tensor of a dump")
+    t.add_argument("dump", metavar="DUMP", help="the dump folder or any folder inside it")
+    t.add_argument("--json", action="store_true", help="one JSON record per tensor (JSON lines)")
+    t.add_argument("--module", metavar="REGEX", help="only modules matching this regex")
+    t.add_argument("--step", type=int, metavar="N", help="only this step")
+    t.add_argument("--ranks", action="store_true", help="also each rank's own tensor")
+    t.add_argument(
+        "--model-config", metavar="FILE", help="config.json with head counts (QKV split)"
+    )
+    t.set_defaults(func=cmd_stats)
+
+
+def _config(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    f = existing_file(path, "model config")
+    try:
+        cfg = json.loads(f.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f, f"not JSON ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise InputError(f, "expected a JSON object (a model's config.json)")
+    return cfg
+
+
+def _bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]ingest[/]"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.1f} MB/s  queue {task.fields[queue]}  stitched {task.fields[stitched]}"
+                   "  errors {task.fields[errors]}"),
+        TimeElapsedColumn(),
+    )  # fmt: skip
+
+
+def _update(bar, task, p) -> None:
+    bar.update(task, completed=p.files_done, total=max(p.files_seen, p.files_done) or None,
+               rate=p.mb_per_s, queue=p.queue_depth, stitched=p.stitched, errors=p.errors)  # fmt: skip
+
+
+def _summary(ws, run_id: str) -> str:
+    verdicts = dict(
+        ws.cursor()
+        .execute(
+            "SELECT verdict, count(*) FROM dump_stitch_report WHERE run_id = ? GROUP BY 1", [run_id]
+        )
+        .fetchall()
+    )
+    errors = (
+        ws.cursor()
+        .execute("SELECT count(*) FROM dump_ingest_errors WHERE run_id = ?", [run_id])
+        .fetchone()[0]
+    )
+    v = ", ".join(f"{k} {n}" for k, n in sorted(verdicts.items())) or "nothing stitched"
+    return f"run {run_id}: {v}; {errors} ingest error(s)"
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from backend.dumps.ingest import ingest_dump
+    from backend.dumps.watch import DumpWatcher
+
+    cfg = _config(args.model_config)
+    ws = open_workspace(args.workspace)
+    try:
+        with _bar() as bar:
+            task = bar.add_task("ingest", total=None, rate=0.0, queue=0, stitched=0, errors=0)
+            if not args.watch:
+                run = ingest_dump(ws, args.dump, args.name, model_config=cfg, with_stats=not args.no_stats,
+                                  on_progress=lambda p: _update(bar, task, p))  # fmt: skip
+            else:
+                w = DumpWatcher(
+                    ws, args.dump, args.name, model_config=cfg, with_stats=not args.no_stats
+                ).start()
+                stop = {"now": False}
+                signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+                idle_since = time.monotonic()
+                last = -1
+                try:
+                    while not stop["now"]:
+                        time.sleep(0.2)
+                        p = w.progress
+                        if p is not None:
+                            _update(bar, task, p)
+                            if p.files_done != last:
+                                last, idle_since = p.files_done, time.monotonic()
+                        if (
+                            args.idle_exit
+                            and time.monotonic() - idle_since > args.idle_exit
+                            and w.idle()
+                        ):
+                            break
+                except KeyboardInterrupt:
+                    pass
+                w.stop(finish=True)
+                if w.run_id is None:
+                    raise InputError(args.dump, "no dump appeared in this folder while watching")
+                run = w.run_id
+        print(_summary(ws, run))
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_stitch(args: argparse.Namespace) -> int:
+    from backend.dumps.export import export_npy
+    from backend.dumps.ingest import ingest_dump
+
+    ws = open_workspace(args.workspace)
+    try:
+        run = ingest_dump(ws, args.dump, model_config=_config(args.model_config), with_stats=False)
+        files = export_npy(ws, run, Path(args.out).expanduser().resolve(), args.steps, args.flat)
+        print(f"wrote {len(files)} .npy files to {Path(args.out).resolve()}")
+        print(_summary(ws, run))
+    finally:
+        ws.close()
+    return 0
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
+def stats_records(
+    ws, run_id: str, module: str | None, step: int | None, ranks: bool
+) -> list[dict[str, Any]]:
+    """One record per stitched tensor (and per rank tensor with ``ranks``), in dump order."""
+    from backend.dumps import stats as stats_mod
+    from backend.dumps.query import find_tensors, load_tensor
+
+    if module:
+        try:
+            re.compile(module)
+        except re.error as exc:
+            raise InputError(module, f"not a valid regular expression ({exc})") from exc
+    df = find_tensors(ws, run_id, step=step, module_regex=module)
+    st = (
+        ws.cursor()
+        .execute(
+            "SELECT s.* FROM dump_stats s JOIN dump_tensors t USING (tensor_id) WHERE t.run_id = ?",
+            [run_id],
+        )
+        .df()
+        .set_index("tensor_id")
+    )
+    if ranks:
+        df = (
+            find_tensors(ws, run_id, step=step, module_regex=module, stitched=False)
+            .pipe(lambda r: pd.concat([df, r]))
+            .sort_values(
+                ["step", "module", "io", "idx", "rank"], na_position="first", kind="stable"
+            )
+        )
+    out = []
+    for row in df.itertuples(index=False):
+        if row.tensor_id in st.index:
+            s = st.loc[row.tensor_id].to_dict()
+        else:
+            s = stats_mod.compute(load_tensor(ws, int(row.tensor_id))).as_row()
+        ch = [] if s.get("channel_absmax") is None else list(s["channel_absmax"])
+        top = sorted(range(len(ch)), key=lambda c: -ch[c])[:TOP_CHANNELS]
+        rec = {
+            "step": int(row.step), "module": row.module + (f".{row.part}" if isinstance(row.part, str) else ""),
+            "io": row.io, "index": int(row.idx),
+            "rank": "stitched" if pd.isna(row.rank) else int(row.rank),
+            "dtype": row.dtype, "shape": [int(x) for x in row.shape],
+        }  # fmt: skip
+        for k in ("min", "max", "mean", "std", "absmax", "nan_count", "inf_count", "kurtosis", "over6_count",
+                  "massive_count"):  # fmt: skip
+            v = s[k]
+            rec[k] = _clean(int(v) if k.endswith("count") else float(v))
+        rec["top_channels"] = [{"channel": c, "absmax": float(ch[c])} for c in top]
+        out.append(rec)
+    return out
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from backend.dumps.ingest import ingest_dump
+
+    ws = open_workspace(args.workspace)
+    try:
+        run = ingest_dump(ws, args.dump, model_config=_config(args.model_config))
+        records = stats_records(ws, run, args.module, args.step, args.ranks)
+    finally:
+        ws.close()
+    if args.json:
+        for r in records:
+            print(json.dumps(r))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        "step", "module", "io", "rank", "shape", "absmax", "std", "kurtosis", ">6", "massive"
+    )
+    for r in records:
+        table.add_row(str(r["step"]), r["module"], f"{r['io']}[{r['index']}]", str(r["rank"]), str(r["shape"]),
+                      f"{r['absmax']:.4g}", f"{r['std']:.4g}", f"{r['kurtosis']:.3g}" if r["kurtosis"] is not None
+                      else "-", str(r["over6_count"]), str(r["massive_count"]))  # fmt: skip
+    Console().print(table)
+    return 0

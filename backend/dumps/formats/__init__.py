@@ -1,0 +1,1 @@
+"""Dump format readers: pure functions of paths, never touching the database."""

@@ -1,0 +1,658 @@
+"""Ingest a dump into the workspace: catalog rank files, stitch, prove, compute statistics.
+
+The ``Ingestor`` is the single writer; the heavy work per unit (one file, or one tensor across
+ranks) is done by pure functions that may run in worker threads or processes. Every file is
+recorded once by its content key, so re-running (after a crash or restart) skips what is done
+and picks up the rest: nothing lost, nothing duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from backend.dumps import stats as stats_mod
+from backend.dumps.detect import DumpLayout, detect
+from backend.dumps.formats import msit, msprobe
+from backend.dumps.formats.common import TensorRef, layer_of, load_tensor_file
+from backend.dumps.stitch.rules import choose
+from backend.dumps.stitch.stitcher import Heads, StitchResult, max_diff, stitch, tolerance
+from backend.errors import InputError
+from backend.workspace import Workspace
+
+HEAD_TAIL = 1 << 16
+
+
+def run_id_for(root: Path) -> str:
+    """A stable run id per dump root: ingesting the same dump again resumes the same run."""
+    return "run-" + hashlib.sha1(str(root).encode()).hexdigest()[:12]  # noqa: S324 - an id
+
+
+def content_key(path: Path, size: int) -> str:
+    """Size plus a hash of the first and last 64 KiB: changes whenever the file is rewritten."""
+    h = hashlib.blake2b(digest_size=12)
+    with path.open("rb") as f:
+        h.update(f.read(HEAD_TAIL))
+        if size > 2 * HEAD_TAIL:
+            f.seek(size - HEAD_TAIL)
+            h.update(f.read(HEAD_TAIL))
+    return f"{size}-{h.hexdigest()}"
+
+
+@dataclass
+class Progress:
+    """Live counters for the UI and the CLI progress bar."""
+
+    files_seen: int = 0
+    files_done: int = 0
+    bytes_done: int = 0
+    errors: int = 0
+    queue_depth: int = 0
+    stitched: int = 0
+    stats_done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    latencies_s: list[float] = field(default_factory=list)
+
+    @property
+    def mb_per_s(self) -> float:
+        dt = time.monotonic() - self.started
+        return self.bytes_done / 1e6 / dt if dt > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "files_seen": self.files_seen, "files_done": self.files_done,
+            "bytes_done": self.bytes_done, "errors": self.errors, "queue_depth": self.queue_depth,
+            "stitched": self.stitched, "stats_done": self.stats_done,
+            "mb_per_s": round(self.mb_per_s, 2),
+        }  # fmt: skip
+
+
+def _stitch_key(run_id: str, step: int, module: str, io: str, idx: int, arg: Any, call: Any) -> str:
+    return f"{run_id}|{step}|{module}|{io}|{idx}|{arg or ''}|{int(call or 0)}"
+
+
+def _group(run_id: str, step: int, module: str, io: str, idx: int, arg: Any, call: Any) -> str:
+    g = f"dumps/{run_id}/step{step}/{module}/{io}{idx}"
+    if arg:
+        g += f".{arg}"
+    if call:
+        g += f".c{int(call)}"
+    return g
+
+
+@dataclass
+class CatalogEntry:
+    ref: TensorRef
+    relpath: str
+    key: str
+    size: int
+    dtype: str | None = None
+    shape: list[int] | None = None
+    nbytes: int = 0
+    error: InputError | None = None
+
+
+def catalog_file(ref: TensorRef, relpath: str, key: str, size: int) -> CatalogEntry:
+    """Load one file's header (memory-mapped) to learn dtype and shape; pure, runs anywhere."""
+    entry = CatalogEntry(ref, relpath, key, size)
+    try:
+        t = load_tensor_file(ref.path)
+    except InputError as exc:
+        entry.error = exc
+        return entry
+    entry.dtype = str(t.dtype).removeprefix("torch.")
+    entry.shape = list(t.shape)
+    entry.nbytes = t.numel() * t.element_size()
+    return entry
+
+
+@dataclass
+class StitchJob:
+    key: str
+    step: int
+    module: str
+    module_class: str | None
+    io: str
+    idx: int
+    arg_name: str | None
+    call_index: int
+    files: dict[int, str]  # rank -> source file
+
+
+def run_stitch(
+    job: StitchJob, tp: int, heads: Heads | None, store, run_id: str
+) -> tuple[StitchJob, Any, StitchResult, str | None]:
+    """Stitch one tensor across ranks and write it to the store; pure apart from that write."""
+    choice = choose(job.module, job.module_class, job.io, job.idx)
+    shards = {r: load_tensor_file(Path(f)) for r, f in job.files.items()}
+    res = stitch(choice, shards, tp, heads)
+    group = None
+    if res.tensor is not None and res.verdict != "unknown":
+        group = _group(run_id, job.step, job.module, job.io, job.idx, job.arg_name, job.call_index)
+        tensors = {"tensor": res.tensor, **res.parts}
+        store.put(group, tensors, metadata={"rule": res.rule, "verdict": res.verdict})
+    return job, choice, res, group
+
+
+def stats_of_stored(store_root: str, group_file: str, name: str) -> stats_mod.TensorStats:
+    """Statistics of one stored tensor, read memory-mapped (a pure function for a process pool)."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(store_root) / group_file), framework="pt") as f:
+        return stats_mod.compute(f.get_tensor(name))
+
+
+class Ingestor:
+    """Ingests one dump into one run. Call ``ingest_paths`` repeatedly, then ``finish``."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        layout: DumpLayout,
+        name: str | None = None,
+        *,
+        workers: int = 2,
+        stats_pool: Executor | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.ws = ws
+        self.layout = layout
+        self.run_id = run_id_for(layout.root)
+        self.progress = Progress()
+        self.workers = max(1, workers)
+        self.stats_pool = stats_pool
+        self.on_progress = on_progress
+        self._lock = threading.RLock()
+        self._unknown_noted: set[str] = set()
+        self._ensure_run(name)
+        cur = ws.cursor()
+        self._done: dict[str, str] = dict(
+            cur.execute(
+                "SELECT relpath, content_key FROM dump_ingest_files WHERE run_id = ?", [self.run_id]
+            ).fetchall()
+        )
+        self._next_id = int(
+            cur.execute("SELECT coalesce(max(tensor_id), 0) + 1 FROM dump_tensors").fetchone()[0]
+        )
+
+    # -- run and ranks -------------------------------------------------------------------
+    def _default_name(self) -> str:
+        root = self.layout.root
+        return root.parent.name if root.name == "torch_tensors" else root.name
+
+    def _ensure_run(self, name: str | None) -> None:
+        cfg = json.dumps(self.layout.model_config) if self.layout.model_config else None
+        with self.ws.transaction() as cur:
+            exists = cur.execute(
+                "SELECT 1 FROM dump_runs WHERE run_id = ?", [self.run_id]
+            ).fetchone()
+            if exists:
+                cur.execute(
+                    "UPDATE dump_runs SET status = 'ingesting', tp_size = ?, "
+                    "model_config = coalesce(?, model_config), name = coalesce(?, name) WHERE run_id = ?",
+                    [self.layout.tp_size, cfg, name, self.run_id],
+                )
+            else:
+                cur.execute(
+                    "INSERT INTO dump_runs (run_id, name, root, format, tp_size, model_config, status) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'ingesting')",
+                    [self.run_id, name or self._default_name(), str(self.layout.root), self.layout.format,
+                     self.layout.tp_size, cfg],
+                )  # fmt: skip
+            self._write_ranks(cur)
+        if self.layout.rank_order_note:
+            self._error(self.layout.root, "rank_order", self.layout.rank_order_note, once=True)
+
+    def _write_ranks(self, cur) -> None:
+        cur.execute("DELETE FROM dump_ranks WHERE run_id = ?", [self.run_id])
+        for folder, rank in sorted(self.layout.ranks.items(), key=lambda kv: kv[1]):
+            rf = self.layout.folders[folder]
+            cur.execute(
+                "INSERT INTO dump_ranks VALUES (?, ?, ?, ?, ?)",
+                [self.run_id, rank, folder, rf.device, rf.pid],
+            )
+        cur.execute(
+            "UPDATE dump_runs SET tp_size = ? WHERE run_id = ?", [self.layout.tp_size, self.run_id]
+        )
+
+    def _error(self, path: Path | str, kind: str, message: str, once: bool = False) -> None:
+        with self.ws.transaction() as cur:
+            if (
+                once
+                and cur.execute(
+                    "SELECT 1 FROM dump_ingest_errors WHERE run_id = ? AND path = ? AND kind = ? AND message = ?",
+                    [self.run_id, str(path), kind, message],
+                ).fetchone()
+            ):
+                return
+            cur.execute(
+                "INSERT INTO dump_ingest_errors (run_id, path, kind, message) VALUES (?, ?, ?, ?)",
+                [self.run_id, str(path), kind, message],
+            )
+        self.progress.errors += 1
+
+    # -- catalog -------------------------------------------------------------------------
+    def pending(self, paths: Iterable[Path]) -> list[tuple[TensorRef, str, str, int]]:
+        """The files not yet ingested under their current content (path, key, size)."""
+        out = []
+        for p in paths:
+            ref = self.layout.parse(p)
+            if ref is None:
+                continue
+            if ref.rank_folder not in self.layout.ranks and self.layout.refresh():
+                with self.ws.transaction() as cur:
+                    self._write_ranks(cur)
+            rel = str(p.relative_to(self.layout.root))
+            try:
+                size = p.stat().st_size
+                key = content_key(p, size)
+            except OSError:
+                continue  # vanished meanwhile
+            if self._done.get(rel) == key:
+                continue
+            out.append((ref, rel, key, size))
+        return out
+
+    def is_new(self, path: Path) -> bool:
+        try:
+            return str(path.relative_to(self.layout.root)) not in self._done
+        except ValueError:
+            return False
+
+    def ingest_paths(self, paths: Iterable[Path], retry_fresh_s: float = 0.0) -> list[Path]:
+        """Catalog the given files, skipping those already ingested under the same content.
+
+        With ``retry_fresh_s`` (streaming), a file that fails to load although it changed less
+        than that many seconds ago is not recorded as an error but returned for a later retry.
+        """
+        todo = self.pending(paths)
+        self.progress.files_seen += len(todo)
+        if not todo:
+            return []
+        with ThreadPoolExecutor(self.workers) as pool:
+            entries = list(pool.map(lambda a: catalog_file(*a), todo))
+        retry: list[Path] = []
+        if retry_fresh_s:
+            now = time.time()
+            keep = []
+            for e in entries:
+                try:
+                    fresh = e.error is not None and now - e.ref.path.stat().st_mtime < retry_fresh_s
+                except OSError:
+                    fresh = False
+                (retry.append(e.ref.path) if fresh else keep.append(e))
+            self.progress.files_seen -= len(retry)
+            entries = keep
+        self._write_catalog(entries)
+        self._notify()
+        return retry
+
+    def _write_catalog(self, entries: list[CatalogEntry]) -> None:
+        rows, files = [], []
+        for e in entries:
+            ref = e.ref
+            rank = self.layout.ranks.get(ref.rank_folder)
+            if e.error is not None:
+                kind = (
+                    "not_tensor"
+                    if "not a" in e.error.problem or "holds a" in e.error.problem
+                    else "unreadable"
+                )
+                self._error(ref.path, kind, e.error.problem)
+                files.append((e.relpath, e.key, e.size, "error"))
+                continue
+            if rank is None:
+                self._error(
+                    ref.path, "unknown_rank", f"rank folder {ref.rank_folder!r} has no rank"
+                )
+                files.append((e.relpath, e.key, e.size, "error"))
+                continue
+            rows.append({
+                "tensor_id": self._next_id, "run_id": self.run_id, "step": ref.step,
+                "module": ref.module, "module_class": ref.module_class, "layer": layer_of(ref.module),
+                "io": ref.io, "idx": ref.idx, "rank": rank, "part": None, "dtype": e.dtype,
+                "shape": e.shape, "nbytes": e.nbytes, "store_group": None, "store_name": None,
+                "source_file": str(ref.path), "arg_name": ref.arg_name, "call_index": ref.call_index,
+            })  # fmt: skip
+            self._next_id += 1
+            files.append((e.relpath, e.key, e.size, "ingested"))
+            self.progress.bytes_done += e.size
+        mods = {(r["module"], r["module_class"], r["layer"]) for r in rows}
+        kinds = {e.ref.module: e.ref.kind for e in entries}
+        with self.ws.transaction() as cur:
+            if rows:
+                self._insert_tensors(cur, rows)
+            for rel, key, size, status in files:
+                cur.execute(
+                    "INSERT OR REPLACE INTO dump_ingest_files (run_id, relpath, content_key, size, status) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [self.run_id, rel, key, size, status],
+                )
+            for module, cls, layer in mods:
+                cur.execute(
+                    "INSERT INTO dump_modules VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                    "module_class = coalesce(excluded.module_class, dump_modules.module_class)",
+                    [self.run_id, module, cls, layer, kinds.get(module, "module")],
+                )
+        for rel, key, _size, _status in files:
+            self._done[rel] = key
+        self.progress.files_done += len(files)
+
+    def _insert_tensors(self, cur, rows: list[dict[str, Any]]) -> None:
+        df = pd.DataFrame(rows)
+        cur.register("_new_tensors", df)
+        try:
+            cur.execute("INSERT INTO dump_tensors BY NAME SELECT * FROM _new_tensors")
+        finally:
+            cur.unregister("_new_tensors")
+
+    def ingest_tool_stats(self) -> int:
+        """Statistics written by the tool itself (msit statistics.csv, msprobe dump.json)."""
+        root = self.layout.root
+        n = 0
+        files = (
+            root.glob("*/*/*/statistics.csv")
+            if self.layout.format == "msit"
+            else root.glob("step*/*/dump.json")
+        )
+        for f in sorted(files):
+            rel = str(f.relative_to(root))
+            try:
+                key = content_key(f, f.stat().st_size)
+                if self._done.get(rel) == key:
+                    continue
+                rows = (
+                    msit.read_statistics_csv(f)
+                    if self.layout.format == "msit"
+                    else msprobe.read_dump_json_stats(f)
+                )
+            except (InputError, OSError) as exc:
+                self._error(f, "unreadable", str(getattr(exc, "problem", exc)))
+                continue
+            parts = f.relative_to(root).parts
+            folder = parts[0] if self.layout.format == "msit" else parts[1]
+            step_s = parts[1] if self.layout.format == "msit" else parts[0].removeprefix("step")
+            with self.ws.transaction() as cur:
+                for r in rows:
+                    cur.execute(
+                        "INSERT INTO dump_tool_stats VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [self.run_id, self.layout.ranks.get(folder), int(step_s) if step_s.isdigit() else None,
+                         r["module"], r["module_class"], r["io"], r["idx"], r["dtype"], r["shape"],
+                         r["max"], r["min"], r["mean"], r["l2"], str(f)],
+                    )  # fmt: skip
+                cur.execute(
+                    "INSERT OR REPLACE INTO dump_ingest_files (run_id, relpath, content_key, size, status) "
+                    "VALUES (?, ?, ?, ?, 'ingested')",
+                    [self.run_id, rel, key, f.stat().st_size],
+                )
+            self._done[rel] = key
+            n += len(rows)
+        return n
+
+    # -- stitching -----------------------------------------------------------------------
+    def _jobs(self) -> tuple[list[StitchJob], list[StitchJob]]:
+        """(ready, incomplete) groups of rank tensors not stitched yet."""
+        df = (
+            self.ws.cursor()
+            .execute(
+                """
+            SELECT step, module, any_value(module_class) AS module_class, io, idx, arg_name,
+                   call_index, list(rank ORDER BY rank) AS ranks,
+                   list(source_file ORDER BY rank) AS files
+            FROM dump_tensors t
+            WHERE run_id = ? AND rank IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM dump_stitch_report r WHERE r.stitch_key =
+                  t.run_id || '|' || t.step || '|' || t.module || '|' || t.io || '|' || t.idx
+                  || '|' || coalesce(t.arg_name, '') || '|' || coalesce(t.call_index, 0))
+            GROUP BY step, module, io, idx, arg_name, call_index
+            ORDER BY step, module, io, idx
+            """,
+                [self.run_id],
+            )
+            .fetchall()
+        )
+        tp = self.layout.tp_size
+        ready, incomplete = [], []
+        for step, module, cls, io, idx, arg, call, ranks, files in df:
+            job = StitchJob(
+                _stitch_key(self.run_id, step, module, io, idx, arg, call), step, module, cls, io,
+                idx, arg, int(call or 0), dict(zip(ranks, files, strict=True)),
+            )  # fmt: skip
+            (ready if sorted(ranks) == list(range(tp)) else incomplete).append(job)
+        return ready, incomplete
+
+    def stitch_ready(self, final: bool = False) -> int:
+        """Stitch every tensor whose ranks are all present; with ``final`` flag the rest."""
+        ready, incomplete = self._jobs()
+        heads = Heads.from_config(self.layout.model_config)
+        tp = self.layout.tp_size
+        if ready:
+            with ThreadPoolExecutor(self.workers) as pool:
+                results = list(pool.map(lambda j: self._safe_stitch(j, tp, heads), ready))
+            self._write_stitched(results)
+        if final:
+            for job in incomplete:
+                missing = sorted(set(range(tp)) - set(job.files))
+                res = StitchResult("missing_rank", "failed", sorted(job.files),
+                                   detail=f"rank(s) {missing} of tp={tp} have no file for this tensor")  # fmt: skip
+                self._write_stitched(
+                    [(job, choose(job.module, job.module_class, job.io, job.idx), res, None)]
+                )
+                self._error(next(iter(job.files.values())), "missing_rank",
+                            f"{job.module} step {job.step} {job.io}[{job.idx}]: {res.detail}")  # fmt: skip
+        self.verify_partial_sums(final)
+        self._notify()
+        return len(ready)
+
+    def _safe_stitch(self, job: StitchJob, tp: int, heads: Heads | None):
+        try:
+            return run_stitch(job, tp, heads, self.ws.tensors, self.run_id)
+        except InputError as exc:
+            res = StitchResult("unreadable", "failed", sorted(job.files), detail=str(exc))
+            return job, choose(job.module, job.module_class, job.io, job.idx), res, None
+
+    def _write_stitched(self, results: list) -> None:
+        rows, reports = [], []
+        for job, choice, res, group in results:
+            tid = None
+            if group is not None and res.tensor is not None:
+                tid = self._next_id
+                for part, t in [(None, res.tensor), *res.parts.items()]:
+                    rows.append({
+                        "tensor_id": self._next_id, "run_id": self.run_id, "step": job.step,
+                        "module": job.module, "module_class": choice.module_class or job.module_class,
+                        "layer": layer_of(job.module), "io": job.io, "idx": job.idx, "rank": None,
+                        "part": part, "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+                        "nbytes": t.numel() * t.element_size(), "store_group": group,
+                        "store_name": part or "tensor", "source_file": None, "arg_name": job.arg_name,
+                        "call_index": job.call_index,
+                    })  # fmt: skip
+                    self._next_id += 1
+            reports.append({
+                "stitch_key": job.key, "run_id": self.run_id, "step": job.step, "module": job.module,
+                "module_class": choice.module_class or job.module_class, "io": job.io, "idx": job.idx,
+                "arg_name": job.arg_name, "call_index": job.call_index, "rule": res.rule,
+                "verdict": res.verdict, "ranks": res.ranks, "max_abs_diff": res.max_abs_diff,
+                "detail": res.detail, "rule_source": choice.source, "tensor_id": tid,
+            })  # fmt: skip
+            if res.verdict == "failed" and res.rule not in ("missing_rank",):
+                kind = (
+                    "shape_mismatch"
+                    if "shape" in res.detail or "dtype" in res.detail
+                    else "stitch_failed"
+                )
+                self._error(next(iter(job.files.values())), kind,
+                            f"{job.module} step {job.step} {job.io}[{job.idx}]: {res.detail}")  # fmt: skip
+            if choice.source == "none" and job.module not in self._unknown_noted:
+                self._unknown_noted.add(job.module)
+                what = (
+                    "kept as replicated (identical on all ranks)"
+                    if res.verdict == "verified"
+                    else "not stitched"
+                )
+                self._error(next(iter(job.files.values())), "unknown_class",
+                            f"{job.module}: class {job.module_class or 'unknown'} has no stitch rule; {what}",
+                            once=True)  # fmt: skip
+        with self.ws.transaction() as cur:
+            if rows:
+                self._insert_tensors(cur, rows)
+            if reports:
+                df = pd.DataFrame(reports)
+                cur.register("_new_reports", df)
+                try:
+                    cur.execute(
+                        "INSERT OR REPLACE INTO dump_stitch_report BY NAME SELECT * FROM _new_reports"
+                    )
+                finally:
+                    cur.unregister("_new_reports")
+        self.progress.stitched += sum(1 for r in reports if r["tensor_id"] is not None)
+        now = time.time()
+        for job, _choice, _res, group in results:
+            if group is None:
+                continue
+            try:
+                closed = max(Path(f).stat().st_mtime for f in job.files.values())
+            except OSError:
+                continue
+            self.progress.latencies_s.append(now - closed)  # file closed -> viewable
+        del self.progress.latencies_s[:-20000]
+
+    def verify_partial_sums(self, final: bool = False) -> int:
+        """Check each summed partial (FusedMoE) against its parent block's stitched output."""
+        cur = self.ws.cursor()
+        pending = cur.execute(
+            """
+            SELECT r.stitch_key, r.step, r.module, r.tensor_id, p.tensor_id, r.ranks
+            FROM dump_stitch_report r
+            LEFT JOIN dump_stitch_report p ON p.run_id = r.run_id AND p.step = r.step
+                 AND p.module = regexp_replace(r.module, '\\.[^.]+$', '') AND p.io = 'output'
+                 AND p.idx = 0 AND p.tensor_id IS NOT NULL
+            WHERE r.run_id = ? AND r.rule = 'partial_sum' AND r.verdict = 'assumed'
+            """,
+            [self.run_id],
+        ).fetchall()
+        from backend.dumps.query import load_tensor
+
+        done = 0
+        for key, _step, _module, tid, parent_tid, ranks in pending:
+            if parent_tid is None:
+                if final:
+                    with self.ws.transaction() as w:
+                        w.execute(
+                            "UPDATE dump_stitch_report SET detail = ? WHERE stitch_key = ?",
+                            ["partial sums added over ranks; the parent block's output was not "
+                             "dumped, so the sum is unverified", key],
+                        )  # fmt: skip
+                continue
+            mine, parent = load_tensor(self.ws, tid), load_tensor(self.ws, parent_tid)
+            if mine.shape != parent.shape:
+                verdict, diff = "failed", None
+                detail = f"summed shape {list(mine.shape)} != parent output {list(parent.shape)}"
+            else:
+                diff = max_diff(mine, parent)
+                scale = float(parent.float().abs().max()) if parent.numel() else 0.0
+                ok = diff <= tolerance(parent.dtype, scale, len(ranks))
+                verdict = "verified" if ok else "failed"
+                detail = (f"sum of {len(ranks)} partial outputs equals the parent block's output"
+                          if ok else "sum of partial outputs differs from the parent block's output")  # fmt: skip
+            with self.ws.transaction() as w:
+                w.execute(
+                    "UPDATE dump_stitch_report SET verdict = ?, max_abs_diff = ?, detail = ? WHERE stitch_key = ?",
+                    [verdict, diff, detail, key],
+                )
+            if verdict == "failed":
+                self._error(key, "stitch_failed", detail)
+            done += 1
+        return done
+
+    # -- statistics ----------------------------------------------------------------------
+    def compute_stats(self) -> int:
+        """Statistics for every stitched tensor that has none yet (a process pool if given)."""
+        todo = (
+            self.ws.cursor()
+            .execute(
+                "SELECT t.tensor_id, t.store_group, t.store_name FROM dump_tensors t "
+                "LEFT JOIN dump_stats s USING (tensor_id) WHERE t.run_id = ? AND t.rank IS NULL "
+                "AND s.tensor_id IS NULL ORDER BY t.tensor_id",
+                [self.run_id],
+            )
+            .fetchall()
+        )
+        if not todo:
+            return 0
+        root = str(self.ws.tensors.root)
+        args = [
+            (root, str(self.ws.tensors.path(g).relative_to(self.ws.tensors.root)), n)
+            for _, g, n in todo
+        ]
+        if self.stats_pool is not None:
+            results = list(self.stats_pool.map(stats_of_stored, *zip(*args, strict=True)))
+        else:
+            results = [stats_of_stored(*a) for a in args]
+        self._write_stats([t[0] for t in todo], results)
+        return len(todo)
+
+    def _write_stats(self, ids: list[int], results: list[stats_mod.TensorStats]) -> None:
+        rows, outliers = [], []
+        for tid, st in zip(ids, results, strict=True):
+            rows.append({"tensor_id": tid, **st.as_row()})
+            outliers += [
+                {"tensor_id": tid, "k": k, "token": tok, "channel": ch, "value": v}
+                for k, (tok, ch, v) in enumerate(st.top)
+            ]
+        with self.ws.transaction() as cur:
+            cur.register("_new_stats", pd.DataFrame(rows))
+            cur.execute("INSERT OR REPLACE INTO dump_stats BY NAME SELECT * FROM _new_stats")
+            cur.unregister("_new_stats")
+            if outliers:
+                cur.register("_new_outliers", pd.DataFrame(outliers))
+                cur.execute(
+                    "INSERT OR REPLACE INTO dump_outliers BY NAME SELECT * FROM _new_outliers"
+                )
+                cur.unregister("_new_outliers")
+        self.progress.stats_done += len(rows)
+        self._notify()
+
+    def finish(self, status: str = "done") -> None:
+        with self.ws.transaction() as cur:
+            cur.execute("UPDATE dump_runs SET status = ? WHERE run_id = ?", [status, self.run_id])
+
+    def _notify(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+
+def ingest_dump(
+    ws: Workspace,
+    dump_root: str | Path,
+    name: str | None = None,
+    *,
+    model_config: dict[str, Any] | None = None,
+    with_stats: bool = True,
+    workers: int = 2,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> str:
+    """Ingest a whole dump (blocking): catalog, stitch, verify, statistics. Returns the run id."""
+    layout = detect(dump_root, model_config)
+    ing = Ingestor(ws, layout, name, workers=workers, on_progress=on_progress)
+    files = layout.tensor_files()
+    ing.progress.files_seen = 0
+    ing.ingest_paths(files)
+    ing.ingest_tool_stats()
+    ing.stitch_ready(final=True)
+    if with_stats:
+        ing.compute_stats()
+    ing.finish("done")
+    p = ing.progress
+    ws.log("ingest", f"dump {ing.run_id} ({layout.format}, tp={layout.tp_size}): {p.files_done} files, "
+                     f"{p.stitched} tensors stitched, {p.errors} errors")  # fmt: skip
+    return ing.run_id

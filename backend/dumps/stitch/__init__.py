@@ -1,0 +1,1 @@
+"""Tensor-parallel stitching: rules per module class (name fallback, overrides) and the stitcher."""

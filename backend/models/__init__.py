@@ -1,0 +1,1 @@
+"""Model checkpoints: Qwen3-MoE config reading, synthetic checkpoint creation, tokenizer."""

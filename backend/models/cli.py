@@ -1,0 +1,27 @@
+"""``studio model create``: synthetic Qwen3-MoE checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+
+from backend.models.create import PRESETS, create_model
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="synthetic Qwen3-MoE checkpoints")
+    msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    c = msub.add_parser("create", help="write an HF-format Qwen3-MoE checkpoint (random weights)")
+    c.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model size")
+    c.add_argument("--out", required=True, metavar="DIR", help="new (or empty) output directory")
+    c.add_argument("--layers", type=int, default=None, help="number of decoder layers")
+    c.add_argument("--seed", type=int, default=0, help="random seed for the weights")
+    c.add_argument("--outliers", action="store_true", help="plant massive-activation channels")
+    c.set_defaults(func=cmd_create)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    out = create_model(
+        args.out, preset=args.preset, layers=args.layers, seed=args.seed, outliers=args.outliers
+    )
+    print(out)
+    return 0

@@ -1,0 +1,221 @@
+"""``studio trace ...`` (module call traces) and ``studio profile ...`` (profiler ingest)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from backend.errors import InputError, StudioError
+from backend.paths import existing_dir
+from backend.workspace import open_workspace
+
+
+def _print_table(df: pd.DataFrame, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
+    else:
+        with pd.option_context("display.max_rows", 200, "display.width", 160):
+            print(df.to_string(index=False))
+
+
+# ---- studio trace ---------------------------------------------------------------------------
+
+
+def _load_model(model_dir: Path):
+    """A transformers causal LM and its tokenizer (None when the checkpoint ships none)."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - transformers is a dependency
+        raise StudioError(f"transformers is needed to load {model_dir}: {exc}") from exc
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="auto")
+    except (OSError, ValueError) as exc:
+        raise InputError(model_dir, f"cannot load the model: {exc}") from exc
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError, TypeError):
+        tok = None
+    return model.eval(), tok
+
+
+def _prompt_ids(tok, prompt: str, vocab: int):
+    import torch
+
+    if tok is not None:
+        return tok(prompt, return_tensors="pt")["input_ids"]
+    # No tokenizer in the checkpoint: bytes modulo the vocabulary stand in for tokens.
+    return torch.tensor([[b % vocab for b in prompt.encode("utf-8")]], dtype=torch.long)
+
+
+def _cmd_trace_modules(args: argparse.Namespace) -> int:
+    import torch
+
+    from backend.trace.ingest import store_trace
+    from backend.trace.module_tracer import format_counts, format_layer, trace_modules
+
+    if args.tp != 1:
+        raise StudioError(
+            "module traces run on one process; for --tp N use `studio profile run` "
+            "(the reference engine's ranks) or trace a rank's model"
+        )
+    model_dir = existing_dir(args.model, "model directory")
+    model, tok = _load_model(model_dir)
+    ids = _prompt_ids(tok, args.prompt, model.config.vocab_size)
+    with trace_modules(model) as tracer, torch.no_grad():
+        model(input_ids=ids)
+    ws = open_workspace(args.workspace)
+    try:
+        trace_id = store_trace(
+            ws, tracer.calls, name=args.name or model_dir.name, model=str(model_dir),
+            prompt=args.prompt,
+        )  # fmt: skip
+    finally:
+        ws.close()
+    print(format_counts(tracer.calls))
+    print()
+    print(format_layer(tracer.calls, args.layer))
+    print(f"\nstored trace {trace_id} ({len(tracer.calls)} calls)")
+    return 0
+
+
+def _cmd_trace_list(args: argparse.Namespace) -> int:
+    ws = open_workspace(args.workspace)
+    try:
+        df = (
+            ws.cursor()
+            .execute(
+                "SELECT trace_id, name, model, n_calls, created_at FROM trace_runs ORDER BY created_at"
+            )
+            .df()
+        )
+    finally:
+        ws.close()
+    _print_table(df, args.json)
+    return 0
+
+
+# ---- studio profile -------------------------------------------------------------------------
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from backend.trace import analysis
+    from backend.trace.ingest import ingest_profile
+
+    ws = open_workspace(args.workspace)
+    try:
+        pid = ingest_profile(ws, args.path, name=args.name, fmt=args.format)
+        df = analysis.top(ws, pid, kind=args.kind, n=args.top)
+    finally:
+        ws.close()
+    if not args.json:
+        print(f"profile {pid}")
+    _print_table(df, args.json)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from backend.trace import analysis
+
+    ws = open_workspace(args.workspace)
+    try:
+        df = analysis.list_profiles(ws)
+    finally:
+        ws.close()
+    _print_table(df, args.json)
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from backend.trace import analysis
+
+    views = {
+        "top": lambda ws: analysis.top(ws, args.profile, kind=args.kind, n=args.top),
+        "families": lambda ws: analysis.families(ws, args.profile, kind=args.kind),
+        "modules": lambda ws: analysis.by_module(ws, args.profile, kind=args.kind),
+        "layers": lambda ws: analysis.per_layer(ws, args.profile, kind=args.kind),
+        "unattributed": lambda ws: analysis.unattributed(ws, args.profile, kind=args.kind),
+    }
+    ws = open_workspace(args.workspace)
+    try:
+        df = views[args.view](ws)
+    finally:
+        ws.close()
+    _print_table(df, args.json)
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from backend.trace.diff import diff
+
+    ws = open_workspace(args.workspace)
+    try:
+        df = diff(ws, args.a, args.b, by=args.by, kind=args.kind)
+    finally:
+        ws.close()
+    _print_table(df, args.json)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, top: bool = True) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON records")
+    p.add_argument(
+        "--kind",
+        choices=("auto", "kernel", "cpu_op"),
+        default="auto",
+        help="device kernels or cpu ops (auto: kernels when the profile has any)",
+    )
+    if top:
+        p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    trace = sub.add_parser("trace", help="module call traces: order, classes, shapes")
+    tsub = trace.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
+    mod = tsub.add_parser(
+        "modules", help="trace the module calls of one forward pass of a model and store them"
+    )
+    mod.add_argument("--model", required=True, help="HF-format model directory")
+    mod.add_argument("--prompt", default="Hello, world", help="prompt text")
+    mod.add_argument("--tp", type=int, default=1, help="tensor parallel size (1 only)")
+    mod.add_argument("--layer", type=int, default=0, help="layer whose call order is printed")
+    mod.add_argument("--name", help="name for the stored trace")
+    mod.set_defaults(func=_cmd_trace_modules)
+    lst = tsub.add_parser("list", help="list stored module traces")
+    lst.add_argument("--json", action="store_true", help="print JSON records")
+    lst.set_defaults(func=_cmd_trace_list)
+
+    prof = sub.add_parser("profile", help="profiler traces: ingest, top kernels, attribution, diff")
+    psub = prof.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
+    ing = psub.add_parser(
+        "ingest",
+        aliases=["import"],
+        help="ingest a Kineto .json/.json.gz, a torch_npu *_ascend_pt dir or an nsys .sqlite",
+    )
+    ing.add_argument("path", help="profile file or directory")
+    ing.add_argument("--name", help="name shown in the studio")
+    ing.add_argument(
+        "--format", choices=("kineto", "torch_npu", "nsys"), help="override format detection"
+    )
+    _common(ing)
+    ing.set_defaults(func=_cmd_ingest)
+    pl = psub.add_parser("list", help="list ingested profiles")
+    pl.add_argument("--json", action="store_true", help="print JSON records")
+    pl.set_defaults(func=_cmd_list)
+    show = psub.add_parser("show", help="one analysis of an ingested profile")
+    show.add_argument("profile", help="profile id (see `studio profile list`)")
+    show.add_argument(
+        "view",
+        choices=("top", "families", "modules", "layers", "unattributed"),
+        help="what to show",
+    )
+    _common(show)
+    show.set_defaults(func=_cmd_show)
+    d = psub.add_parser("diff", help="compare two ingested profiles")
+    d.add_argument("a", help="baseline profile id")
+    d.add_argument("b", help="new profile id")
+    d.add_argument("--by", choices=("name", "family", "module"), default="name", help="key")
+    _common(d, top=False)
+    d.set_defaults(func=_cmd_diff)

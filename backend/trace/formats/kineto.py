@@ -1,0 +1,143 @@
+"""Kineto / Chrome-trace JSON reader (torch.profiler ``export_chrome_trace``, torch_npu
+``trace_view.json``), streamed with ijson so a 500 MB trace is never held in memory whole.
+
+Accepts ``{"traceEvents": [...], ...}`` and a bare ``[...]`` array, plain or gzip-compressed.
+Yields column batches (dict of lists) ready for the ``profile_events`` table.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import ijson
+
+from backend.errors import InputError
+
+COLUMNS = (
+    "event_id", "ph", "cat", "name", "pid", "tid", "ts_ns", "dur_ns", "external_id",
+    "correlation", "flow_id", "stream", "device", "input_dims",
+)  # fmt: skip
+# Complete events carry durations; flow starts/finishes ('s'/'f', e.g. ac2g) link launches to
+# kernels. Metadata ('M'), instants ('i') and counters ('C') carry no time and are skipped.
+KEPT_PHASES = {"X", "s", "f"}
+BATCH = 50_000
+
+
+def _open(path: Path) -> IO[bytes]:
+    with path.open("rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+def _first_char(stream: IO[bytes]) -> bytes:
+    while True:
+        ch = stream.read(1)
+        if not ch:
+            return b""
+        if not ch.isspace():
+            return ch
+
+
+def _int_or_none(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _ns(value: Any) -> int:
+    # Kineto times are microseconds with nanosecond decimals; integers keep sums exact.
+    return round(float(value) * 1000.0) if value is not None else 0
+
+
+def new_batch() -> dict[str, list[Any]]:
+    return {c: [] for c in COLUMNS}
+
+
+def append_event(batch: dict[str, list[Any]], event_id: int, ev: dict[str, Any]) -> None:
+    """Append one trace event (already known to be of a kept phase) to a column batch."""
+    args = ev.get("args") or {}
+    batch["event_id"].append(event_id)
+    batch["ph"].append(ev["ph"])
+    batch["cat"].append(ev.get("cat"))
+    batch["name"].append(str(ev.get("name", "")))
+    pid, tid = ev.get("pid"), ev.get("tid")
+    batch["pid"].append(None if pid is None else str(pid))
+    batch["tid"].append(None if tid is None else str(tid))
+    batch["ts_ns"].append(_ns(ev.get("ts")))
+    batch["dur_ns"].append(_ns(ev.get("dur", 0)))
+    batch["external_id"].append(_int_or_none(args.get("External id")))
+    batch["correlation"].append(_int_or_none(args.get("correlation")))
+    flow = ev.get("id")
+    batch["flow_id"].append(None if flow is None else str(flow))
+    batch["stream"].append(_int_or_none(args.get("stream")))
+    batch["device"].append(_int_or_none(args.get("device")))
+    dims = args.get("Input Dims")
+    batch["input_dims"].append(None if dims is None else json.dumps(dims))
+
+
+def read_batches(path: str | Path, batch_size: int = BATCH) -> Iterator[dict[str, list[Any]]]:
+    """Stream the kept events of a Chrome trace as column batches.
+
+    Raises ``InputError`` naming the file for a missing ``traceEvents`` list, a truncated or
+    malformed document, or an event without the fields every event needs.
+    """
+    path = Path(path)
+    try:
+        stream = _open(path)
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {exc.strerror or exc}") from exc
+    with stream:
+        try:
+            first = _first_char(stream)
+        except (OSError, EOFError) as exc:  # gzip errors surface here
+            raise InputError(path, f"cannot read: {exc}") from exc
+        if first not in (b"{", b"["):
+            raise InputError(path, "not a Chrome trace: expected a JSON object or array")
+        stream.seek(0)
+        prefix = "traceEvents.item" if first == b"{" else "item"
+        batch = new_batch()
+        n = 0
+        seen_any = False
+        try:
+            for ev in ijson.items(stream, prefix, use_float=True):
+                seen_any = True
+                if not isinstance(ev, dict):
+                    raise InputError(path, f"event {n} is not a JSON object")
+                ph = ev.get("ph")
+                if ph not in KEPT_PHASES:
+                    continue
+                if "ts" not in ev or "name" not in ev:
+                    raise InputError(path, f"event {n} ({ph!r}) has no 'ts' or 'name'")
+                append_event(batch, n, ev)
+                n += 1
+                if len(batch["event_id"]) >= batch_size:
+                    yield batch
+                    batch = new_batch()
+        except ijson.common.IncompleteJSONError as exc:
+            raise InputError(path, f"truncated or malformed JSON after {n} events: {exc}") from exc
+        except ijson.common.JSONError as exc:
+            raise InputError(path, f"malformed JSON after {n} events: {exc}") from exc
+        except (OSError, EOFError) as exc:
+            raise InputError(path, f"cannot read after {n} events: {exc}") from exc
+        if first == b"{" and not seen_any:
+            _require_trace_events(path)
+        if batch["event_id"]:
+            yield batch
+
+
+def _require_trace_events(path: Path) -> None:
+    """An object without (or with an empty) ``traceEvents``: say which."""
+    with _open(path) as stream:
+        for prefix, event, _ in ijson.parse(stream):
+            if prefix == "traceEvents" and event == "start_array":
+                return  # present but empty: a valid, empty profile
+    raise InputError(path, "no 'traceEvents' list: not a torch.profiler / Chrome trace")

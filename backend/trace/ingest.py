@@ -1,0 +1,121 @@
+"""Write module traces and profiles into the workspace (one transaction each: a bad file
+leaves nothing behind, a good one is stored exactly once)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from backend.errors import InputError
+from backend.trace.attribution import DEVICE_CATS, attribute
+from backend.trace.formats import kineto, nsys, torch_npu
+from backend.trace.module_tracer import ModuleCall, calls_to_rows
+from backend.workspace import Workspace
+
+_EVENT_SCHEMA = pa.schema(
+    [("event_id", pa.int64()), ("ph", pa.string()), ("cat", pa.string()), ("name", pa.string()),
+     ("pid", pa.string()), ("tid", pa.string()), ("ts_ns", pa.int64()), ("dur_ns", pa.int64()),
+     ("external_id", pa.int64()), ("correlation", pa.int64()), ("flow_id", pa.string()),
+     ("stream", pa.int64()), ("device", pa.int32()), ("input_dims", pa.string())]
+)  # fmt: skip
+
+
+def detect_format(path: Path) -> str:
+    """'kineto' (.json / .json.gz), 'nsys' (.sqlite) or 'torch_npu' (an *_ascend_pt dir)."""
+    if path.is_dir():
+        if torch_npu.find_output_dir(path) is not None:
+            return "torch_npu"
+        raise InputError(path, "directory holds no ASCEND_PROFILER_OUTPUT (torch_npu profile)")
+    name = path.name.lower()
+    if name.endswith((".sqlite", ".db")):
+        return "nsys"
+    if name.endswith((".json", ".json.gz", ".pt.trace.json", ".gz")):
+        return "kineto"
+    with path.open("rb") as f:
+        head = f.read(16)
+    if head.startswith(b"SQLite format 3"):
+        return "nsys"
+    return "kineto"
+
+
+def _batches(path: Path, fmt: str) -> Iterator[dict[str, list[Any]]]:
+    if fmt == "kineto":
+        return kineto.read_batches(path)
+    if fmt == "nsys":
+        return nsys.read_batches(path)
+    if fmt == "torch_npu":
+        return torch_npu.read_batches(path)
+    raise InputError(fmt, "unknown profile format (kineto, torch_npu, nsys)")
+
+
+def ingest_profile(
+    ws: Workspace, path: str | Path, *, name: str | None = None, fmt: str | None = None
+) -> str:
+    """Ingest one profile (streamed in batches) and its attribution; returns the profile id."""
+    src = Path(path).expanduser().resolve()
+    if not src.exists():
+        raise InputError(src, "profile does not exist")
+    fmt = fmt or detect_format(src)
+    profile_id = f"p-{uuid.uuid4().hex[:10]}"
+    n_events = 0
+    with ws.transaction() as cur:
+        for batch in _batches(src, fmt):
+            table = pa.Table.from_pydict(batch, schema=_EVENT_SCHEMA)
+            cur.register("_events_batch", table)
+            try:
+                cur.execute(
+                    "INSERT INTO profile_events SELECT ? AS profile_id, * FROM _events_batch",
+                    [profile_id],
+                )
+            finally:
+                cur.unregister("_events_batch")
+            n_events += table.num_rows
+        cats = ", ".join(f"'{c}'" for c in DEVICE_CATS)
+        has_device = cur.execute(
+            f"SELECT count(*) > 0 FROM profile_events WHERE profile_id = ? AND cat IN ({cats})",  # noqa: S608
+            [profile_id],
+        ).fetchone()[0]
+        attribute(cur, profile_id)
+        cur.execute(
+            "INSERT INTO profiles (profile_id, name, source, format, n_events, has_device) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [profile_id, name or src.name, str(src), fmt, n_events, bool(has_device)],
+        )
+    ws.log("profile", f"ingested {fmt} profile {name or src.name} ({n_events:,} events)")
+    return profile_id
+
+
+def store_trace(
+    ws: Workspace,
+    calls: list[ModuleCall],
+    *,
+    name: str,
+    model: str | None = None,
+    prompt: str | None = None,
+) -> str:
+    """Store one module call trace; returns its trace id."""
+    trace_id = f"t-{uuid.uuid4().hex[:10]}"
+    rows = calls_to_rows(calls)
+    with ws.transaction() as cur:
+        cur.execute(
+            "INSERT INTO trace_runs (trace_id, name, model, prompt, n_calls) VALUES (?, ?, ?, ?, ?)",
+            [trace_id, name, model, prompt, len(rows)],
+        )
+        if rows:
+            table = pa.Table.from_pylist([{"trace_id": trace_id, **r} for r in rows])
+            cur.register("_calls", table)
+            try:
+                cur.execute(
+                    "INSERT INTO trace_calls (trace_id, seq, module, module_class, layer, depth,"
+                    " parent_seq, rank, in_shapes, in_dtypes, out_shapes, out_dtypes, wall_us)"
+                    " SELECT trace_id, seq, module, module_class, layer, depth, parent_seq, rank,"
+                    " in_shapes, in_dtypes, out_shapes, out_dtypes, wall_us FROM _calls"
+                )
+            finally:
+                cur.unregister("_calls")
+    ws.log("trace", f"stored module trace {name} ({len(rows):,} calls)")
+    return trace_id

@@ -1,0 +1,331 @@
+"""Activations: 3D token x channel surfaces, outlier statistics, run comparison, Kronecker view."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pandas as pd
+import streamlit as st
+
+from backend.analysis import compare, kronecker, outliers, source
+from backend.analysis.source import Selected
+from studio import services_activations as svc
+from studio.figures import activations as figs
+from studio.widgets import guarded
+
+st.title("Activations")
+st.caption(
+    "Token x channel surfaces of dumped activations. Large tensors are reduced to a screen-sized "
+    "grid by max-|x| pooling that keeps each block's signed extreme, so no outlier disappears; "
+    "hover shows the exact token and channel of the value."
+)
+
+HOW_TO = """No activation dumps in this workspace yet. To get some:
+
+1. Dump a run: `studio model create --preset tiny --out /tmp/m --outliers`, then run the
+   reference engine with dumps, or use an msit / msprobe dump from vLLM-Ascend.
+2. Ingest it on the **Dumps** page or with `studio dumps ingest DUMP_DIR`.
+3. Come back here: pick the run, a step and a module by layer pattern (e.g. `layers\\.1\\.`)."""
+
+qp = st.query_params
+
+
+def _pick(label: str, options: list, key: str, *, fmt=str, container=st):
+    """A selectbox whose default comes from the deep link (?key=value) when it is valid."""
+    wanted = qp.get(key)
+    index = next((i for i, o in enumerate(options) if str(o) == wanted), 0)
+    return container.selectbox(label, options, index=index, format_func=fmt, key=f"act_{key}")
+
+
+def _csv(df: pd.DataFrame) -> bytes:
+    return df.to_csv(index=False).encode()
+
+
+def _downloads(fig, name: str, *, grid=None, title: str = "", sync: bool = False) -> None:
+    c1, c2 = st.columns(2)
+    c1.download_button(
+        "Download HTML",
+        figs.figure_html(fig, sync_cameras=sync),
+        file_name=f"{name}.html",
+        mime="text/html",
+        key=f"html_{name}",
+    )
+    if grid is not None and c2.button("Render PNG", key=f"png_{name}"):
+        import tempfile
+        from pathlib import Path
+
+        from studio.figures import pyvista_surface as pvs
+
+        with tempfile.TemporaryDirectory() as d:
+            png = pvs.screenshot(grid, Path(d) / "s.png", title=title).read_bytes()
+        c2.download_button("Download PNG", png, file_name=f"{name}.png", mime="image/png")
+
+
+def _surface(grid, *, title, texts, absolute, log, sort, renderer, key):
+    if renderer == "PyVista":
+        from stpyvista import stpyvista  # only importable inside a running app
+
+        from studio.figures import pyvista_surface as pvs
+
+        stpyvista(pvs.plotter(grid, title=title, absolute=absolute), key=f"pv_{key}")
+    else:
+        fig = figs.surface_figure(
+            grid, title=title, token_text=texts, absolute=absolute, log=log, sorted_channels=sort
+        )
+        st.plotly_chart(fig, key=f"surf_{key}", config={"displaylogo": False})
+        return fig
+    return None
+
+
+def _dumps_available() -> bool:
+    try:
+        return importlib.util.find_spec("backend.dumps.query") is not None
+    except ModuleNotFoundError:  # the dumps package is not installed in this build
+        return False
+
+
+if not _dumps_available():
+    st.info(HOW_TO)
+    st.stop()
+
+with guarded("Reading the dump runs"):
+    runs = svc.runs()
+    if runs.empty:
+        st.info(HOW_TO)
+        st.stop()
+
+    side = st.sidebar
+    side.header("Selection")
+    run_ids = runs["run_id"].tolist()
+    names = dict(zip(runs["run_id"], runs["name"], strict=True))
+    run_id = _pick("Run", run_ids, "run", fmt=lambda r: f"{names[r]} ({r})", container=side)
+    all_rows = svc.rows(run_id, None, None, None)
+    steps = sorted(int(s) for s in all_rows["step"].unique())
+    if not steps:
+        st.warning("This run has no stitched tensors yet (still ingesting, or stitching failed).")
+        st.stop()
+    step = _pick("Step (0 = prefill)", steps, "step", container=side)
+    pattern = side.text_input(
+        "Layer pattern (regex)",
+        value=qp.get("pattern", r"layers\.0\."),
+        help="Searched in module names, like visualize_outliers.py --layer_pattern.",
+        key="act_pattern",
+    )
+    io = side.radio("io", ["output", "input"], index=qp.get("io") == "input", horizontal=True)
+    rows = svc.rows(run_id, step, pattern or None, io)
+    floating = rows[~rows["dtype"].astype(str).str.contains("int")]
+    modules = sorted(
+        set(floating["module"]), key=lambda m: (floating[floating.module == m].layer.min(), m)
+    )
+    if not modules:
+        st.warning(
+            f"No {io} tensor of step {step} matches `{pattern}`. Try `layers\\.0\\.` or empty."
+        )
+        st.stop()
+    module = _pick("Module", modules, "module", container=side)
+    mrows = floating[floating["module"] == module]
+    idxs = sorted(int(i) for i in mrows["idx"].unique())
+    idx = _pick("Index", idxs, "idx", container=side) if len(idxs) > 1 else idxs[0]
+    cfg = svc.config(run_id)
+    part_opts = source.available_parts(rows, module, io, idx, cfg)
+    part = _pick("Part", ["whole", *part_opts], "part", container=side) if part_opts else "whole"
+    sel = Selected(run_id, int(step), module, io, int(idx), None if part == "whole" else part)
+    qp.from_dict(
+        {"run": run_id, "step": step, "pattern": pattern, "io": io, "module": module,
+         "idx": idx, "part": part}
+    )  # fmt: skip
+
+    side.header("View")
+    renderer = side.radio("Renderer", ["Plotly (WebGL)", "PyVista"], horizontal=True)
+    absolute = side.toggle("Absolute values |x|", value=False)
+    log = side.toggle("Log scale log10(1+|x|)", value=False)
+    sort = side.toggle("Sort channels by absmax", value=False)
+    chan_spec = side.text_input("Channel filter", "", help="e.g. 0-127, 300, 4000-4095")
+    res = side.select_slider("Grid (tokens x channels)", [(200, 400), (400, 800), (600, 1200)],
+                             value=(400, 800), format_func=lambda r: f"{r[0]} x {r[1]}")  # fmt: skip
+    tok_dir = side.text_input(
+        "Tokenizer directory (optional)",
+        cfg.get("_name_or_path", "") if isinstance(cfg.get("_name_or_path"), str) else "",
+        help="A folder with tokenizer.json: hover and tables then show each token's text.",
+    )
+
+    x = svc.tensor(sel)
+    n_tok, n_ch = x.shape
+    t_range = (0, n_tok)
+    if n_tok > 1:
+        t_range = side.slider("Token range", 0, n_tok, (0, n_tok), key="act_tokens")
+    texts = None
+    if tok_dir.strip():
+        with guarded("Loading token text"):
+            texts = svc.token_texts(run_id, int(step), tok_dir.strip())
+            if texts is not None and len(texts) != n_tok:
+                texts = None  # the embedding input does not describe these rows
+
+    tab_surf, tab_stats, tab_cmp, tab_kron = st.tabs(
+        ["Surface", "Statistics", "Compare", "Kronecker"]
+    )
+
+    with tab_surf:
+        with guarded("Building the surface"):
+            g = svc.grid(
+                x, max_tokens=res[0], max_channels=res[1], token_range=(t_range[0], max(t_range[1], t_range[0] + 1)),
+                channels=svc.channels_of(chan_spec, n_ch), sort_channels=sort, absolute=absolute, log=log,
+            )  # fmt: skip
+            fig = _surface(g, title=sel.label, texts=texts, absolute=absolute, log=log, sort=sort,
+                           renderer=renderer.split()[0], key="main")  # fmt: skip
+            s = outliers.summarize(x[t_range[0] : t_range[1]])
+            cols = st.columns(6)
+            cols[0].metric("max |x|", f"{s.absmax:.4g}")
+            cols[1].metric("top channel", s.top_channel)
+            cols[2].metric("kurtosis", f"{s.kurtosis:.3g}")
+            cols[3].metric("|x| > 6", f"{s.over_6:,}")
+            cols[4].metric(
+                "massive", f"{s.massive:,}", help="|x| > 100 and > 1000x its token's median |x|"
+            )
+            cols[5].metric("max / median", f"{s.top_to_median:.3g}")
+            if fig is not None:
+                _downloads(fig, "surface", grid=g, title=sel.label)
+
+    with tab_stats:
+        with guarded("Computing statistics"):
+            k = st.number_input("Top K", 5, 200, 20, step=5)
+            top = outliers.top_k(x[t_range[0] : t_range[1]], int(k))
+            top["token"] += t_range[0]
+            if texts is not None:
+                top.insert(1, "text", [texts[i] for i in top["token"]])
+            st.subheader("Top outliers")
+            st.dataframe(top, hide_index=True, width="stretch")
+            st.download_button("Download CSV", _csv(top), "top_outliers.csv", "text/csv")
+            st.plotly_chart(figs.profile_figure(outliers.channel_absmax(x)), key="profile")
+            st.subheader("Across layers")
+            if st.toggle(
+                f"Compute statistics of every {io} tensor of step {step}", key="act_layers"
+            ):
+                stats = svc.layer_stats(run_id, int(step), io)
+                if stats.empty:
+                    st.info("No floating-point tensors in this step.")
+                else:
+                    layered = stats[stats["layer"].notna()]
+                    st.plotly_chart(figs.kurtosis_figure(layered), key="kurt")
+                    kinds = sorted(layered["kind"].unique())
+                    kind = st.selectbox("Persistence of outlier channels for", kinds,
+                                        index=kinds.index(source.module_kind(module)) if source.module_kind(module) in kinds else 0)  # fmt: skip
+                    kk = st.slider("Top-K channels", 4, 64, 16)
+                    pers = svc.persistence(run_id, int(step), io, kind, kk)
+                    if not pers.empty:
+                        st.plotly_chart(
+                            figs.persistence_figure(pers, title=f"{kind}: top-{kk} channels"),
+                            key="pers",
+                        )
+                    table = stats.drop(columns=["tensor_id"])
+                    st.dataframe(table, hide_index=True, width="stretch")
+                    st.download_button(
+                        "Download CSV", _csv(table), "layer_stats.csv", "text/csv", key="dl_layers"
+                    )
+
+    with tab_cmp:
+        with guarded("Comparing"):
+            st.caption("B is compared against A as reference: relative errors divide by |A|.")
+            c1, c2, c3, c4 = st.columns(4)
+            run_b = c1.selectbox(
+                "Run B", run_ids, index=run_ids.index(run_id), format_func=lambda r: names[r]
+            )
+            rows_b = svc.rows(run_b, None, None, None)
+            steps_b = sorted(int(v) for v in rows_b["step"].unique())
+            step_b = c2.selectbox(
+                "Step B", steps_b, index=steps_b.index(step) if step in steps_b else 0
+            )
+            io_b = c3.selectbox("io B", ["output", "input"], index=["output", "input"].index(io))
+            cand = svc.rows(run_b, step_b, None, io_b)
+            mods_b = sorted(set(cand["module"]))
+            module_b = c4.selectbox(
+                "Module B", mods_b, index=mods_b.index(module) if module in mods_b else 0
+            )
+            sel_b = Selected(
+                run_b,
+                int(step_b),
+                module_b,
+                io_b,
+                int(idx) if idx in set(cand[cand.module == module_b]["idx"]) else 0,
+                sel.part,
+            )
+            if sel_b == sel:
+                st.info("Pick a different run, step, module or io for B (e.g. BF16 vs W8A8).")
+            else:
+                xb = svc.tensor(sel_b)
+                if tuple(xb.shape) != tuple(x.shape):
+                    st.warning(f"Shapes differ: A {tuple(x.shape)} vs B {tuple(xb.shape)}.")
+                else:
+                    kc = st.slider("K for top-K channel Jaccard", 1, 64, 10)
+                    m = compare.compare(xb, x, k=kc)
+                    mc = st.columns(7)
+                    mc[0].metric("cosine", f"{m.cosine:.6f}")
+                    mc[1].metric("max abs err", f"{m.max_abs_error:.4g}")
+                    mc[2].metric("max rel err", f"{m.max_rel_error:.4g}")
+                    mc[3].metric("within 0.1 %", f"{m.within_0_1pct:.2%}")
+                    mc[4].metric("within 0.5 %", f"{m.within_0_5pct:.2%}")
+                    mc[5].metric(f"top-{kc} Jaccard", f"{m.topk_jaccard:.3f}")
+                    mc[6].metric("absmax Spearman", f"{m.absmax_spearman:.3f}")
+                    opts = dict(
+                        max_tokens=res[0] // 2, max_channels=res[1] // 2, absolute=absolute, log=log
+                    )
+                    ga, gb, gd = (
+                        svc.grid(x, **opts),
+                        svc.grid(xb, **opts),
+                        svc.grid(xb - x, max_tokens=res[0] // 2, max_channels=res[1] // 2),
+                    )
+                    cfig = figs.compare_figure(
+                        ga, gb, gd, labels=("A", "B"), absolute=absolute, log=log
+                    )
+                    st.components.v1.html(figs.figure_html(cfig, sync_cameras=True), height=600)
+                    st.caption(f"A = {sel.label}; B = {sel_b.label}. Cameras move together.")
+                    st.download_button(
+                        "Download CSV",
+                        _csv(pd.DataFrame([m.as_dict()])),
+                        "comparison.csv",
+                        "text/csv",
+                        key="dl_cmp",
+                    )
+                    _downloads(cfig, "comparison", sync=True)
+
+    with tab_kron:
+        with guarded("Kronecker view"):
+            kr = svc.rows(run_id, step, r"npu_kronecker_quant$", "input")
+            if kr.empty:
+                st.info(
+                    "No `npu_kronecker_quant` api-mode dump in this step. Dump with msit "
+                    "`mode=['api']` and the op in the hook list (seed 000, 5.3): its input_0 is "
+                    "the activation, input_1 / input_2 the left / right transforms."
+                )
+            else:
+                kmods = sorted(set(kr["module"]))
+                kmod = st.selectbox("Kronecker call", kmods)
+                raw, p1, p2 = (
+                    svc.raw(Selected(run_id, int(step), kmod, "input", i, None)) for i in range(3)
+                )
+                after = kronecker.apply(raw, p1, p2)
+                ks = kronecker.stats(raw, after)
+                kc = st.columns(4)
+                kc[0].metric("absmax before", f"{ks.absmax_before:.4g}")
+                kc[1].metric("absmax after", f"{ks.absmax_after:.4g}")
+                kc[2].metric("kurtosis before", f"{ks.kurtosis_before:.3g}")
+                kc[3].metric("kurtosis after", f"{ks.kurtosis_after:.3g}")
+                st.caption(
+                    f"x'' = P1 @ x @ P2 per token with P1 {tuple(p1.shape)}, P2 {tuple(p2.shape)} (torch_npu semantics)."
+                )
+                b1, b2 = st.columns(2)
+                opts = dict(
+                    max_tokens=res[0] // 2, max_channels=res[1] // 2, absolute=absolute, log=log
+                )
+                gb4 = svc.grid(kronecker.as_tokens(raw), **opts)
+                ga4 = svc.grid(kronecker.as_tokens(after), **opts)
+                b1.plotly_chart(
+                    figs.surface_figure(
+                        gb4, title="before", absolute=absolute, log=log, height=480
+                    ),
+                    key="kb",
+                )
+                b2.plotly_chart(
+                    figs.surface_figure(ga4, title="after", absolute=absolute, log=log, height=480),
+                    key="ka",
+                )

@@ -1,0 +1,1 @@
+"""Figure builders (Plotly / PyVista): pure functions from analysis results to figures."""

@@ -1,0 +1,247 @@
+"""Plotly figures of activations: WebGL 3D surfaces, profiles, kurtosis lines, persistence maps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from backend.analysis.lod import Grid
+
+DIVERGING = "RdBu_r"
+SEQUENTIAL = "Viridis"
+
+# Plotly.js syncs nothing between scenes by itself: this script (used in exported HTML and in
+# the page's comparison iframe) copies the camera of the scene being dragged to the others.
+SYNC_CAMERAS_JS = """
+var gd = document.getElementById('{plot_id}');
+var syncing = false;
+gd.on('plotly_relayout', function(ev) {
+  if (syncing) return;
+  var key = Object.keys(ev).find(function(k) { return /^scene\\d*\\.camera$/.test(k); });
+  if (!key) return;
+  var update = {};
+  Object.keys(gd._fullLayout).forEach(function(k) {
+    if (/^scene\\d*$/.test(k) && k + '.camera' !== key) update[k + '.camera'] = ev[key];
+  });
+  syncing = true;
+  Plotly.relayout(gd, update).then(function() { syncing = false; });
+});
+"""
+
+
+def _value_label(absolute: bool, log: bool) -> str:
+    base = "|x|" if absolute else "x"
+    return f"log10(1+{base})" if log else base
+
+
+def _hover(
+    grid: Grid, token_text: Sequence[str] | None, transformed: bool
+) -> tuple[np.ndarray, str]:
+    # customdata per cell: exact token and channel of the kept extreme (and its raw value when
+    # z is transformed). float32 holds integers < 2**24 exactly and halves the payload.
+    fields = [grid.tokens, grid.channels] + ([grid.raw] if transformed else [])
+    custom = np.stack([np.asarray(f, dtype=np.float32) for f in fields], axis=-1)
+    value = "%{customdata[2]:.4g}" if transformed else "%{z:.4g}"
+    text = " %{text}" if token_text is not None else ""
+    tmpl = f"token %{{customdata[0]}}{text}<br>channel %{{customdata[1]}}<br>value {value}"
+    return custom, tmpl + "<extra></extra>"
+
+
+def _token_text(grid: Grid, token_text: Sequence[str] | None) -> np.ndarray | None:
+    if token_text is None:
+        return None
+    texts = np.asarray([repr(t) for t in token_text], dtype=object)
+    return texts[grid.tokens]
+
+
+def surface_trace(
+    grid: Grid,
+    *,
+    token_text: Sequence[str] | None = None,
+    absolute: bool = False,
+    log: bool = False,
+    scene: str = "scene",
+    showscale: bool = True,
+    colorscale: str | None = None,
+    cmid: float | None = None,
+) -> go.Surface:
+    """One WebGL surface: x = channel, y = token, z = value (pooled grid, exact hover)."""
+    custom, tmpl = _hover(grid, token_text, absolute or log)
+    diverging = not absolute
+    return go.Surface(
+        z=grid.values.astype(np.float32),
+        x=grid.channel_axis,
+        y=grid.token_axis,
+        customdata=custom,
+        text=_token_text(grid, token_text),
+        hovertemplate=tmpl,
+        colorscale=colorscale or (DIVERGING if diverging else SEQUENTIAL),
+        cmid=(0.0 if diverging else None) if cmid is None else cmid,
+        showscale=showscale,
+        colorbar={"title": {"text": _value_label(absolute, log)}, "len": 0.7},
+        scene=scene,
+    )
+
+
+def _scene(grid: Grid, absolute: bool, log: bool, sorted_channels: bool) -> dict:
+    return {
+        "xaxis": {"title": {"text": "channel rank" if sorted_channels else "channel"}},
+        "yaxis": {"title": {"text": "token"}},
+        "zaxis": {"title": {"text": _value_label(absolute, log)}},
+        "camera": {"eye": {"x": 1.6, "y": -1.6, "z": 1.0}},
+        "aspectmode": "manual",
+        "aspectratio": {"x": 1.6, "y": 1.0, "z": 0.7},
+    }
+
+
+def surface_figure(
+    grid: Grid,
+    *,
+    title: str = "",
+    token_text: Sequence[str] | None = None,
+    absolute: bool = False,
+    log: bool = False,
+    sorted_channels: bool = False,
+    height: int = 650,
+) -> go.Figure:
+    """The token x channel x value surface of one tensor."""
+    fig = go.Figure(
+        surface_trace(grid, token_text=token_text, absolute=absolute, log=log),
+        layout={
+            "title": {"text": _title(title, grid)},
+            "height": height,
+            "margin": {"l": 0, "r": 0, "t": 50, "b": 0},
+            "scene": _scene(grid, absolute, log, sorted_channels),
+        },
+    )
+    return fig
+
+
+def _title(title: str, grid: Grid) -> str:
+    t, c = grid.source_shape
+    note = (
+        f"{t} x {c}, shown as {grid.values.shape[0]} x {grid.values.shape[1]} (max-|x| pooled)"
+        if grid.pooled
+        else f"{t} x {c}"
+    )
+    return f"{title}<br><sup>{note}</sup>" if title else note
+
+
+def compare_figure(
+    a: Grid,
+    b: Grid,
+    diff: Grid,
+    *,
+    labels: tuple[str, str] = ("A", "B"),
+    absolute: bool = False,
+    log: bool = False,
+    sorted_channels: bool = False,
+    height: int = 560,
+) -> go.Figure:
+    """A and B side by side on one camera, plus the difference A - B (pooled from full res)."""
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        specs=[[{"type": "scene"}] * 3],
+        subplot_titles=(labels[0], labels[1], f"{labels[0]} - {labels[1]}"),
+        horizontal_spacing=0.01,
+    )
+    # A and B share one colour range so equal heights mean equal values.
+    lim = float(max(np.abs(a.values).max(), np.abs(b.values).max()))
+    for i, g in enumerate((a, b)):
+        tr = surface_trace(g, absolute=absolute, log=log, scene=f"scene{i + 1 if i else ''}")
+        tr.update(cmin=-lim if not absolute else 0, cmax=lim, cmid=None, showscale=i == 0)
+        tr.colorbar.update(x=0.0, len=0.5)
+        fig.add_trace(tr, row=1, col=i + 1)
+    fig.add_trace(
+        surface_trace(diff, scene="scene3", colorscale="PuOr_r", showscale=True), row=1, col=3
+    )
+    scene = _scene(a, absolute, log, sorted_channels)
+    fig.update_layout(
+        height=height,
+        margin={"l": 0, "r": 0, "t": 40, "b": 0},
+        scene=scene,
+        scene2=scene,
+        scene3=_scene(diff, False, False, sorted_channels),
+    )
+    return fig
+
+
+def profile_figure(absmax: np.ndarray, *, title: str = "", top: int = 10) -> go.Figure:
+    """Per-channel absmax over tokens (WebGL line), top channels marked."""
+    ch = np.arange(absmax.size)
+    fig = go.Figure(go.Scattergl(x=ch, y=absmax, mode="lines", name="absmax", line={"width": 1}))
+    order = np.argsort(-absmax, kind="stable")[:top]
+    fig.add_trace(
+        go.Scattergl(
+            x=order,
+            y=absmax[order],
+            mode="markers+text",
+            text=[str(c) for c in order],
+            textposition="top center",
+            marker={"color": "crimson", "size": 7},
+            name=f"top {top}",
+        )
+    )
+    fig.update_layout(
+        title={"text": title or "Per-channel absmax over tokens"},
+        xaxis_title="channel",
+        yaxis_title="max |x|",
+        height=320,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        showlegend=False,
+    )
+    return fig
+
+
+def kurtosis_figure(rows: pd.DataFrame) -> go.Figure:
+    """Kurtosis across layers, one line per module kind (columns: layer, kind, kurtosis)."""
+    fig = go.Figure()
+    for kind, part in rows.sort_values("layer").groupby("kind", sort=True):
+        fig.add_trace(
+            go.Scatter(x=part["layer"], y=part["kurtosis"], mode="lines+markers", name=kind)
+        )
+    fig.update_layout(
+        title={"text": "Kurtosis across layers (Gaussian = 3)"},
+        xaxis_title="layer",
+        yaxis_title="kurtosis",
+        yaxis_type="log",
+        height=360,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    return fig
+
+
+def persistence_figure(matrix: pd.DataFrame, *, title: str = "") -> go.Figure:
+    """Layer x channel heatmap of absmax for the top-K channels (index: layer, columns: channel)."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix.to_numpy(),
+            x=[str(c) for c in matrix.columns],
+            y=matrix.index.to_numpy(),
+            colorscale=SEQUENTIAL,
+            colorbar={"title": {"text": "max |x|"}},
+            hovertemplate="layer %{y}<br>channel %{x}<br>max |x| %{z:.4g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title={"text": title or "Outlier-channel persistence"},
+        xaxis={"title": "channel", "type": "category"},
+        yaxis={"title": "layer", "autorange": "reversed"},
+        height=360,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    return fig
+
+
+def figure_html(fig: go.Figure, *, sync_cameras: bool = False) -> str:
+    """Self-contained HTML (plotly.js inlined: works offline), cameras synced if asked."""
+    return fig.to_html(
+        include_plotlyjs=True,
+        full_html=True,
+        post_script=SYNC_CAMERAS_JS if sync_cameras else None,
+    )

@@ -1,0 +1,169 @@
+"""Figures of the Kernels page: latency bars, speedup, bandwidth, %-of-copy heatmap, throughput.
+
+Inputs are DataFrames of benchmark rows (``backend.bench.results`` plus the published seed 002
+rows); each series is named ``run / impl`` and published series are drawn dashed or hatched.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from studio.theme import SEQUENTIAL
+
+PUBLISHED_COLOUR = "#8a8886"
+_PALETTE = ("#0f6cbd", "#c50f1f", "#107c10", "#8764b8", "#ca5010", "#038387", "#4f6bed")
+
+
+def _colour(i: int) -> str:
+    return _PALETTE[i % len(_PALETTE)]
+
+
+def _series(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame, bool]]:
+    """(name, rows sorted by batch, published?) per run and implementation."""
+    out = []
+    for (run, impl), part in df.groupby(["run_name", "impl"], sort=False):
+        published = bool((part.get("source") == "published").any()) if "source" in part else False
+        out.append((f"{run} / {impl}", part.sort_values("batch"), published))
+    return out
+
+
+def _layout(fig: go.Figure, title: str, y: str, log_y: bool = False) -> go.Figure:
+    fig.update_layout(
+        title=title,
+        xaxis_title="batch size",
+        yaxis_title=y,
+        legend={"orientation": "h", "y": -0.25},
+        margin={"t": 50, "b": 10},
+        height=420,
+    )
+    # categories sorted numerically (series with batch 3 may come after ones without it)
+    batches = sorted(
+        {int(v) for trace in fig.data for v in (trace.x if trace.x is not None else ())}
+    )
+    fig.update_xaxes(
+        type="category", categoryorder="array", categoryarray=[str(b) for b in batches]
+    )
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def latency_bars(df: pd.DataFrame, log_y: bool = False) -> go.Figure:
+    """Median latency per batch, side by side per run/impl, with p20-p80 error bars."""
+    fig = go.Figure()
+    for i, (name, part, published) in enumerate(_series(df)):
+        err = None
+        if part["p80_us"].notna().all():
+            err = {
+                "type": "data",
+                "array": part["p80_us"] - part["median_us"],
+                "arrayminus": part["median_us"] - part["p20_us"],
+            }
+        fig.add_bar(
+            x=part["batch"].astype(str),
+            y=part["median_us"],
+            name=name + (" (published)" if published else ""),
+            error_y=err,
+            marker={
+                "color": PUBLISHED_COLOUR if published else _colour(i),
+                "pattern": {"shape": "/" if published else ""},
+                "opacity": 0.55 if published and "reference" in name else 1.0,
+            },
+        )
+    fig.update_layout(barmode="group")
+    return _layout(fig, "Latency per MoE layer (median, p20-p80)", "latency (us)", log_y)
+
+
+def speedup_line(df: pd.DataFrame) -> go.Figure:
+    """Speedup of each non-reference path over its run's reference, per batch."""
+    fig = go.Figure()
+    fused = df[df["impl"] != "reference"]
+    for i, (name, part, published) in enumerate(_series(fused)):
+        fig.add_scatter(
+            x=part["batch"].astype(str),
+            y=part["speedup"],
+            mode="lines+markers",
+            name=name + (" (published)" if published else ""),
+            line={
+                "color": PUBLISHED_COLOUR if published else _colour(i),
+                "dash": "dash" if published else "solid",
+            },
+        )
+    fig.add_hline(y=1.0, line={"color": "#605e5c", "dash": "dot"}, annotation_text="reference")
+    return _layout(fig, "Speedup over the reference (x)", "speedup (x)")
+
+
+def bandwidth_chart(df: pd.DataFrame) -> go.Figure:
+    """Achieved GB/s (minimum bytes / latency) with the measured-copy and datasheet lines."""
+    fig = go.Figure()
+    for i, (name, part, published) in enumerate(_series(df)):
+        fig.add_scatter(
+            x=part["batch"].astype(str),
+            y=part["gbps"],
+            mode="lines+markers",
+            name=name + (" (published)" if published else ""),
+            line={
+                "color": PUBLISHED_COLOUR if published else _colour(i),
+                "dash": "dash" if published else "solid",
+            },
+        )
+    lines = df.drop_duplicates("run_name")
+    for _, run in lines.iterrows():
+        if pd.notna(run.get("copy_gbps")):
+            fig.add_hline(
+                y=run["copy_gbps"], line={"color": "#107c10", "dash": "dot"},
+                annotation_text=f"measured copy, {run['run_name']}: {run['copy_gbps']:.0f} GB/s",
+                annotation_position="top left",
+            )  # fmt: skip
+        if pd.notna(run.get("datasheet_gbps")):
+            fig.add_hline(
+                y=run["datasheet_gbps"], line={"color": "#c19c00", "dash": "dash"},
+                annotation_text=f"datasheet, {run['device_name']}: {run['datasheet_gbps']:.0f} GB/s",
+                annotation_position="top right",
+            )  # fmt: skip
+    return _layout(fig, "Achieved bandwidth (minimum bytes / median latency)", "GB/s")
+
+
+def pct_copy_heatmap(df: pd.DataFrame) -> go.Figure:
+    """Shape (preset, routing, impl) x batch: % of the copy bandwidth measured in the same run."""
+    data = df[df["pct_copy"].notna()].copy()
+    data["shape"] = data["preset"] + " · " + data["routing"] + " · " + data["impl"]
+    grid = data.pivot_table(index="shape", columns="batch", values="pct_copy", aggfunc="median")
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.values,
+            x=[str(c) for c in grid.columns],
+            y=list(grid.index),
+            colorscale=SEQUENTIAL,
+            zmin=0,
+            colorbar={"title": "% of copy"},
+            text=[[f"{v:.1f}%" if pd.notna(v) else "" for v in row] for row in grid.values],
+            texttemplate="%{text}",
+        )
+    )
+    fig.update_layout(
+        title="% of measured copy bandwidth", xaxis_title="batch size", margin={"t": 50},
+        height=max(260, 60 + 40 * len(grid.index)),
+    )  # fmt: skip
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def throughput_chart(df: pd.DataFrame) -> go.Figure:
+    """End-to-end decode tokens/s per batch size, per run (published series dashed)."""
+    fig = go.Figure()
+    for i, (run, part) in enumerate(df.groupby("run_name", sort=False)):
+        part = part.sort_values("batch")
+        published = bool((part["source"] == "published").any())
+        fig.add_scatter(
+            x=part["batch"].astype(str),
+            y=part["tokens_per_s"],
+            mode="lines+markers",
+            name=run + (" (published)" if published else ""),
+            line={
+                "color": PUBLISHED_COLOUR if published else _colour(i),
+                "dash": ("dot" if "native" in run else "dash") if published else "solid",
+            },
+        )
+    return _layout(fig, "End-to-end decode throughput", "tokens/s")

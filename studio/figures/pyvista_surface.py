@@ -1,0 +1,81 @@
+"""The same token x channel x value surface as a PyVista mesh (for stpyvista and PNG export).
+
+Axes are scaled into a box (channels 1.6, tokens 1.0, values 0.7, like the Plotly scene) because
+raw units differ by orders of magnitude; the scalar bar shows the real values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from backend.analysis.lod import Grid
+
+# Off-screen rendering through EGL + Mesa (ENVIRONMENT.md); X is never available here.
+os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
+
+
+def surface_mesh(grid: Grid, *, label: str = "x"):
+    """A StructuredGrid over (channel, token) with the grid values as height and scalars."""
+    import pyvista as pv
+
+    z = grid.values.astype(np.float64)
+    ny, nx = z.shape
+    xs = np.linspace(0.0, 1.6, nx) if nx > 1 else np.zeros(1)
+    ys = np.linspace(0.0, 1.0, ny) if ny > 1 else np.zeros(1)
+    xx, yy = np.meshgrid(xs, ys)
+    peak = float(np.abs(z).max()) or 1.0
+    mesh = pv.StructuredGrid(xx, yy, z / peak * 0.7)
+    # StructuredGrid points are in Fortran order of the (ny, nx) meshgrid arrays.
+    mesh[label] = z.ravel(order="F")
+    return mesh
+
+
+def plotter(
+    grid: Grid,
+    *,
+    label: str = "x",
+    title: str = "",
+    absolute: bool = False,
+    window_size: tuple[int, int] = (1000, 700),
+):
+    """An off-screen Plotter with the surface (diverging colours for signed values)."""
+    import pyvista as pv
+
+    p = pv.Plotter(off_screen=True, window_size=list(window_size))
+    mesh = surface_mesh(grid, label=label)
+    lim = float(np.abs(grid.values).max()) or 1.0
+    p.add_mesh(
+        mesh,
+        scalars=label,
+        cmap="viridis" if absolute else "RdBu_r",
+        clim=(0.0, lim) if absolute else (-lim, lim),
+        scalar_bar_args={"title": label, "vertical": True},
+    )
+    p.add_text(title, font_size=10) if title else None
+    p.show_bounds(
+        xtitle="channel",
+        ytitle="token",
+        ztitle="",
+        n_xlabels=2,
+        n_ylabels=2,
+        n_zlabels=2,
+        show_zlabels=False,
+        show_xlabels=False,
+        show_ylabels=False,
+    )
+    p.camera_position = [(2.6, -1.8, 1.6), (0.8, 0.5, 0.0), (0.0, 0.0, 1.0)]
+    p.set_background("white")
+    return p
+
+
+def screenshot(grid: Grid, path: Path, **kwargs) -> Path:
+    """Render the surface to a PNG without a browser or display."""
+    p = plotter(grid, **kwargs)
+    try:
+        p.screenshot(str(path))
+    finally:
+        p.close()
+    return path

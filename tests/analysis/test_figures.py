@@ -1,0 +1,74 @@
+"""Figure builders carry exactly the analysed data (values, exact hover positions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backend.analysis.lod import build_grid
+from studio.figures import activations as figs
+
+
+def _data() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((300, 500)).astype(np.float32)
+    a[:, 77] *= 40.0
+    a[123, 77] = -900.0
+    return a
+
+
+def test_surface_holds_grid_and_exact_hover() -> None:
+    g = build_grid(_data(), max_tokens=50, max_channels=100)
+    fig = figs.surface_figure(g, title="layer 0", token_text=[f"t{i}" for i in range(300)])
+    tr = fig.data[0]
+    np.testing.assert_array_equal(np.asarray(tr.z), g.values)
+    i, j = np.unravel_index(np.argmin(g.values), g.values.shape)
+    assert tuple(np.asarray(tr.customdata)[i, j]) == (123.0, 77.0)
+    assert "value %{z:.4g}" in tr.hovertemplate
+    gl = build_grid(_data(), max_tokens=50, max_channels=100, log=True)
+    tl = figs.surface_trace(gl, log=True)
+    assert tuple(np.asarray(tl.customdata)[i, j]) == (123.0, 77.0, -900.0)
+    assert np.asarray(tr.text)[i, j] == "'t123'"
+    assert "shown as 50 x 100 (max-|x| pooled)" in fig.layout.title.text
+
+
+def test_compare_profile_kurtosis_persistence() -> None:
+    a = _data()
+    ga, gb = build_grid(a, max_tokens=30), build_grid(a * 0.5, max_tokens=30)
+    gd = build_grid(a - a * 0.5, max_tokens=30)
+    fig = figs.compare_figure(ga, gb, gd, labels=("bf16", "w8a8"))
+    assert [t.scene for t in fig.data] == ["scene", "scene2", "scene3"]
+    assert fig.data[0].cmax == fig.data[1].cmax == pytest.approx(900.0)
+    assert fig.layout.scene.camera == fig.layout.scene2.camera
+    html = figs.figure_html(fig, sync_cameras=True)
+    assert "plotly_relayout" in html and '<script src="http' not in html
+    prof = figs.profile_figure(np.abs(a).max(axis=0), top=3)
+    assert list(prof.data[1].x)[0] == 77
+    rows = pd.DataFrame(
+        {
+            "layer": [1, 0, 0, 1],
+            "kind": ["o_proj", "o_proj", "qkv", "qkv"],
+            "kurtosis": [5, 3, 4, 9],
+        }
+    )
+    k = figs.kurtosis_figure(rows)
+    assert [(t.name, list(t.x), list(t.y)) for t in k.data] == [
+        ("o_proj", [0, 1], [3, 5]),
+        ("qkv", [0, 1], [4, 9]),
+    ]
+    m = pd.DataFrame([[1.0, 2.0], [3.0, 4.0]], index=[0, 1], columns=[77, 5])
+    h = figs.persistence_figure(m)
+    assert list(h.data[0].x) == ["77", "5"]
+
+
+def test_pyvista_mesh_and_png(tmp_path) -> None:
+    from studio.figures import pyvista_surface as pvs
+
+    g = build_grid(_data(), max_tokens=40, max_channels=60)
+    mesh = pvs.surface_mesh(g)
+    # The scalars are the grid values; heights are scaled so the extreme sits at -0.7.
+    assert float(mesh["x"].min()) == -900.0
+    assert mesh.points[:, 2].min() == pytest.approx(-0.7)
+    png = pvs.screenshot(g, tmp_path / "s.png", title="test")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

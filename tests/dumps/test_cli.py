@@ -1,0 +1,119 @@
+"""`studio stitch` (.npy layout), `studio stats --json`, `studio ingest` against the truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.cli import main
+
+FIELDS = [
+    "step", "module", "io", "index", "rank", "dtype", "shape", "min", "max", "mean", "std", "absmax",
+    "nan_count", "inf_count", "kurtosis", "over6_count", "massive_count", "top_channels",
+]  # fmt: skip
+
+
+def test_stitch_npy_layout(synth_dump, workspace_dir: Path, tmp_path: Path, capsys) -> None:
+    session, truth, _ = synth_dump(4)
+    out = tmp_path / "npy"
+    assert main(["stitch", str(session), "--out", str(out), "--format", "npy"]) == 0
+    qkv = truth[(1, "model.layers.0.self_attn.qkv_proj", "output", 0)]
+    d = out / "step1" / "layers.0.self_attn.qkv_proj"
+    np.testing.assert_array_equal(np.load(d / "output.npy"), qkv)
+    np.testing.assert_array_equal(np.load(d / "output.q.npy"), qkv[:, :16])
+    np.testing.assert_array_equal(np.load(d / "output.k.npy"), qkv[:, 16:24])
+    np.testing.assert_array_equal(np.load(d / "output.v.npy"), qkv[:, 24:])
+    gu = truth[(0, "model.layers.0.mlp.gate_up_proj", "output", 0)]
+    g = out / "step0" / "layers.0.mlp.gate_up_proj"
+    np.testing.assert_array_equal(np.load(g / "output.gate.npy"), gu[:, :8])
+    np.testing.assert_array_equal(np.load(g / "output.up.npy"), gu[:, 8:])
+    np.testing.assert_array_equal(
+        np.load(out / "step0" / "layers.1.mlp.experts" / "output.npy"),
+        truth[(0, "model.layers.1.mlp.experts", "output", 0)],
+    )
+    assert np.load(d / "input.npy").dtype == np.float32
+    assert "verified" in capsys.readouterr().out
+
+    flat = tmp_path / "flat"
+    assert (
+        main(
+            [
+                "stitch",
+                str(session),
+                "--out",
+                str(flat),
+                "--format",
+                "npy",
+                "--steps",
+                "0",
+                "--flat",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(
+        np.load(flat / "layers.0.self_attn.o_proj" / "input.npy"),
+        truth[(0, "model.layers.0.self_attn.o_proj", "input", 0)],
+    )
+    assert not (flat / "step0").exists()
+    assert main(["stitch", str(session), "--out", str(flat), "--flat"]) == 2
+    assert "--flat writes one step" in capsys.readouterr().err
+
+
+def test_stats_json(synth_dump, workspace_dir: Path, capsys) -> None:
+    session, truth, _ = synth_dump(2, outlier=900.0)
+    assert (
+        main(
+            [
+                "stats",
+                str(session),
+                "--json",
+                "--module",
+                r"layers\.1\.input_layernorm$",
+                "--step",
+                "0",
+            ]
+        )
+        == 0
+    )
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["io"], r["rank"]) for r in recs] == [("input", "stitched"), ("output", "stitched")]
+    assert list(recs[0]) == FIELDS
+    x = truth[(0, "model.layers.1.input_layernorm", "input", 0)].astype(np.float64)
+    r = recs[0]
+    assert r["shape"] == list(x.shape) and r["dtype"] == "float32"
+    assert (
+        r["absmax"] == 900.0
+        and r["massive_count"] == 1
+        and r["over6_count"] == int((abs(x) > 6).sum())
+    )
+    assert r["std"] == pytest.approx(x.std(), rel=1e-9)
+    assert r["top_channels"][0] == {"channel": 3, "absmax": 900.0}
+    assert (
+        main(["stats", str(session), "--json", "--step", "0", "--module", "qkv_proj$", "--ranks"])
+        == 0
+    )
+    ranks = [json.loads(line)["rank"] for line in capsys.readouterr().out.splitlines()]
+    # two layers x (input, output, q, k, v) stitched; two layers x 2 io per rank
+    assert ranks.count("stitched") == 10 and sorted(x for x in ranks if x != "stitched") == [
+        0,
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+        1,
+    ]
+
+
+def test_ingest_cli_and_bad_args(synth_dump, workspace_dir: Path, tmp_path: Path, capsys) -> None:
+    session, _, _ = synth_dump(2)
+    assert main(["ingest", str(session / "torch_tensors")]) == 0
+    assert "verified" in capsys.readouterr().out
+    assert main(["ingest", str(session), "--model-config", str(tmp_path / "nope.json")]) == 2
+    assert "nope.json" in capsys.readouterr().err
+    assert main(["stats", str(tmp_path), "--json"]) == 2
