@@ -250,6 +250,12 @@ def capture_panel(service, launch) -> None:
             st.caption(f"completion: {job.completion!r}")
         for root in job.dump_roots:
             st.caption(f"dump folder: `{root}`")
+        if job.phase == "ingesting" and job.progress:
+            p = job.progress
+            seen = max(int(p.get("files_seen", 0)), 1)
+            st.progress(min(1.0, int(p.get("files_done", 0)) / seen),
+                        text=f"ingesting: {p.get('files_done', 0)}/{p.get('files_seen', 0)} files, "
+                        f"{p.get('stitched', 0)} tensors stitched, {p.get('errors', 0)} errors")  # fmt: skip
         if job.capture_id and job.phase in ("ingesting", "done"):
             prog = ingest.progress(service.ws, job.capture_id)
             if prog.get("run_ids"):
