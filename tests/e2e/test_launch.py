@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.dumps.synthetic import SynthConfig
 from backend.launch import procs
 from backend.launch.spec import DumpSettings, LaunchSpec
 from backend.launch.supervisor import Supervisor
@@ -58,10 +59,12 @@ def _wait_text(page, text: str, timeout_s: float = 60) -> None:
         raise
 
 
-def test_reattach_capture_stop_from_page(studio_factory, page, tmp_path: Path) -> None:
+def test_reattach_capture_ingest_stop_from_page(studio_factory, page, tmp_path: Path) -> None:
     """A server left running by an earlier studio is re-attached, captured from and stopped."""
     ws_dir = tmp_path / "e2e-workspace"
     model = _tokenized(tmp_path / "tiny-model")
+    # The stand-in writes the dumps package's seeded synthetic tp=2 msit dump of this config.
+    (model / "config.json").write_text(json.dumps(SynthConfig().hf_config()))
     record = tmp_path / "requests.jsonl"
     dump = tmp_path / "dump"
     ws = open_workspace(ws_dir)
@@ -71,7 +74,16 @@ def test_reattach_capture_stop_from_page(studio_factory, page, tmp_path: Path) -
         LaunchSpec(
             "reference", str(model), port=port, dump=DumpSettings(tool="msit", dump_path=str(dump))
         ),
-        command=standin(port, "--record", str(record), "--dump-dir", str(dump), "--spawn-worker"),
+        command=standin(
+            port,
+            "--record",
+            str(record),
+            "--dump-dir",
+            str(dump),
+            "--spawn-worker",
+            "--synthetic-msit-tp",
+            "2",
+        ),  # fmt: skip
     )
     sup.wait_status(launch.launch_id, ("ready",), 30)
     sup.close()
@@ -89,6 +101,10 @@ def test_reattach_capture_stop_from_page(studio_factory, page, tmp_path: Path) -
     page.get_by_role("button", name="Capture", exact=True).click()
     _wait_text(page, "7 prompt tokens")
     _wait_text(page, "dump folder:")
+    _wait_text(page, "stitched modules", 120)
+    _wait_text(page, "Open Activations for run", 120)
+    body = page.inner_text("body")
+    assert " 0 stitched modules" not in body
     sent = json.loads(record.read_text().splitlines()[-1])
     assert sent["prompt"] == " ".join(f"w{i}" for i in range(7))
     page.wait_for_timeout(1200)
