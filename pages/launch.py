@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
-import shutil
-import sys
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -37,15 +34,14 @@ def _present(module: str) -> bool:
 def engine_status() -> dict[str, tuple[bool, str]]:
     """Which engines can start here, and why not."""
     stacks = {s.name: s for s in hardware.detect()}
-    vllm_bin = shutil.which("vllm") or shutil.which("vllm", path=str(Path(sys.executable).parent))
     out = {
         "reference": (
             _present("backend.engines.reference"),
             "the studio's CPU engine (backend.engines.reference) is not part of this build",
         ),
         "vllm-ascend": (
-            stacks["vllm-ascend"].available and vllm_bin is not None,
-            "vllm-ascend (and the `vllm` command) are not installed here: copy the command "
+            stacks["vllm-ascend"].available and stacks["vllm"].available,
+            "vllm and vllm-ascend are not installed in the studio's Python: copy the command "
             "below to your Ascend machine, or install the studio there (docs/LAUNCH.md)",
         ),
         "sglang": (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -31,7 +32,7 @@ def test_empty_workspace_and_command_preview(workspace_dir: Path, model_dir: Pat
     assert not at.exception, at.exception
     code = [c.value for c in at.code]
     assert code[0].startswith(
-        f"vllm serve {model_dir} --host 127.0.0.1 --port 8017 --tensor-parallel-size 1"
+        f"{sys.executable} -m vllm.entrypoints.cli.main serve {model_dir} --host 127.0.0.1 --port 8017 --tensor-parallel-size 1"
     )
     assert "--additional-config" in code[0] and "msprobe_config.json" in code[0]
     assert '"task": "tensor"' in code[1]
