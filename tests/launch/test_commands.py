@@ -120,14 +120,26 @@ def test_sglang_dump_and_expert_recorder(model: Path, tmp_path: Path) -> None:
 
 
 def test_reference_command(model: Path, tmp_path: Path) -> None:
-    dump = DumpSettings(tool="msit", dump_path=str(tmp_path / "d"))
+    dump = DumpSettings(tool="msit", dump_path=str(tmp_path / "d"), token_end=4,
+                        modes=("module", "api"), api_list=("torch_npu.npu_kronecker_quant",),
+                        statistics_mode=2)  # fmt: skip
     spec = validate(LaunchSpec("reference", str(model), tp=2, port=8020, dump=dump))
     cmd = reference.build(spec, python="py")
     assert cmd.argv == [
         "py", "-m", "backend.cli", "serve-reference", "--model", str(model), "--tp", "2",
         "--port", "8020", "--host", "127.0.0.1", "--dump-tool", "msit",
-        "--dump-path", str(tmp_path / "d"),
+        "--dump-path", str(tmp_path / "d"), "--token-range", "0-3",
+        "--layer-name", "root.model.layers.*", "--dump-mode", "module,api",
+        "--api-list", "npu_kronecker_quant", "--dump-statistics-mode", "2",
     ]  # fmt: skip
+    spec.dump = DumpSettings(
+        tool="msprobe", dump_path=str(tmp_path / "d"), token_start=1, token_end=2
+    )
+    assert reference.build(validate(spec), python="py").argv[-6:] == [
+        "--dump-tool", "msprobe", "--dump-path", str(tmp_path / "d"), "--token-range", "1-1",
+    ]  # fmt: skip
+    spec.dump = DumpSettings()
+    assert reference.build(validate(spec), python="py").argv[-1] == "127.0.0.1"
 
 
 @pytest.mark.parametrize(
