@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from backend.launch.commands import Command, reject_duplicates
 from backend.launch.spec import LaunchSpec
@@ -11,6 +12,10 @@ OWNED = (
     "--model", "--tp", "--port", "--host", "--dump-tool", "--dump-path", "--token-range",
     "--layer-name", "--dump-mode", "--api-list", "--dump-statistics-mode",
 )  # fmt: skip
+
+
+# The studio's own source tree: the server must run this backend, not another installed copy.
+SOURCE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def build(spec: LaunchSpec, python: str = sys.executable) -> Command:
@@ -37,4 +42,4 @@ def build(spec: LaunchSpec, python: str = sys.executable) -> Command:
             if dump.statistics_mode:
                 argv += ["--dump-statistics-mode", str(dump.statistics_mode)]
     argv += list(spec.extra_args)
-    return Command(argv=argv, env={"PYTHONUNBUFFERED": "1"})
+    return Command(argv=argv, env={"PYTHONUNBUFFERED": "1", "PYTHONPATH": SOURCE_ROOT})
