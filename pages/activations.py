@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pandas as pd
 import streamlit as st
@@ -326,16 +327,34 @@ with guarded("Reading the dump runs"):
                 raw, p1, p2 = (
                     svc.raw(Selected(run_id, int(step), kmod, "input", i, None)) for i in range(3)
                 )
-                after = kronecker.apply(raw, p1, p2)
+                outs = svc.rows(run_id, step, f"^{re.escape(kmod)}$", "output")
+                detected = None
+                if set(outs["idx"]) >= {0, 1}:
+                    q, scale = (
+                        svc.raw(Selected(run_id, int(step), kmod, "output", i, None))
+                        for i in (0, 1)
+                    )
+                    detected = kronecker.detect_convention(raw, p1, p2, q, scale)
+                conventions = ["P1 @ x @ P2 (torch_npu docs)", "P1^T @ x @ P2 (FlatQuant code)"]
+                conv = st.radio(
+                    "Left factor",
+                    conventions,
+                    index=int(bool(detected)),
+                    horizontal=True,
+                    help="Preselected from the op's own dumped output when it reproduces it.",
+                )
+                if detected is not None:
+                    st.caption(
+                        f"The dumped quantized output matches `{conventions[int(detected)]}`."
+                    )
+                after = kronecker.apply(raw, p1, p2, left_transposed=conv == conventions[1])
                 ks = kronecker.stats(raw, after)
                 kc = st.columns(4)
                 kc[0].metric("absmax before", f"{ks.absmax_before:.4g}")
                 kc[1].metric("absmax after", f"{ks.absmax_after:.4g}")
                 kc[2].metric("kurtosis before", f"{ks.kurtosis_before:.3g}")
                 kc[3].metric("kurtosis after", f"{ks.kurtosis_after:.3g}")
-                st.caption(
-                    f"x'' = P1 @ x @ P2 per token with P1 {tuple(p1.shape)}, P2 {tuple(p2.shape)} (torch_npu semantics)."
-                )
+                st.caption(f"Per token, P1 {tuple(p1.shape)}, P2 {tuple(p2.shape)}.")
                 b1, b2 = st.columns(2)
                 opts = dict(
                     max_tokens=res[0] // 2, max_channels=res[1] // 2, absolute=absolute, log=log
