@@ -215,6 +215,15 @@ with guarded("Reading the dump runs"):
             st.subheader("Top outliers")
             st.dataframe(top, hide_index=True, width="stretch")
             st.download_button("Download CSV", _csv(top), "top_outliers.csv", "text/csv")
+            st.subheader("Top channels by absmax")
+            chans = outliers.channel_table(x[t_range[0] : t_range[1]], int(k))
+            chans["token"] += t_range[0]
+            if texts is not None:
+                chans.insert(3, "text", [texts[i] for i in chans["token"]])
+            st.dataframe(chans, hide_index=True, width="stretch")
+            st.download_button(
+                "Download CSV", _csv(chans), "top_channels.csv", "text/csv", key="dl_chans"
+            )
             st.plotly_chart(figs.profile_figure(outliers.channel_absmax(x)), key="profile")
             st.subheader("Across layers")
             if st.toggle(

@@ -70,3 +70,55 @@ def test_activations_surface_and_table(studio_factory, page, tmp_path: Path) -> 
     assert {r[2] for r in rows[:10]} == {"11", "42"}, rows[:10]
     page.wait_for_timeout(1000)
     page.screenshot(path=str(tmp_path / "statistics.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_demo_run_planted_channels_and_kronecker(studio_factory, page, tmp_path: Path) -> None:
+    """Reference engine (tp=2, msit dumps incl. api-mode npu_kronecker_quant) on the tiny model
+    with planted outlier channels: those channels top the channel table and the 3D view."""
+    import json
+
+    from backend.dumps.ingest import ingest_dump
+    from backend.engines.reference.dumping import DumpOptions
+    from backend.engines.reference.offline import run_offline
+    from backend.models.create import create_model
+    from backend.workspace import open_workspace
+
+    model = create_model(tmp_path / "model", preset="tiny", seed=0, outliers=True)
+    planted = json.loads((model / "studio_model.json").read_text())["outliers"]["channels"]
+    dump = DumpOptions(tool="msit", dump_path=tmp_path / "dump", token_range=[0, 1],
+                       mode=["module", "api"], api_list=["npu_kronecker_quant"])  # fmt: skip
+    res = run_offline(model, tp=2, prompts=["Outliers live in a few channels of LLMs."],
+                      max_tokens=2, dump=dump)  # fmt: skip
+    ws = open_workspace(tmp_path / "ws")
+    ingest_dump(ws, res.dump_root)
+    ws.close()
+
+    server = studio_factory(tmp_path / "ws")
+    query = urllib.parse.urlencode(
+        {"pattern": r"layers\.1\.self_attn\.qkv_proj", "io": "input", "tokenizer": str(model)}
+    )
+    page.goto(f"{server.url}/activations?{query}")
+    wait_for_app(page)
+    page.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=30_000)
+    page.get_by_text("top channel").first.wait_for()
+    page.wait_for_timeout(2500)
+    page.locator(".js-plotly-plot").first.screenshot(path=str(tmp_path / "demo_surface.png"))
+
+    page.get_by_role("tab", name="Statistics").click()
+    page.get_by_text("Top channels by absmax").wait_for()
+    tables = page.locator("[data-testid='stDataFrame']")
+    chan_grid = tables.nth(1)
+    chan_grid.locator("[data-testid='glide-cell-0-1']").wait_for(state="attached")
+    cells = chan_grid.locator("td[role='gridcell']").all_text_contents()
+    width = 7  # channel, absmax, token, text, value, mean_abs, tokens_over_6
+    top2 = {cells[0], cells[width]}
+    assert top2 == {str(c) for c in planted}, cells[: 2 * width]
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(tmp_path / "demo_statistics.png"), full_page=True)
+
+    page.get_by_role("tab", name="Kronecker").click()
+    page.get_by_text("The dumped quantized output matches").wait_for()
+    assert "P1^T @ x @ P2" in page.inner_text("body")
+    page.wait_for_timeout(2500)
+    page.screenshot(path=str(tmp_path / "demo_kronecker.png"), full_page=True)
