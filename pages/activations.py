@@ -71,7 +71,14 @@ def _surface(grid, *, title, texts, absolute, log, sort, renderer, key):
 
         from studio.figures import pyvista_surface as pvs
 
-        stpyvista(pvs.plotter(grid, title=title, absolute=absolute), key=f"pv_{key}")
+        stpyvista(
+            pvs.plotter(grid, title=title, absolute=absolute, interactive=True), key=f"pv_{key}"
+        )
+        st.caption(
+            f"{title}: long axis = channels ({grid.source_shape[1]}), short axis = tokens "
+            f"{int(grid.token_axis[0])}+ ({grid.source_shape[0]}), height = value. "
+            "Hover values and exact positions are in the Plotly view."
+        )
     else:
         fig = figs.surface_figure(
             grid, title=title, token_text=texts, absolute=absolute, log=log, sorted_channels=sort

@@ -122,3 +122,18 @@ def test_demo_run_planted_channels_and_kronecker(studio_factory, page, tmp_path:
     assert "P1^T @ x @ P2" in page.inner_text("body")
     page.wait_for_timeout(2500)
     page.screenshot(path=str(tmp_path / "demo_kronecker.png"), full_page=True)
+
+
+def test_pyvista_renderer_paints(studio_factory, page, tmp_path: Path) -> None:
+    """The PyVista view (stpyvista, trame backend: vtk.js, offline) shows the same surface."""
+    ws_dir, _ = _filled_workspace(tmp_path)
+    server = studio_factory(ws_dir)
+    query = urllib.parse.urlencode({"pattern": r"layers\.2\.input_layernorm", "io": "input"})
+    page.goto(f"{server.url}/activations?{query}")
+    wait_for_app(page)
+    page.get_by_text("PyVista", exact=True).click()
+    wait_for_app(page)
+    frame = page.frame_locator("iframe").first
+    frame.locator("canvas").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=str(tmp_path / "pyvista.png"), full_page=True)
