@@ -23,9 +23,9 @@ st.caption(
 
 HOW_TO = """No activation dumps in this workspace yet. To get some:
 
-1. Dump a run: `studio model create --preset tiny --out /tmp/m --outliers`, then run the
-   reference engine with dumps, or use an msit / msprobe dump from vLLM-Ascend.
-2. Ingest it on the **Dumps** page or with `studio dumps ingest DUMP_DIR`.
+1. Dump a run: `studio demo` (tiny model with planted outlier channels, tp=2 msit dump on the
+   reference engine), or use an msit / msprobe dump from vLLM-Ascend.
+2. Ingest it on the **Dumps** page or with `studio ingest DUMP_DIR`.
 3. Come back here: pick the run, a step and a module by layer pattern (e.g. `layers\\.1\\.`)."""
 
 qp = st.query_params
