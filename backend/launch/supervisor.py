@@ -162,7 +162,10 @@ class Supervisor:
         cmd.write_files()
         log_path = launch_dir / "server.log"
         env = dict(os.environ)
-        env.update(cmd.env)
+        for key, value in cmd.env.items():
+            # PYTHONPATH is prepended so a user's own entries still apply.
+            keep = env.get(key) if key == "PYTHONPATH" else None
+            env[key] = f"{value}{os.pathsep}{keep}" if keep else value
         with open(log_path, "ab") as log:
             log.write(f"$ {cmd.shell_text()}\n".encode())
             log.flush()

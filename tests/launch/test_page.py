@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -31,7 +32,7 @@ def test_empty_workspace_and_command_preview(workspace_dir: Path, model_dir: Pat
     assert not at.exception, at.exception
     code = [c.value for c in at.code]
     assert code[0].startswith(
-        f"vllm serve {model_dir} --host 127.0.0.1 --port 8017 --tensor-parallel-size 1"
+        f"{sys.executable} -m vllm.entrypoints.cli.main serve {model_dir} --host 127.0.0.1 --port 8017 --tensor-parallel-size 1"
     )
     assert "--additional-config" in code[0] and "msprobe_config.json" in code[0]
     assert '"task": "tensor"' in code[1]
@@ -54,7 +55,8 @@ def test_reattached_launch_shown_and_stopped(workspace_dir: Path, model_dir: Pat
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"] == "ready"
     assert metrics["PID"] == str(launch.pid)
-    assert metrics["URL"] == f"http://127.0.0.1:{port}"
+    assert metrics["Port"] == str(port)
+    assert any(f"http://127.0.0.1:{port}" in m.value for m in at.markdown)
     at.button(key=f"stop_{launch.launch_id}").click().run()
     assert not at.exception, at.exception
     assert procs.group_members(launch.pgid) == []
