@@ -88,7 +88,12 @@ def load_from_dump(
                 }
             )
         )
-    ndev = int(num_devices or info.get("tp_size") or 1)
+    if not num_devices:  # EP over the TP ranks, as vLLM does; count the ranks that dumped
+        per_rank = query.find_tensors(ws, run_id, module_regex=GATE, io="output", stitched=False)
+        recorded = int(per_rank["rank"].nunique()) if not per_rank.empty else 1
+        tp = info.get("tp_size")
+        num_devices = max(recorded, int(tp) if isinstance(tp, int | np.integer) else 1)
+    ndev = int(num_devices)
     placement = contiguous(len(layers), n_experts, ndev)
     df = slot_counts(arr, placement, rank=ALL_RANKS, steps=np.array(steps), layers=np.array(layers))
     return LoadSet(
