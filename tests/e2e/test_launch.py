@@ -107,6 +107,7 @@ def test_reattach_capture_ingest_stop_from_page(studio_factory, page, tmp_path: 
     assert " 0 stitched modules" not in body
     sent = json.loads(record.read_text().splitlines()[-1])
     assert sent["prompt"] == " ".join(f"w{i}" for i in range(7))
+    page.get_by_text("Ingested:").first.scroll_into_view_if_needed()
     page.wait_for_timeout(1200)
     page.screenshot(path=str(tmp_path / "launch-captured.png"), full_page=True)
 
@@ -169,6 +170,7 @@ def test_launch_reference_tp2_capture_ingest_stop(studio_factory, page, tmp_path
     _wait_text(page, "Open Dumps for run", 240) if (
         Path(__file__).parents[2] / "pages/dumps.py"
     ).is_file() else None
+    page.get_by_text("Ingested:").first.scroll_into_view_if_needed()
     page.wait_for_timeout(1000)
     page.screenshot(path=str(tmp_path / "launch-reference.png"), full_page=True)
     body = page.inner_text("body")
