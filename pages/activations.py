@@ -111,7 +111,9 @@ with guarded("Reading the dump runs"):
         help="Searched in module names, like visualize_outliers.py --layer_pattern.",
         key="act_pattern",
     )
-    io = side.radio("io", ["output", "input"], index=qp.get("io") == "input", horizontal=True)
+    io = side.radio(
+        "io", ["output", "input"], index=int(qp.get("io") == "input"), horizontal=True, key="act_io"
+    )
     rows = svc.rows(run_id, step, pattern or None, io)
     floating = rows[~rows["dtype"].astype(str).str.contains("int")]
     modules = sorted(
@@ -141,8 +143,10 @@ with guarded("Reading the dump runs"):
     log = side.toggle("Log scale log10(1+|x|)", value=False)
     sort = side.toggle("Sort channels by absmax", value=False)
     chan_spec = side.text_input("Channel filter", "", help="e.g. 0-127, 300, 4000-4095")
-    res = side.select_slider("Grid (tokens x channels)", [(200, 400), (400, 800), (600, 1200)],
-                             value=(400, 800), format_func=lambda r: f"{r[0]} x {r[1]}")  # fmt: skip
+    res_label = side.select_slider(
+        "Grid (tokens x channels)", ["200 x 400", "400 x 800", "600 x 1200"], value="400 x 800"
+    )
+    res = tuple(int(v) for v in res_label.split(" x "))
     tok_dir = side.text_input(
         "Tokenizer directory (optional)",
         cfg.get("_name_or_path", "") if isinstance(cfg.get("_name_or_path"), str) else "",
@@ -239,7 +243,10 @@ with guarded("Reading the dump runs"):
             cand = svc.rows(run_b, step_b, None, io_b)
             mods_b = sorted(set(cand["module"]))
             module_b = c4.selectbox(
-                "Module B", mods_b, index=mods_b.index(module) if module in mods_b else 0
+                "Module B",
+                mods_b,
+                index=mods_b.index(module) if module in mods_b else 0,
+                key="cmp_module",
             )
             sel_b = Selected(
                 run_b,
@@ -272,7 +279,9 @@ with guarded("Reading the dump runs"):
                     ga, gb, gd = (
                         svc.grid(x, **opts),
                         svc.grid(xb, **opts),
-                        svc.grid(xb - x, max_tokens=res[0] // 2, max_channels=res[1] // 2),
+                        svc.grid(
+                            xb.float() - x.float(), max_tokens=res[0] // 2, max_channels=res[1] // 2
+                        ),
                     )
                     cfig = figs.compare_figure(
                         ga, gb, gd, labels=("A", "B"), absolute=absolute, log=log

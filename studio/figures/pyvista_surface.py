@@ -52,7 +52,13 @@ def plotter(
         scalars=label,
         cmap="viridis" if absolute else "RdBu_r",
         clim=(0.0, lim) if absolute else (-lim, lim),
-        scalar_bar_args={"title": label, "vertical": True},
+        scalar_bar_args={
+            "title": label,
+            "vertical": True,
+            "fmt": "%.3g",
+            "position_x": 0.86,
+            "position_y": 0.1,
+        },
     )
     p.add_text(title, font_size=10) if title else None
     p.show_bounds(

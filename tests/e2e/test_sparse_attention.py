@@ -15,7 +15,7 @@ from backend.dsa.workloads.sharegpt import load_sharegpt
 from backend.workspace import open_workspace
 from tests.e2e.conftest import wait_for_app
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "dsa"
 
 
@@ -23,8 +23,8 @@ def test_sparse_attention_hot_spots(studio_factory, page, tmp_path: Path) -> Non
     reqs = load_sharegpt(ASSETS / "sharegpt_sample.json", "per_user_turn", limit=6)
     out = tmp_path / "sharegpt_trace"
     run_requests(reqs, out, dataset="sharegpt", trace_cfg=TraceConfig(out_dir=str(out)),
-                 max_new_tokens=16, batch_size=2,
-                 model_cfg=TinyConfig(layers=6, index_topk=64))  # fmt: skip
+                 max_new_tokens=24, batch_size=2,
+                 model_cfg=TinyConfig(layers=6, index_topk=32))  # fmt: skip
     ws_dir = tmp_path / "e2e-workspace"
     ws = open_workspace(ws_dir)
     res = ingest_path(ws, out / "trace_steps.jsonl")
