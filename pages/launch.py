@@ -191,8 +191,10 @@ def launches_panel() -> None:
         st.markdown(
             f"{STATUS_ICON.get(launch.status, '')} **{launch.status}** · {launch.base_url} · model `{launch.model_dir}` · TP {launch.tp} · dump {launch.dump_tool or 'off'}"
         )
-        if launch.status == "crashed":
-            st.error(launch.message or "crashed")
+        if launch.status == "crashed" and launch.message:
+            headline, _, last_lines = launch.message.partition("\n")
+            st.error(headline)
+            st.code(last_lines, language="log")  # kept after the log file is gone
         elif launch.status in ("lost", "exited") and launch.message:
             st.warning(launch.message.splitlines()[0])
         st.markdown("Log (last lines)")
