@@ -97,7 +97,11 @@ with guarded("Opening the launch service"):
     ]
     d1, d2 = st.columns([1, 3])
     tool = d1.selectbox("Dump tool", tools, key="tool")
-    dump_path = d2.text_input("Dump path", value=str(ws.root / "dumps" / "launch"), key="dump_path")
+    dump_path = d2.text_input(
+        "Dump path",
+        value=str(ws.root / "dumps" / f"launch-{tool}"),
+        help="msit adds msit_dump_<time>/ per server start; msprobe needs an empty folder",
+    )
     dump = DumpSettings(
         tool=None if tool == "none" else tool, dump_path=dump_path if tool != "none" else ""
     )
