@@ -9,15 +9,11 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from backend.cli import main
 from backend.launch import procs
 from backend.launch.capture import truncate
 from backend.workspace import open_workspace
 from tests.launch.conftest import free_port, kill_groups
-
-pytestmark = pytest.mark.slow
 
 TEXT = "Tensor parallel inference splits every matrix across ranks and stitches the results. " * 8
 
