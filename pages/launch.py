@@ -182,11 +182,13 @@ def launches_panel() -> None:
         )  # fmt: skip
         st.session_state["selected_launch"] = chosen
         launch = sup.get(chosen)
-        if launch.active and st.button(
+        stop_slot = st.empty()
+        if launch.active and stop_slot.button(
             "Stop", key=f"stop_{chosen}",
             help="SIGTERM, then SIGKILL after 10 s, to this server's process group only",
         ):  # fmt: skip
             launch = sup.stop(chosen)
+            stop_slot.empty()  # no Stop button on a stopped launch
         m1, m2, m3, m4 = st.columns(4)
         m1.metric("Status", launch.status)
         m2.metric("Port", launch.port)
