@@ -15,6 +15,7 @@ from backend.analysis.lod import Grid
 
 # Off-screen rendering through EGL + Mesa (ENVIRONMENT.md); X is never available here.
 os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 
 def surface_mesh(grid: Grid, *, label: str = "x"):
@@ -82,7 +83,7 @@ def plotter(
     p.show_bounds(
         xtitle="channel",
         ytitle="token",
-        ztitle="",
+        ztitle="value",
         n_xlabels=2,
         n_ylabels=2,
         n_zlabels=2,
@@ -91,6 +92,7 @@ def plotter(
         show_ylabels=False,
     )
     p.camera_position = [(2.6, -1.8, 1.6), (0.8, 0.5, 0.0), (0.0, 0.0, 1.0)]
+    p.reset_camera()  # keep the viewing direction, fit the whole surface and its labels
     return p
 
 
