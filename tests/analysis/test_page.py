@@ -67,3 +67,18 @@ def test_page_parts_compare_and_kronecker(filled: str) -> None:
     assert m["cosine"] == "1.000000"
     assert m["absmax Spearman"] == "1.000"
     assert m["within 0.5 %"] == "0.00%"
+
+
+def test_page_across_layers(filled: str) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["pattern"] = r"input_layernorm"
+    at.query_params["io"] = "input"
+    at.run()
+    at.toggle(key="act_layers").set_value(True).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    table = at.dataframe[-1].value
+    norms = table[table["kind"] == "input_layernorm"].sort_values("layer")
+    assert norms["layer"].tolist() == [0, 1, 2]
+    assert norms["top_channel"].tolist() == [42, 42, 42]
+    assert norms["massive"].tolist() == [1, 1, 1]
