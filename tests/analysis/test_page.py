@@ -40,6 +40,10 @@ def test_page_shows_planted_outliers(filled: str) -> None:
     top = at.dataframe[0].value
     assert top["channel"].iloc[0] == 42 and top["token"].iloc[0] == 0
     assert set(top["channel"].iloc[:5]) <= {11, 42}
+    # PNG export renders off-screen in the server process (PyVista, EGL) without an error.
+    at.button(key="png_surface").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
     assert at.query_params["module"] in (
         "model.layers.1.input_layernorm",
         ["model.layers.1.input_layernorm"],
