@@ -1,7 +1,8 @@
 """Expert-load aggregation: heatmap + balance metrics over 61 layers x 256 experts x 2000 steps.
 
-Studio path: one DuckDB GROUP BY (layer, device, expert) over the stored counts, then the
-per-layer metrics in numpy on the 61 x 256 result (backend.moe.store.aggregate).
+Studio path: one DuckDB GROUP BY over a packed (layer, slot) key of the stored counts, then
+device/expert from the slot table and the per-layer metrics in numpy on the 61 x 256 result
+(backend.moe.store.aggregate).
 Baseline: fetch every count row into pandas and aggregate there (what a notebook would do).
 Both run in the same process on the same synthetic, seeded table; interleaved, median of N.
 
@@ -57,6 +58,10 @@ def main() -> int:
                        (hash(s * 1000003 + l * 1009 + e) % (1 + (512 - 2 * e) // 8))::BIGINT
                 FROM range(?) t(s), range(?) u(l), range(?) v(e)""",
                 [per, args.steps, args.layers, args.experts],
+            )
+            tx.execute(
+                "INSERT INTO moe_slots SELECT 'bench', l, e, e // ?, e FROM range(?) u(l), range(?) v(e)",
+                [per, args.layers, args.experts],
             )
         n = ws.cursor().execute("SELECT count(*) FROM moe_counts").fetchone()[0]
         print(f"rows: {n:,} (built in {time.perf_counter() - t0:.1f} s)")

@@ -97,7 +97,11 @@ with guarded("Opening the launch service"):
     ]
     d1, d2 = st.columns([1, 3])
     tool = d1.selectbox("Dump tool", tools, key="tool")
-    dump_path = d2.text_input("Dump path", value=str(ws.root / "dumps" / "launch"), key="dump_path")
+    dump_path = d2.text_input(
+        "Dump path",
+        value=str(ws.root / "dumps" / f"launch-{tool}"),
+        help="msit adds msit_dump_<time>/ per server start; msprobe needs an empty folder",
+    )
     dump = DumpSettings(
         tool=None if tool == "none" else tool, dump_path=dump_path if tool != "none" else ""
     )
@@ -191,8 +195,10 @@ def launches_panel() -> None:
         st.markdown(
             f"{STATUS_ICON.get(launch.status, '')} **{launch.status}** · {launch.base_url} · model `{launch.model_dir}` · TP {launch.tp} · dump {launch.dump_tool or 'off'}"
         )
-        if launch.status == "crashed":
-            st.error(launch.message or "crashed")
+        if launch.status == "crashed" and launch.message:
+            headline, _, last_lines = launch.message.partition("\n")
+            st.error(headline)
+            st.code(last_lines, language="log")  # kept after the log file is gone
         elif launch.status in ("lost", "exited") and launch.message:
             st.warning(launch.message.splitlines()[0])
         st.markdown("Log (last lines)")

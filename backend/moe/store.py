@@ -32,6 +32,10 @@ def save(ws: Workspace, load: LoadSet, name: str) -> str:
         tx.register("moe_new_counts", counts)
         tx.execute("INSERT INTO moe_counts SELECT ? AS source, * FROM moe_new_counts", [name])
         tx.unregister("moe_new_counts")
+        slots = counts[["layer", "slot", "device", "expert"]].drop_duplicates(["layer", "slot"])
+        tx.register("moe_new_slots", slots)
+        tx.execute("INSERT INTO moe_slots SELECT ? AS source, * FROM moe_new_slots", [name])
+        tx.unregister("moe_new_slots")
         if load.tokens is not None and len(load.tokens):
             tok = load.tokens[
                 ["step", "token", "layer", "k", "expert", "weight", "input_id", "position"]
@@ -75,17 +79,31 @@ def aggregate(ws: Workspace, name: str, steps: tuple[int, int] | None = None) ->
     """One GROUP BY over the counts, then per-layer metrics on the small result (numpy)."""
     info = source_info(ws, name)
     where, params = _steps_clause(steps)
-    rows = (
-        ws.cursor()
-        .execute(
+    cur = ws.cursor()
+    slots = cur.execute(
+        "SELECT layer, slot, device, expert FROM moe_slots WHERE source = ?", [name]
+    ).fetchnumpy()
+    if len(slots["layer"]) == 0:  # imported before migration 0301: group by the three columns
+        rows = cur.execute(
             "SELECT layer, device, expert, sum(count) AS n FROM moe_counts "  # noqa: S608
             "WHERE source = ?" + where + " GROUP BY layer, device, expert",
             [name, *params],
-        )
-        .fetchnumpy()
-    )
+        ).fetchnumpy()
+        return aggregate_from_rows(
+            rows["layer"], rows["device"], rows["expert"], rows["n"],
+            int(info["num_experts"]), int(info["num_devices"]), int(info["top_k"] or 1),
+        )  # fmt: skip
+    # one packed integer key groups fastest; device and expert come from the slot table
+    rows = cur.execute(
+        "SELECT layer * 1048576 + slot AS key, sum(count) AS n FROM moe_counts "  # noqa: S608
+        "WHERE source = ?" + where + " GROUP BY key",
+        [name, *params],
+    ).fetchnumpy()
+    slot_key = slots["layer"].astype(np.int64) * 1048576 + slots["slot"]
+    order = np.argsort(slot_key)
+    pos = order[np.searchsorted(slot_key[order], rows["key"])]
     return aggregate_from_rows(
-        rows["layer"], rows["device"], rows["expert"], rows["n"],
+        slots["layer"][pos], slots["device"][pos], slots["expert"][pos], rows["n"],
         int(info["num_experts"]), int(info["num_devices"]), int(info["top_k"] or 1),
     )  # fmt: skip
 
@@ -175,5 +193,5 @@ def tokens_for_expert(ws: Workspace, name: str, layer: int, expert: int) -> pd.D
 
 def delete(ws: Workspace, name: str) -> None:
     with ws.transaction() as tx:
-        for table in ("moe_tokens", "moe_counts", "moe_sources"):
+        for table in ("moe_tokens", "moe_slots", "moe_counts", "moe_sources"):
             tx.execute(f"DELETE FROM {table} WHERE source = ?", [name])  # noqa: S608

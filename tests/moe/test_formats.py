@@ -139,3 +139,16 @@ def test_malformed_csv(tmp_path) -> None:
     bad.write_text("9,9,9,9\n" * 3 + "1,1,1,1\n" * 3)  # decreasing: not cumulative
     with pytest.raises(InputError, match="not cumulative"):
         read_source(tmp_path / "hot")
+
+
+def test_aggregate_without_slot_table_matches(workspace, tmp_path) -> None:
+    p2l = np.array([[0, 1, 2, 3, 0, 3], [3, 2, 1, 0, 1, 2]], dtype=np.int64)
+    fixtures.sglang_per_token(tmp_path / "rec_0.pt", 0, p2l)
+    (load,) = read_source(tmp_path / "rec_0.pt", num_devices=2)
+    store.save(workspace, load, "s")
+    fast = store.aggregate(workspace, "s")
+    workspace.cursor().execute("DELETE FROM moe_slots WHERE source = 's'")
+    slow = store.aggregate(workspace, "s")
+    np.testing.assert_array_equal(fast.expert_load, slow.expert_load)
+    np.testing.assert_array_equal(fast.device_load, slow.device_load)
+    assert fast.layers == slow.layers == [0, 1]

@@ -15,8 +15,13 @@ def load_pt(path: Path) -> Any:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is bad input
+        # torch's message spans many lines and suggests weights_only=False: keep one line
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = lines[-2] if len(lines) > 2 else (lines[0] if lines else "")
         raise InputError(
-            path, f"not a readable torch.save file ({type(exc).__name__}: {exc})"
+            path,
+            "not a readable torch.save file of tensors/lists/dicts "
+            f"({type(exc).__name__}: {detail[:160]})",
         ) from exc
 
 
