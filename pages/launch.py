@@ -97,7 +97,11 @@ with guarded("Opening the launch service"):
     ]
     d1, d2 = st.columns([1, 3])
     tool = d1.selectbox("Dump tool", tools, key="tool")
-    dump_path = d2.text_input("Dump path", value=str(ws.root / "dumps" / "launch"), key="dump_path")
+    dump_path = d2.text_input(
+        "Dump path",
+        value=str(ws.root / "dumps" / f"launch-{tool}"),
+        help="msit adds msit_dump_<time>/ per server start; msprobe needs an empty folder",
+    )
     dump = DumpSettings(
         tool=None if tool == "none" else tool, dump_path=dump_path if tool != "none" else ""
     )
@@ -178,11 +182,13 @@ def launches_panel() -> None:
         )  # fmt: skip
         st.session_state["selected_launch"] = chosen
         launch = sup.get(chosen)
-        if launch.active and st.button(
+        stop_slot = st.empty()
+        if launch.active and stop_slot.button(
             "Stop", key=f"stop_{chosen}",
             help="SIGTERM, then SIGKILL after 10 s, to this server's process group only",
         ):  # fmt: skip
             launch = sup.stop(chosen)
+            stop_slot.empty()  # no Stop button on a stopped launch
         m1, m2, m3, m4 = st.columns(4)
         m1.metric("Status", launch.status)
         m2.metric("Port", launch.port)
@@ -191,8 +197,10 @@ def launches_panel() -> None:
         st.markdown(
             f"{STATUS_ICON.get(launch.status, '')} **{launch.status}** · {launch.base_url} · model `{launch.model_dir}` · TP {launch.tp} · dump {launch.dump_tool or 'off'}"
         )
-        if launch.status == "crashed":
-            st.error(launch.message or "crashed")
+        if launch.status == "crashed" and launch.message:
+            headline, _, last_lines = launch.message.partition("\n")
+            st.error(headline)
+            st.code(last_lines, language="log")  # kept after the log file is gone
         elif launch.status in ("lost", "exited") and launch.message:
             st.warning(launch.message.splitlines()[0])
         st.markdown("Log (last lines)")

@@ -94,12 +94,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from backend.trace import analysis
+    from backend.trace.families import load_families
 
+    table = load_families(args.families)
     views = {
         "top": lambda ws: analysis.top(ws, args.profile, kind=args.kind, n=args.top),
-        "families": lambda ws: analysis.families(ws, args.profile, kind=args.kind),
+        "families": lambda ws: analysis.families(ws, args.profile, kind=args.kind, table=table),
         "modules": lambda ws: analysis.by_module(ws, args.profile, kind=args.kind),
-        "layers": lambda ws: analysis.per_layer(ws, args.profile, kind=args.kind),
+        "layers": lambda ws: analysis.per_layer(ws, args.profile, kind=args.kind, table=table),
         "unattributed": lambda ws: analysis.unattributed(ws, args.profile, kind=args.kind),
     }
     ws = open_workspace(args.workspace)
@@ -113,10 +115,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_diff(args: argparse.Namespace) -> int:
     from backend.trace.diff import diff
+    from backend.trace.families import load_families
 
+    table = load_families(args.families)
     ws = open_workspace(args.workspace)
     try:
-        df = diff(ws, args.a, args.b, by=args.by, kind=args.kind)
+        df = diff(ws, args.a, args.b, by=args.by, kind=args.kind, table=table)
     finally:
         ws.close()
     _print_table(df, args.json)
@@ -155,6 +159,13 @@ def _common(p: argparse.ArgumentParser, top: bool = True) -> None:
     )
     if top:
         p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
+
+
+def _families_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--families", metavar="FILE",
+        help='family regex table, JSON [["family", "regex"], ...] (default: built-in table)',
+    )  # fmt: skip
 
 
 def _modules_args(mod: argparse.ArgumentParser) -> None:
@@ -201,12 +212,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what to show",
     )
     _common(show)
+    _families_arg(show)
     show.set_defaults(func=_cmd_show)
     d = psub.add_parser("diff", help="compare two ingested profiles")
     d.add_argument("a", help="baseline profile id")
     d.add_argument("b", help="new profile id")
     d.add_argument("--by", choices=("name", "family", "module"), default="name", help="key")
     _common(d, top=False)
+    _families_arg(d)
     d.set_defaults(func=_cmd_diff)
     run = psub.add_parser(
         "run",

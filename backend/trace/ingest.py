@@ -3,6 +3,7 @@ leaves nothing behind, a good one is stored exactly once)."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,12 +47,23 @@ def detect_format(path: Path) -> str:
 
 def _batches(path: Path, fmt: str) -> Iterator[dict[str, list[Any]]]:
     if fmt == "kineto":
-        return kineto.read_batches(path)
+        return kineto.read_batches(path, EVENT_BATCH)
     if fmt == "nsys":
-        return nsys.read_batches(path)
+        return nsys.read_batches(path, EVENT_BATCH)
     if fmt == "torch_npu":
-        return torch_npu.read_batches(path)
+        return torch_npu.read_batches(path, EVENT_BATCH)
     raise InputError(fmt, "unknown profile format (kineto, torch_npu, nsys)")
+
+
+EVENT_BATCH = kineto.BATCH  # events per batch handed from a reader to DuckDB
+BATCHES_PER_COMMIT = 5  # 5 x 50k events per transaction: bounded memory, few commits
+
+
+def _groups(items: Iterator[Any], size: int) -> Iterator[Iterator[Any]]:
+    """Consecutive groups of ``size`` items, each consumed lazily (batches stay streamed)."""
+    it = iter(items)
+    for first in it:
+        yield itertools.chain([first], itertools.islice(it, size - 1))
 
 
 def _drop_orphans(ws: Workspace) -> None:
@@ -78,18 +90,20 @@ def ingest_profile(
         # Events go in chunked transactions: one transaction over a 500 MB trace would hold
         # every row in DuckDB's transaction-local memory. The profile becomes visible only when
         # its `profiles` row is written (last); any failure deletes what was written.
-        for batch in _batches(src, fmt):
-            table = pa.Table.from_pydict(batch, schema=_EVENT_SCHEMA)
+        for group in _groups(_batches(src, fmt), BATCHES_PER_COMMIT):
             with ws.transaction() as cur:
-                cur.register("_events_batch", table)
-                try:
-                    cur.execute(
-                        "INSERT INTO profile_events SELECT ? AS profile_id, * FROM _events_batch",
-                        [profile_id],
-                    )
-                finally:
-                    cur.unregister("_events_batch")
-            n_events += table.num_rows
+                for batch in group:
+                    table = pa.Table.from_pydict(batch, schema=_EVENT_SCHEMA)
+                    cur.register("_events_batch", table)
+                    try:
+                        cur.execute(
+                            "INSERT INTO profile_events SELECT ? AS profile_id, * "
+                            "FROM _events_batch",
+                            [profile_id],
+                        )
+                    finally:
+                        cur.unregister("_events_batch")
+                    n_events += table.num_rows
         with ws.transaction() as cur:
             cats = ", ".join(f"'{c}'" for c in DEVICE_CATS)
             has_device = cur.execute(

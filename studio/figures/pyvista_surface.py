@@ -40,8 +40,13 @@ def plotter(
     title: str = "",
     absolute: bool = False,
     window_size: tuple[int, int] = (1000, 700),
+    interactive: bool = False,
 ):
-    """An off-screen Plotter with the surface (diverging colours for signed values)."""
+    """An off-screen Plotter with the surface (diverging colours for signed values).
+
+    ``interactive`` (the page's vtk.js view) leaves out the bounding-box labels, which would
+    show the box's scaled units; the real token and channel ranges are written as text.
+    """
     import pyvista as pv
 
     p = pv.Plotter(off_screen=True, window_size=list(window_size))
@@ -60,7 +65,20 @@ def plotter(
             "position_y": 0.1,
         },
     )
-    p.add_text(title, font_size=10) if title else None
+    if title:
+        p.add_text(title, font_size=10)
+    t0, t1 = int(grid.token_axis[0]), int(grid.tokens.max())
+    c_hi = int(grid.channels.max())
+    p.add_text(
+        f"long axis: channel 0-{c_hi}   short axis: token {t0}-{t1}",
+        position="lower_left",
+        font_size=8,
+    )
+    p.set_background("white")
+    if interactive:
+        p.camera_position = [(2.6, -1.8, 1.6), (0.8, 0.5, 0.0), (0.0, 0.0, 1.0)]
+        p.reset_camera()
+        return p
     p.show_bounds(
         xtitle="channel",
         ytitle="token",
@@ -73,7 +91,6 @@ def plotter(
         show_ylabels=False,
     )
     p.camera_position = [(2.6, -1.8, 1.6), (0.8, 0.5, 0.0), (0.0, 0.0, 1.0)]
-    p.set_background("white")
     return p
 
 

@@ -15,7 +15,7 @@ from backend.launch.spec import DumpSettings, LaunchSpec
 from backend.launch.supervisor import Supervisor
 from backend.workspace import open_workspace
 from tests.e2e.conftest import wait_for_app
-from tests.launch.conftest import free_port, standin
+from tests.launch.conftest import _no_leftover_servers, free_port, kill_groups, standin  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +47,21 @@ def _open_launch_page(page, url: str) -> None:
     page.get_by_test_id("stSidebarNav").get_by_text("Launch", exact=True).click()
     wait_for_app(page)
     page.get_by_role("heading", name="Launch").first.wait_for()
+
+
+def _groups_running(marker: str) -> list[int]:
+    """Process groups of serve-reference processes whose command line names ``marker``."""
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "serve-reference" in cmd and marker in cmd and entry.name.isdigit():
+            pgid = procs.pgid_of(int(entry.name))
+            if pgid:
+                groups.add(pgid)
+    return sorted(groups)
 
 
 def _wait_text(page, text: str, timeout_s: float = 60) -> None:
@@ -107,6 +122,7 @@ def test_reattach_capture_ingest_stop_from_page(studio_factory, page, tmp_path: 
     assert " 0 stitched modules" not in body
     sent = json.loads(record.read_text().splitlines()[-1])
     assert sent["prompt"] == " ".join(f"w{i}" for i in range(7))
+    page.get_by_text("Ingested:").first.scroll_into_view_if_needed()
     page.wait_for_timeout(1200)
     page.screenshot(path=str(tmp_path / "launch-captured.png"), full_page=True)
 
@@ -133,6 +149,13 @@ def test_reattach_capture_ingest_stop_from_page(studio_factory, page, tmp_path: 
 )
 def test_launch_reference_tp2_capture_ingest_stop(studio_factory, page, tmp_path: Path) -> None:
     """Launch the reference engine with tp=2 from the page, capture, see stitched modules, stop."""
+    try:
+        _reference_flow(studio_factory, page, tmp_path)
+    finally:  # the studio started it in its own group: kill it here if the test failed midway
+        kill_groups(_groups_running(str(tmp_path)))
+
+
+def _reference_flow(studio_factory, page, tmp_path: Path) -> None:
     from backend.models.create import create_model
 
     model = create_model(tmp_path / "tiny", preset="tiny", layers=2, seed=0)
@@ -169,6 +192,7 @@ def test_launch_reference_tp2_capture_ingest_stop(studio_factory, page, tmp_path
     _wait_text(page, "Open Dumps for run", 240) if (
         Path(__file__).parents[2] / "pages/dumps.py"
     ).is_file() else None
+    page.get_by_text("Ingested:").first.scroll_into_view_if_needed()
     page.wait_for_timeout(1000)
     page.screenshot(path=str(tmp_path / "launch-reference.png"), full_page=True)
     body = page.inner_text("body")

@@ -61,3 +61,22 @@ def test_reattached_launch_shown_and_stopped(workspace_dir: Path, model_dir: Pat
     assert not at.exception, at.exception
     assert procs.group_members(launch.pgid) == []
     assert {m.label: m.value for m in at.metric}["Status"] == "stopped"
+
+
+def test_crash_shows_exit_code_and_last_lines(workspace_dir: Path, model_dir: Path) -> None:
+    ws = open_workspace(workspace_dir)
+    sup = Supervisor(ws, poll_s=0.1)
+    port = free_port()
+    launch = sup.start(
+        LaunchSpec("reference", str(model_dir), port=port),
+        command=standin(port, "--crash-after", "0.3", "--exit-code", "9"),
+    )
+    sup.wait_status(launch.launch_id, ("crashed",), 30)
+    sup.close()
+    ws.close()
+
+    at = _page()
+    assert not at.exception, at.exception
+    assert {m.label: m.value for m in at.metric}["Exit code"] == "9"
+    assert [e.value for e in at.error] == ["the server crashed (exit code 9); last log lines:"]
+    assert any("fatal: simulated failure in the model runner" in c.value for c in at.code)

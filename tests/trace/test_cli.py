@@ -76,3 +76,20 @@ def test_profile_ingest_bad_file_is_one_line(workspace_dir, tmp_path, capsys) ->
     assert main(["profile", "ingest", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(bad) in err and "truncated or malformed" in err
+
+
+def test_custom_family_table(workspace_dir, tmp_path, capsys) -> None:
+    path = write_kineto_gpu(tmp_path / "gpu.json")
+    assert main(["profile", "ingest", str(path), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["profile", "list", "--json"]) == 0
+    pid = json.loads(capsys.readouterr().out)[0]["profile_id"]
+    table = tmp_path / "fam.json"
+    table.write_text(json.dumps([["paged", "paged_attention"], ["xmma", "xmma"]]))
+    assert main(["profile", "show", pid, "families", "--families", str(table), "--json"]) == 0
+    rows = {r["family"]: r["calls"] for r in json.loads(capsys.readouterr().out)}
+    # paged_attention_v2_kernel x2 + reduce x1; gemm x2 (one in the graph); the rest other
+    assert rows == {"paged": 3, "xmma": 2, "other": 6}
+    table.write_text('[["bad", "("]]')
+    assert main(["profile", "show", pid, "families", "--families", str(table)]) == 2
+    assert "bad regex" in capsys.readouterr().err
