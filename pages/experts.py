@@ -1,7 +1,10 @@
 """Experts: MoE expert load from dumps and engine recorders, balance metrics, checkpoints."""
 
+from urllib.parse import urlencode
+
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from backend.errors import InputError
 from backend.moe import metrics, store
@@ -103,15 +106,12 @@ def _tokens_section(ws, name: str, agg, info: dict) -> None:
     if run_id:
         step = int(tok["step"].iloc[0])
         ids = ", ".join(map(str, tok[tok.step == step]["token"].tolist()[:30]))
-        st.page_link(
-            "pages/activations.py",
-            label=f"Open these tokens' router input in Activations (step {step}, tokens {ids})",
-            query_params={
-                "run": run_id,
-                "step": str(step),
-                "module": f"model.layers.{layer}.mlp.gate",
-            },
-        )
+        params = {"run": run_id, "step": str(step), "module": f"model.layers.{layer}.mlp.gate"}
+        label = f"Open these tokens' router input in Activations (step {step}, tokens {ids})"
+        try:
+            st.page_link("pages/activations.py", label=label, query_params=params)
+        except StreamlitAPIException:  # page run outside st.navigation (tests): plain link
+            st.markdown(f"[{label}](/activations?{urlencode(params)})")
 
 
 def _show(ws, name: str, log: bool) -> tuple[dict, store.Aggregate]:
@@ -194,6 +194,6 @@ if go:
         st.dataframe(pd.DataFrame(plan["shards"]), hide_index=True, width="stretch")
         rows = [{"device": d["device"], "tp rank": d["tp_rank"], "ep rank": d["ep_rank"],
                  "experts": "-".join(map(str, d["experts"])), "GiB": d["bytes"] / 2**30,
-                 **{k: v / 2**20 for k, v in d["by_category_bytes"].items()}} for d in plan["per_device"]]  # fmt: skip
+                 **{f"{k} MiB": v / 2**20 for k, v in d["by_category_bytes"].items()}} for d in plan["per_device"]]  # fmt: skip
         st.caption("Per-device memory (MiB per category, GiB total)")
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

@@ -56,6 +56,7 @@ def load_from_dump(
     if rows.empty:  # not stitched: take the lowest rank's copy (replicated on every rank)
         rows = query.find_tensors(ws, run_id, module_regex=GATE, io="output", stitched=False)
         rows = rows.sort_values("rank").drop_duplicates(["step", "module", "idx"])
+    dumped_ids = rows[rows["idx"] == 2]  # transformers layout: (logits, weights, ids)
     rows = rows[rows["idx"] == 0]
     if rows.empty:
         raise StudioError(f"dump {run_id} holds no router logits (model.layers.N.mlp.gate outputs)")
@@ -65,6 +66,7 @@ def load_from_dump(
     n_experts = None
     arr = None
     tokens = []
+    verified = 0
     for r in rows.itertuples():
         logits = query.load_tensor(ws, int(r.tensor_id))
         n_experts = n_experts or int(logits.shape[-1])
@@ -72,6 +74,18 @@ def load_from_dump(
             arr = np.zeros((len(steps), len(layers), n_experts), dtype=np.int64)
         layer = layers.index(int(re.search(r"layers\.(\d+)\.", r.module).group(1)))
         rt = route(logits, top_k, norm)
+        ids_row = dumped_ids[(dumped_ids.step == r.step) & (dumped_ids.module == r.module)]
+        if not ids_row.empty:  # the engine's own choice must be ours (as sets per token)
+            theirs = query.load_tensor(ws, int(ids_row.tensor_id.iloc[0])).numpy()
+            if (
+                theirs.shape != rt.ids.shape
+                or not (np.sort(theirs, -1) == np.sort(rt.ids, -1)).all()
+            ):
+                raise StudioError(
+                    f"{r.module} step {r.step}: dumped top-k ids differ from softmax top-{top_k} "
+                    "of the dumped logits (check num_experts_per_tok)"
+                )
+            verified += 1
         arr[steps.index(int(r.step)), layer] += rt.counts(n_experts)
         t, k = rt.ids.shape
         tokens.append(
@@ -104,5 +118,10 @@ def load_from_dump(
         ndev,
         top_k=top_k,
         tokens=pd.concat(tokens, ignore_index=True),
-        meta={"run_id": run_id, "norm_topk_prob": norm, "layers_not_moe_by_config": not_moe},
+        meta={
+            "run_id": run_id,
+            "norm_topk_prob": norm,
+            "layers_not_moe_by_config": not_moe,
+            "checked_against_dumped_ids": verified,
+        },
     )

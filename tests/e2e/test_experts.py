@@ -36,3 +36,7 @@ def test_experts_heatmap(studio_factory, page, tmp_path: Path) -> None:
     shot = tmp_path / "experts.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
+    page.get_by_text("Balance per layer").scroll_into_view_if_needed()
+    page.get_by_text("Hot experts").scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(tmp_path / "experts-balance.png"))

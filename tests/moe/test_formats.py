@@ -152,3 +152,18 @@ def test_aggregate_without_slot_table_matches(workspace, tmp_path) -> None:
     np.testing.assert_array_equal(fast.expert_load, slow.expert_load)
     np.testing.assert_array_equal(fast.device_load, slow.device_load)
     assert fast.layers == slow.layers == [0, 1]
+
+
+def test_sglang_per_pass_folder_merges_ranks(workspace, tmp_path) -> None:
+    p2l = np.tile(np.arange(4), (2, 1))
+    d = tmp_path / "rec"
+    d.mkdir()
+    _, ids0 = fixtures.sglang_per_token(d / "expert_distribution_recorder_1.5_0.pt", 0, p2l)
+    _, ids1 = fixtures.sglang_per_token(d / "expert_distribution_recorder_1.5_1.pt", 1, p2l)
+    (load,) = read_source(d)
+    assert load.num_devices == 2 and sorted(load.counts["rank"].unique()) == [0, 1]
+    store.save(workspace, load, "both")
+    got = _by_step(workspace, "both")
+    for fp in range(2):
+        v = np.concatenate([ids0[fp][1].reshape(-1), ids1[fp][1].reshape(-1)])
+        assert [got[(fp, 1, e)] for e in range(4)] == np.bincount(v[v >= 0], minlength=4).tolist()

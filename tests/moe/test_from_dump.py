@@ -42,3 +42,24 @@ def test_counts_from_synthetic_msit_dump(workspace, tmp_path) -> None:
         .fetchall()
     )
     np.testing.assert_allclose([t[0] for t in tok], 1.0, rtol=1e-6)
+
+
+def test_dumped_topk_ids_are_cross_checked(workspace, tmp_path) -> None:
+    """transformers layout: the router also outputs its top-k ids (output 2); they must agree."""
+    import torch
+
+    cfg = synthetic.SynthConfig(layers=2, experts=6, dense_layers=(0,))
+    truth = synthetic.make_truth(cfg, tokens=[5], seed=2)
+    logits = truth[(0, "model.layers.1.mlp.gate", "output", 0)]
+    ids = torch.topk(torch.softmax(torch.from_numpy(logits), -1), 2, -1).indices.numpy()
+    truth[(0, "model.layers.1.mlp.gate", "output", 2)] = ids.astype(np.float32)
+    root = synthetic.write_msit(tmp_path / "dump", cfg, truth, tp=1)
+    run_id = ingest_dump(workspace, root, name="hf-layout")
+    load = load_from_dump(workspace, run_id, top_k=2)
+    assert load.meta["checked_against_dumped_ids"] == 1
+    import pytest
+
+    from backend.errors import StudioError
+
+    with pytest.raises(StudioError, match="dumped top-k ids differ"):
+        load_from_dump(workspace, run_id, top_k=3)

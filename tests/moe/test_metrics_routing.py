@@ -63,3 +63,20 @@ def test_route_matches_numpy_oracle(norm: bool) -> None:
     assert (r.ids == ids).all()
     np.testing.assert_allclose(r.weights, w, rtol=1e-5)
     assert r.counts(16).tolist() == np.bincount(ids.ravel(), minlength=16).tolist()
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_route_matches_transformers_router(norm: bool) -> None:
+    """transformers 5's Qwen3-MoE router returns (logits, weights, ids): ours from its logits."""
+    from transformers import Qwen3MoeConfig
+    from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeTopKRouter
+
+    cfg = Qwen3MoeConfig(hidden_size=32, num_experts=8, num_experts_per_tok=3, norm_topk_prob=norm)
+    torch.manual_seed(0)
+    router = Qwen3MoeTopKRouter(cfg)
+    torch.nn.init.normal_(router.weight, std=0.5)
+    with torch.no_grad():
+        logits, weights, ids = router(torch.randn(40, 32))
+    r = route(logits, top_k=3, norm_topk_prob=norm)
+    assert (r.ids == ids.numpy()).all()
+    np.testing.assert_allclose(r.weights, weights.float().numpy(), rtol=1e-6)

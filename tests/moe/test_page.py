@@ -48,3 +48,43 @@ def test_import_form_errors_are_messages(workspace_dir, bad) -> None:
     at.button[0].click().run()
     assert not at.exception
     assert any("Importing expert load" in e.value for e in at.error)
+
+
+def test_checkpoint_section(workspace_dir, tmp_path) -> None:
+    from backend.models.create import create_model
+
+    model = create_model(tmp_path / "tiny", preset="tiny", seed=2)
+    at = AppTest.from_file(str(ROOT / "pages/experts.py"), default_timeout=60).run()
+    at.text_input[-1].set_value(str(model))
+    at.number_input[-2].set_value(2)
+    at.number_input[-1].set_value(2)
+    at.button[-1].click().run()
+    assert not at.exception and not at.error
+    assert any(
+        "Every Qwen3-MoE weight name and shape is as expected" in s.value for s in at.success
+    )
+    per_device = at.dataframe[-1].value
+    assert per_device["experts"].tolist() == ["0-3", "4-7"]
+
+
+def test_route_dump_run_from_page(workspace_dir, tmp_path) -> None:
+    from backend.dumps import synthetic
+    from backend.dumps.ingest import ingest_dump
+
+    cfg = synthetic.SynthConfig(layers=2, experts=4, dense_layers=(0,))
+    root = synthetic.write_msit(
+        tmp_path / "d", cfg, synthetic.make_truth(cfg, [3, 1], seed=1), tp=2
+    )
+    ws = open_workspace(workspace_dir)
+    run_id = ingest_dump(ws, root, name="synth")
+    ws.close()
+    at = AppTest.from_file(str(ROOT / "pages/experts.py"), default_timeout=60).run()
+    form_k = [n for n in at.number_input if n.label.startswith("Top-k")][0]
+    form_k.set_value(2)
+    [b for b in at.button if b.label.startswith("Route router logits")][0].click().run()
+    assert not at.exception and not at.error
+    assert any(f"dump-{run_id}" in s.value for s in at.success)
+    # the dump source has per-token routing: the tokens of expert 0 in layer 1 link to Activations
+    at.run()
+    links = [m.value for m in at.markdown if "/activations?" in m.value]
+    assert links and f"run={run_id}" in links[0] and "model.layers.1.mlp.gate" in links[0]
