@@ -1,0 +1,1 @@
+"""Inference engines the studio can run itself (the CPU reference engine)."""

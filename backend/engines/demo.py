@@ -1,0 +1,84 @@
+"""``studio demo``: a real multi-rank msit dump in one command, without any hardware.
+
+Creates the tiny model with planted outliers (once per workspace), serves it with tp=2 and
+msit_llm dumps, sends the bundled capture text as one completion request, stops the server and
+leaves the dump under the workspace's dumps directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.engines.reference.dumping import DumpOptions
+from backend.engines.reference.launcher import start_server
+from backend.engines.reference.parallel import free_port
+from backend.models.create import create_model
+from backend.models.tokenizer import ASSETS
+
+CAPTURE_TEXT = ASSETS / "capture" / "demo_request.txt"
+DEMO_MODEL = "demo-tiny-outliers"
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class DemoResult:
+    model_dir: Path
+    dump_root: Path
+    completion: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(  # noqa: S310 - our own server on 127.0.0.1
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=300) as r:  # noqa: S310
+        return json.loads(r.read())
+
+
+def run_demo(
+    dumps_dir: Path,
+    models_dir: Path,
+    progress: Progress | None = None,
+    tp: int = 2,
+    max_tokens: int = 4,
+) -> DemoResult:
+    """Run the demo; ``progress(fraction, message)`` reports each stage."""
+    t0 = time.monotonic()
+    say = progress or (lambda f, m: None)
+    model_dir = models_dir / DEMO_MODEL
+    if not (model_dir / "config.json").is_file():
+        say(0.05, "Creating the tiny Qwen3-MoE model with planted outliers")
+        create_model(model_dir, preset="tiny", seed=0, outliers=True)
+    say(0.15, f"Starting the reference engine (tp={tp}, msit_llm dumps)")
+    dump = DumpOptions(tool="msit", dump_path=dumps_dir, token_range=list(range(max_tokens)))
+    server = start_server(model_dir, tp=tp, port=free_port(), dump=dump)
+    try:
+        server.wait_ready()
+        say(0.55, "Sending the capture request")
+        text = CAPTURE_TEXT.read_text(encoding="utf-8")
+        out = _post(
+            server.url + "/v1/completions",
+            {"model": DEMO_MODEL, "prompt": text, "max_tokens": max_tokens, "temperature": 0},
+        )
+    finally:
+        say(0.85, "Stopping the server")
+        server.stop()
+    if server.dump_root is None:
+        raise RuntimeError("the server reported no dump root")
+    say(1.0, f"Dump written to {server.dump_root}")
+    return DemoResult(
+        model_dir=model_dir,
+        dump_root=server.dump_root,
+        completion=out["choices"][0]["text"],
+        prompt_tokens=out["usage"]["prompt_tokens"],
+        completion_tokens=out["usage"]["completion_tokens"],
+        seconds=time.monotonic() - t0,
+    )

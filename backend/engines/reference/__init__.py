@@ -1,0 +1,1 @@
+"""A tensor-parallel Qwen3-MoE whose module classes and paths match vLLM's exactly."""
