@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--idle-exit", type=float, metavar="S", help="with --watch: stop after S idle seconds"
     )
     p.add_argument("--no-stats", action="store_true", help="skip statistics (stitch only)")
+    p.add_argument("--stats-workers", type=int, default=0, metavar="N",
+                   help="compute statistics in N processes (without --watch; default: in-process)")  # fmt: skip
     p.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("stitch", help="stitch a dump's rank shards into unsharded .npy files")
@@ -118,6 +120,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             task = bar.add_task("ingest", total=None, rate=0.0, queue=0, stitched=0, errors=0)
             if not args.watch:
                 run = ingest_dump(ws, args.dump, args.name, model_config=cfg, with_stats=not args.no_stats,
+                                  stats_workers=max(0, args.stats_workers),
                                   on_progress=lambda p: _update(bar, task, p))  # fmt: skip
             else:
                 w = DumpWatcher(

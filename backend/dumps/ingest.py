@@ -649,11 +649,30 @@ def ingest_dump(
     model_config: dict[str, Any] | None = None,
     with_stats: bool = True,
     workers: int = 2,
+    stats_workers: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> str:
-    """Ingest a whole dump (blocking): catalog, stitch, verify, statistics. Returns the run id."""
+    """Ingest a whole dump (blocking): catalog, stitch, verify, statistics. Returns the run id.
+
+    ``stats_workers > 0`` computes statistics in that many processes (each reads its tensor
+    memory-mapped from the store and returns only the numbers to this, the single writer).
+    """
     layout = detect(dump_root, model_config)
-    ing = Ingestor(ws, layout, name, workers=workers, on_progress=on_progress)
+    pool = None
+    if stats_workers > 0:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(stats_workers, mp_context=mp.get_context("forkserver"))
+    try:
+        return _ingest_all(ws, layout, name, workers, pool, on_progress, with_stats)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _ingest_all(ws, layout, name, workers, pool, on_progress, with_stats) -> str:  # noqa: ANN001
+    ing = Ingestor(ws, layout, name, workers=workers, stats_pool=pool, on_progress=on_progress)
     files = layout.tensor_files()
     ing.progress.files_seen = 0
     ing.ingest_paths(files)

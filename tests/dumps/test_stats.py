@@ -92,3 +92,17 @@ def test_bf16_median_histogram_matches_numpy() -> None:
     assert st.top[0] == (4, 5, -1504.0)
     order = np.argsort(-a, kind="stable")[: stats.TOP_K]
     assert sorted(abs(v) for *_, v in st.top) == sorted(a[order].tolist())
+
+
+def test_process_pool_gives_the_same_statistics(synth_dump, workspace, tmp_path) -> None:
+    from backend.workspace import open_workspace
+
+    session, _, _ = synth_dump(2)
+    run = ingest_dump(workspace, session)
+    other = open_workspace(tmp_path / "ws2")
+    try:
+        assert ingest_dump(other, session, stats_workers=2) == run
+        q = "SELECT t.step, t.module, t.io, s.std, s.kurtosis, s.channel_absmax FROM dump_stats s JOIN dump_tensors t USING (tensor_id) ORDER BY 1, 2, 3"
+        assert other.cursor().execute(q).fetchall() == workspace.cursor().execute(q).fetchall()
+    finally:
+        other.close()
