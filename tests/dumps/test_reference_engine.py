@@ -17,6 +17,7 @@ from backend.dumps.ingest import ingest_dump
 offline = pytest.importorskip("backend.engines.reference.offline")
 pytest.importorskip("msit_llm")
 from backend.engines.reference.dumping import DumpOptions  # noqa: E402
+from backend.errors import StudioError  # noqa: E402
 from backend.models.create import create_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -30,8 +31,20 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(tiny: Path, tmp: Path, tp: int, tool: str) -> Path:
-    opts = DumpOptions(tool=tool, dump_path=tmp / f"{tool}-tp{tp}", token_range=[0, 1])
-    return offline.run_offline(tiny, tp=tp, prompts=PROMPTS, max_tokens=2, dump=opts).dump_root
+    for attempt in range(2):
+        opts = DumpOptions(
+            tool=tool, dump_path=tmp / f"{tool}-tp{tp}-{attempt}", token_range=[0, 1]
+        )
+        try:
+            return offline.run_offline(
+                tiny, tp=tp, prompts=PROMPTS, max_tokens=2, dump=opts
+            ).dump_root
+        except StudioError as exc:
+            # Known engine-side flake under load: a rank process aborts at exit (SIGABRT,
+            # "terminate called without an active exception") after msprobe dumps. Retry once.
+            if attempt or "-6" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 def _stitched(ws, root: Path) -> tuple[str, dict[tuple, int]]:
