@@ -29,7 +29,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 test: install browser lint
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadgroup --max-worker-restart 0
 
 clean-venv:
 	rm -rf $(VENV)

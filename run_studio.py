@@ -1,9 +1,13 @@
 """Streamlit entry point: navigation only (`streamlit run run_studio.py`)."""
 
-import streamlit as st
+from backend.gl_compat import load_triton_before_gl
 
-from studio import theme  # noqa: F401 - sets the Plotly template
-from studio.navigation import available_pages
+load_triton_before_gl()  # before any page renders with VTK (see backend/gl_compat.py)
+
+import streamlit as st  # noqa: E402
+
+from studio import theme  # noqa: E402,F401 - sets the Plotly template
+from studio.navigation import available_pages  # noqa: E402
 
 st.set_page_config(page_title="Inspection Studio", page_icon=":material/biotech:", layout="wide")
 pages = [

@@ -13,7 +13,9 @@ share its programs. The routing is sorted into per-expert token lists on the dev
 host sync (static grid ``min(E, B*K)``), so a call is CUDA-graph capturable.
 
 Under ``TRITON_INTERPRET=1`` (CPU) the dot operands are fp32 because the interpreter's bf16
-``tl.dot`` is wrong (REFERENCE.md section 7); on a GPU they are the activation dtype.
+``tl.dot`` is wrong (REFERENCE.md section 7); on a GPU they are the activation dtype. Dots ask for
+``input_precision="ieee"`` so that fp32 activations are not silently rounded to TF32 (bf16/fp16
+operands are exact in the MMA either way).
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ def _gate_up_kernel(
             wu = _dequant_tile(
                 q_base, z_base, s_base, INTER + offs_n, n_mask, k0, H, GROUP, BLOCK_K
             )
-            acc_g += tl.dot(xk, tl.trans(wg.to(cdt)))
-            acc_u += tl.dot(xk, tl.trans(wu.to(cdt)))
+            acc_g += tl.dot(xk, tl.trans(wg.to(cdt)), input_precision="ieee")
+            acc_u += tl.dot(xk, tl.trans(wu.to(cdt)), input_precision="ieee")
         h = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
         mask = valid[:, None] & n_mask[None, :]
         tl.store(h_ptr + pair[:, None] * INTER + offs_n[None, :], h.to(cdt), mask=mask)
@@ -111,7 +113,7 @@ def _down_kernel(
                 h_ptr + pair[:, None] * INTER + offs_k[None, :], mask=valid[:, None], other=0.0
             )
             wd = _dequant_tile(q_base, z_base, s_base, offs_n, n_mask, k0, INTER, GROUP, BLOCK_K)
-            acc += tl.dot(hk, tl.trans(wd.to(cdt)))
+            acc += tl.dot(hk, tl.trans(wd.to(cdt)), input_precision="ieee")
         rw = tl.load(w_ptr + pair, mask=valid, other=0.0).to(tl.float32)
         acc = acc * rw[:, None]
         mask = valid[:, None] & n_mask[None, :]
@@ -135,7 +137,9 @@ def align_routing(
     num_pairs = flat.numel()
     slots = min(num_experts, num_pairs)
     dev = flat.device
-    counts = torch.bincount(flat, minlength=num_experts)
+    # scatter_add, not bincount: bincount reads the max back to the host (no graph capture)
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=dev)
+    counts.scatter_add_(0, flat, torch.ones_like(flat))
     touched = counts > 0
     slot_of = torch.cumsum(touched.to(torch.int64), 0) - 1
     _, order = torch.sort(flat, stable=True)
@@ -159,10 +163,25 @@ def block_sizes(experts: FusedExperts, batch: int) -> tuple[int, int, int]:
 
 
 def moe_fused_triton(
-    x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, experts: FusedExperts
+    x: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_weights: torch.Tensor,
+    experts: FusedExperts,
+    *,
+    validate: bool = True,
 ) -> torch.Tensor:
-    """Fused W4A16 MoE layer; returns ``[B, H]`` in ``x.dtype``."""
+    """Fused W4A16 MoE layer; returns ``[B, H]`` in ``x.dtype``.
+
+    A token's top-k experts must be distinct (a router's top-k always is): an expert then has
+    at most B tokens, which sizes the per-expert token block. ``validate`` checks it (a host
+    sync; skipped while a CUDA graph is being captured).
+    """
     batch, topk = topk_ids.shape
+    capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
+    if validate and not capturing and topk > 1:
+        ids = topk_ids.sort(dim=1).values
+        if bool((ids[:, 1:] == ids[:, :-1]).any()):
+            raise ValueError("a token routes to the same expert twice: top-k ids must be distinct")
     hidden, inter, g = experts.hidden, experts.intermediate, experts.group_size
     block_t, block_n, block_k = block_sizes(experts, batch)
     if g % block_k or hidden % block_k or inter % block_k:

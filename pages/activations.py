@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pandas as pd
 import streamlit as st
@@ -22,17 +23,20 @@ st.caption(
 
 HOW_TO = """No activation dumps in this workspace yet. To get some:
 
-1. Dump a run: `studio model create --preset tiny --out /tmp/m --outliers`, then run the
-   reference engine with dumps, or use an msit / msprobe dump from vLLM-Ascend.
-2. Ingest it on the **Dumps** page or with `studio dumps ingest DUMP_DIR`.
+1. Dump a run: `studio demo` (tiny model with planted outlier channels, tp=2 msit dump on the
+   reference engine), or use an msit / msprobe dump from vLLM-Ascend.
+2. Ingest it on the **Dumps** page or with `studio ingest DUMP_DIR`.
 3. Come back here: pick the run, a step and a module by layer pattern (e.g. `layers\\.1\\.`)."""
 
 qp = st.query_params
+# Snapshot of the deep link as it arrived: widgets take their defaults from it, while qp is
+# rewritten below to describe the current view (so the URL can be shared at any time).
+link = {k: qp.get(k) for k in qp}
 
 
 def _pick(label: str, options: list, key: str, *, fmt=str, container=st):
     """A selectbox whose default comes from the deep link (?key=value) when it is valid."""
-    wanted = qp.get(key)
+    wanted = link.get(key)
     index = next((i for i, o in enumerate(options) if str(o) == wanted), 0)
     return container.selectbox(label, options, index=index, format_func=fmt, key=f"act_{key}")
 
@@ -67,7 +71,14 @@ def _surface(grid, *, title, texts, absolute, log, sort, renderer, key):
 
         from studio.figures import pyvista_surface as pvs
 
-        stpyvista(pvs.plotter(grid, title=title, absolute=absolute), key=f"pv_{key}")
+        stpyvista(
+            pvs.plotter(grid, title=title, absolute=absolute, interactive=True), key=f"pv_{key}"
+        )
+        st.caption(
+            f"{title}: long axis = channels ({grid.source_shape[1]}), short axis = tokens "
+            f"{int(grid.token_axis[0])}+ ({grid.source_shape[0]}), height = value. "
+            "Hover values and exact positions are in the Plotly view."
+        )
     else:
         fig = figs.surface_figure(
             grid, title=title, token_text=texts, absolute=absolute, log=log, sorted_channels=sort
@@ -107,11 +118,17 @@ with guarded("Reading the dump runs"):
     step = _pick("Step (0 = prefill)", steps, "step", container=side)
     pattern = side.text_input(
         "Layer pattern (regex)",
-        value=qp.get("pattern", r"layers\.0\."),
+        value=link.get("pattern", r"layers\.0\."),
         help="Searched in module names, like visualize_outliers.py --layer_pattern.",
         key="act_pattern",
     )
-    io = side.radio("io", ["output", "input"], index=qp.get("io") == "input", horizontal=True)
+    io = side.radio(
+        "io",
+        ["output", "input"],
+        index=int(link.get("io") == "input"),
+        horizontal=True,
+        key="act_io",
+    )
     rows = svc.rows(run_id, step, pattern or None, io)
     floating = rows[~rows["dtype"].astype(str).str.contains("int")]
     modules = sorted(
@@ -132,21 +149,30 @@ with guarded("Reading the dump runs"):
     sel = Selected(run_id, int(step), module, io, int(idx), None if part == "whole" else part)
     qp.from_dict(
         {"run": run_id, "step": step, "pattern": pattern, "io": io, "module": module,
-         "idx": idx, "part": part}
+         "idx": idx, "part": part, **({"tokenizer": link["tokenizer"]} if link.get("tokenizer") else {})}
     )  # fmt: skip
 
     side.header("View")
     renderer = side.radio("Renderer", ["Plotly (WebGL)", "PyVista"], horizontal=True)
-    absolute = side.toggle("Absolute values |x|", value=False)
-    log = side.toggle("Log scale log10(1+|x|)", value=False)
-    sort = side.toggle("Sort channels by absmax", value=False)
+    absolute = side.toggle("Absolute values |x|", value=link.get("abs") == "1", key="act_abs")
+    log = side.toggle("Log scale log10(1+|x|)", value=link.get("log") == "1", key="act_log")
+    sort = side.toggle("Sort channels by absmax", value=link.get("sort") == "1", key="act_sort")
+    for name, on in (("abs", absolute), ("log", log), ("sort", sort)):
+        if on:
+            qp[name] = "1"
+        elif name in qp:
+            del qp[name]
     chan_spec = side.text_input("Channel filter", "", help="e.g. 0-127, 300, 4000-4095")
-    res = side.select_slider("Grid (tokens x channels)", [(200, 400), (400, 800), (600, 1200)],
-                             value=(400, 800), format_func=lambda r: f"{r[0]} x {r[1]}")  # fmt: skip
+    res_label = side.select_slider(
+        "Grid (tokens x channels)", ["200 x 400", "400 x 800", "600 x 1200"], value="400 x 800"
+    )
+    res = tuple(int(v) for v in res_label.split(" x "))
     tok_dir = side.text_input(
         "Tokenizer directory (optional)",
-        cfg.get("_name_or_path", "") if isinstance(cfg.get("_name_or_path"), str) else "",
+        link.get("tokenizer")
+        or (cfg.get("_name_or_path", "") if isinstance(cfg.get("_name_or_path"), str) else ""),
         help="A folder with tokenizer.json: hover and tables then show each token's text.",
+        key="act_tokenizer",
     )
 
     x = svc.tensor(sel)
@@ -196,6 +222,15 @@ with guarded("Reading the dump runs"):
             st.subheader("Top outliers")
             st.dataframe(top, hide_index=True, width="stretch")
             st.download_button("Download CSV", _csv(top), "top_outliers.csv", "text/csv")
+            st.subheader("Top channels by absmax")
+            chans = outliers.channel_table(x[t_range[0] : t_range[1]], int(k))
+            chans["token"] += t_range[0]
+            if texts is not None:
+                chans.insert(3, "text", [texts[i] for i in chans["token"]])
+            st.dataframe(chans, hide_index=True, width="stretch")
+            st.download_button(
+                "Download CSV", _csv(chans), "top_channels.csv", "text/csv", key="dl_chans"
+            )
             st.plotly_chart(figs.profile_figure(outliers.channel_absmax(x)), key="profile")
             st.subheader("Across layers")
             if st.toggle(
@@ -239,7 +274,10 @@ with guarded("Reading the dump runs"):
             cand = svc.rows(run_b, step_b, None, io_b)
             mods_b = sorted(set(cand["module"]))
             module_b = c4.selectbox(
-                "Module B", mods_b, index=mods_b.index(module) if module in mods_b else 0
+                "Module B",
+                mods_b,
+                index=mods_b.index(module) if module in mods_b else 0,
+                key="cmp_module",
             )
             sel_b = Selected(
                 run_b,
@@ -272,7 +310,9 @@ with guarded("Reading the dump runs"):
                     ga, gb, gd = (
                         svc.grid(x, **opts),
                         svc.grid(xb, **opts),
-                        svc.grid(xb - x, max_tokens=res[0] // 2, max_channels=res[1] // 2),
+                        svc.grid(
+                            xb.float() - x.float(), max_tokens=res[0] // 2, max_channels=res[1] // 2
+                        ),
                     )
                     cfig = figs.compare_figure(
                         ga, gb, gd, labels=("A", "B"), absolute=absolute, log=log
@@ -303,16 +343,34 @@ with guarded("Reading the dump runs"):
                 raw, p1, p2 = (
                     svc.raw(Selected(run_id, int(step), kmod, "input", i, None)) for i in range(3)
                 )
-                after = kronecker.apply(raw, p1, p2)
+                outs = svc.rows(run_id, step, f"^{re.escape(kmod)}$", "output")
+                detected = None
+                if set(outs["idx"]) >= {0, 1}:
+                    q, scale = (
+                        svc.raw(Selected(run_id, int(step), kmod, "output", i, None))
+                        for i in (0, 1)
+                    )
+                    detected = kronecker.detect_convention(raw, p1, p2, q, scale)
+                conventions = ["P1 @ x @ P2 (torch_npu docs)", "P1^T @ x @ P2 (FlatQuant code)"]
+                conv = st.radio(
+                    "Left factor",
+                    conventions,
+                    index=int(bool(detected)),
+                    horizontal=True,
+                    help="Preselected from the op's own dumped output when it reproduces it.",
+                )
+                if detected is not None:
+                    st.caption(
+                        f"The dumped quantized output matches `{conventions[int(detected)]}`."
+                    )
+                after = kronecker.apply(raw, p1, p2, left_transposed=conv == conventions[1])
                 ks = kronecker.stats(raw, after)
                 kc = st.columns(4)
                 kc[0].metric("absmax before", f"{ks.absmax_before:.4g}")
                 kc[1].metric("absmax after", f"{ks.absmax_after:.4g}")
                 kc[2].metric("kurtosis before", f"{ks.kurtosis_before:.3g}")
                 kc[3].metric("kurtosis after", f"{ks.kurtosis_after:.3g}")
-                st.caption(
-                    f"x'' = P1 @ x @ P2 per token with P1 {tuple(p1.shape)}, P2 {tuple(p2.shape)} (torch_npu semantics)."
-                )
+                st.caption(f"Per token, P1 {tuple(p1.shape)}, P2 {tuple(p2.shape)}.")
                 b1, b2 = st.columns(2)
                 opts = dict(
                     max_tokens=res[0] // 2, max_channels=res[1] // 2, absolute=absolute, log=log

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
-import shutil
-import sys
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -37,15 +34,14 @@ def _present(module: str) -> bool:
 def engine_status() -> dict[str, tuple[bool, str]]:
     """Which engines can start here, and why not."""
     stacks = {s.name: s for s in hardware.detect()}
-    vllm_bin = shutil.which("vllm") or shutil.which("vllm", path=str(Path(sys.executable).parent))
     out = {
         "reference": (
             _present("backend.engines.reference"),
             "the studio's CPU engine (backend.engines.reference) is not part of this build",
         ),
         "vllm-ascend": (
-            stacks["vllm-ascend"].available and vllm_bin is not None,
-            "vllm-ascend (and the `vllm` command) are not installed here: copy the command "
+            stacks["vllm-ascend"].available and stacks["vllm"].available,
+            "vllm and vllm-ascend are not installed in the studio's Python: copy the command "
             "below to your Ascend machine, or install the studio there (docs/LAUNCH.md)",
         ),
         "sglang": (
@@ -101,7 +97,11 @@ with guarded("Opening the launch service"):
     ]
     d1, d2 = st.columns([1, 3])
     tool = d1.selectbox("Dump tool", tools, key="tool")
-    dump_path = d2.text_input("Dump path", value=str(ws.root / "dumps" / "launch"), key="dump_path")
+    dump_path = d2.text_input(
+        "Dump path",
+        value=str(ws.root / "dumps" / f"launch-{tool}"),
+        help="msit adds msit_dump_<time>/ per server start; msprobe needs an empty folder",
+    )
     dump = DumpSettings(
         tool=None if tool == "none" else tool, dump_path=dump_path if tool != "none" else ""
     )
@@ -182,21 +182,25 @@ def launches_panel() -> None:
         )  # fmt: skip
         st.session_state["selected_launch"] = chosen
         launch = sup.get(chosen)
-        if launch.active and st.button(
+        stop_slot = st.empty()
+        if launch.active and stop_slot.button(
             "Stop", key=f"stop_{chosen}",
             help="SIGTERM, then SIGKILL after 10 s, to this server's process group only",
         ):  # fmt: skip
             launch = sup.stop(chosen)
+            stop_slot.empty()  # no Stop button on a stopped launch
         m1, m2, m3, m4 = st.columns(4)
         m1.metric("Status", launch.status)
-        m2.metric("URL", launch.base_url)
+        m2.metric("Port", launch.port)
         m3.metric("PID", launch.pid or "-")
         m4.metric("Exit code", "-" if launch.exit_code is None else launch.exit_code)
         st.markdown(
-            f"{STATUS_ICON.get(launch.status, '')} **{launch.status}** · model `{launch.model_dir}` · TP {launch.tp} · dump {launch.dump_tool or 'off'}"
+            f"{STATUS_ICON.get(launch.status, '')} **{launch.status}** · {launch.base_url} · model `{launch.model_dir}` · TP {launch.tp} · dump {launch.dump_tool or 'off'}"
         )
-        if launch.status == "crashed":
-            st.error(launch.message or "crashed")
+        if launch.status == "crashed" and launch.message:
+            headline, _, last_lines = launch.message.partition("\n")
+            st.error(headline)
+            st.code(last_lines, language="log")  # kept after the log file is gone
         elif launch.status in ("lost", "exited") and launch.message:
             st.warning(launch.message.splitlines()[0])
         st.markdown("Log (last lines)")
@@ -212,12 +216,12 @@ def capture_panel(service, launch) -> None:
     st.subheader("Capture")
     if launch.status != "ready":
         st.caption("Capture sends the dump request once the launch is ready (its /health answers).")
-    src = st.radio("Text", ("Paste text", "Text file"), horizontal=True, key="cap_src")
+    src = st.radio("Text source", ("Paste text", "Text file"), horizontal=True, key="cap_src")
     text_file = text = None
     if src == "Text file":
         text_file = st.text_input("Text file path", key="cap_file") or None
     else:
-        text = st.text_area("Text", key="cap_text", height=100) or None
+        text = st.text_area("Text to send", key="cap_text", height=100) or None
     k1, k2 = st.columns(2)
     n_tokens = k1.number_input(
         "Truncate to N tokens (model's tokenizer)", min_value=1, value=2000, key="cap_n"
@@ -250,6 +254,12 @@ def capture_panel(service, launch) -> None:
             st.caption(f"completion: {job.completion!r}")
         for root in job.dump_roots:
             st.caption(f"dump folder: `{root}`")
+        if job.phase == "ingesting" and job.progress:
+            p = job.progress
+            seen = max(int(p.get("files_seen", 0)), 1)
+            st.progress(min(1.0, int(p.get("files_done", 0)) / seen),
+                        text=f"ingesting: {p.get('files_done', 0)}/{p.get('files_seen', 0)} files, "
+                        f"{p.get('stitched', 0)} tensors stitched, {p.get('errors', 0)} errors")  # fmt: skip
         if job.capture_id and job.phase in ("ingesting", "done"):
             prog = ingest.progress(service.ws, job.capture_id)
             if prog.get("run_ids"):

@@ -28,6 +28,7 @@ class CaptureJob:
     dump_roots: list[str] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
     error: str | None = None
+    progress: dict[str, float | int] = field(default_factory=dict)  # live ingest counters
     started: float = field(default_factory=time.time)
 
 
@@ -83,7 +84,11 @@ class LaunchService:
             job.completion, job.dump_roots = result.completion, result.dump_roots
             if result.dump_roots and ingest.available():
                 job.phase = "ingesting"
-                job.run_ids = ingest.ingest_capture(self.ws, result.capture_id)
+                job.run_ids = ingest.ingest_capture(
+                    self.ws,
+                    result.capture_id,
+                    on_progress=lambda p: job.progress.update(p.as_dict()),
+                )
             job.phase = "done"
         except Exception as exc:  # noqa: BLE001 - shown on the page
             job.error = (

@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from backend.gl_compat import load_triton_before_gl
+
+# Workers run PyVista renders and Triton kernels in one process: Triton must load first.
+load_triton_before_gl()
+
 REPO = Path(__file__).resolve().parent.parent
 
 

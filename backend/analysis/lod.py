@@ -84,16 +84,21 @@ def pool_signed_absmax(
             x.unsqueeze(0), (0, nc * bc - c, 0, nr * br - r), mode="replicate"
         ).squeeze(0)
     tok_blocks = x.reshape(nr, br, nc * bc)
-    per_col = _signed_extreme(tok_blocks, 1)  # [nr, C']: pass 1 within token blocks
-    values = _signed_extreme(per_col.reshape(nr, nc, bc), 2)  # [nr, nc]: pass 2 in channels
+    # Pass 1 within token blocks: plain reductions over a contiguous inner dimension in x's
+    # dtype; the (4x smaller) result goes to float32, where elementwise ops are fast on CPU.
+    hi, lo = tok_blocks.amax(dim=1).float(), tok_blocks.amin(dim=1).float()
+    per_col = torch.where(hi >= -lo, hi, lo)  # [nr, C']
+    blocks = per_col.reshape(nr, nc, bc)
+    values = _signed_extreme(blocks, 2)  # [nr, nc]: pass 2 within channel blocks
     # Locate each extreme: its channel within the block, then its token in that channel.
-    j = (per_col.reshape(nr, nc, bc) == values.unsqueeze(2)).to(torch.uint8).argmax(dim=2)
+    j = (blocks == values.unsqueeze(2)).to(torch.uint8).argmax(dim=2)  # first match
     col = j + torch.arange(nc).unsqueeze(0) * bc  # [nr, nc]
     seg = torch.gather(tok_blocks, 2, col.unsqueeze(1).expand(nr, br, nc))  # [nr, br, nc]
-    i = (seg == values.unsqueeze(1)).to(torch.uint8).argmax(dim=1)
+    seg = seg.float().transpose(1, 2).contiguous()  # argmax over a contiguous last dim
+    i = (seg == values.unsqueeze(2)).to(torch.uint8).argmax(dim=2)
     row = i + torch.arange(nr).unsqueeze(1) * br
     # Replicated padding points past the edge: the same value sits at the last real index.
-    return values.float(), row.clamp(max=r - 1), col.clamp(max=c - 1)
+    return values, row.clamp(max=r - 1), col.clamp(max=c - 1)
 
 
 def transform(values: np.ndarray, *, absolute: bool = False, log: bool = False) -> np.ndarray:

@@ -105,3 +105,23 @@ def summarize(x: torch.Tensor | np.ndarray) -> Summary:
         top_channel=int(torch.argmax(amax)),
         top_to_median=float(a.max()) / med if med > 0 else float("inf"),
     )
+
+
+def channel_table(x: torch.Tensor | np.ndarray, k: int = 20) -> pd.DataFrame:
+    """The ``k`` channels of largest absmax: where their extreme sits, its value, mean |x|
+    (AWQ's statistic) and how many tokens exceed the LLM.int8() threshold."""
+    m = as_matrix(x)
+    a = m.abs()
+    amax, where = a.max(dim=0)
+    order = torch.argsort(amax, descending=True, stable=True)[: min(k, m.shape[1])]
+    rows = where[order]
+    return pd.DataFrame(
+        {
+            "channel": order.numpy(),
+            "absmax": amax[order].numpy().astype(np.float64),
+            "token": rows.numpy(),
+            "value": m[rows, order].numpy().astype(np.float64),
+            "mean_abs": a.double().mean(dim=0)[order].numpy(),
+            "tokens_over_6": (a > INT8_THRESHOLD).sum(dim=0)[order].numpy(),
+        }
+    )

@@ -68,12 +68,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=cmd_list)
 
 
+def _out_path(raw: str) -> Path:
+    path = Path(raw).expanduser().resolve()
+    if not path.parent.is_dir():
+        raise InputError(path, "its folder does not exist")
+    return path
+
+
 def _store(args: argparse.Namespace, result: dict) -> int:
     from backend.bench.results import save_result, write_json
     from backend.workspace import open_workspace
 
     if args.json_out:
-        write_json(result, Path(args.json_out).expanduser().resolve())
+        write_json(result, _out_path(args.json_out))
     ws = open_workspace(args.workspace)
     try:
         run_id = save_result(ws, result)
@@ -140,7 +147,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         doc = export_run(ws, args.run_id)
     finally:
         ws.close()
-    out = Path(args.out).expanduser().resolve()
+    out = _out_path(args.out)
     doc.pop("format", None)
     write_json(doc, out)
     print(f"wrote {out}")

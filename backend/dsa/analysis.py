@@ -228,25 +228,52 @@ def recency_histogram(
     return pd.DataFrame({"recency_steps": values, "touches": counts})
 
 
-def jaccard(ws: Workspace, trace_id: str, request_id: int) -> dict[str, pd.DataFrame]:
-    """Jaccard overlap of selected blocks: consecutive steps (same layer), adjacent layers."""
-    base = """
-    WITH r AS (SELECT layer_id, step_idx, selected_block_ids AS b FROM dsa_steps
-               WHERE trace_id = $t AND request_id = $r),
-    s AS (SELECT *, lag(b) OVER (PARTITION BY {part} ORDER BY {order}) AS pb,
-                 lag({order}) OVER (PARTITION BY {part} ORDER BY {order}) AS prev
-          FROM r)
-    SELECT layer_id, step_idx,
-           len(list_intersect(b, pb)) / (len(b) + len(pb) - len(list_intersect(b, pb)))::DOUBLE
-             AS jaccard
-    FROM s WHERE pb IS NOT NULL {cond} ORDER BY step_idx, layer_id
-    """
-    p = {"t": trace_id, "r": int(request_id)}
-    steps = _q(ws, base.format(part="layer_id", order="step_idx", cond=""), p)
-    layers = _q(
-        ws, base.format(part="step_idx", order="layer_id", cond="AND layer_id = prev + 1"), p
+def layer_tensor(ws: Workspace, trace_id: str, request_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(step ids, selected[step, block, layer] as bool) for one request, from the heat masks."""
+    df = _q(
+        ws,
+        "SELECT step_idx, block_id, bit_or(mask_lo) AS lo, bit_or(mask_hi) AS hi"
+        " FROM dsa_block_heat WHERE trace_id = ? AND request_id = ? GROUP BY step_idx, block_id",
+        [trace_id, int(request_id)],
     )
-    return {"steps": steps, "layers": layers}
+    if df.empty:
+        return np.zeros(0, np.int64), np.zeros((0, 0, 0), bool)
+    steps, si = np.unique(df["step_idx"].to_numpy(), return_inverse=True)
+    _, bi = np.unique(df["block_id"].to_numpy(), return_inverse=True)
+    words = np.stack([df["lo"].to_numpy(np.uint64), df["hi"].to_numpy(np.uint64)], axis=1)
+    bits = np.unpackbits(words.astype("<u8").view(np.uint8), axis=1, bitorder="little")
+    n_layers = int(np.flatnonzero(bits.any(axis=0)).max()) + 1
+    out = np.zeros((len(steps), int(bi.max()) + 1, n_layers), bool)
+    out[si, bi] = bits[:, :n_layers].astype(bool)
+    return steps, out
+
+
+def jaccard(ws: Workspace, trace_id: str, request_id: int) -> dict[str, pd.DataFrame]:
+    """Jaccard overlap of selected blocks: consecutive recorded steps (same layer) and adjacent
+    layers (same step), vectorised over the request's step x block x layer tensor."""
+    steps, a = layer_tensor(ws, trace_id, request_id)
+    empty = pd.DataFrame({"layer_id": [], "step_idx": [], "jaccard": []})
+    if not len(steps):
+        return {"steps": empty, "layers": empty}
+    present = a.any(axis=1)  # [step, layer]: the layer has a record at that step
+
+    def frame(inter, union, ok, step_ids, layer_ids) -> pd.DataFrame:
+        t, layer = np.nonzero(ok)
+        return pd.DataFrame(
+            {"layer_id": layer_ids[layer], "step_idx": step_ids[t],
+             "jaccard": inter[t, layer] / union[t, layer]}
+        ).sort_values(["step_idx", "layer_id"], ignore_index=True)  # fmt: skip
+
+    inter = (a[1:] & a[:-1]).sum(axis=1)
+    union = (a[1:] | a[:-1]).sum(axis=1)
+    ok = present[1:] & present[:-1]
+    layer_ids = np.arange(a.shape[2])
+    by_step = frame(inter, union, ok, steps[1:], layer_ids)
+    inter = (a[:, :, 1:] & a[:, :, :-1]).sum(axis=1)
+    union = (a[:, :, 1:] | a[:, :, :-1]).sum(axis=1)
+    ok = present[:, 1:] & present[:, :-1]
+    by_layer = frame(inter, union, ok, steps, layer_ids[1:])
+    return {"steps": by_step, "layers": by_layer}
 
 
 def tier_breakdown(ws: Workspace, trace_id: str) -> pd.DataFrame:

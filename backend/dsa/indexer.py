@@ -95,6 +95,24 @@ class LightningIndexer(nn.Module):
             score = score + causal
         return score
 
+    def score_seq(
+        self, x: torch.Tensor, start_pos: int, k_prev: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sequence without the batch cache: x ``[T, dim]``, cached keys ``[start_pos, D]``
+        -> (scores ``[T, start_pos + T]`` with the causal mask, all keys)."""
+        t = x.shape[0]
+        x = x.float()[None]
+        q = self._rope(self.wq_b(x).view(1, t, self.n_heads, self.head_dim), start_pos)
+        k_new = self._rope(self.k_norm(self.wk(x)), start_pos)[0]
+        keys = k_new if k_prev is None or start_pos == 0 else torch.cat([k_prev, k_new])
+        w = self.weights_proj(x) * self.n_heads**-0.5 * self.softmax_scale
+        logits = torch.einsum("bthd,sd->btsh", q, keys)
+        score = torch.einsum("btsh,bth->bts", F.relu(logits), w)[0]
+        end = start_pos + t
+        if t > 1:
+            score = score + torch.full((t, end), float("-inf")).triu(start_pos + 1)
+        return score, keys
+
     def forward(
         self, x: torch.Tensor, start_pos: int, q_in: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -58,7 +58,7 @@ STEP_INSERT = """
 INSERT INTO dsa_steps
 SELECT $trace, m.line_no, m.byte_offset, c.rank, c.request_id, c.layer_id, c.step_idx,
        c.seq_len_current, c.unique_token_pos_count, c.offset_min, c.offset_p50, c.offset_max,
-       c.block_size_tokens, c.unique_blocks, c.selected_block_ids,
+       c.block_size_tokens, c.unique_blocks,
        c.tokens_per_touched_block.mean, c.tokens_per_touched_block.p50,
        c.tokens_per_touched_block.p95,
        c.kv_fetch.hbm.batch_size, c.kv_fetch.hbm.bytes_read, c.kv_fetch.hbm.read_ops,
@@ -69,18 +69,12 @@ SELECT $trace, m.line_no, m.byte_offset, c.rank, c.request_id, c.layer_id, c.ste
        c.kv_fetch.remote_pool.read_ops, c.kv_fetch.remote_pool.latency_us,
        c.prefix.prefix_cache_hit, c.prefix.prefix_cached_blocks, c.prefix.prefix_key,
        c.prefix.intersection_ratio,
-       len(list_filter(c.selected_block_ids, lambda b: b < coalesce(c.prefix.prefix_cached_blocks, 0))),
+       round(c.prefix.intersection_ratio * c.unique_blocks)::INTEGER,
        c.scores_stats.min, c.scores_stats.mean, c.scores_stats.max
 FROM dsa_chunk c JOIN dsa_meta m ON c.rowid = m.idx
 """
 HEAT_INSERT = """
-INSERT INTO dsa_block_heat
-SELECT $trace, request_id, step_idx, blk,
-       bit_or(CASE WHEN layer_id BETWEEN 0 AND 63 THEN (1::UBIGINT << layer_id) ELSE 0::UBIGINT END),
-       bit_or(CASE WHEN layer_id BETWEEN 64 AND 127 THEN (1::UBIGINT << (layer_id - 64))
-                   ELSE 0::UBIGINT END)
-FROM (SELECT request_id, step_idx, layer_id, unnest(selected_block_ids) AS blk FROM dsa_chunk)
-GROUP BY ALL
+INSERT INTO dsa_block_heat SELECT $trace, request_id, step_idx, block_id, lo, hi FROM dsa_heat
 """
 PREFIX_COLUMNS = {
     "timestamp": "DOUBLE", "input_length": "BIGINT", "output_length": "BIGINT",
@@ -93,6 +87,75 @@ SELECT $trace, m.line_no, c.timestamp, c.input_length, c.output_length, c.hash_i
        c.parent_chat_id, c.turn, c.type
 FROM dsa_chunk c JOIN dsa_meta m ON c.rowid = m.idx
 """
+
+
+# Number arrays the fast path never needs: cut before DuckDB parses the chunk (they are most of
+# the bytes; the lines stay in the source file for drill-down).
+_UNPARSED = (b'"selected_token_pos":', b'"scores_topk":', b'"hit_blocks":')
+
+
+def strip_arrays(data: bytes, keys: tuple[bytes, ...] = _UNPARSED) -> bytes:
+    """Replace the value of each ``"key": [numbers]`` by ``[]`` (bytes.find: memchr speed)."""
+    for key in keys:
+        parts: list[bytes] = []
+        pos, n, find = 0, len(key), data.find
+        while (i := find(key, pos)) >= 0:
+            k = i + n
+            while data[k : k + 1] == b" ":
+                k += 1
+            j = find(b"]", k)
+            if data[k : k + 1] != b"[" or j < 0 or find(b"[", k + 1, j) >= 0:
+                pos_next = i + n  # not a flat array: leave it to the parser
+                parts.append(data[pos:pos_next])
+                pos = pos_next
+                continue
+            parts += (data[pos : i + n], b"[]")
+            pos = j + 1
+        if parts:
+            parts.append(data[pos:])
+            data = b"".join(parts)
+    return data
+
+
+def heat_rows(
+    request_id: np.ndarray, step_idx: np.ndarray, layer_id: np.ndarray, blocks: pa.ListArray
+) -> pa.Table:
+    """(request, step, block, mask_lo, mask_hi): which layers (bits) selected each block."""
+    vals = blocks.values.to_numpy(zero_copy_only=False).astype(np.int64)
+    offs = blocks.offsets.to_numpy()
+    counts = np.diff(offs)
+    keys = request_id.astype(np.int64) * (1 << 40) + step_idx.astype(np.int64)
+    groups, gi = np.unique(keys, return_inverse=True)
+    ge = np.repeat(gi, counts)
+    le = np.repeat(layer_id.astype(np.int64), counts)
+    ok = (vals >= 0) & (le >= 0) & (le < 128)  # heat masks cover layers 0-127
+    ge, le, vals = ge[ok], le[ok], vals[ok]
+    nb = int(vals.max()) + 1 if len(vals) else 0
+    n_layers = int(le.max()) + 1 if len(le) else 0
+    out = []
+    # Dense [group, block, layer] booleans, packed to one bit per layer; groups in slices so the
+    # dense array stays under ~64 MB.
+    per = max(1, (64 << 20) // max(1, nb * n_layers))
+    order = np.argsort(ge, kind="stable")
+    ge, le, vals = ge[order], le[order], vals[order]
+    bounds = np.searchsorted(ge, np.arange(0, len(groups) + per, per))
+    for k in range(len(bounds) - 1):
+        a, b = bounds[k], bounds[k + 1]
+        if a == b:
+            continue
+        g0 = k * per
+        dense = np.zeros((min(per, len(groups) - g0), nb, 128), bool)
+        dense[ge[a:b] - g0, vals[a:b], le[a:b]] = True
+        packed = np.packbits(dense, axis=2, bitorder="little").view("<u8")  # [g, nb, 2]
+        gg, bb = np.nonzero(packed.any(axis=2))
+        out.append((groups[gg + g0], bb, packed[gg, bb, 0], packed[gg, bb, 1]))
+    if not out:
+        return pa.table({"request_id": [], "step_idx": [], "block_id": [], "lo": [], "hi": []})
+    g, b, lo, hi = (np.concatenate(x) for x in zip(*out, strict=True))
+    return pa.table(
+        {"request_id": g >> 40, "step_idx": g & ((1 << 40) - 1), "block_id": b.astype(np.int32),
+         "lo": lo, "hi": hi}
+    )  # fmt: skip
 
 
 def _validate_prefix_line(rec: Any) -> list[str]:
@@ -118,7 +181,7 @@ class Format:
 
 
 STEPS = Format(
-    "steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT, HEAT_INSERT), validate_record,
+    "steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT,), validate_record,
     "event IS DISTINCT FROM 'dsa_topk' OR block_size_tokens <= 0",
 )  # fmt: skip
 PREFIX = Format("prefix", PREFIX_COLUMNS, ("hash_ids",), (PREFIX_INSERT,), _validate_prefix_line)
@@ -286,7 +349,7 @@ class Ingestor:
         try:
             cur.execute(
                 "CREATE OR REPLACE TEMP TABLE dsa_chunk AS SELECT * FROM read_json(?,"  # noqa: S608 - constants
-                f" format='newline_delimited', columns={cols}, maximum_object_size=268435456)",
+                f" format='newline_delimited', columns={cols})",
                 [tmp.name],
             )
         finally:
@@ -331,6 +394,8 @@ class Ingestor:
             finally:
                 cur.unregister("dsa_meta")
             if self.kind == "steps":
+                self._insert_heat(cur)
+            if self.kind == "steps":
                 cur.execute(
                     "UPDATE dsa_traces SET rows = rows + ?,"
                     " run_name = coalesce(run_name, (SELECT any_value(run_name) FROM dsa_chunk)),"
@@ -346,8 +411,23 @@ class Ingestor:
                 )
         return int(n)
 
+    def _insert_heat(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """The block-level aggregate of this chunk (numpy: dense scatter + bit packing)."""
+        tb = cur.sql(
+            "SELECT request_id, step_idx, layer_id, selected_block_ids FROM dsa_chunk"
+        ).to_arrow_table()
+        heat = heat_rows(
+            tb.column("request_id").to_numpy(), tb.column("step_idx").to_numpy(),
+            tb.column("layer_id").to_numpy(), tb.column("selected_block_ids").combine_chunks(),
+        )  # fmt: skip
+        cur.register("dsa_heat", heat)
+        try:
+            cur.execute(HEAT_INSERT, {"trace": self.trace_id})
+        finally:
+            cur.unregister("dsa_heat")
+
     def _try_fast(self, data: bytes, offsets: np.ndarray, line_nos: np.ndarray) -> int:
-        return self._insert(data, offsets, line_nos)
+        return self._insert(strip_arrays(data) if self.kind == "steps" else data, offsets, line_nos)
 
     def _careful(
         self, data: bytes, starts: np.ndarray, ends: np.ndarray, base: int, line_nos: np.ndarray

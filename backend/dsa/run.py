@@ -77,6 +77,49 @@ def run_requests(
     return summary
 
 
+def run_engine_requests(
+    reqs: Sequence[Request],
+    out_dir: Path,
+    model_dir: Path,
+    *,
+    dataset: str,
+    trace_cfg: TraceConfig | None = None,
+    index_topk: int = 64,
+    batch_size: int = 2,
+    max_new_tokens: int = 8,
+    max_prompt_tokens: int = 1024,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The same, on the reference engine (Qwen3-MoE, one process) with the DSA hook attached."""
+    from backend.dsa.engine_hook import attach_dsa
+    from backend.engines.reference.offline import encode_prompts
+    from backend.engines.reference.runner import ModelRunner
+
+    if not reqs:
+        raise InputError(dataset, "the workload has no requests")
+    tcfg = trace_cfg or TraceConfig(out_dir=str(out_dir))
+    toks = [t[:max_prompt_tokens] for t in encode_prompts(model_dir, [r.prompt for r in reqs])]
+    runner = ModelRunner(model_dir)
+    tracer = Tracer(tcfg)
+    tracer.set_run_meta(run_name=out_dir.name, dataset=dataset)
+    analyzer = PrefixCacheAnalyzer(tcfg.prefix_cache_key_tokens)
+    hook = attach_dsa(runner, tracer, index_topk=index_topk, seed=seed)
+    try:
+        for i in range(0, len(reqs), batch_size):
+            batch = list(range(i, min(i + batch_size, len(reqs))))
+            hook.request_ids = [reqs[j].request_id for j in batch]
+            hook.prefix_infos = [
+                analyzer.analyze_prompt_tokens(toks[j], tcfg.kv_block_size_tokens) for j in batch
+            ]
+            hook.reset()
+            runner.generate([toks[j] for j in batch], max_new_tokens + 1, ignore_eos=True)
+    finally:
+        hook.detach()
+    summary = tracer.close()
+    assert summary is not None
+    return summary
+
+
 def register_run(dsa: argparse._SubParsersAction) -> None:
     p = dsa.add_parser("run", help="trace a workload through the tiny DSA model (CPU, torch)")
     p.add_argument("--workload", choices=("sharegpt", "burstgpt", "needle"), required=True,
@@ -99,6 +142,9 @@ def register_run(dsa: argparse._SubParsersAction) -> None:
                    help="max tokens hashed for the prefix key")  # fmt: skip
     p.add_argument("--gzip", action="store_true", help="write trace_steps.jsonl.gz")
     p.add_argument("--seed", type=int, default=0, help="model and sampling seed")
+    p.add_argument("--engine", default="", metavar="MODEL_DIR",
+                   help="run on the reference engine (Qwen3-MoE checkpoint, e.g. from"
+                   " `studio model create`) with a lightning indexer per layer")  # fmt: skip
     p.add_argument("--ingest", action="store_true", help="ingest the trace into the workspace")
     p.set_defaults(func=cmd_run)
 
@@ -133,12 +179,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         prefix_cache_key_tokens=args.trace_prefix_key_tokens, gzip=args.gzip, seed=args.seed,
     )  # fmt: skip
     mcfg = TinyConfig(layers=args.layers, index_topk=args.index_topk, seed=args.seed)
-    summary = run_requests(
+    if args.engine:
+        from backend.paths import existing_dir
+
+        if args.workload == "burstgpt":
+            raise InputError("--engine", "BurstGPT replay runs on the tiny model only")
+        summary = run_engine_requests(
+            reqs, out, existing_dir(args.engine, "model directory"), dataset=args.workload,
+            trace_cfg=tcfg, index_topk=args.index_topk, batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
+            seed=args.seed,
+        )  # fmt: skip
+    else:
+        summary = _run_tiny(args, reqs, out, mcfg, tcfg)
+    print(f"{summary['unique_blocks']['count']} records from {len(reqs)} requests -> {out}")
+    return _after_run(args, out, summary)
+
+
+def _run_tiny(args, reqs, out, mcfg, tcfg) -> dict[str, Any]:
+    return run_requests(
         reqs, out, dataset=args.workload, model_cfg=mcfg, trace_cfg=tcfg,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         max_prompt_tokens=args.max_prompt_tokens, burst=args.workload == "burstgpt",
     )  # fmt: skip
-    print(f"{summary['unique_blocks']['count']} records from {len(reqs)} requests -> {out}")
+
+
+def _after_run(args: argparse.Namespace, out: Path, summary: dict[str, Any]) -> int:
     if "serving" in summary:
         lat = summary["serving"]["latency_ms"]
         print(f"latency ms p50 {lat['p50']:.1f} p95 {lat['p95']:.1f} p99 {lat['p99']:.1f}")

@@ -93,3 +93,80 @@ def run_info(ws: Workspace, run_id: str) -> dict[str, object]:
     if df.empty:
         raise StudioError(f"no dump run {run_id!r} in this workspace")
     return df.iloc[0].to_dict()
+
+
+def ranks(ws: Workspace, run_id: str) -> pd.DataFrame:
+    """A run's ranks with their folders and how many files each holds."""
+    return (
+        ws.cursor()
+        .execute(
+            """
+        SELECT r.rank, r.folder, r.device, r.pid, count(t.tensor_id) AS files,
+               coalesce(sum(t.nbytes), 0) AS bytes, count(DISTINCT t.step) AS steps
+        FROM dump_ranks r LEFT JOIN dump_tensors t ON t.run_id = r.run_id AND t.rank = r.rank
+        WHERE r.run_id = ? GROUP BY ALL ORDER BY r.rank
+        """,
+            [run_id],
+        )
+        .df()
+    )
+
+
+def steps(ws: Workspace, run_id: str) -> list[int]:
+    rows = (
+        ws.cursor()
+        .execute("SELECT DISTINCT step FROM dump_tensors WHERE run_id = ? ORDER BY step", [run_id])
+        .fetchall()
+    )
+    return [int(r[0]) for r in rows]
+
+
+VERDICT_ORDER = ("failed", "unknown", "assumed", "verified")
+
+
+def stitch_report(ws: Workspace, run_id: str, step: int | None = None) -> pd.DataFrame:
+    """Every stitched (or refused) tensor with its rule, ranks, verdict and max abs diff."""
+    sql = (
+        "SELECT step, module, io, idx, verdict, rule, max_abs_diff, ranks, detail, module_class, "
+        "rule_source, tensor_id FROM dump_stitch_report WHERE run_id = ?"
+    )
+    params: list[object] = [run_id]
+    if step is not None:
+        sql += " AND step = ?"
+        params.append(int(step))
+    return ws.cursor().execute(sql + " ORDER BY step, module, io, idx", params).df()
+
+
+def module_tree(ws: Workspace, run_id: str, step: int) -> pd.DataFrame:
+    """One row per module of a step: class, layer, tensors, worst stitch verdict, max |x|."""
+    return (
+        ws.cursor()
+        .execute(
+            """
+        SELECT r.module, any_value(r.module_class) AS module_class, any_value(m.layer) AS layer,
+               any_value(m.kind) AS kind, count(*) AS tensors,
+               CASE min(CASE r.verdict WHEN 'failed' THEN 0 WHEN 'unknown' THEN 1
+                                       WHEN 'assumed' THEN 2 ELSE 3 END)
+                    WHEN 0 THEN 'failed' WHEN 1 THEN 'unknown' WHEN 2 THEN 'assumed'
+                    ELSE 'verified' END AS verdict,
+               max(s.absmax) AS absmax
+        FROM dump_stitch_report r
+        LEFT JOIN dump_modules m ON m.run_id = r.run_id AND m.module = r.module
+        LEFT JOIN dump_stats s ON s.tensor_id = r.tensor_id
+        WHERE r.run_id = ? AND r.step = ?
+        GROUP BY r.module ORDER BY layer NULLS FIRST, r.module
+        """,
+            [run_id, int(step)],
+        )
+        .df()
+    )
+
+
+def ingest_errors(ws: Workspace, run_id: str | None = None) -> pd.DataFrame:
+    """Ingest errors (newest first): the file, the kind of problem and what is wrong."""
+    sql = 'SELECT kind, message, path, "at", run_id FROM dump_ingest_errors'
+    params: list[object] = []
+    if run_id is not None:
+        sql += " WHERE run_id = ?"
+        params.append(run_id)
+    return ws.cursor().execute(sql + " ORDER BY id DESC", params).df()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from backend.launch.capture import set_ingest
@@ -17,22 +19,44 @@ def available() -> bool:
         return False
 
 
-def ingest_capture(ws: Workspace, capture_id: str) -> list[str]:
+def _model_config(model_dir: str | None) -> dict[str, Any] | None:
+    """The launch model's config.json: head counts let the stitcher split fused QKV shards."""
+    try:
+        cfg = json.loads((Path(model_dir or "") / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) and cfg else None
+
+
+def ingest_capture(
+    ws: Workspace, capture_id: str, on_progress: Callable[[Any], None] | None = None
+) -> list[str]:
     """Ingest every dump root of a capture (blocking); returns the run ids."""
     from backend.dumps.ingest import ingest_dump
 
     row = (
         ws.cursor()
-        .execute("SELECT dump_root, launch_id FROM captures WHERE capture_id = ?", [capture_id])
+        .execute(
+            "SELECT c.dump_root, l.model_dir FROM captures c JOIN launches l USING (launch_id)"
+            " WHERE c.capture_id = ?",
+            [capture_id],
+        )
         .fetchone()
     )
     roots: list[str] = json.loads(row[0]) if row and row[0] else []
+    model_config = _model_config(row[1] if row else None)
     run_ids = []
     set_ingest(ws, capture_id, "ingesting", None)
     try:
         for i, root in enumerate(roots):
             name = f"{capture_id}" if len(roots) == 1 else f"{capture_id}-{i}"
-            run_ids.append(str(ingest_dump(ws, root, name=name)))
+            run_ids.append(
+                str(
+                    ingest_dump(
+                        ws, root, name=name, model_config=model_config, on_progress=on_progress
+                    )
+                )
+            )
             set_ingest(ws, capture_id, "ingesting", run_ids[0])
     except Exception as exc:
         set_ingest(

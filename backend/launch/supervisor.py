@@ -154,6 +154,15 @@ class Supervisor:
                     f"port {spec.port}",
                     f"is used by launch {other.launch_id}; stop it or pick another port",
                 )
+        dump_dir = Path(spec.dump.dump_path) if spec.dump.dump_path else None
+        if (
+            spec.dump.tool == "msprobe"
+            and dump_dir
+            and dump_dir.is_dir()
+            and any(dump_dir.iterdir())
+        ):
+            # msprobe writes step<N>/ straight into the dump path: a second run would mix in.
+            raise InputError(dump_dir, "already holds files; msprobe needs an empty dump folder")
         if port_in_use(spec.host, spec.port):
             raise InputError(f"port {spec.port}", f"is already in use on {spec.host}")
         launch_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +171,10 @@ class Supervisor:
         cmd.write_files()
         log_path = launch_dir / "server.log"
         env = dict(os.environ)
-        env.update(cmd.env)
+        for key, value in cmd.env.items():
+            # PYTHONPATH is prepended so a user's own entries still apply.
+            keep = env.get(key) if key == "PYTHONPATH" else None
+            env[key] = f"{value}{os.pathsep}{keep}" if keep else value
         with open(log_path, "ab") as log:
             log.write(f"$ {cmd.shell_text()}\n".encode())
             log.flush()

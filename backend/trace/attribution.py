@@ -13,15 +13,16 @@ kernels without a launch, launches outside every module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import groupby
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from backend.trace.module_tracer import layer_of
+from backend.trace.naming import layer_of
 
 DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 LAUNCH_CATS = ("cuda_runtime", "cuda_driver")
@@ -35,12 +36,15 @@ class _Frame:
     name: str
 
 
-def _kernels(cur: duckdb.DuckDBPyConnection, pid: str) -> list[tuple[Any, ...]]:
-    """Device events with their launch anchor (pid, tid, ts) and External-id op name."""
+def _kernel_table(cur: duckdb.DuckDBPyConnection, pid: str) -> None:
+    """Temp table ``_attr_k``: device events with their launch anchor (pid, tid, ts), the
+    number of kernels sharing their correlation and the op with the same External id."""
     cats = ", ".join(f"'{c}'" for c in DEVICE_CATS)
     launch_cats = ", ".join(f"'{c}'" for c in LAUNCH_CATS)
-    return cur.execute(
+    cur.execute("DROP TABLE IF EXISTS _attr_k")
+    cur.execute(
         f"""
+        CREATE TEMP TABLE _attr_k AS
         WITH ev AS (SELECT * FROM profile_events WHERE profile_id = $pid),
         k AS (SELECT * FROM ev WHERE ph = 'X' AND cat IN ({cats})),
         per_corr AS (
@@ -61,136 +65,130 @@ def _kernels(cur: duckdb.DuckDBPyConnection, pid: str) -> list[tuple[Any, ...]]:
         ops AS (
             SELECT external_id, arg_min(name, ts_ns) AS name FROM ev
             WHERE ph = 'X' AND cat = 'cpu_op' AND external_id IS NOT NULL GROUP BY external_id)
-        SELECT k.event_id, k.name, k.dur_ns, k.correlation, coalesce(per_corr.n, 0),
-               launch.name, coalesce(launch.pid, flow.pid), coalesce(launch.tid, flow.tid),
-               coalesce(launch.ts_ns, flow.ts_ns), ops.name
+        SELECT k.event_id, k.name, k.dur_ns, k.correlation, coalesce(per_corr.n, 0) AS n_corr,
+               launch.name AS launch_name, coalesce(launch.pid, flow.pid) AS apid,
+               coalesce(launch.tid, flow.tid) AS atid,
+               coalesce(launch.ts_ns, flow.ts_ns) AS ats, ops.name AS ext_op,
+               (coalesce(per_corr.n, 0) > 1
+                OR contains(lower(coalesce(launch.name, '')), 'graphlaunch')) AS graph
         FROM k
         LEFT JOIN per_corr USING (correlation)
         LEFT JOIN launch USING (correlation)
         LEFT JOIN flow ON flow.fpid = k.pid AND flow.ftid = k.tid AND flow.fts = k.ts_ns
         LEFT JOIN ops ON ops.external_id = k.external_id
-        ORDER BY k.event_id
         """,  # noqa: S608
         {"pid": pid},
-    ).fetchall()
+    )
 
 
-def _host_intervals(cur: duckdb.DuckDBPyConnection, pid: str) -> list[tuple[Any, ...]]:
-    """Host intervals that can enclose a launch: annotations, nn.Module frames, cpu ops."""
-    return cur.execute(
-        """
-        SELECT pid, tid, ts_ns, ts_ns + dur_ns AS end_ns,
-               CASE WHEN cat = 'cpu_op' THEN 'op'
-                    WHEN cat = 'python_function' THEN 'nn' ELSE 'ann' END AS kind,
-               name, event_id, dur_ns
-        FROM profile_events
-        WHERE profile_id = $pid AND ph = 'X' AND (
-            cat = 'cpu_op'
-            OR (cat IN ('user_annotation', 'nvtx') AND NOT starts_with(name, 'ProfilerStep#'))
-            OR (cat = 'python_function' AND starts_with(name, $nn)))
-        """,
-        {"pid": pid, "nn": NN_MODULE},
-    ).fetchall()
+_HOST_ROWS = """
+    SELECT pid, tid, ts_ns, -dur_ns AS neg, 0 AS ord,
+           CASE WHEN cat = 'cpu_op' THEN 'op'
+                WHEN cat = 'python_function' THEN 'nn' ELSE 'ann' END AS kind,
+           name, event_id, dur_ns
+    FROM profile_events
+    WHERE profile_id = $pid AND ph = 'X' AND (
+        cat = 'cpu_op'
+        OR (cat IN ('user_annotation', 'nvtx') AND NOT starts_with(name, 'ProfilerStep#'))
+        OR (cat = 'python_function' AND starts_with(name, $nn)))
+    UNION ALL
+    SELECT apid, atid, ats, 0, 1, 'point', NULL, event_id, 0 FROM _attr_k
+    WHERE ats IS NOT NULL AND NOT graph
+    -- thread, start, longer first (parents before children), intervals before points
+    ORDER BY pid, tid, ts_ns, neg, ord
+"""
+
+
+def _timeline(cur: duckdb.DuckDBPyConnection, profile_id: str) -> Iterator[tuple[Any, ...]]:
+    """Host intervals (annotations, nn.Module frames, cpu ops) and launch points of a profile,
+    sorted by DuckDB and streamed in chunks so a large profile is never all in Python."""
+    result = cur.execute(_HOST_ROWS, {"pid": profile_id, "nn": NN_MODULE})
+    while chunk := result.fetchmany(100_000):
+        yield from chunk
+
+
+@lru_cache(maxsize=65536)
+def _layer(name: str) -> int | None:
+    return layer_of(name)
 
 
 def _current_module(ann: list[_Frame], nn: list[_Frame]) -> tuple[str | None, int | None]:
     module = ann[-1].name if ann else (nn[-1].name.removeprefix(NN_MODULE) if nn else None)
     layer = None
     for frame in reversed(ann):
-        layer = layer_of(frame.name)
+        layer = _layer(frame.name)
         if layer is not None:
             break
     return module, layer
 
 
-def _sweep(
-    intervals: Iterable[tuple[Any, ...]], points: Iterable[tuple[Any, ...]]
-) -> tuple[dict[int, tuple[str | None, int | None, str | None]], list[dict[str, Any]]]:
+def _sweep(timeline: Iterable[tuple[Any, ...]]) -> tuple[pa.Table, pa.Table]:
     """One pass per host thread in time order with a stack per kind of interval.
 
-    Returns the (module, layer, innermost op) around each point and the top-level cpu ops with
-    their module and layer.
+    Returns two column tables: the (module, layer, innermost op) around each launch point, and
+    the top-level cpu ops with their module and layer.
     """
-    # Sort key: thread, start, longer first (parents before children), intervals before points.
-    items: list[tuple[Any, ...]] = [
-        (str(p), str(t), ts, -(end - ts), 0, kind, name, eid, end - ts)
-        for p, t, ts, end, kind, name, eid, _ in intervals
-    ]
-    items += [(str(p), str(t), ts, 0, 1, "point", None, key, 0) for p, t, ts, key in points]
-    items.sort(key=lambda r: (r[0], r[1], r[2], r[3], r[4]))
-    placed: dict[int, tuple[str | None, int | None, str | None]] = {}
-    top_ops: list[dict[str, Any]] = []
-    for _, rows in groupby(items, key=lambda r: (r[0], r[1])):
+    points: dict[str, list[Any]] = {"event_id": [], "module": [], "layer": [], "op": []}
+    ops: dict[str, list[Any]] = {"event_id": [], "module": [], "layer": []}
+    for _, rows in groupby(timeline, key=lambda r: (r[0], r[1])):
         stacks: dict[str, list[_Frame]] = {"ann": [], "nn": [], "op": []}
         for _p, _t, ts, _neg, _order, kind, name, eid, dur in rows:
             for stack in stacks.values():
                 while stack and stack[-1].end <= ts and not (dur == 0 and stack[-1].end == ts):
                     stack.pop()
-            module, layer = _current_module(stacks["ann"], stacks["nn"])
             if kind == "point":
-                op = stacks["op"][-1].name if stacks["op"] else None
-                placed[eid] = (module, layer, op)
+                module, layer = _current_module(stacks["ann"], stacks["nn"])
+                points["event_id"].append(eid)
+                points["module"].append(module)
+                points["layer"].append(layer)
+                points["op"].append(stacks["op"][-1].name if stacks["op"] else None)
                 continue
             if kind == "op" and not stacks["op"]:
-                top_ops.append(
-                    {"event_id": eid, "name": name, "dur_ns": dur, "module": module, "layer": layer}
-                )
+                module, layer = _current_module(stacks["ann"], stacks["nn"])
+                ops["event_id"].append(eid)
+                ops["module"].append(module)
+                ops["layer"].append(layer)
             stacks[kind].append(_Frame(ts + dur, name))
-    return placed, top_ops
+    schema = {"event_id": pa.int64(), "module": pa.string(), "layer": pa.int32(), "op": pa.string()}
+    as_table = lambda cols: pa.table({k: pa.array(v, schema[k]) for k, v in cols.items()})  # noqa: E731
+    return as_table(points), as_table(ops)
+
+
+_INSERT = """
+    INSERT INTO profile_attribution
+        (profile_id, event_id, kind, name, dur_ns, op_name, module, layer, reason)
+    SELECT $pid, k.event_id, 'kernel', k.name, k.dur_ns, coalesce(k.ext_op, p.op),
+           CASE WHEN NOT k.graph THEN p.module END, CASE WHEN NOT k.graph THEN p.layer END,
+           CASE WHEN k.graph THEN 'CUDA graph replay (' || k.n_corr
+                    || ' kernels share correlation ' || k.correlation || ')'
+                WHEN k.ats IS NULL THEN 'no launch event (correlation '
+                    || coalesce(CAST(k.correlation AS VARCHAR), 'none') || ')'
+                WHEN p.module IS NULL THEN 'launched outside any module annotation' END
+    FROM _attr_k k LEFT JOIN _attr_points p USING (event_id);
+    INSERT INTO profile_attribution
+        (profile_id, event_id, kind, name, dur_ns, op_name, module, layer, reason)
+    SELECT $pid, e.event_id, 'cpu_op', e.name, e.dur_ns, e.name, o.module, o.layer,
+           CASE WHEN o.module IS NULL THEN 'outside any module annotation' END
+    FROM _attr_ops o JOIN profile_events e ON e.profile_id = $pid AND e.event_id = o.event_id;
+"""
 
 
 def attribute(cur: duckdb.DuckDBPyConnection, profile_id: str) -> int:
     """Fill ``profile_attribution`` for one profile; returns the number of rows written."""
-    kernels = _kernels(cur, profile_id)
-    points = [(r[6], r[7], r[8], r[0]) for r in kernels if r[8] is not None]
-    placed, top_ops = _sweep(_host_intervals(cur, profile_id), points)
-    rows: list[dict[str, Any]] = []
-    for eid, name, dur, corr, n_corr, launch_name, _p, _t, anchor_ts, ext_op in kernels:
-        module = layer = op = reason = None
-        graph = n_corr > 1 or (launch_name and "graphlaunch" in launch_name.lower())
-        if graph:
-            reason = f"CUDA graph replay ({n_corr} kernels share correlation {corr})"
-        elif anchor_ts is None:
-            reason = f"no launch event (correlation {corr})"
-        else:
-            module, layer, op = placed[eid]
-            if module is None:
-                reason = "launched outside any module annotation"
-        rows.append(
-            {"event_id": eid, "kind": "kernel", "name": name, "dur_ns": dur,
-             "op_name": ext_op or op, "module": module, "layer": layer, "reason": reason}
-        )  # fmt: skip
-    for op in top_ops:
-        rows.append(
-            {**op, "kind": "cpu_op", "op_name": op["name"],
-             "reason": None if op["module"] else "outside any module annotation"}
-        )  # fmt: skip
     cur.execute("DELETE FROM profile_attribution WHERE profile_id = ?", [profile_id])
-    if not rows:
-        return 0
-    table = pa.Table.from_pylist(
-        [{"profile_id": profile_id, **r} for r in rows],
-        schema=pa.schema(
-            [
-                ("profile_id", pa.string()),
-                ("event_id", pa.int64()),
-                ("kind", pa.string()),
-                ("name", pa.string()),
-                ("dur_ns", pa.int64()),
-                ("op_name", pa.string()),
-                ("module", pa.string()),
-                ("layer", pa.int32()),
-                ("reason", pa.string()),
-            ]
-        ),  # fmt: skip
-    )
-    cur.register("_attr_rows", table)
+    _kernel_table(cur, profile_id)
+    points, ops = _sweep(_timeline(cur, profile_id))
+    cur.register("_attr_points", points)
+    cur.register("_attr_ops", ops)
     try:
-        cur.execute(
-            "INSERT INTO profile_attribution (profile_id, event_id, kind, name, dur_ns, op_name,"
-            " module, layer, reason) SELECT profile_id, event_id, kind, name, dur_ns, op_name,"
-            " module, layer, reason FROM _attr_rows"
-        )
+        for statement in _INSERT.split(";"):
+            if statement.strip():
+                cur.execute(statement, {"pid": profile_id})
     finally:
-        cur.unregister("_attr_rows")
-    return len(rows)
+        cur.unregister("_attr_points")
+        cur.unregister("_attr_ops")
+        cur.execute("DROP TABLE IF EXISTS _attr_k")
+    row = cur.execute(
+        "SELECT count(*) FROM profile_attribution WHERE profile_id = ?", [profile_id]
+    ).fetchone()
+    return int(row[0])

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import pandas as pd
 
-from backend.errors import InputError, StudioError
+from backend.errors import StudioError
 from backend.paths import existing_dir
 from backend.workspace import open_workspace
 
 
 def _print_table(df: pd.DataFrame, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
+        print(json.dumps(json.loads(df.to_json(orient="records", date_format="iso")), indent=1))
     else:
         with pd.option_context("display.max_rows", 200, "display.width", 160):
             print(df.to_string(index=False))
@@ -24,60 +23,25 @@ def _print_table(df: pd.DataFrame, as_json: bool) -> None:
 # ---- studio trace ---------------------------------------------------------------------------
 
 
-def _load_model(model_dir: Path):
-    """A transformers causal LM and its tokenizer (None when the checkpoint ships none)."""
-    try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as exc:  # pragma: no cover - transformers is a dependency
-        raise StudioError(f"transformers is needed to load {model_dir}: {exc}") from exc
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="auto")
-    except (OSError, ValueError) as exc:
-        raise InputError(model_dir, f"cannot load the model: {exc}") from exc
-    try:
-        tok = AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError, TypeError):
-        tok = None
-    return model.eval(), tok
-
-
-def _prompt_ids(tok, prompt: str, vocab: int):
-    import torch
-
-    if tok is not None:
-        return tok(prompt, return_tensors="pt")["input_ids"]
-    # No tokenizer in the checkpoint: bytes modulo the vocabulary stand in for tokens.
-    return torch.tensor([[b % vocab for b in prompt.encode("utf-8")]], dtype=torch.long)
-
-
 def _cmd_trace_modules(args: argparse.Namespace) -> int:
-    import torch
-
-    from backend.trace.ingest import store_trace
-    from backend.trace.module_tracer import format_counts, format_layer, trace_modules
+    from backend.trace.model_trace import trace_model_dir
+    from backend.trace.module_tracer import format_counts, format_layer
 
     if args.tp != 1:
         raise StudioError(
-            "module traces run on one process; for --tp N use `studio profile run` "
-            "(the reference engine's ranks) or trace a rank's model"
+            "module traces run in one process: trace with --tp 1 (the call order and shapes "
+            "of one rank are the sharded ones of the reference engine's layers)"
         )
     model_dir = existing_dir(args.model, "model directory")
-    model, tok = _load_model(model_dir)
-    ids = _prompt_ids(tok, args.prompt, model.config.vocab_size)
-    with trace_modules(model) as tracer, torch.no_grad():
-        model(input_ids=ids)
     ws = open_workspace(args.workspace)
     try:
-        trace_id = store_trace(
-            ws, tracer.calls, name=args.name or model_dir.name, model=str(model_dir),
-            prompt=args.prompt,
-        )  # fmt: skip
+        trace_id, calls = trace_model_dir(ws, model_dir, args.prompt, name=args.name)
     finally:
         ws.close()
-    print(format_counts(tracer.calls))
+    print(format_counts(calls))
     print()
-    print(format_layer(tracer.calls, args.layer))
-    print(f"\nstored trace {trace_id} ({len(tracer.calls)} calls)")
+    print(format_layer(calls, args.layer))
+    print(f"\nstored trace {trace_id} ({len(calls)} calls)")
     return 0
 
 
@@ -130,12 +94,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from backend.trace import analysis
+    from backend.trace.families import load_families
 
+    table = load_families(args.families)
     views = {
         "top": lambda ws: analysis.top(ws, args.profile, kind=args.kind, n=args.top),
-        "families": lambda ws: analysis.families(ws, args.profile, kind=args.kind),
+        "families": lambda ws: analysis.families(ws, args.profile, kind=args.kind, table=table),
         "modules": lambda ws: analysis.by_module(ws, args.profile, kind=args.kind),
-        "layers": lambda ws: analysis.per_layer(ws, args.profile, kind=args.kind),
+        "layers": lambda ws: analysis.per_layer(ws, args.profile, kind=args.kind, table=table),
         "unattributed": lambda ws: analysis.unattributed(ws, args.profile, kind=args.kind),
     }
     ws = open_workspace(args.workspace)
@@ -149,13 +115,37 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_diff(args: argparse.Namespace) -> int:
     from backend.trace.diff import diff
+    from backend.trace.families import load_families
 
+    table = load_families(args.families)
     ws = open_workspace(args.workspace)
     try:
-        df = diff(ws, args.a, args.b, by=args.by, kind=args.kind)
+        df = diff(ws, args.a, args.b, by=args.by, kind=args.kind, table=table)
     finally:
         ws.close()
     _print_table(df, args.json)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from backend.trace import analysis
+    from backend.trace.engine_profile import profile_model_dir
+
+    model_dir = existing_dir(args.model, "model directory")
+    out = Path(args.out).expanduser().resolve() if args.out else None
+    ws = open_workspace(args.workspace)
+    try:
+        pid, trace = profile_model_dir(
+            ws, model_dir, prompt=args.prompt, max_tokens=args.max_tokens, tp=args.tp, out=out
+        )
+        df = analysis.by_module(ws, pid)
+    finally:
+        ws.close()
+    if not args.json:
+        print(f"profile {pid} (Chrome trace {trace})")
+    _print_table(df.head(args.top), args.json)
     return 0
 
 
@@ -171,18 +161,28 @@ def _common(p: argparse.ArgumentParser, top: bool = True) -> None:
         p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    trace = sub.add_parser("trace", help="module call traces: order, classes, shapes")
-    tsub = trace.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
-    mod = tsub.add_parser(
-        "modules", help="trace the module calls of one forward pass of a model and store them"
-    )
+def _families_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--families", metavar="FILE",
+        help='family regex table, JSON [["family", "regex"], ...] (default: built-in table)',
+    )  # fmt: skip
+
+
+def _modules_args(mod: argparse.ArgumentParser) -> None:
     mod.add_argument("--model", required=True, help="HF-format model directory")
     mod.add_argument("--prompt", default="Hello, world", help="prompt text")
     mod.add_argument("--tp", type=int, default=1, help="tensor parallel size (1 only)")
     mod.add_argument("--layer", type=int, default=0, help="layer whose call order is printed")
     mod.add_argument("--name", help="name for the stored trace")
     mod.set_defaults(func=_cmd_trace_modules)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    trace = sub.add_parser("trace", help="module call traces: order, classes, shapes")
+    tsub = trace.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
+    what = "trace the module calls of one forward pass of a model and store them"
+    _modules_args(tsub.add_parser("modules", help=what))
+    _modules_args(sub.add_parser("trace-modules", help=f"{what} (= trace modules)"))
     lst = tsub.add_parser("list", help="list stored module traces")
     lst.add_argument("--json", action="store_true", help="print JSON records")
     lst.set_defaults(func=_cmd_trace_list)
@@ -212,10 +212,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what to show",
     )
     _common(show)
+    _families_arg(show)
     show.set_defaults(func=_cmd_show)
     d = psub.add_parser("diff", help="compare two ingested profiles")
     d.add_argument("a", help="baseline profile id")
     d.add_argument("b", help="new profile id")
     d.add_argument("--by", choices=("name", "family", "module"), default="name", help="key")
     _common(d, top=False)
+    _families_arg(d)
     d.set_defaults(func=_cmd_diff)
+    run = psub.add_parser(
+        "run",
+        help="profile greedy generation on a checkpoint (one process, modules annotated) "
+        "and ingest it",
+    )
+    run.add_argument("--model", required=True, help="HF-format model directory")
+    run.add_argument("--tp", type=int, default=1, help="tensor parallel size (1 only)")
+    run.add_argument("--prompt", default="Hello, world", help="prompt text")
+    run.add_argument("--max-tokens", type=int, default=2, help="tokens to generate")
+    run.add_argument("--out", help="where to write the Chrome trace (default: in the workspace)")
+    run.add_argument("--top", type=int, default=20, help="modules to print")
+    run.add_argument("--json", action="store_true", help="print JSON records")
+    run.set_defaults(func=_cmd_run)

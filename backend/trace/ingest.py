@@ -3,18 +3,21 @@ leaves nothing behind, a good one is stored exactly once)."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from backend.errors import InputError
 from backend.trace.attribution import DEVICE_CATS, attribute
 from backend.trace.formats import kineto, nsys, torch_npu
-from backend.trace.module_tracer import ModuleCall, calls_to_rows
 from backend.workspace import Workspace
+
+if TYPE_CHECKING:  # the tracer imports torch; profile ingest does not need it
+    from backend.trace.module_tracer import ModuleCall
 
 _EVENT_SCHEMA = pa.schema(
     [("event_id", pa.int64()), ("ph", pa.string()), ("cat", pa.string()), ("name", pa.string()),
@@ -44,12 +47,32 @@ def detect_format(path: Path) -> str:
 
 def _batches(path: Path, fmt: str) -> Iterator[dict[str, list[Any]]]:
     if fmt == "kineto":
-        return kineto.read_batches(path)
+        return kineto.read_batches(path, EVENT_BATCH)
     if fmt == "nsys":
-        return nsys.read_batches(path)
+        return nsys.read_batches(path, EVENT_BATCH)
     if fmt == "torch_npu":
-        return torch_npu.read_batches(path)
+        return torch_npu.read_batches(path, EVENT_BATCH)
     raise InputError(fmt, "unknown profile format (kineto, torch_npu, nsys)")
+
+
+EVENT_BATCH = kineto.BATCH  # events per batch handed from a reader to DuckDB
+BATCHES_PER_COMMIT = 5  # 5 x 50k events per transaction: bounded memory, few commits
+
+
+def _groups(items: Iterator[Any], size: int) -> Iterator[Iterator[Any]]:
+    """Consecutive groups of ``size`` items, each consumed lazily (batches stay streamed)."""
+    it = iter(items)
+    for first in it:
+        yield itertools.chain([first], itertools.islice(it, size - 1))
+
+
+def _drop_orphans(ws: Workspace) -> None:
+    """Remove events of an ingest that was killed before it finished (no `profiles` row)."""
+    with ws.transaction() as cur:
+        for table in ("profile_events", "profile_attribution"):
+            cur.execute(
+                f"DELETE FROM {table} WHERE profile_id NOT IN (SELECT profile_id FROM profiles)"  # noqa: S608
+            )
 
 
 def ingest_profile(
@@ -61,30 +84,43 @@ def ingest_profile(
         raise InputError(src, "profile does not exist")
     fmt = fmt or detect_format(src)
     profile_id = f"p-{uuid.uuid4().hex[:10]}"
+    _drop_orphans(ws)
     n_events = 0
-    with ws.transaction() as cur:
-        for batch in _batches(src, fmt):
-            table = pa.Table.from_pydict(batch, schema=_EVENT_SCHEMA)
-            cur.register("_events_batch", table)
-            try:
-                cur.execute(
-                    "INSERT INTO profile_events SELECT ? AS profile_id, * FROM _events_batch",
-                    [profile_id],
-                )
-            finally:
-                cur.unregister("_events_batch")
-            n_events += table.num_rows
-        cats = ", ".join(f"'{c}'" for c in DEVICE_CATS)
-        has_device = cur.execute(
-            f"SELECT count(*) > 0 FROM profile_events WHERE profile_id = ? AND cat IN ({cats})",  # noqa: S608
-            [profile_id],
-        ).fetchone()[0]
-        attribute(cur, profile_id)
-        cur.execute(
-            "INSERT INTO profiles (profile_id, name, source, format, n_events, has_device) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [profile_id, name or src.name, str(src), fmt, n_events, bool(has_device)],
-        )
+    try:
+        # Events go in chunked transactions: one transaction over a 500 MB trace would hold
+        # every row in DuckDB's transaction-local memory. The profile becomes visible only when
+        # its `profiles` row is written (last); any failure deletes what was written.
+        for group in _groups(_batches(src, fmt), BATCHES_PER_COMMIT):
+            with ws.transaction() as cur:
+                for batch in group:
+                    table = pa.Table.from_pydict(batch, schema=_EVENT_SCHEMA)
+                    cur.register("_events_batch", table)
+                    try:
+                        cur.execute(
+                            "INSERT INTO profile_events SELECT ? AS profile_id, * "
+                            "FROM _events_batch",
+                            [profile_id],
+                        )
+                    finally:
+                        cur.unregister("_events_batch")
+                    n_events += table.num_rows
+        with ws.transaction() as cur:
+            cats = ", ".join(f"'{c}'" for c in DEVICE_CATS)
+            has_device = cur.execute(
+                f"SELECT count(*) > 0 FROM profile_events WHERE profile_id = ? AND cat IN ({cats})",  # noqa: S608
+                [profile_id],
+            ).fetchone()[0]
+            attribute(cur, profile_id)
+            cur.execute(
+                "INSERT INTO profiles (profile_id, name, source, format, n_events, has_device) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [profile_id, name or src.name, str(src), fmt, n_events, bool(has_device)],
+            )
+    except BaseException:
+        with ws.transaction() as cur:
+            cur.execute("DELETE FROM profile_events WHERE profile_id = ?", [profile_id])
+            cur.execute("DELETE FROM profile_attribution WHERE profile_id = ?", [profile_id])
+        raise
     ws.log("profile", f"ingested {fmt} profile {name or src.name} ({n_events:,} events)")
     return profile_id
 
@@ -98,6 +134,8 @@ def store_trace(
     prompt: str | None = None,
 ) -> str:
     """Store one module call trace; returns its trace id."""
+    from backend.trace.module_tracer import calls_to_rows
+
     trace_id = f"t-{uuid.uuid4().hex[:10]}"
     rows = calls_to_rows(calls)
     with ws.transaction() as cur:

@@ -8,7 +8,6 @@ meanwhile carries the module path of every op (see ``backend.trace.attribution``
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -18,19 +17,7 @@ from typing import Any
 
 import torch
 
-_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)(?:\.|$)")
-
-
-def layer_of(module: str) -> int | None:
-    """The decoder layer index in a module path ('model.layers.3.mlp' -> 3), else None."""
-    match = _LAYER.search(module or "")
-    return int(match.group(1)) if match else None
-
-
-def is_layer_root(module: str) -> bool:
-    """True for the decoder layer module itself ('model.layers.3'), not its children."""
-    match = _LAYER.search(module or "")
-    return bool(match) and match.end() == len(module)
+from backend.trace.naming import is_layer_root, layer_of
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:

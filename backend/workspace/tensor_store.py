@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+
+if TYPE_CHECKING:  # torch is imported lazily: CLI commands that never touch tensors stay fast
+    import torch
 
 _SAFE = re.compile(r"[^A-Za-z0-9._\-/]")
 
@@ -31,6 +33,8 @@ class TensorStore:
         """Write a group atomically (tmp + rename) and return its path relative to the root."""
         target = self.path(group)
         target.parent.mkdir(parents=True, exist_ok=True)
+        from safetensors.torch import save_file
+
         tmp = target.with_suffix(f".tmp{os.getpid()}")
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         os.replace(tmp, target)

@@ -15,6 +15,7 @@ from backend.analysis.lod import Grid
 
 # Off-screen rendering through EGL + Mesa (ENVIRONMENT.md); X is never available here.
 os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 
 def surface_mesh(grid: Grid, *, label: str = "x"):
@@ -40,8 +41,13 @@ def plotter(
     title: str = "",
     absolute: bool = False,
     window_size: tuple[int, int] = (1000, 700),
+    interactive: bool = False,
 ):
-    """An off-screen Plotter with the surface (diverging colours for signed values)."""
+    """An off-screen Plotter with the surface (diverging colours for signed values).
+
+    ``interactive`` (the page's vtk.js view) leaves out the bounding-box labels, which would
+    show the box's scaled units; the real token and channel ranges are written as text.
+    """
     import pyvista as pv
 
     p = pv.Plotter(off_screen=True, window_size=list(window_size))
@@ -52,13 +58,32 @@ def plotter(
         scalars=label,
         cmap="viridis" if absolute else "RdBu_r",
         clim=(0.0, lim) if absolute else (-lim, lim),
-        scalar_bar_args={"title": label, "vertical": True},
+        scalar_bar_args={
+            "title": label,
+            "vertical": True,
+            "fmt": "%.3g",
+            "position_x": 0.86,
+            "position_y": 0.1,
+        },
     )
-    p.add_text(title, font_size=10) if title else None
+    if title:
+        p.add_text(title, font_size=10)
+    t0, t1 = int(grid.token_axis[0]), int(grid.tokens.max())
+    c_hi = int(grid.channels.max())
+    p.add_text(
+        f"long axis: channel 0-{c_hi}   short axis: token {t0}-{t1}",
+        position="lower_left",
+        font_size=8,
+    )
+    p.set_background("white")
+    if interactive:
+        p.camera_position = [(2.6, -1.8, 1.6), (0.8, 0.5, 0.0), (0.0, 0.0, 1.0)]
+        p.reset_camera()
+        return p
     p.show_bounds(
         xtitle="channel",
         ytitle="token",
-        ztitle="",
+        ztitle="value",
         n_xlabels=2,
         n_ylabels=2,
         n_zlabels=2,
@@ -67,7 +92,7 @@ def plotter(
         show_ylabels=False,
     )
     p.camera_position = [(2.6, -1.8, 1.6), (0.8, 0.5, 0.0), (0.0, 0.0, 1.0)]
-    p.set_background("white")
+    p.reset_camera()  # keep the viewing direction, fit the whole surface and its labels
     return p
 
 

@@ -34,6 +34,26 @@ def test_apply_equals_kron_matrix() -> None:
     np.testing.assert_allclose(got3.reshape(t, -1).numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_left_transposed_and_detection() -> None:
+    rng = np.random.default_rng(1)
+    m, n, t = 4, 8, 10
+    x = torch.from_numpy(rng.standard_normal((t, m * n)).astype(np.float32))
+    x[:, 3] *= 20.0
+    p1 = torch.linalg.qr(torch.from_numpy(rng.standard_normal((m, m))).float())[0]
+    p2 = torch.linalg.qr(torch.from_numpy(rng.standard_normal((n, n))).float())[0]
+    got = kronecker.apply(x, p1, p2, left_transposed=True)
+    expected = x.double().numpy() @ np.kron(p1.double().numpy(), p2.double().numpy())
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-4)
+    # The op's own quantized output identifies the convention it used (int4 range, per token).
+    for transposed in (False, True):
+        y = kronecker.apply(x, p1, p2, left_transposed=transposed)
+        scale = y.abs().amax(dim=1) / 7.0
+        q = torch.clamp(torch.round(y / scale[:, None]), -8, 7).to(torch.int8)
+        assert kronecker.detect_convention(x, p1, p2, q, scale) is transposed
+    packed = torch.zeros(t, m * n // 8, dtype=torch.int32)
+    assert kronecker.detect_convention(x, p1, p2, packed, scale) is None
+
+
 def test_hadamard_spreads_an_outlier() -> None:
     x = torch.zeros(3, 16)
     x[1, 5] = 64.0

@@ -7,6 +7,7 @@ import pytest
 
 from backend.analysis.outliers import (
     channel_absmax,
+    channel_table,
     kurtosis,
     massive_mask,
     summarize,
@@ -58,3 +59,13 @@ def test_top_k_and_top_channels() -> None:
         "value": [-250.0, 150.0, 120.0],
     }
     assert top_channels(a, 2).tolist() == [3, 6]
+
+
+def test_channel_table() -> None:
+    a = _tensor()
+    t = channel_table(a, 3)
+    assert t["channel"].tolist() == [3, 6, 5]
+    assert t["token"].tolist() == [1, 3, 2]
+    assert t["value"].tolist() == [-250.0, 150.0, 120.0]
+    assert t["mean_abs"].tolist() == pytest.approx(np.abs(a).mean(axis=0)[[3, 6, 5]].tolist())
+    assert t["tokens_over_6"].tolist() == [1, 1, 1]

@@ -218,3 +218,15 @@ def test_mooncake_prefix_trace(workspace, tmp_path: Path) -> None:
     assert np.allclose(got, _lru_oracle([set(r["hash_ids"]) for r in rows], caps))
     pop = analysis.prefix_trace_popularity(workspace, res.trace_id)
     assert pop.touches.tolist()[:2] == [4, 3] and pop.touch_share.iloc[-1] == 1.0
+
+
+def test_strip_arrays_only_cuts_flat_number_arrays() -> None:
+    from backend.dsa.ingest import strip_arrays
+
+    line = (b'{"selected_token_pos": [3, 1, 2], "kv_fetch": {"hbm": {"hit_blocks": [0, 1]},'
+            b' "local_pool": {"hit_blocks": null, "y": [5]}}, "scores_topk": [[1]]}\n')  # fmt: skip
+    out = strip_arrays(line)
+    assert json.loads(out) == {
+        "selected_token_pos": [], "kv_fetch": {"hbm": {"hit_blocks": []},
+        "local_pool": {"hit_blocks": None, "y": [5]}}, "scores_topk": [[1]],
+    }  # fmt: skip

@@ -49,3 +49,13 @@ def test_cli_names_the_running_studio(studio_factory, page, tmp_path: Path) -> N
     assert out.returncode == 2
     assert f"in use by the studio (PID {server.proc.pid}, {server.url})" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_deep_link_as_first_request_uses_navigation(studio_factory, page, tmp_path: Path) -> None:
+    server = studio_factory(tmp_path / "deep-link")
+    page.goto(f"{server.url}/trace")  # the very first request of this server process
+    wait_for_app(page)
+    nav = page.locator("[data-testid='stSidebarNav']")
+    nav.get_by_text("Sparse attention", exact=True).wait_for()  # our titles, not file names
+    assert "run studio" not in nav.inner_text()
+    assert page.locator("h1").first.inner_text().strip() == "Trace"

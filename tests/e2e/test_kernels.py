@@ -15,7 +15,7 @@ from tests.bench.standin import StandIn
 from tests.bench.test_results import _doc
 from tests.e2e.conftest import wait_for_app
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_kernels_page(studio_factory, page, tmp_path: Path) -> None:

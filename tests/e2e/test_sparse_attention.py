@@ -1,4 +1,5 @@
-"""End-to-end: the Sparse attention page in Chromium on an indexer-produced ShareGPT trace."""
+"""End-to-end: the Sparse attention page in Chromium on a ShareGPT trace produced by the
+reference engine (Qwen3-MoE) with the DSA hook: a lightning indexer per layer."""
 
 from __future__ import annotations
 
@@ -7,32 +8,34 @@ from pathlib import Path
 import pytest
 
 from backend.dsa import analysis
-from backend.dsa.indexer import TinyConfig
 from backend.dsa.ingest import ingest_path
-from backend.dsa.run import run_requests
+from backend.dsa.run import run_engine_requests
 from backend.dsa.tracer import TraceConfig
 from backend.dsa.workloads.sharegpt import load_sharegpt
+from backend.models.create import create_model
 from backend.workspace import open_workspace
 from tests.e2e.conftest import wait_for_app
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "dsa"
 
 
 def test_sparse_attention_hot_spots(studio_factory, page, tmp_path: Path) -> None:
     reqs = load_sharegpt(ASSETS / "sharegpt_sample.json", "per_user_turn", limit=6)
+    model = create_model(tmp_path / "qwen3-moe-tiny", preset="tiny", layers=6, seed=0)
     out = tmp_path / "sharegpt_trace"
-    run_requests(reqs, out, dataset="sharegpt", trace_cfg=TraceConfig(out_dir=str(out)),
-                 max_new_tokens=16, batch_size=2,
-                 model_cfg=TinyConfig(layers=6, index_topk=64))  # fmt: skip
+    cfg = TraceConfig(out_dir=str(out), kv_block_size_tokens=8, prefix_cache_key_tokens=64)
+    run_engine_requests(reqs, out, model, dataset="sharegpt", trace_cfg=cfg, index_topk=32,
+                        max_new_tokens=16, batch_size=2)  # fmt: skip
     ws_dir = tmp_path / "e2e-workspace"
     ws = open_workspace(ws_dir)
     res = ingest_path(ws, out / "trace_steps.jsonl")
-    hot = analysis.prefix_hot_blocks(ws, res.trace_id, 0)
+    hot = analysis.prefix_hot_blocks(ws, res.trace_id, 1)
     reqs_df = analysis.requests(ws, res.trace_id)
     ws.close()
-    assert not hot  # request 0 is the first: nothing cached yet
-    assert reqs_df.prefix_hit.tolist() == [False] + [True] * 5
+    # request 1 is the second turn of request 0's conversation: a prefix-cache hit
+    assert reqs_df.prefix_hit.tolist()[:2] == [False, True] and hot["1"]
+    assert reqs_df.layers.tolist() == [6] * 6
 
     server = studio_factory(ws_dir)
     page.goto(f"{server.url}/sparse_attention")

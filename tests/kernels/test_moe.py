@@ -36,6 +36,7 @@ def _inputs(batch: int, routing: str, dtype: torch.dtype, seed: int = 0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize(("batch", "routing"), [(1, "uniform"), (3, "skewed"), (4, "disjoint")])
 def test_fused_triton_matches_oracle(experts, fused, dtype, batch, routing) -> None:
+    pytest.importorskip("triton")
     from kernels.triton_moe import moe_fused_triton
 
     x, ids, w = _inputs(batch, routing, dtype)
@@ -66,6 +67,7 @@ def test_oracle_is_sensitive_to_routing(experts) -> None:
 
 
 def test_align_routing_lists_every_pair_once() -> None:
+    pytest.importorskip("triton")
     from kernels.triton_moe import align_routing
 
     ids, _ = make_routing(6, K, E, "skewed", seed=3)
@@ -94,3 +96,27 @@ def test_routing_modes() -> None:
         ids, _ = make_routing(32, K, E, mode, seed=1)
         assert all(len(set(r)) == K for r in ids.tolist())
     assert expected_touched_uniform(1, 8, 128) == pytest.approx(8.0)
+
+
+def test_fused_refuses_duplicate_experts(fused) -> None:
+    pytest.importorskip("triton")
+    from kernels.triton_moe import moe_fused_triton
+
+    x = torch.zeros((2, H))
+    ids = torch.tensor([[1, 2, 3, 4], [5, 5, 6, 7]], dtype=torch.int32)
+    with pytest.raises(ValueError, match="same expert twice"):
+        moe_fused_triton(x, ids, torch.full((2, K), 0.25), fused)
+
+
+def test_harness_gpu_impls_are_wired(experts, fused) -> None:
+    # The harness's CUDA path list, run here in the interpreter on CPU tensors (not timed).
+    pytest.importorskip("triton")
+    from backend.bench.harness import impls_for
+
+    impls = impls_for("cuda", experts, fused)
+    assert [i.name for i in impls] == ["reference", "fused-triton"]
+    assert [i.graphable for i in impls] == [False, True]
+    x, ids, w = _inputs(2, "uniform", torch.bfloat16, seed=9)
+    oracle = moe_oracle(x, ids, w, experts)
+    for impl in impls:
+        assert relative_error(impl.fn(x, ids, w), oracle) < GATES[torch.bfloat16]

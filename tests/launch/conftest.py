@@ -42,3 +42,33 @@ def tokenized_model(model_dir: Path) -> Path:
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(model_dir)
     return model_dir
+
+
+def kill_groups(pgids: list[int]) -> None:
+    """SIGKILL process groups a test started (only those), so a failing test leaves nothing."""
+    import os
+    import signal
+
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_servers(monkeypatch: pytest.MonkeyPatch):
+    """Every server started through Supervisor.start in a test is killed at teardown."""
+    from backend.launch.supervisor import Supervisor
+
+    started: list[int] = []
+    original = Supervisor.start
+
+    def start(self, *args, **kwargs):
+        launch = original(self, *args, **kwargs)
+        started.append(launch.pgid)
+        return launch
+
+    monkeypatch.setattr(Supervisor, "start", start)
+    yield
+    kill_groups(started)

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 def main() -> None:
@@ -30,6 +31,12 @@ def main() -> None:
     ap.add_argument("--record", default=None)
     ap.add_argument("--model-name", default="standin")
     ap.add_argument("--dump-dir", default=None, help="write an msit-like folder per request")
+    ap.add_argument(
+        "--synthetic-msit-tp",
+        type=int,
+        default=0,
+        help="write the dumps package's synthetic msit dump (seeded, labelled synthetic) for this TP",
+    )
     args = ap.parse_args()
     started = time.monotonic()
 
@@ -68,7 +75,14 @@ def main() -> None:
             if args.record:
                 with open(args.record, "a") as fh:
                     fh.write(json.dumps(body) + "\n")
-            if args.dump_dir:
+            if args.dump_dir and args.synthetic_msit_tp:
+                sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+                from backend.dumps.synthetic import SynthConfig, make_truth, write_msit
+
+                cfg = SynthConfig()
+                truth = make_truth(cfg, [5] + [1] * (int(body.get("max_tokens", 1)) - 1), seed=0)
+                write_msit(Path(args.dump_dir), cfg, truth, args.synthetic_msit_tp)
+            elif args.dump_dir:
                 step = os.path.join(
                     args.dump_dir,
                     f"msit_dump_{os.getpid()}",

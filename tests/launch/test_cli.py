@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from backend.cli import main
@@ -24,7 +25,7 @@ def test_print_command_vllm_ascend_msit(
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("STUDIO_MSIT_DUMP_CONFIG=" + str(workspace_dir / "launches"))
     assert out[0].endswith(
-        f"msit_config.json vllm serve {model_dir} --host 127.0.0.1 --port 8017 "
+        f"msit_config.json {sys.executable} -m vllm.entrypoints.cli.main serve {model_dir} --host 127.0.0.1 --port 8017 "
         "--tensor-parallel-size 4 --dtype auto --max-model-len 2000 --trust-remote-code "
         "--enforce-eager --seed 1"
     )

@@ -22,9 +22,9 @@ def model(tmp_path: Path) -> Path:
 
 def test_vllm_ascend_plain(model: Path, tmp_path: Path) -> None:
     spec = validate(LaunchSpec("vllm-ascend", str(model), tp=4, port=8017))
-    cmd = vllm_ascend.build(spec, tmp_path / "cfg")
+    cmd = vllm_ascend.build(spec, tmp_path / "cfg", python="python3")
     assert cmd.argv == [
-        "vllm", "serve", str(model), "--host", "127.0.0.1", "--port", "8017",
+        "python3", "-m", "vllm.entrypoints.cli.main", "serve", str(model), "--host", "127.0.0.1", "--port", "8017",
         "--tensor-parallel-size", "4", "--dtype", "auto", "--max-model-len", "2000",
         "--trust-remote-code", "--enforce-eager",
     ]  # fmt: skip
@@ -34,7 +34,7 @@ def test_vllm_ascend_plain(model: Path, tmp_path: Path) -> None:
 def test_vllm_ascend_msprobe_additional_config(model: Path, tmp_path: Path) -> None:
     dump = DumpSettings(tool="msprobe", dump_path=str(tmp_path / "d"), token_start=0, token_end=3)
     spec = validate(LaunchSpec("vllm-ascend", str(model), tp=2, port=9000, dump=dump))
-    cmd = vllm_ascend.build(spec, tmp_path / "cfg")
+    cmd = vllm_ascend.build(spec, tmp_path / "cfg", python="python3")
     cfg_path = str(tmp_path / "cfg" / "msprobe_config.json")
     assert cmd.argv[-2:] == ["--additional-config", json.dumps({"dump_config_path": cfg_path})]
     assert cmd.argv[-2:] == ["--additional-config", f'{{"dump_config_path": "{cfg_path}"}}']
@@ -64,9 +64,9 @@ def test_vllm_ascend_msit_plugin_env(model: Path, tmp_path: Path) -> None:
         LaunchSpec("vllm-ascend", str(model), tp=1, port=8100, max_model_len=None,
                    enforce_eager=False, dtype="bfloat16", extra_args=("--seed", "7"), dump=dump)
     )  # fmt: skip
-    cmd = vllm_ascend.build(spec, tmp_path / "cfg")
+    cmd = vllm_ascend.build(spec, tmp_path / "cfg", python="python3")
     assert cmd.argv == [
-        "vllm", "serve", str(model), "--host", "127.0.0.1", "--port", "8100",
+        "python3", "-m", "vllm.entrypoints.cli.main", "serve", str(model), "--host", "127.0.0.1", "--port", "8100",
         "--tensor-parallel-size", "1", "--dtype", "bfloat16", "--trust-remote-code",
         "--seed", "7",
     ]  # fmt: skip
@@ -80,7 +80,9 @@ def test_vllm_ascend_msit_plugin_env(model: Path, tmp_path: Path) -> None:
         "api_list": ["torch_npu.npu_kronecker_quant"],
         "dump_statistics_mode": 2,
     }
-    assert cmd.shell_text().startswith(f"STUDIO_MSIT_DUMP_CONFIG={cfg_path} vllm serve ")
+    assert cmd.shell_text().startswith(
+        f"STUDIO_MSIT_DUMP_CONFIG={cfg_path} python3 -m vllm.entrypoints.cli.main serve "
+    )
 
 
 def test_sglang_seed_002_flags(model: Path) -> None:
@@ -118,14 +120,26 @@ def test_sglang_dump_and_expert_recorder(model: Path, tmp_path: Path) -> None:
 
 
 def test_reference_command(model: Path, tmp_path: Path) -> None:
-    dump = DumpSettings(tool="msit", dump_path=str(tmp_path / "d"))
+    dump = DumpSettings(tool="msit", dump_path=str(tmp_path / "d"), token_end=4,
+                        modes=("module", "api"), api_list=("torch_npu.npu_kronecker_quant",),
+                        statistics_mode=2)  # fmt: skip
     spec = validate(LaunchSpec("reference", str(model), tp=2, port=8020, dump=dump))
     cmd = reference.build(spec, python="py")
     assert cmd.argv == [
         "py", "-m", "backend.cli", "serve-reference", "--model", str(model), "--tp", "2",
         "--port", "8020", "--host", "127.0.0.1", "--dump-tool", "msit",
-        "--dump-path", str(tmp_path / "d"),
+        "--dump-path", str(tmp_path / "d"), "--token-range", "0-3",
+        "--layer-name", "root.model.layers.*", "--dump-mode", "module,api",
+        "--api-list", "npu_kronecker_quant", "--dump-statistics-mode", "2",
     ]  # fmt: skip
+    spec.dump = DumpSettings(
+        tool="msprobe", dump_path=str(tmp_path / "d"), token_start=1, token_end=2
+    )
+    assert reference.build(validate(spec), python="py").argv[-6:] == [
+        "--dump-tool", "msprobe", "--dump-path", str(tmp_path / "d"), "--token-range", "1-1",
+    ]  # fmt: skip
+    spec.dump = DumpSettings()
+    assert reference.build(validate(spec), python="py").argv[-1] == "127.0.0.1"
 
 
 @pytest.mark.parametrize(
@@ -146,7 +160,7 @@ def test_bad_specs_rejected(model: Path, tmp_path: Path, change: dict, message: 
     for k, v in change.items():
         setattr(spec, k, v)
     with pytest.raises(InputError, match=message):
-        vllm_ascend.build(validate(spec), tmp_path)
+        vllm_ascend.build(validate(spec), tmp_path, python="python3")
 
 
 def test_remote_host_needs_opt_in(model: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -31,7 +32,7 @@ def test_empty_workspace_and_command_preview(workspace_dir: Path, model_dir: Pat
     assert not at.exception, at.exception
     code = [c.value for c in at.code]
     assert code[0].startswith(
-        f"vllm serve {model_dir} --host 127.0.0.1 --port 8017 --tensor-parallel-size 1"
+        f"{sys.executable} -m vllm.entrypoints.cli.main serve {model_dir} --host 127.0.0.1 --port 8017 --tensor-parallel-size 1"
     )
     assert "--additional-config" in code[0] and "msprobe_config.json" in code[0]
     assert '"task": "tensor"' in code[1]
@@ -54,8 +55,28 @@ def test_reattached_launch_shown_and_stopped(workspace_dir: Path, model_dir: Pat
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"] == "ready"
     assert metrics["PID"] == str(launch.pid)
-    assert metrics["URL"] == f"http://127.0.0.1:{port}"
+    assert metrics["Port"] == str(port)
+    assert any(f"http://127.0.0.1:{port}" in m.value for m in at.markdown)
     at.button(key=f"stop_{launch.launch_id}").click().run()
     assert not at.exception, at.exception
     assert procs.group_members(launch.pgid) == []
     assert {m.label: m.value for m in at.metric}["Status"] == "stopped"
+
+
+def test_crash_shows_exit_code_and_last_lines(workspace_dir: Path, model_dir: Path) -> None:
+    ws = open_workspace(workspace_dir)
+    sup = Supervisor(ws, poll_s=0.1)
+    port = free_port()
+    launch = sup.start(
+        LaunchSpec("reference", str(model_dir), port=port),
+        command=standin(port, "--crash-after", "0.3", "--exit-code", "9"),
+    )
+    sup.wait_status(launch.launch_id, ("crashed",), 30)
+    sup.close()
+    ws.close()
+
+    at = _page()
+    assert not at.exception, at.exception
+    assert {m.label: m.value for m in at.metric}["Exit code"] == "9"
+    assert [e.value for e in at.error] == ["the server crashed (exit code 9); last log lines:"]
+    assert any("fatal: simulated failure in the model runner" in c.value for c in at.code)

@@ -132,3 +132,14 @@ def test_missing_executable_is_clear(workspace, model_dir: Path) -> None:
             _spec(model_dir, free_port()), command=Command(argv=["/nonexistent/vllm", "serve"])
         )
     assert sup.list() == []
+
+
+def test_msprobe_needs_empty_dump_folder(workspace, model_dir: Path, tmp_path: Path) -> None:
+    from backend.launch.spec import DumpSettings
+
+    dump = tmp_path / "probe"
+    (dump / "step0").mkdir(parents=True)
+    spec = LaunchSpec("reference", str(model_dir), port=free_port(),
+                      dump=DumpSettings(tool="msprobe", dump_path=str(dump)))  # fmt: skip
+    with pytest.raises(InputError, match="msprobe needs an empty dump folder"):
+        Supervisor(workspace).start(spec, command=standin(spec.port))

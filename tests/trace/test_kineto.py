@@ -189,3 +189,24 @@ def test_malformed_traces_name_the_problem(workspace, tmp_path, content, problem
     with pytest.raises(InputError, match=problem):
         ingest_profile(workspace, bad)
     assert workspace.table_counts()["profiles"] == 0
+
+
+def test_many_small_commits_give_the_same_profile_and_fail_cleanly(
+    workspace, cpu_trace, tmp_path, monkeypatch
+) -> None:
+    import backend.trace.ingest as ingest_mod
+
+    path, _ = cpu_trace
+    whole = analysis.top(workspace, ingest_profile(workspace, path), n=None)
+    monkeypatch.setattr(ingest_mod, "EVENT_BATCH", 37)
+    monkeypatch.setattr(ingest_mod, "BATCHES_PER_COMMIT", 2)
+    pid = ingest_profile(workspace, path)
+    assert analysis.top(workspace, pid, n=None).equals(whole)
+    before = workspace.table_counts()
+    bad = tmp_path / "cut.json"
+    bad.write_bytes(path.read_bytes()[: len(path.read_bytes()) * 3 // 4])
+    with pytest.raises(InputError):
+        ingest_profile(workspace, bad)  # fails after several committed chunks
+    after = workspace.table_counts()
+    for table in ("profiles", "profile_events", "profile_attribution"):
+        assert after[table] == before[table]

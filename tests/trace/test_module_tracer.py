@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from backend.trace.module_tracer import (
@@ -129,3 +131,18 @@ def test_layer_of() -> None:
     assert layer_of("transformer.h.3.attn") == 3
     assert layer_of("model.norm") is None
     assert layer_of("model.layers_extra.1") is None
+
+
+def test_stored_trace_reads_back(workspace) -> None:
+    from backend.trace import traces
+    from backend.trace.ingest import store_trace
+
+    calls = _run()
+    tid = store_trace(workspace, calls, name="tiny", model="TinyDecoder", prompt="ids 0..6")
+    assert traces.list_traces(workspace)["n_calls"].tolist() == [len(calls)]
+    assert traces.layers(workspace, tid) == [0, 1]
+    df = traces.calls(workspace, tid, layer=0)
+    assert list(df["module"]) == [r[0] for r in LAYER0]
+    assert list(df["out_shapes"]) == [json.dumps(r[3]) for r in LAYER0]
+    counts = traces.class_counts(workspace, tid)
+    assert list(zip(counts["module_class"], counts["calls"], strict=True)) == counts_by_class(calls)

@@ -8,7 +8,7 @@ Weights are stored already sharded for this rank (see loader.py).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -203,6 +203,9 @@ class Attention(nn.Module):
         self.scale = scale
         self.num_kv_heads = num_kv_heads
         self.kv_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # Optional DSA top-k selection, off by default: (seq, token slice, total) -> bool
+        # [tokens, total] of the keys each query may attend to (backend/dsa/engine_hook.py).
+        self.token_selector: Callable[[SeqSlice, slice, int], torch.Tensor] | None = None
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         ctx = get_forward_context()
@@ -228,6 +231,8 @@ class Attention(nn.Module):
             total = ks.shape[0]
             qpos = torch.arange(seq.start_pos, seq.start_pos + seq.num_tokens).unsqueeze(1)
             mask = torch.arange(total).unsqueeze(0) > qpos
+            if self.token_selector is not None:
+                mask = mask | ~self.token_selector(seq, sl, total)
             scores = scores.masked_fill(mask, float("-inf"))
             probs = torch.softmax(scores, dim=-1).to(q.dtype)
             out[sl] = torch.matmul(probs, vv).transpose(0, 1)

@@ -9,6 +9,7 @@ msit's hooks after the worker's warm-up.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from backend.launch.commands import Command, reject_duplicates
@@ -49,10 +50,11 @@ def msprobe_config(dump: DumpSettings) -> dict[str, object]:
     }
 
 
-def build(spec: LaunchSpec, config_dir: Path, vllm: str = "vllm") -> Command:
+def build(spec: LaunchSpec, config_dir: Path, python: str = sys.executable) -> Command:
+    """``vllm serve`` run by ``python``: the interpreter that also sees the studio's plugin."""
     reject_duplicates(spec, OWNED)
     argv = [
-        vllm, "serve", spec.model_dir,
+        python, "-m", "vllm.entrypoints.cli.main", "serve", spec.model_dir,
         "--host", spec.host,
         "--port", str(spec.port),
         "--tensor-parallel-size", str(spec.tp),

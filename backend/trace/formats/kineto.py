@@ -27,6 +27,9 @@ KEPT_PHASES = {"X", "s", "f"}
 BATCH = 50_000
 
 
+_EMPTY: dict[str, Any] = {}
+
+
 def _open(path: Path) -> IO[bytes]:
     with path.open("rb") as probe:
         magic = probe.read(2)
@@ -64,24 +67,34 @@ def new_batch() -> dict[str, list[Any]]:
 
 def append_event(batch: dict[str, list[Any]], event_id: int, ev: dict[str, Any]) -> None:
     """Append one trace event (already known to be of a kept phase) to a column batch."""
-    args = ev.get("args") or {}
+    # The hot loop of a large ingest: plain dict lookups, no helper calls on the common path.
+    args = ev.get("args") or _EMPTY
     batch["event_id"].append(event_id)
     batch["ph"].append(ev["ph"])
     batch["cat"].append(ev.get("cat"))
-    batch["name"].append(str(ev.get("name", "")))
+    name = ev.get("name", "")
+    batch["name"].append(name if type(name) is str else str(name))
     pid, tid = ev.get("pid"), ev.get("tid")
     batch["pid"].append(None if pid is None else str(pid))
     batch["tid"].append(None if tid is None else str(tid))
-    batch["ts_ns"].append(_ns(ev.get("ts")))
-    batch["dur_ns"].append(_ns(ev.get("dur", 0)))
-    batch["external_id"].append(_int_or_none(args.get("External id")))
-    batch["correlation"].append(_int_or_none(args.get("correlation")))
+    ts, dur = ev.get("ts"), ev.get("dur", 0)
+    # Kineto times are microseconds with nanosecond decimals; integers keep sums exact.
+    batch["ts_ns"].append(round(ts * 1000.0) if type(ts) is float else _ns(ts))
+    batch["dur_ns"].append(round(dur * 1000.0) if type(dur) is float else _ns(dur))
+    ext, corr = args.get("External id"), args.get("correlation")
+    batch["external_id"].append(ext if type(ext) is int or ext is None else _int_or_none(ext))
+    batch["correlation"].append(corr if type(corr) is int or corr is None else _int_or_none(corr))
     flow = ev.get("id")
     batch["flow_id"].append(None if flow is None else str(flow))
-    batch["stream"].append(_int_or_none(args.get("stream")))
-    batch["device"].append(_int_or_none(args.get("device")))
+    stream, device = args.get("stream"), args.get("device")
+    batch["stream"].append(
+        stream if type(stream) is int or stream is None else _int_or_none(stream)
+    )
+    batch["device"].append(
+        device if type(device) is int or device is None else _int_or_none(device)
+    )
     dims = args.get("Input Dims")
-    batch["input_dims"].append(None if dims is None else json.dumps(dims))
+    batch["input_dims"].append(None if dims is None else json.dumps(dims, separators=(",", ":")))
 
 
 def read_batches(path: str | Path, batch_size: int = BATCH) -> Iterator[dict[str, list[Any]]]:
@@ -123,15 +136,22 @@ def read_batches(path: str | Path, batch_size: int = BATCH) -> Iterator[dict[str
                     yield batch
                     batch = new_batch()
         except ijson.common.IncompleteJSONError as exc:
-            raise InputError(path, f"truncated or malformed JSON after {n} events: {exc}") from exc
+            raise InputError(
+                path, f"truncated or malformed JSON after {n} events: {_first_line(exc)}"
+            ) from exc
         except ijson.common.JSONError as exc:
-            raise InputError(path, f"malformed JSON after {n} events: {exc}") from exc
+            raise InputError(path, f"malformed JSON after {n} events: {_first_line(exc)}") from exc
         except (OSError, EOFError) as exc:
             raise InputError(path, f"cannot read after {n} events: {exc}") from exc
         if first == b"{" and not seen_any:
             _require_trace_events(path)
         if batch["event_id"]:
             yield batch
+
+
+def _first_line(exc: Exception) -> str:
+    # yajl's messages draw a caret over the bad byte on extra lines: keep the first one.
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _require_trace_events(path: Path) -> None:

@@ -15,8 +15,9 @@ CREATE TABLE IF NOT EXISTS dsa_traces (
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
     updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
--- One row per trace_steps.jsonl record. Raw selected_token_pos stay in the source file:
--- (byte_offset, line_no) point at the line for drill-down.
+-- One row per trace_steps.jsonl record (scalars). The selected blocks live in dsa_block_heat
+-- (one bit per layer); raw selected_token_pos stay in the source file: (byte_offset, line_no)
+-- point at the line for drill-down.
 CREATE TABLE IF NOT EXISTS dsa_steps (
     trace_id VARCHAR NOT NULL,
     line_no BIGINT NOT NULL,
@@ -30,7 +31,6 @@ CREATE TABLE IF NOT EXISTS dsa_steps (
     offset_min BIGINT, offset_p50 BIGINT, offset_max BIGINT,
     block_size INTEGER NOT NULL,
     unique_blocks INTEGER NOT NULL,
-    selected_block_ids INTEGER[] NOT NULL,
     tpb_mean DOUBLE, tpb_p50 INTEGER, tpb_p95 INTEGER,
     hbm_blocks INTEGER, hbm_bytes BIGINT, hbm_ops INTEGER, hbm_latency_us BIGINT,
     local_blocks INTEGER, local_bytes BIGINT, local_ops INTEGER, local_latency_us BIGINT,

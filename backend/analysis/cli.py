@@ -1,0 +1,72 @@
+"""``studio render``: batch export of activation surfaces (PNG or HTML) for a dump or run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from backend.errors import InputError, StudioError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "render",
+        help="export 3D token x channel surfaces of a dump / run (PNG or HTML), on all cores",
+    )
+    p.add_argument("target", metavar="DUMP|RUN", help="a dump directory (ingested first) or run id")
+    p.add_argument(
+        "--layer-pattern", required=True, help=r"regex on module names, e.g. layers\.10\."
+    )
+    p.add_argument("--io", choices=("input", "output"), default="output", help="default: output")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--format", choices=("png", "html"), default="png", help="default: png")
+    p.add_argument("--step", type=int, default=0, help="step to render (default 0 = prefill)")
+    p.add_argument("--all-steps", action="store_true", help="render every step")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--absolute", action="store_true", help="plot |x|")
+    p.add_argument("--log", action="store_true", help="plot log10(1+|x|)")
+    p.set_defaults(func=cmd_render)
+
+
+def _run_id(ws, target: str) -> str:
+    from backend.dumps.query import list_runs
+
+    runs = list_runs(ws)
+    if target in set(runs["run_id"]):
+        return target
+    path = Path(target).expanduser().resolve()
+    if not path.is_dir():
+        raise InputError(target, "is neither a run id of this workspace nor a dump directory")
+    from backend.dumps.ingest import ingest_dump
+
+    return ingest_dump(ws, path)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from backend.analysis.render import render
+    from backend.workspace import open_workspace
+
+    try:
+        import backend.dumps.query  # noqa: F401
+    except ModuleNotFoundError:
+        raise StudioError("the dumps package is not installed in this build") from None
+    ws = open_workspace(args.workspace)
+    try:
+        run_id = _run_id(ws, args.target)
+        files = render(
+            ws,
+            run_id,
+            Path(args.out).expanduser().resolve(),
+            pattern=args.layer_pattern,
+            io=args.io,
+            step=None if args.all_steps else args.step,
+            fmt=args.format,
+            workers=args.workers,
+            absolute=args.absolute,
+            log=args.log,
+            progress=lambda p: print(p),
+        )
+        ws.log("render", f"rendered {len(files)} {args.format} surfaces of run {run_id}")
+    finally:
+        ws.close()
+    return 0

@@ -1,0 +1,116 @@
+"""Batch export of activation surfaces (like the seed's visualize_outliers.py), on all cores.
+
+The parent process reads tensors through the dumps query API and pools each one to a grid
+(fast, and the workspace has a single DuckDB connection); worker processes then render the
+small grids: PNG through PyVista off-screen (EGL/Mesa, no browser, no display) or
+self-contained Plotly HTML (plotly.js inlined, opens offline).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.analysis import lod, parts, source
+from backend.analysis.source import Selected
+from backend.errors import InputError, StudioError
+from backend.workspace import Workspace
+
+FORMATS = ("png", "html")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]")
+
+
+@dataclass(frozen=True)
+class Job:
+    sel: Selected
+    grid: lod.Grid
+    path: Path
+    fmt: str
+    absolute: bool
+    log: bool
+
+
+def file_name(sel: Selected, fmt: str) -> str:
+    part = f".{sel.part}" if sel.part else ""
+    return _UNSAFE.sub("_", f"{sel.module}{part}.{sel.io}_{sel.idx}.step{sel.step}.{fmt}")
+
+
+def selections(
+    ws: Workspace, run_id: str, *, pattern: str, io: str, step: int | None
+) -> list[Selected]:
+    """Floating tensors matching the pattern; fused outputs are split into Q/K/V, gate/up."""
+    rows = source.tensors(ws, run_id, step=step, pattern=pattern, io=io)
+    rows = rows[~rows["dtype"].astype(str).str.contains("int")]
+    cfg = source.run_config(ws, run_id)
+    out: list[Selected] = []
+    for key, grp in rows.groupby(["step", "module", "io", "idx"], sort=True):
+        st, module, io_, idx = key
+        stored = [p for p in grp["part"].tolist() if isinstance(p, str)]
+        names = stored or (
+            list(parts.parts_of(module, io_)) if cfg or module.endswith("gate_up_proj") else []
+        )
+        for p in names or [None]:
+            out.append(Selected(run_id, int(st), module, io_, int(idx), p))
+    return out
+
+
+def _render(job: Job) -> Path:
+    if job.fmt == "png":
+        from studio.figures import pyvista_surface as pvs
+
+        return pvs.screenshot(job.grid, job.path, title=job.sel.label, absolute=job.absolute)
+    from studio.figures.activations import figure_html, surface_figure
+
+    fig = surface_figure(job.grid, title=job.sel.label, absolute=job.absolute, log=job.log)
+    job.path.write_text(figure_html(fig), encoding="utf-8")
+    return job.path
+
+
+def render(
+    ws: Workspace,
+    run_id: str,
+    out_dir: Path,
+    *,
+    pattern: str,
+    io: str = "output",
+    step: int | None = 0,
+    fmt: str = "png",
+    workers: int | None = None,
+    absolute: bool = False,
+    log: bool = False,
+    max_tokens: int = 400,
+    max_channels: int = 800,
+    progress: Callable[[Path], None] | None = None,
+) -> list[Path]:
+    """Render every matching tensor to ``out_dir``; returns the files written, in order."""
+    if fmt not in FORMATS:
+        raise InputError(fmt, f"format must be one of {', '.join(FORMATS)}")
+    if io not in ("input", "output"):
+        raise InputError(io, "io must be 'input' or 'output'")
+    sels = selections(ws, run_id, pattern=pattern, io=io, step=step)
+    if not sels:
+        where = f"step {step}" if step is not None else "any step"
+        raise StudioError(f"no {io} tensor of {where} in run {run_id} matches {pattern!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = source.run_config(ws, run_id)
+    jobs = []
+    for sel in sels:
+        x = source.load(ws, sel, cfg)
+        grid = lod.build_grid(
+            x, max_tokens=max_tokens, max_channels=max_channels, absolute=absolute, log=log
+        )
+        jobs.append(Job(sel, grid, out_dir / file_name(sel, fmt), fmt, absolute, log))
+    n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    written: list[Path] = []
+    # spawn: workers start clean (no inherited DuckDB handle, no half-initialised VTK).
+    with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool:
+        for path in pool.map(_render, jobs):
+            written.append(path)
+            if progress:
+                progress(path)
+    return written

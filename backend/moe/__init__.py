@@ -1,0 +1,1 @@
+"""MoE expert load: routing from router logits, engine recorder formats, metrics, placement."""

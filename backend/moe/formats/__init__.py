@@ -1,0 +1,1 @@
+"""Readers of expert-load files written by serving engines (pure: file -> LoadRecords)."""

@@ -1,0 +1,146 @@
+"""Dumps: ingest msit_llm / msprobe dumps, see runs and ranks, the module tree, stitch proofs."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from backend.dumps import query
+from backend.errors import InputError
+from backend.paths import existing_file
+from studio.figures.dumps import module_treemap, verdict_style
+from studio.services_ingest import ingest_service
+from studio.state import workspace
+from studio.widgets import guarded
+
+HOW_TO = """No dumps in this workspace yet. To get one:
+
+1. Dump a served model with **msit_llm** or **msprobe** (vLLM-Ascend, or the studio's reference
+   engine on the **Launch** page), or point at an existing dump folder.
+2. Enter the dump folder (or any folder inside it) above and press **Ingest**, or **Watch** to
+   ingest while the server is still writing it. From a shell: `studio ingest DIR [--watch]`.
+"""
+
+st.title("Dumps")
+st.caption(
+    "Rank shards are stitched into the true unsharded tensors and every stitch is checked: "
+    "replicas must be equal, partial sums must add up to the parent block's output."
+)
+
+service = ingest_service()
+
+with st.form("ingest"):
+    c1, c2, c3 = st.columns([3, 1.2, 1.5])
+    folder = c1.text_input(
+        "Dump folder", placeholder="/data/dump_data or …/torch_tensors or …/step0"
+    )
+    name = c2.text_input("Run name (optional)")
+    cfg_path = c3.text_input("Model config.json (optional)", help="head counts for the QKV split")
+    b1, b2, _ = st.columns([1, 1, 4])
+    once = b1.form_submit_button("Ingest", type="primary")
+    watch = b2.form_submit_button("Watch")
+if once or watch:
+    with guarded("Starting the ingest"):
+        if not folder.strip():
+            raise InputError("dump folder", "enter a folder")
+        cfg = json.loads(existing_file(cfg_path.strip()).read_text()) if cfg_path.strip() else None
+        start = service.watch if watch else service.ingest
+        start(folder.strip(), name.strip() or None, cfg)
+        st.toast(f"{'Watching' if watch else 'Ingesting'} {folder.strip()}")
+
+
+@st.fragment(run_every=1.0 if service.active() else None)
+def live_progress() -> None:
+    if not service.jobs:
+        return
+    st.subheader("Ingest progress")
+    rows = pd.DataFrame([j.row() for j in service.jobs])
+    st.dataframe(rows, hide_index=True, width="stretch")
+    for i, job in enumerate(service.jobs):
+        if (
+            job.mode == "watch"
+            and not job.done
+            and st.button(f"Stop watching {job.path}", key=f"stop{i}")
+        ):
+            with guarded("Stopping the watch"):
+                service.stop(job)
+                st.rerun()
+    if not service.active() and any(j.done for j in service.jobs):
+        st.caption("All ingests finished.")
+
+
+live_progress()
+
+with guarded("Reading the dumps"):
+    ws = workspace()
+    runs = query.list_runs(ws)
+    if runs.empty:
+        st.info(HOW_TO)
+        st.stop()
+    st.subheader("Runs")
+    st.dataframe(
+        runs[
+            [
+                "name",
+                "format",
+                "tp_size",
+                "status",
+                "steps",
+                "rank_tensors",
+                "stitched_tensors",
+                "created_at",
+                "run_id",
+                "root",
+            ]
+        ],  # fmt: skip
+        hide_index=True,
+        width="stretch",
+    )
+    labels = {
+        r.run_id: f"{r.name} · {r.format} · tp={r.tp_size} · {r.run_id}" for r in runs.itertuples()
+    }
+    run_id = st.selectbox("Run", list(labels), format_func=labels.get)
+    left, right = st.columns([1, 2])
+    with left:
+        st.markdown("**Ranks**")
+        st.dataframe(query.ranks(ws, run_id), hide_index=True, width="stretch")
+    report = query.stitch_report(ws, run_id)
+    with right:
+        st.markdown("**Stitch verdicts**")
+        counts = (
+            report.groupby("verdict")
+            .size()
+            .reindex(list(query.VERDICT_ORDER))
+            .fillna(0)
+            .astype(int)
+        )
+        cols = st.columns(4)
+        for col, (verdict, n) in zip(cols, counts.items(), strict=True):
+            col.metric(verdict, f"{n:,}")
+    steps = query.steps(ws, run_id)
+    if steps:
+        step = st.select_slider("Step", steps, value=steps[0]) if len(steps) > 1 else steps[0]
+        tree = query.module_tree(ws, run_id, step)
+        st.subheader(f"Module tree · step {step}")
+        st.caption("Colour = worst stitch verdict of the module's tensors (green verified, amber "
+                   "assumed, red failed, grey unknown).")  # fmt: skip
+        if not tree.empty:
+            st.plotly_chart(module_treemap(tree), width="stretch")
+        st.subheader("Stitch report")
+        only_bad = st.toggle("Only failed / unknown", value=False)
+        shown = report[report.step == step]
+        if only_bad:
+            shown = shown[shown.verdict.isin(["failed", "unknown"])]
+        shown = shown.drop(columns=["tensor_id"]).assign(
+            ranks=shown.ranks.map(lambda r: ",".join(map(str, r)))
+        )
+        st.dataframe(verdict_style(shown), hide_index=True, width="stretch")
+    errors = query.ingest_errors(ws, run_id)
+    st.subheader(f"Ingest errors ({len(errors)})")
+    if errors.empty:
+        st.success("No ingest errors for this run.")
+    else:
+        st.error(
+            f"{len(errors)} file(s) or tensor(s) had problems; the rest of the dump was ingested."
+        )
+        st.dataframe(errors, hide_index=True, width="stretch")

@@ -1,0 +1,178 @@
+"""Trace: which modules run in what order with which shapes, and which kernels cost the time."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from backend.trace import analysis, traces
+from backend.trace.diff import diff
+from backend.trace.ingest import ingest_profile
+from backend.trace.model_trace import trace_model_dir
+from studio.figures import trace as figs
+from studio.state import workspace
+from studio.widgets import guarded
+
+st.title("Trace")
+st.caption(
+    "Module call order and shapes from forward hooks; profiler kernels and ops attributed to "
+    "modules and layers (torch.profiler / Kineto, torch_npu, Nsight Systems)."
+)
+
+HOW_TO = """
+**No traces or profiles in this workspace yet.** To get some:
+
+- Module calls of a model: `studio trace modules --model DIR --prompt "Hello"` (or the form below).
+- A profile: `studio profile ingest FILE` with a torch.profiler Chrome trace (`.json`, `.json.gz`),
+  a torch_npu `*_ascend_pt` directory, or an `nsys export --type sqlite` file (or the form below).
+  Record module annotations with `backend.trace.profile_run.profile_call` so kernels attribute
+  to layers.
+"""
+
+
+def _shape_text(raw: str) -> str:
+    shapes = json.loads(raw)
+    return ", ".join("(" + ", ".join(str(d) for d in s) + ")" for s in shapes) or "-"
+
+
+def _label(df: pd.DataFrame, id_col: str) -> dict[str, str]:
+    return {r[id_col]: f"{r['name']} ({r[id_col]})" for _, r in df.iterrows()}
+
+
+ws = None
+with guarded("Opening the workspace"):
+    ws = workspace()
+
+if ws is not None:
+    trace_list = traces.list_traces(ws)
+    profile_list = analysis.list_profiles(ws)
+    if trace_list.empty and profile_list.empty:
+        st.info(HOW_TO)
+
+    with st.expander("Add a trace or a profile", expanded=trace_list.empty and profile_list.empty):
+        left, right = st.columns(2)
+        with left, st.form("trace_model"):
+            model_dir = st.text_input("Model directory (HF format)")
+            prompt = st.text_input("Prompt", value="Hello, world")
+            if st.form_submit_button("Trace module calls") and model_dir:
+                with guarded("Tracing the model"), st.spinner("Running one forward pass…"):
+                    from backend.paths import existing_dir
+
+                    tid, calls = trace_model_dir(ws, existing_dir(model_dir), prompt)
+                    st.success(f"Stored trace {tid} ({len(calls)} calls).")
+                    st.rerun()
+        with right, st.form("ingest_profile"):
+            path = st.text_input("Profile file or directory")
+            if st.form_submit_button("Ingest profile") and path:
+                with guarded("Ingesting the profile"), st.spinner("Ingesting…"):
+                    pid = ingest_profile(ws, path)
+                    st.success(f"Ingested profile {pid}.")
+                    st.rerun()
+
+    calls_tab, profile_tab = st.tabs(["Module calls", "Profiles"])
+
+    with calls_tab:
+        if trace_list.empty:
+            st.info("No module trace yet: `studio trace modules --model DIR --prompt TEXT`.")
+        else:
+            names = _label(trace_list, "trace_id")
+            tid = st.selectbox(
+                "Trace", list(names), format_func=names.get, index=len(names) - 1, key="trace_id"
+            )
+            counts = traces.class_counts(ws, tid)
+            c1, c2 = st.columns([2, 3])
+            with c1:
+                st.subheader("Calls per module class")
+                st.dataframe(counts, hide_index=True, width="stretch")
+            with c2:
+                st.plotly_chart(figs.class_counts_bar(counts), width="stretch")
+            layer_ids = traces.layers(ws, tid)
+            st.subheader("Call order per layer")
+            layer = st.selectbox("Layer", layer_ids, key="trace_layer") if layer_ids else None
+            rows = traces.calls(ws, tid, layer)
+            table = pd.DataFrame(
+                {
+                    "#": range(1, len(rows) + 1),
+                    "module": [
+                        "  " * int(d) + m
+                        for d, m in zip(rows["depth"], rows["module"], strict=True)
+                    ],
+                    "class": rows["module_class"],
+                    "input": [_shape_text(s) for s in rows["in_shapes"]],
+                    "output": [_shape_text(s) for s in rows["out_shapes"]],
+                    "dtype": [", ".join(json.loads(d)) for d in rows["out_dtypes"]],
+                    "wall µs": rows["wall_us"].round(1),
+                }
+            )
+            st.dataframe(table, hide_index=True, width="stretch", height=420)
+
+    with profile_tab:
+        if profile_list.empty:
+            st.info("No profile yet: `studio profile ingest FILE` (Kineto JSON, torch_npu, nsys).")
+        else:
+            names = _label(profile_list, "profile_id")
+            ids = list(names)
+            a_col, b_col = st.columns(2)
+            a = a_col.selectbox(
+                "Profile", ids, format_func=names.get, index=len(ids) - 1, key="profile_a"
+            )
+            compare = ["(none)"] + [i for i in ids if i != a]
+            b = b_col.selectbox(
+                "Compare with",
+                compare,
+                format_func=lambda i: names.get(i, i),
+                index=1 if len(compare) > 1 else 0,
+                key="profile_b",
+            )
+            kind = st.radio(
+                "Time of", ["auto", "kernel", "cpu_op"], horizontal=True, key="profile_kind",
+                help="auto: device kernels when the profile has them, else top-level cpu ops",
+            )  # fmt: skip
+            with guarded("Analysing the profile"):
+                info = analysis.profile_info(ws, a)
+                m1, m2, m3 = st.columns(3)
+                m1.metric("Format", info["format"])
+                m2.metric("Events", f"{info['n_events']:,}")
+                lost = analysis.unattributed(ws, a, kind=kind)
+                mods = analysis.by_module(ws, a, kind=kind)
+                total = mods["total_us"].sum()
+                m3.metric(
+                    "Unattributed", f"{(lost['total_us'].sum() / total if total else 0):.1%}",
+                    help="time that no module annotation encloses (graph replays, no launch)",
+                )  # fmt: skip
+                sides = [a] if b == "(none)" else [a, b]
+                cols = st.columns(len(sides))
+                for pid, col in zip(sides, cols, strict=True):
+                    with col:
+                        st.markdown(f"**{names[pid]}**")
+                        top = analysis.top(ws, pid, kind=kind, n=15)
+                        st.plotly_chart(
+                            figs.top_bar(top, "Top kernels / ops by total time"),
+                            width="stretch", key=f"top_{pid}",
+                        )  # fmt: skip
+                        st.plotly_chart(
+                            figs.family_bar(analysis.families(ws, pid, kind=kind)),
+                            width="stretch", key=f"fam_{pid}",
+                        )  # fmt: skip
+                        layer_df = analysis.per_layer(ws, pid, kind=kind)
+                        if layer_df["layer"].notna().any():
+                            st.plotly_chart(
+                                figs.layer_heatmap(layer_df), width="stretch", key=f"heat_{pid}"
+                            )
+                        else:
+                            st.caption("No layer annotations in this profile.")
+                if b != "(none)":
+                    st.subheader("Difference")
+                    by = st.radio(
+                        "Compare by", ["name", "family", "module"], horizontal=True, key="diff_by"
+                    )
+                    d = diff(ws, a, b, by=by, kind=kind)
+                    st.plotly_chart(
+                        figs.diff_bar(d, names[a], names[b]), width="stretch", key="diff_fig"
+                    )
+                    st.dataframe(d, hide_index=True, width="stretch")
+                st.subheader("Attribution by module")
+                st.dataframe(mods, hide_index=True, width="stretch")
+                if not lost.empty:
+                    st.markdown("**Unattributed, by reason**")
+                    st.dataframe(lost, hide_index=True, width="stretch")

@@ -1,0 +1,88 @@
+"""The Activations page on an ingested dump (AppTest): planted outliers on top, deep links."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+pytest.importorskip("backend.dumps.query", reason="needs the dumps package")
+
+from studio.navigation import ROOT  # noqa: E402
+from tests.analysis.dumpdata import write_dump  # noqa: E402
+
+PAGE = str(ROOT / "pages/activations.py")
+
+
+@pytest.fixture
+def filled(workspace_dir: Path, tmp_path: Path) -> str:
+    from backend.dumps.ingest import ingest_dump
+    from backend.workspace import open_workspace
+
+    session, _ = write_dump(tmp_path / "dump")
+    ws = open_workspace(workspace_dir)
+    run_id = ingest_dump(ws, session)
+    ws.close()
+    return run_id
+
+
+def test_page_shows_planted_outliers(filled: str) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["pattern"] = r"layers\.1\.input_layernorm"
+    at.query_params["io"] = "input"
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["top channel"] == "42"
+    assert metrics["massive"] == "1"
+    top = at.dataframe[0].value
+    assert top["channel"].iloc[0] == 42 and top["token"].iloc[0] == 0
+    assert set(top["channel"].iloc[:5]) <= {11, 42}
+    # PNG export renders off-screen in the server process (PyVista, EGL) without an error.
+    at.button(key="png_surface").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.query_params["module"] in (
+        "model.layers.1.input_layernorm",
+        ["model.layers.1.input_layernorm"],
+    )
+
+
+def test_page_parts_compare_and_kronecker(filled: str) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["pattern"] = r"layers\.0\."
+    at.query_params["module"] = "model.layers.0.self_attn.qkv_proj"
+    at.query_params["part"] = "v"
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="act_part").value == "v"
+    # Kronecker tab: Hadamard (x) Hadamard spreads the planted channel-5 outlier.
+    kron = {m.label: float(m.value) for m in at.metric if "before" in m.label or "after" in m.label}
+    assert kron["absmax after"] < kron["absmax before"]
+    assert kron["kurtosis after"] < kron["kurtosis before"]
+    # Compare o_proj (= 0.5 h) with down_proj (= 0.25 h): same outlier structure.
+    at.selectbox(key="act_module").set_value("model.layers.0.self_attn.o_proj").run()
+    at.selectbox(key="cmp_module").set_value("model.layers.0.mlp.down_proj").run()
+    assert not at.exception, at.exception
+    m = {x.label: x.value for x in at.metric}
+    assert m["cosine"] == "1.000000"
+    assert m["absmax Spearman"] == "1.000"
+    assert m["within 0.5 %"] == "0.00%"
+
+
+def test_page_across_layers(filled: str) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["pattern"] = r"input_layernorm"
+    at.query_params["io"] = "input"
+    at.run()
+    at.toggle(key="act_layers").set_value(True).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    table = at.dataframe[-1].value
+    norms = table[table["kind"] == "input_layernorm"].sort_values("layer")
+    assert norms["layer"].tolist() == [0, 1, 2]
+    assert norms["top_channel"].tolist() == [42, 42, 42]
+    assert norms["massive"].tolist() == [1, 1, 1]

@@ -1,0 +1,54 @@
+"""The Dumps page (AppTest) shows the run, ranks, verdict counts and errors from the workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from streamlit.testing.v1 import AppTest
+
+from backend.dumps.ingest import ingest_dump
+from backend.workspace import open_workspace
+from studio.navigation import ROOT
+
+
+def test_page_with_a_run(synth_dump, workspace_dir: Path) -> None:
+    session, _, _ = synth_dump(4)
+    bad = (
+        session
+        / "torch_tensors"
+        / "npu3_4003"
+        / "1"
+        / "root.model.layers.1.mlp.gate"
+        / "output.pth"
+    )
+    torch.save(torch.zeros(2, 9), bad)  # a shape that disagrees with the other ranks
+    ws = open_workspace(workspace_dir)
+    ingest_dump(ws, session, "tp4 synthetic")
+    verdicts = dict(
+        ws.cursor()
+        .execute("SELECT verdict, count(*) FROM dump_stitch_report GROUP BY 1")
+        .fetchall()
+    )
+    ws.close()
+    at = AppTest.from_file(str(ROOT / "pages" / "dumps.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {
+        k: f"{verdicts.get(k, 0):,}" for k in ("failed", "unknown", "assumed", "verified")
+    }
+    assert metrics["failed"] == "1"
+    runs = at.dataframe[0].value
+    assert list(runs["name"]) == ["tp4 synthetic"] and int(runs["tp_size"].iloc[0]) == 4
+    assert list(at.dataframe[1].value["folder"]) == [
+        "npu0_4000",
+        "npu1_4001",
+        "npu2_4002",
+        "npu3_4003",
+    ]
+    errors = at.dataframe[-1].value
+    assert (
+        list(errors["kind"]) == ["shape_mismatch"]
+        and "layers.1.mlp.gate" in errors["message"].iloc[0]
+    )
+    assert any("1 file(s) or tensor(s) had problems" in e.value for e in at.error)

@@ -1,0 +1,139 @@
+"""End-to-end: the Activations page in headless Chromium on an ingested dump with planted outliers.
+
+The dump is written by tests/analysis/dumpdata.py (msit layout, seeded synthetic activations,
+outlier channels 11 and 42, a massive activation at token 0 / channel 42) and ingested through
+the dumps package's public ``ingest_dump``; token text comes from a tokenizer built by the
+model package's ``write_tokenizer``.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import wait_for_app
+
+pytestmark = pytest.mark.e2e
+
+
+def _filled_workspace(tmp_path: Path) -> tuple[Path, Path]:
+    from backend.dumps.ingest import ingest_dump
+    from backend.models.tokenizer import write_tokenizer
+    from backend.workspace import open_workspace
+    from tests.analysis.dumpdata import write_dump
+
+    session, _ = write_dump(tmp_path / "dump", tokens=40)
+    tok = tmp_path / "tokenizer"
+    tok.mkdir()
+    write_tokenizer(tok, 512)
+    ws_dir = tmp_path / "ws"
+    ws = open_workspace(ws_dir)
+    ingest_dump(ws, session)
+    ws.close()
+    return ws_dir, tok
+
+
+def test_activations_surface_and_table(studio_factory, page, tmp_path: Path) -> None:
+    ws_dir, tok = _filled_workspace(tmp_path)
+    server = studio_factory(ws_dir)
+    query = urllib.parse.urlencode(
+        {"pattern": r"layers\.2\.input_layernorm", "io": "input", "tokenizer": str(tok), "log": "1"}
+    )
+    t0 = time.monotonic()
+    page.goto(f"{server.url}/activations?{query}")
+    wait_for_app(page)
+    # The Plotly surface is painted once its WebGL canvas exists inside the gl container.
+    page.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=30_000)
+    painted_s = time.monotonic() - t0
+    assert painted_s < 30, painted_s
+    page.get_by_text("top channel").first.wait_for()
+    body = page.inner_text("body")
+    assert "model.layers.2.input_layernorm input_0 step 0" in body
+    page.wait_for_timeout(2500)  # let WebGL finish drawing before the screenshot
+    page.locator(".js-plotly-plot").first.screenshot(path=str(tmp_path / "surface.png"))
+    page.screenshot(path=str(tmp_path / "activations.png"), full_page=True)
+
+    page.get_by_role("tab", name="Statistics").click()
+    page.get_by_text("Top outliers").wait_for()
+    grid = page.locator("[data-testid='stDataFrame']").first
+    # st.dataframe paints on a canvas; its accessible cells exist in the DOM but are hidden.
+    grid.locator("[data-testid='glide-cell-2-0']").wait_for(state="attached")
+    cells = grid.locator("td[role='gridcell']").all_text_contents()
+    rows = [cells[i : i + 4] for i in range(0, len(cells), 4)]  # token, text, channel, value
+    # Row 1: token 0 / channel 42 holds the massive activation (2500 x 3 in bf16 = 7488).
+    assert (rows[0][0], rows[0][2], rows[0][3]) == ("0", "42", "7488"), rows[:3]
+    assert rows[0][1] != ""  # the token's text, decoded by the tokenizer
+    # The next ones are all in the two planted outlier channels.
+    assert {r[2] for r in rows[:10]} == {"11", "42"}, rows[:10]
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(tmp_path / "statistics.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_demo_run_planted_channels_and_kronecker(studio_factory, page, tmp_path: Path) -> None:
+    """Reference engine (tp=2, msit dumps incl. api-mode npu_kronecker_quant) on the tiny model
+    with planted outlier channels: those channels top the channel table and the 3D view."""
+    import json
+
+    from backend.dumps.ingest import ingest_dump
+    from backend.engines.reference.dumping import DumpOptions
+    from backend.engines.reference.offline import run_offline
+    from backend.models.create import create_model
+    from backend.workspace import open_workspace
+
+    model = create_model(tmp_path / "model", preset="tiny", seed=0, outliers=True)
+    planted = json.loads((model / "studio_model.json").read_text())["outliers"]["channels"]
+    dump = DumpOptions(tool="msit", dump_path=tmp_path / "dump", token_range=[0, 1],
+                       mode=["module", "api"], api_list=["npu_kronecker_quant"])  # fmt: skip
+    res = run_offline(model, tp=2, prompts=["Outliers live in a few channels of LLMs."],
+                      max_tokens=2, dump=dump)  # fmt: skip
+    ws = open_workspace(tmp_path / "ws")
+    ingest_dump(ws, res.dump_root)
+    ws.close()
+
+    server = studio_factory(tmp_path / "ws")
+    query = urllib.parse.urlencode(
+        {"pattern": r"layers\.1\.self_attn\.qkv_proj", "io": "input", "tokenizer": str(model)}
+    )
+    page.goto(f"{server.url}/activations?{query}")
+    wait_for_app(page)
+    page.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=30_000)
+    page.get_by_text("top channel").first.wait_for()
+    page.wait_for_timeout(2500)
+    page.locator(".js-plotly-plot").first.screenshot(path=str(tmp_path / "demo_surface.png"))
+
+    page.get_by_role("tab", name="Statistics").click()
+    page.get_by_text("Top channels by absmax").wait_for()
+    tables = page.locator("[data-testid='stDataFrame']")
+    chan_grid = tables.nth(1)
+    chan_grid.locator("[data-testid='glide-cell-0-1']").wait_for(state="attached")
+    cells = chan_grid.locator("td[role='gridcell']").all_text_contents()
+    width = 7  # channel, absmax, token, text, value, mean_abs, tokens_over_6
+    top2 = {cells[0], cells[width]}
+    assert top2 == {str(c) for c in planted}, cells[: 2 * width]
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(tmp_path / "demo_statistics.png"), full_page=True)
+
+    page.get_by_role("tab", name="Kronecker").click()
+    page.get_by_text("The dumped quantized output matches").wait_for()
+    assert "P1^T @ x @ P2" in page.inner_text("body")
+    page.wait_for_timeout(2500)
+    page.screenshot(path=str(tmp_path / "demo_kronecker.png"), full_page=True)
+
+
+def test_pyvista_renderer_paints(studio_factory, page, tmp_path: Path) -> None:
+    """The PyVista view (stpyvista, trame backend: vtk.js, offline) shows the same surface."""
+    ws_dir, _ = _filled_workspace(tmp_path)
+    server = studio_factory(ws_dir)
+    query = urllib.parse.urlencode({"pattern": r"layers\.2\.input_layernorm", "io": "input"})
+    page.goto(f"{server.url}/activations?{query}")
+    wait_for_app(page)
+    page.get_by_text("PyVista", exact=True).click()
+    wait_for_app(page)
+    frame = page.frame_locator("iframe").first
+    frame.locator("canvas").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=str(tmp_path / "pyvista.png"), full_page=True)

@@ -1,0 +1,44 @@
+"""End-to-end: the Trace page in headless Chromium shows module calls and two profiles' diff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import wait_for_app
+from tests.trace.test_page import seed
+
+pytestmark = pytest.mark.e2e
+
+
+def test_trace_page_shows_both_views(studio_factory, page, tmp_path: Path) -> None:
+    ws_dir = tmp_path / "e2e-workspace"
+    seed(ws_dir, tmp_path)
+    server = studio_factory(ws_dir)
+    page.goto(f"{server.url}/trace")
+    wait_for_app(page)
+    page.get_by_text("Calls per module class").wait_for()
+    page.get_by_text("model.layers.0.self_attn.qkv_proj").first.wait_for(state="attached")
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.wait_for_timeout(1500)
+    shot_calls = tmp_path / "trace-calls.png"
+    page.screenshot(path=str(shot_calls), full_page=True)
+    # Streamlit scrolls inside its own container: a tall viewport shows the whole page.
+    page.set_viewport_size({"width": 1400, "height": 2200})
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(tmp_path / "trace-call-order.png"))
+
+    page.get_by_role("tab", name="Profiles").click()
+    page.get_by_text("Largest changes").first.wait_for()
+    page.get_by_text("Time per layer and family").first.wait_for()
+    page.get_by_text("paged_attention_v2_kernel").first.wait_for(state="attached")
+    body = page.inner_text("body")
+    assert "nsys" in body and "kineto-gpu" in body and "Difference" in body
+    page.wait_for_timeout(2000)
+    shot = tmp_path / "trace-profiles.png"
+    page.screenshot(path=str(shot), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 3600})
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(tmp_path / "trace-profiles-all.png"))
+    assert shot_calls.stat().st_size > 20_000 and shot.stat().st_size > 20_000

@@ -1,0 +1,55 @@
+"""The Trace page (AppTest) on a workspace with a module trace and two profiles."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from streamlit.testing.v1 import AppTest
+
+from backend.trace.ingest import ingest_profile, store_trace
+from backend.trace.module_tracer import trace_modules
+from backend.workspace import open_workspace
+from studio.navigation import ROOT
+from tests.trace.fixtures import write_kineto_gpu, write_nsys
+from tests.trace.tiny import TinyDecoder
+
+
+def seed(ws_dir, tmp_path) -> tuple[str, str]:
+    ws = open_workspace(ws_dir)
+    model = TinyDecoder(2)
+    with trace_modules(model) as t, torch.no_grad():
+        model(torch.arange(7).unsqueeze(0))
+    store_trace(ws, t.calls, name="tiny-decoder", model="TinyDecoder")
+    a = ingest_profile(ws, write_kineto_gpu(tmp_path / "gpu.json"), name="kineto-gpu")
+    b = ingest_profile(ws, write_nsys(tmp_path / "nsys.sqlite"), name="nsys")
+    ws.close()
+    return a, b
+
+
+def test_page_shows_calls_profiles_and_diff(workspace_dir, tmp_path) -> None:
+    kineto_id, _ = seed(workspace_dir, tmp_path)
+    at = AppTest.from_file(str(ROOT / "pages/trace.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    counts = at.dataframe[0].value
+    assert list(zip(counts["module_class"], counts["calls"], strict=True))[:2] == [
+        ("Linear", 9), ("RMSNorm", 5)
+    ]  # fmt: skip
+    order = at.dataframe[1].value
+    assert [m.strip() for m in order["module"]][:3] == [
+        "model.layers.0", "model.layers.0.input_layernorm", "model.layers.0.self_attn"
+    ]  # fmt: skip
+    assert order["output"].iloc[3] == "(1, 7, 48)"  # qkv_proj
+    # profile A = nsys (latest), compared with the Kineto one: a diff table is shown
+    diff = next(d.value for d in at.dataframe if "delta_us" in d.value.columns)
+    row = diff.set_index("key").loc["paged_attention_v2_kernel"]
+    assert row["total_us_a"] == 40.0 and row["total_us_b"] == 70.0
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Format"] == "nsys" and metrics["Unattributed"] == "0.0%"
+    at.selectbox(key="profile_a").set_value(kineto_id).run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Format"] == "kineto"
+    lost = next(d.value for d in at.dataframe if "reason" in d.value.columns)
+    assert json.loads(lost.to_json(orient="records"))[0]["calls"] == 3

@@ -1,0 +1,54 @@
+"""`studio profile run` on the project's tiny Qwen3-MoE checkpoint: its ops attribute to layers."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from backend.cli import main
+from backend.trace import analysis
+from backend.trace.naming import layer_of
+from backend.workspace import open_workspace
+
+
+@pytest.fixture(scope="module")
+def tiny_moe(tmp_path_factory):
+    from backend.models.create import create_model
+
+    return create_model(tmp_path_factory.mktemp("m") / "tiny", preset="tiny", seed=0)
+
+
+def test_profile_run_attributes_ops_to_layers(workspace_dir, tiny_moe, capsys) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    args = ["profile", "run", "--model", str(tiny_moe), "--max-tokens", "2", "--json"]
+    assert main(args) == 0
+    modules = json.loads(capsys.readouterr().out)
+    ws = open_workspace(workspace_dir)
+    try:
+        pid = analysis.list_profiles(ws)["profile_id"].iloc[0]
+        attr = analysis.attribution(ws, pid)
+        per_layer = analysis.per_layer(ws, pid)
+    finally:
+        ws.close()
+    cfg = AutoConfig.from_pretrained(str(tiny_moe))
+    model = AutoModelForCausalLM.from_config(cfg)
+    linears = {n for n, m in model.named_modules() if type(m).__name__ == "Linear"}
+    # oracle: two forward passes (prefill + one decode step) -> each Linear module ran
+    # aten::linear exactly twice, and each is attributed to that module and its layer
+    lin = attr[attr["name"] == "aten::linear"]
+    counts = lin.groupby("module").size().to_dict()
+    assert {m: counts.get(m, 0) for m in linears} == {m: 2 for m in linears}
+    for row in lin[lin["module"].isin(linears)].itertuples():
+        assert (None if pd.isna(row.layer) else int(row.layer)) == layer_of(row.module)
+    # every decoder layer has time, and the module table shows the layers' attention blocks
+    assert set(per_layer["layer"].dropna().astype(int)) == set(range(cfg.num_hidden_layers))
+    names = {m["module"] for m in modules}
+    assert {f"model.layers.{i}.self_attn" for i in range(cfg.num_hidden_layers)} <= names
+
+
+def test_profile_run_refuses_tp(workspace_dir, tiny_moe, capsys) -> None:
+    assert main(["profile", "run", "--model", str(tiny_moe), "--tp", "2"]) == 2
+    assert "--tp 1" in capsys.readouterr().err
