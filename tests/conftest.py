@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from backend.gl_compat import load_triton_before_gl
 
+# Kernel tests run Triton's CPU interpreter. The flag must be set before triton is imported:
+# triton.language decorates its own helpers (reductions' combine functions) at import time.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 # Workers run PyVista renders and Triton kernels in one process: Triton must load first.
 load_triton_before_gl()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from backend.analysis import lod, parts, source
 from backend.analysis.source import Selected
 from backend.errors import InputError, StudioError
+from backend.procs import clean_main_for_spawn
 from backend.workspace import Workspace
 
 FORMATS = ("png", "html")
@@ -108,7 +109,10 @@ def render(
     n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     written: list[Path] = []
     # spawn: workers start clean (no inherited DuckDB handle, no half-initialised VTK).
-    with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool:
+    with (
+        clean_main_for_spawn(),
+        ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool,
+    ):
         for path in pool.map(_render, jobs):
             written.append(path)
             if progress:

@@ -66,15 +66,22 @@ def _write_pkg(root: Path, module_file: str) -> None:
     (root / "fake_torch_npu.py").write_text(FAKE_NPU_SRC)
 
 
-@pytest.fixture
-def clean_imports(monkeypatch: pytest.MonkeyPatch):
-    before = list(sys.meta_path)
-    yield
-    sys.meta_path[:] = before
+def _forget_stand_ins() -> None:
     for name in list(sys.modules):
         if name.split(".")[0] in ("vllm_ascend", "msit_llm", "fake_torch_npu"):
             del sys.modules[name]
     importlib.invalidate_caches()
+
+
+@pytest.fixture
+def clean_imports(monkeypatch: pytest.MonkeyPatch):
+    # The real msit_llm may already be imported by another test in this worker: drop it so the
+    # stand-in on the prepended path is the one imported.
+    _forget_stand_ins()
+    before = list(sys.meta_path)
+    yield
+    sys.meta_path[:] = before
+    _forget_stand_ins()
 
 
 def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **extra) -> dict:

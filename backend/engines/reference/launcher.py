@@ -23,6 +23,7 @@ from backend.engines.reference import parallel
 from backend.engines.reference.dumping import DumpOptions
 from backend.errors import InputError, StudioError
 from backend.models.config import read_config
+from backend.procs import clean_main_for_spawn
 
 PR_SET_PDEATHSIG = 1
 
@@ -155,6 +156,7 @@ def start_server(
         )
         for r in range(tp)
     ]
-    for p in procs:
-        p.start()
+    with clean_main_for_spawn():
+        for p in procs:
+            p.start()
     return ServerHandle(f"http://{host}:{port}", procs, ready, box)

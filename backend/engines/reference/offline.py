@@ -17,6 +17,7 @@ from backend.engines.reference import parallel
 from backend.engines.reference.dumping import DumpOptions
 from backend.errors import InputError, StudioError
 from backend.models.config import read_config
+from backend.procs import clean_main_for_spawn
 
 
 @dataclass
@@ -118,8 +119,9 @@ def run_offline(
             )
             for r in range(tp)
         ]
-        for p in procs:
-            p.start()
+        with clean_main_for_spawn():
+            for p in procs:
+                p.start()
         for p in procs:
             p.join(timeout)
         failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]

@@ -1,0 +1,43 @@
+"""Spawned children must not re-run a page script that Streamlit installed as __main__."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from backend.procs import clean_main_for_spawn
+
+
+def _fake_page(tmp_path: Path) -> tuple[types.ModuleType, Path]:
+    marker = tmp_path / "page-ran"
+    page = tmp_path / "page.py"
+    page.write_text(f"open({str(marker)!r}, 'a').write('ran\\n')\n")
+    module = types.ModuleType("__main__")
+    module.__file__ = str(page)
+    return module, marker
+
+
+def _spawn_once() -> int:
+    proc = mp.get_context("spawn").Process(target=time.sleep, args=(0,))
+    proc.start()
+    proc.join(60)
+    return proc.exitcode
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_spawned_child_and_borrowed_main(tmp_path: Path, monkeypatch, guarded: bool) -> None:
+    module, marker = _fake_page(tmp_path)
+    monkeypatch.setitem(sys.modules, "__main__", module)
+    if guarded:
+        with clean_main_for_spawn():
+            assert _spawn_once() == 0
+        assert sys.modules["__main__"] is module  # restored afterwards
+        assert not marker.exists()
+    else:  # the hazard the guard exists for: the child executes the page script
+        assert _spawn_once() == 0
+        assert marker.read_text() == "ran\n"
