@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing as mp
 import os
+import queue
 import signal
 import threading
 import time
@@ -89,6 +90,7 @@ class ServerHandle:
     ready: mp.synchronize.Event
     dump_root_box: mp.Queue
     dump_root: Path | None = None
+    expects_dump: bool = False
 
     def wait_ready(self, timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
@@ -100,8 +102,14 @@ class ServerHandle:
             if time.monotonic() > deadline:
                 self.stop()
                 raise StudioError(f"reference engine not ready after {timeout:.0f} s")
-        if not self.dump_root_box.empty():
-            self.dump_root = Path(self.dump_root_box.get())
+        if self.expects_dump:
+            # Rank 0 put the root before it became ready, but a Queue's put is flushed by a
+            # feeder thread: empty() may still say True here, so wait for it.
+            try:
+                self.dump_root = Path(self.dump_root_box.get(timeout=30))
+            except queue.Empty as exc:
+                self.stop()
+                raise StudioError("the reference engine did not report its dump root") from exc
 
     def alive(self) -> bool:
         return all(p.is_alive() for p in self.procs)
@@ -159,4 +167,4 @@ def start_server(
     with clean_main_for_spawn():
         for p in procs:
             p.start()
-    return ServerHandle(f"http://{host}:{port}", procs, ready, box)
+    return ServerHandle(f"http://{host}:{port}", procs, ready, box, expects_dump=dump is not None)
