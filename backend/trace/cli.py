@@ -138,8 +138,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     ws = open_workspace(args.workspace)
     try:
         pid, trace = profile_model_dir(
-            ws, model_dir, prompt=args.prompt, max_tokens=args.max_tokens, tp=args.tp, out=out
-        )
+            ws, model_dir, prompt=args.prompt, max_tokens=args.max_tokens, tp=args.tp, out=out,
+            engine=args.engine,
+        )  # fmt: skip
         df = analysis.by_module(ws, pid)
     finally:
         ws.close()
@@ -230,6 +231,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--tp", type=int, default=1, help="tensor parallel size (1 only)")
     run.add_argument("--prompt", default="Hello, world", help="prompt text")
     run.add_argument("--max-tokens", type=int, default=2, help="tokens to generate")
+    run.add_argument(
+        "--engine",
+        choices=("reference", "transformers"),
+        default="reference",
+        help="reference: the studio's engine with vLLM's module layout (Qwen3-MoE checkpoints); "
+        "transformers: AutoModelForCausalLM (any causal LM)",
+    )
     run.add_argument("--out", help="where to write the Chrome trace (default: in the workspace)")
     run.add_argument("--top", type=int, default=20, help="modules to print")
     run.add_argument("--json", action="store_true", help="print JSON records")

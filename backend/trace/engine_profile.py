@@ -1,6 +1,7 @@
 """`studio profile run`: profile generation on a checkpoint, every module annotated, and ingest.
 
-Runs in this process through transformers (one rank). Each module call is wrapped in
+Runs in this process (one rank) through the reference engine (vLLM's module layout: the paths a
+vLLM profile would show) or through transformers. Each module call is wrapped in
 ``record_function(<module path>)`` so the profile's ops (and kernels on a GPU) attribute to
 modules and layers.
 """
@@ -28,6 +29,7 @@ def profile_model_dir(
     tp: int = 1,
     out: Path | None = None,
     name: str | None = None,
+    engine: str = "reference",
 ) -> tuple[str, Path]:
     """Profile ``max_tokens`` greedy steps of ``prompt``; returns (profile id, trace file)."""
     if tp != 1:
@@ -37,10 +39,40 @@ def profile_model_dir(
         )
     if max_tokens < 1:
         raise StudioError("--max-tokens must be at least 1")
-    model, tok = load_model(model_dir)
-    ids = prompt_ids(tok, prompt, model.config.vocab_size)
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="profile-", dir=ws.root)) / "trace.json"
+    if engine == "reference":
+        trace = _profile_reference(model_dir, prompt, max_tokens, out)
+        label = "reference engine"
+    else:
+        trace = _profile_transformers(model_dir, prompt, max_tokens, out)
+        label = "transformers"
+    pid = ingest_profile(ws, trace, name=name or f"{model_dir.name} ({label} profile run)")
+    return pid, trace
+
+
+def _profile_reference(model_dir: Path, prompt: str, max_tokens: int, out: Path) -> Path:
+    """The reference engine at tp=1 in this process, warmed up before the profiler starts."""
+    from backend.engines.reference import parallel
+    from backend.engines.reference.offline import encode_prompts
+    from backend.engines.reference.runner import ModelRunner
+
+    ids = encode_prompts(model_dir, [prompt])
+    parallel.init_group(0, 1, parallel.free_port())
+    try:
+        runner = ModelRunner(model_dir)
+        runner.warm_up()
+        trace, _ = profile_call(
+            runner.model, lambda: runner.generate(ids, max_tokens=max_tokens, ignore_eos=True), out
+        )
+    finally:
+        parallel.destroy()
+    return trace
+
+
+def _profile_transformers(model_dir: Path, prompt: str, max_tokens: int, out: Path) -> Path:
+    model, tok = load_model(model_dir)
+    ids = prompt_ids(tok, prompt, model.config.vocab_size)
 
     def run() -> None:
         model.generate(
@@ -49,5 +81,4 @@ def profile_model_dir(
         )  # fmt: skip
 
     trace, _ = profile_call(model, run, out)
-    pid = ingest_profile(ws, trace, name=name or f"{model_dir.name} (profile run)")
-    return pid, trace
+    return trace

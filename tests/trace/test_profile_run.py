@@ -24,6 +24,7 @@ def test_profile_run_attributes_ops_to_layers(workspace_dir, tiny_moe, capsys) -
     from transformers import AutoConfig, AutoModelForCausalLM
 
     args = ["profile", "run", "--model", str(tiny_moe), "--max-tokens", "2", "--json"]
+    args += ["--engine", "transformers"]
     assert main(args) == 0
     modules = json.loads(capsys.readouterr().out)
     ws = open_workspace(workspace_dir)
@@ -52,3 +53,49 @@ def test_profile_run_attributes_ops_to_layers(workspace_dir, tiny_moe, capsys) -
 def test_profile_run_refuses_tp(workspace_dir, tiny_moe, capsys) -> None:
     assert main(["profile", "run", "--model", str(tiny_moe), "--tp", "2"]) == 2
     assert "--tp 1" in capsys.readouterr().err
+
+
+def test_reference_engine_profile_attributes_ops_to_layers(workspace_dir, tiny_moe, capsys) -> None:
+    from backend.engines.reference import parallel
+    from backend.engines.reference.model import Qwen3MoeForCausalLM
+    from backend.models.config import read_config
+
+    args = [
+        "profile",
+        "run",
+        "--model",
+        str(tiny_moe),
+        "--max-tokens",
+        "3",
+        "--json",
+        "--top",
+        "999",
+    ]
+    assert main(args) == 0  # --engine reference is the default
+    modules = {m["module"] for m in json.loads(capsys.readouterr().out)}
+    ws = open_workspace(workspace_dir)
+    try:
+        pid = analysis.list_profiles(ws)["profile_id"].iloc[0]
+        attr = analysis.attribution(ws, pid)
+        per_layer = analysis.per_layer(ws, pid)
+    finally:
+        ws.close()
+    # oracle: the engine's own module tree (vLLM names); every parallel linear calls F.linear
+    # once per forward, and 3 tokens = prefill + 2 decode steps = 3 forwards (warm-up excluded)
+    cfg = read_config(tiny_moe)
+    parallel.init_group(0, 1, parallel.free_port())
+    try:
+        model = Qwen3MoeForCausalLM(cfg)
+    finally:
+        parallel.destroy()
+    kinds = {"QKVParallelLinear", "RowParallelLinear", "MergedColumnParallelLinear"}
+    kinds.add("ReplicatedLinear")
+    linears = {n for n, m in model.named_modules() if type(m).__name__ in kinds}
+    assert {f"model.layers.{i}.self_attn.qkv_proj" for i in range(cfg.num_hidden_layers)} <= linears
+    lin = attr[attr["name"] == "aten::linear"]
+    counts = lin.groupby("module").size().to_dict()
+    assert {m: counts.get(m, 0) for m in linears} == {m: 3 for m in linears}
+    for row in lin[lin["module"].isin(linears)].itertuples():
+        assert int(row.layer) == layer_of(row.module)
+    assert set(per_layer["layer"].dropna().astype(int)) == set(range(cfg.num_hidden_layers))
+    assert {f"model.layers.{i}.self_attn.qkv_proj" for i in range(cfg.num_hidden_layers)} <= modules
