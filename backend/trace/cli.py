@@ -228,7 +228,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and ingest it",
     )
     run.add_argument("--model", required=True, help="HF-format model directory")
-    run.add_argument("--tp", type=int, default=1, help="tensor parallel size (1 only)")
+    run.add_argument(
+        "--tp",
+        type=int,
+        default=1,
+        help="tensor parallel size (reference engine: one profile per rank)",
+    )
     run.add_argument("--prompt", default="Hello, world", help="prompt text")
     run.add_argument("--max-tokens", type=int, default=2, help="tokens to generate")
     run.add_argument(

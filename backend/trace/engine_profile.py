@@ -32,15 +32,14 @@ def profile_model_dir(
     engine: str = "reference",
 ) -> tuple[str, Path]:
     """Profile ``max_tokens`` greedy steps of ``prompt``; returns (profile id, trace file)."""
-    if tp != 1:
-        raise StudioError(
-            "profile run profiles one process (--tp 1); for a tensor-parallel run take a "
-            "torch.profiler / torch_npu / nsys profile of the server and `studio profile ingest` it"
-        )
+    if tp != 1 and engine != "reference":
+        raise StudioError("--engine transformers profiles one process: use --tp 1")
     if max_tokens < 1:
         raise StudioError("--max-tokens must be at least 1")
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="profile-", dir=ws.root)) / "trace.json"
+    if engine == "reference" and tp > 1:
+        return _profile_reference_tp(ws, model_dir, prompt, max_tokens, tp, out, name)
     if engine == "reference":
         trace = _profile_reference(model_dir, prompt, max_tokens, out)
         label = "reference engine"
@@ -49,6 +48,31 @@ def profile_model_dir(
         label = "transformers"
     pid = ingest_profile(ws, trace, name=name or f"{model_dir.name} ({label} profile run)")
     return pid, trace
+
+
+def _profile_reference_tp(
+    ws: Workspace,
+    model_dir: Path,
+    prompt: str,
+    max_tokens: int,
+    tp: int,
+    out: Path,
+    name: str | None,
+) -> tuple[str, Path]:
+    """Every rank of a tensor-parallel run profiles itself; each rank's trace is one profile.
+
+    Returns rank 0's profile id and trace (the others are listed beside it)."""
+    from backend.engines.reference.offline import run_offline
+
+    run_offline(model_dir, tp=tp, prompts=[prompt], max_tokens=max_tokens, profile_dir=out.parent)
+    first: tuple[str, Path] | None = None
+    for rank in range(tp):
+        trace = out.parent / f"trace_rank{rank}.json"
+        label = f"{name or model_dir.name} (reference engine tp={tp}, rank {rank})"
+        pid = ingest_profile(ws, trace, name=label)
+        first = first or (pid, trace)
+    assert first is not None
+    return first
 
 
 def _profile_reference(model_dir: Path, prompt: str, max_tokens: int, out: Path) -> Path:

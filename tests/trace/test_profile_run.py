@@ -50,9 +50,37 @@ def test_profile_run_attributes_ops_to_layers(workspace_dir, tiny_moe, capsys) -
     assert {f"model.layers.{i}.self_attn" for i in range(cfg.num_hidden_layers)} <= names
 
 
-def test_profile_run_refuses_tp(workspace_dir, tiny_moe, capsys) -> None:
-    assert main(["profile", "run", "--model", str(tiny_moe), "--tp", "2"]) == 2
+def test_transformers_profile_refuses_tp(workspace_dir, tiny_moe, capsys) -> None:
+    args = ["profile", "run", "--model", str(tiny_moe), "--tp", "2", "--engine", "transformers"]
+    assert main(args) == 2
     assert "--tp 1" in capsys.readouterr().err
+
+
+def test_reference_engine_tp2_profiles_every_rank(workspace_dir, tiny_moe, capsys) -> None:
+    from backend.models.config import read_config
+
+    args = ["profile", "run", "--model", str(tiny_moe), "--tp", "2", "--max-tokens", "2"]
+    assert main(args) == 0
+    cfg = read_config(tiny_moe)
+    ws = open_workspace(workspace_dir)
+    try:
+        profiles = analysis.list_profiles(ws)
+        assert sorted(profiles["name"]) == [
+            f"tiny (reference engine tp=2, rank {r})" for r in range(2)
+        ]
+        for pid in profiles["profile_id"]:
+            attr = analysis.attribution(ws, pid)
+            lin = attr[attr["name"] == "aten::linear"]
+            counts = lin.groupby("module").size().to_dict()
+            # every rank runs its shard of each projection once per forward (2 forwards)
+            for i in range(cfg.num_hidden_layers):
+                for m in ("self_attn.qkv_proj", "self_attn.o_proj"):
+                    assert counts[f"model.layers.{i}.{m}"] == 2
+            assert set(analysis.per_layer(ws, pid)["layer"].dropna().astype(int)) == set(
+                range(cfg.num_hidden_layers)
+            )
+    finally:
+        ws.close()
 
 
 def test_reference_engine_profile_attributes_ops_to_layers(workspace_dir, tiny_moe, capsys) -> None:

@@ -59,6 +59,7 @@ def _worker(
     dump: DumpOptions | None,
     kronecker: bool,
     out_file: str,
+    profile_dir: str | None = None,
 ) -> None:
     torch.set_num_threads(1)
     parallel.init_group(rank, tp, port)
@@ -72,7 +73,18 @@ def _worker(
             from backend.engines.reference.dumping import install
 
             root = install(runner, dump, rank)
-        gen = runner.generate(prompts, max_tokens, ignore_eos=True)
+        if profile_dir is None:
+            gen = runner.generate(prompts, max_tokens, ignore_eos=True)
+        else:  # each rank profiles itself, modules annotated (studio profile run --tp N)
+            from backend.trace.profile_run import profile_call
+
+            box: list = []
+            profile_call(
+                runner.model,
+                lambda: box.append(runner.generate(prompts, max_tokens, ignore_eos=True)),
+                os.path.join(profile_dir, f"trace_rank{rank}.json"),
+            )
+            gen = box[0]
         if rank == 0:
             torch.save(
                 {
@@ -95,9 +107,11 @@ def run_offline(
     max_tokens: int = 2,
     dump: DumpOptions | None = None,
     timeout: float = 300.0,
+    profile_dir: str | Path | None = None,
 ) -> OfflineResult:
     """Run ``prompts`` batched on ``tp`` rank processes; greedy; EOS ignored so the number of
-    steps is exactly ``max_tokens`` (step 0 prefill, then decodes)."""
+    steps is exactly ``max_tokens`` (step 0 prefill, then decodes). With ``profile_dir`` every
+    rank writes a module-annotated torch.profiler trace ``trace_rank<R>.json`` there."""
     model_dir = Path(model_dir).resolve()
     cfg = read_config(model_dir)
     if tp < 1 or cfg.num_attention_heads % tp:
@@ -114,7 +128,18 @@ def run_offline(
         procs = [
             ctx.Process(
                 target=_worker,
-                args=(r, tp, port, str(model_dir), ids, max_tokens, dump, kronecker, out_file),
+                args=(
+                    r,
+                    tp,
+                    port,
+                    str(model_dir),
+                    ids,
+                    max_tokens,
+                    dump,
+                    kronecker,
+                    out_file,
+                    str(profile_dir) if profile_dir is not None else None,
+                ),  # fmt: skip
                 daemon=True,
             )
             for r in range(tp)
