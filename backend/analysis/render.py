@@ -51,10 +51,10 @@ def selections(
     out: list[Selected] = []
     for key, grp in rows.groupby(["step", "module", "io", "idx"], sort=True):
         st, module, io_, idx = key
+        canonical = list(parts.parts_of(module, io_))  # q, k, v / gate, up
         stored = [p for p in grp["part"].tolist() if isinstance(p, str)]
-        names = stored or (
-            list(parts.parts_of(module, io_)) if cfg or module.endswith("gate_up_proj") else []
-        )
+        stored.sort(key=lambda p: canonical.index(p) if p in canonical else len(canonical))
+        names = stored or (canonical if cfg or module.endswith("gate_up_proj") else [])
         for p in names or [None]:
             out.append(Selected(run_id, int(st), module, io_, int(idx), p))
     return out

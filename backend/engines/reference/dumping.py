@@ -10,6 +10,7 @@ model's ``config.json`` so dumps describe themselves; readers treat both as opti
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -76,6 +77,11 @@ def install_msit(runner: ModelRunner, opts: DumpOptions, rank: int) -> Path:
         hook_ops.HOOK_OPS[kronecker] = ["npu_kronecker_quant"]
         apis = [getattr(kronecker, a) for a in opts.api_list if hasattr(kronecker, a)]
     Path(opts.dump_path).mkdir(parents=True, exist_ok=True)
+    # msit all-reduces its msit_dump_<timestamp> over ranks only when torchrun's variables say
+    # there are several ranks; without them ranks a second apart write separate sessions.
+    if dist.is_initialized():
+        os.environ["LOCAL_WORLD_SIZE"] = str(dist.get_world_size())
+        os.environ["LOCAL_RANK"] = str(rank)
     cfg = DumpConfig(
         dump_path=str(opts.dump_path),
         token_range=list(opts.token_range),
