@@ -24,18 +24,19 @@ def _print_table(df: pd.DataFrame, as_json: bool) -> None:
 
 
 def _cmd_trace_modules(args: argparse.Namespace) -> int:
-    from backend.trace.model_trace import trace_model_dir
+    from backend.trace.model_trace import trace_engine_dir, trace_model_dir
     from backend.trace.module_tracer import format_counts, format_layer
 
-    if args.tp != 1:
-        raise StudioError(
-            "module traces run in one process: trace with --tp 1 (the call order and shapes "
-            "of one rank are the sharded ones of the reference engine's layers)"
-        )
+    if args.tp != 1 and args.engine != "reference":
+        raise StudioError("--engine transformers traces one process: use --tp 1")
     model_dir = existing_dir(args.model, "model directory")
     ws = open_workspace(args.workspace)
     try:
-        trace_id, calls = trace_model_dir(ws, model_dir, args.prompt, name=args.name)
+        if args.engine == "reference":
+            traced = trace_engine_dir(ws, model_dir, args.prompt, tp=args.tp, name=args.name)
+            trace_id, calls = traced[0]  # rank 0 printed; every rank is stored
+        else:
+            trace_id, calls = trace_model_dir(ws, model_dir, args.prompt, name=args.name)
     finally:
         ws.close()
     print(format_counts(calls))
@@ -172,7 +173,16 @@ def _families_arg(p: argparse.ArgumentParser) -> None:
 def _modules_args(mod: argparse.ArgumentParser) -> None:
     mod.add_argument("--model", required=True, help="HF-format model directory")
     mod.add_argument("--prompt", default="Hello, world", help="prompt text")
-    mod.add_argument("--tp", type=int, default=1, help="tensor parallel size (1 only)")
+    mod.add_argument(
+        "--tp", type=int, default=1, help="tensor parallel size (reference engine: every rank)"
+    )
+    mod.add_argument(
+        "--engine",
+        choices=("reference", "transformers"),
+        default="transformers",
+        help="transformers: AutoModelForCausalLM (any causal LM); reference: the studio's engine "
+        "with vLLM's module layout (Qwen3-MoE checkpoints)",
+    )
     mod.add_argument("--layer", type=int, default=0, help="layer whose call order is printed")
     mod.add_argument("--name", help="name for the stored trace")
     mod.set_defaults(func=_cmd_trace_modules)

@@ -1,4 +1,8 @@
-"""Trace one forward pass of an HF-format checkpoint (transformers) and store the calls."""
+"""Trace one forward pass of a checkpoint and store the calls.
+
+Through the reference engine (vLLM's module layout; at tp > 1 every rank is traced, each rank's
+calls stored as one trace with its sharded shapes) or through transformers.
+"""
 
 from __future__ import annotations
 
@@ -54,3 +58,30 @@ def trace_model_dir(
         ws, tracer.calls, name=name or model_dir.name, model=str(model_dir), prompt=prompt
     )
     return trace_id, tracer.calls
+
+
+def trace_engine_dir(
+    ws: Workspace, model_dir: Path, prompt: str, *, tp: int = 1, name: str | None = None
+) -> list[tuple[str, list[ModuleCall]]]:
+    """Trace the reference engine's prefill of ``prompt`` on ``tp`` ranks; [(trace id, calls)]
+    per rank, rank 0 first."""
+    import tempfile
+
+    from backend.engines.reference.offline import run_offline
+
+    with tempfile.TemporaryDirectory(prefix="studio-trace-") as tmp:
+        run_offline(model_dir, tp=tp, prompts=[prompt], max_tokens=1, trace_dir=tmp)
+        per_rank = [
+            [
+                ModuleCall(**c)
+                for c in torch.load(Path(tmp) / f"calls_rank{r}.pt", weights_only=True)
+            ]
+            for r in range(tp)
+        ]
+    out = []
+    for rank, calls in enumerate(per_rank):
+        label = name or model_dir.name
+        label += f" (reference engine tp={tp}, rank {rank})" if tp > 1 else " (reference engine)"
+        trace_id = store_trace(ws, calls, name=label, model=str(model_dir), prompt=prompt)
+        out.append((trace_id, calls))
+    return out

@@ -127,3 +127,43 @@ def test_reference_engine_profile_attributes_ops_to_layers(workspace_dir, tiny_m
         assert int(row.layer) == layer_of(row.module)
     assert set(per_layer["layer"].dropna().astype(int)) == set(range(cfg.num_hidden_layers))
     assert {f"model.layers.{i}.self_attn.qkv_proj" for i in range(cfg.num_hidden_layers)} <= modules
+
+
+def test_trace_modules_on_reference_engine_every_rank(workspace_dir, tiny_moe, capsys) -> None:
+    from backend.models.config import read_config
+    from backend.trace import traces
+
+    prompt = "Tensor parallel shards"
+    for tp in (1, 2):
+        args = ["trace", "modules", "--model", str(tiny_moe), "--engine", "reference"]
+        assert main([*args, "--tp", str(tp), "--prompt", prompt]) == 0
+    assert "QKVParallelLinear" in capsys.readouterr().out
+    cfg = read_config(tiny_moe)
+    hd, heads, kv = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
+    from backend.models.tokenizer import load_tokenizer
+
+    n_tok = len(load_tokenizer(tiny_moe).encode(prompt).ids)
+    ws = open_workspace(workspace_dir)
+    try:
+        runs = traces.list_traces(ws)
+        assert list(runs["name"]) == [
+            "tiny (reference engine)",
+            "tiny (reference engine tp=2, rank 0)",
+            "tiny (reference engine tp=2, rank 1)",
+        ]
+        by_name = dict(zip(runs["name"], runs["trace_id"], strict=True))
+        # oracle: vLLM's QKV sharding from config.json (REFERENCE.md 2), one prefill of n_tok
+        for name, tp in [("tiny (reference engine)", 1)] + [
+            (f"tiny (reference engine tp=2, rank {r})", 2) for r in range(2)
+        ]:
+            df = traces.calls(ws, by_name[name], layer=0)
+            qkv = df[df["module"] == "model.layers.0.self_attn.qkv_proj"].iloc[0]
+            width = (heads // tp + 2 * max(1, kv // tp)) * hd
+            assert json.loads(qkv["out_shapes"])[0] == [n_tok, width]
+            o = df[df["module"] == "model.layers.0.self_attn.o_proj"].iloc[0]
+            assert json.loads(o["in_shapes"])[0] == [n_tok, heads // tp * hd]
+        rank0 = traces.calls(ws, by_name["tiny (reference engine tp=2, rank 0)"])
+        rank1 = traces.calls(ws, by_name["tiny (reference engine tp=2, rank 1)"])
+        assert list(rank0["module"]) == list(rank1["module"])  # same call order on every rank
+    finally:
+        ws.close()

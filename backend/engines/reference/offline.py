@@ -60,6 +60,7 @@ def _worker(
     kronecker: bool,
     out_file: str,
     profile_dir: str | None = None,
+    trace_dir: str | None = None,
 ) -> None:
     torch.set_num_threads(1)
     parallel.init_group(rank, tp, port)
@@ -73,7 +74,16 @@ def _worker(
             from backend.engines.reference.dumping import install
 
             root = install(runner, dump, rank)
-        if profile_dir is None:
+        if trace_dir is not None:  # studio trace modules --tp N: each rank records its calls
+            from dataclasses import asdict
+
+            from backend.trace.module_tracer import trace_modules
+
+            with trace_modules(runner.model) as tracer:
+                gen = runner.generate(prompts, max_tokens, ignore_eos=True)
+            calls = [asdict(c) | {"rank": rank} for c in tracer.calls]
+            torch.save(calls, os.path.join(trace_dir, f"calls_rank{rank}.pt"))
+        elif profile_dir is None:
             gen = runner.generate(prompts, max_tokens, ignore_eos=True)
         else:  # each rank profiles itself, modules annotated (studio profile run --tp N)
             from backend.trace.profile_run import profile_call
@@ -108,10 +118,12 @@ def run_offline(
     dump: DumpOptions | None = None,
     timeout: float = 300.0,
     profile_dir: str | Path | None = None,
+    trace_dir: str | Path | None = None,
 ) -> OfflineResult:
     """Run ``prompts`` batched on ``tp`` rank processes; greedy; EOS ignored so the number of
     steps is exactly ``max_tokens`` (step 0 prefill, then decodes). With ``profile_dir`` every
-    rank writes a module-annotated torch.profiler trace ``trace_rank<R>.json`` there."""
+    rank writes a module-annotated torch.profiler trace ``trace_rank<R>.json`` there; with
+    ``trace_dir`` every rank writes its module calls (``calls_rank<R>.pt``) there."""
     model_dir = Path(model_dir).resolve()
     cfg = read_config(model_dir)
     if tp < 1 or cfg.num_attention_heads % tp:
@@ -139,6 +151,7 @@ def run_offline(
                     kronecker,
                     out_file,
                     str(profile_dir) if profile_dir is not None else None,
+                    str(trace_dir) if trace_dir is not None else None,
                 ),  # fmt: skip
                 daemon=True,
             )
