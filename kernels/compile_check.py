@@ -30,6 +30,17 @@ def _specs(group: int = 128):
         {"TOPK": 8, "GROUP": group, "BLOCK_T": 16, "BLOCK_N": 64, "BLOCK_K": 64},
     )  # fmt: skip
     yield (
+        "gate_up_n16",  # the narrow output tile picked for small decode grids
+        triton_moe._gate_up_kernel,
+        {
+            "x_ptr": "*bf16", "q_ptr": "*i32", "z_ptr": "*u8", "s_ptr": "*fp16",
+            "pairs_ptr": "*i32", "experts_ptr": "*i32", "h_ptr": "*bf16", **moe_common,
+            "TOPK": "constexpr", "GROUP": "constexpr", "BLOCK_T": "constexpr",
+            "BLOCK_N": "constexpr", "BLOCK_K": "constexpr",
+        },
+        {"TOPK": 8, "GROUP": group, "BLOCK_T": 16, "BLOCK_N": 16, "BLOCK_K": 64},
+    )  # fmt: skip
+    yield (
         "gate_up_fp32",  # fp32 activations: the "ieee" dot path
         triton_moe._gate_up_kernel,
         {

@@ -155,11 +155,25 @@ def align_routing(
     return pairs[: slots * block_t], experts[:slots]
 
 
-def block_sizes(experts: FusedExperts, batch: int) -> tuple[int, int, int]:
-    """(BLOCK_T, BLOCK_N, BLOCK_K): tokens per expert <= batch (top-k experts are distinct)."""
-    block_t = max(16, triton.next_power_of_2(batch))
-    block_k = min(64, experts.group_size)
-    return block_t, 64, block_k
+def block_sizes(experts: FusedExperts, batch: int) -> tuple[int, int]:
+    """(BLOCK_T, BLOCK_K): tokens per expert <= batch (top-k experts are distinct)."""
+    return max(16, triton.next_power_of_2(batch)), min(64, experts.group_size)
+
+
+# Enough programs to keep every SM of a large GPU (132 on an H100) streaming memory.
+TARGET_PROGRAMS = 512
+
+
+def pick_block_n(slots: int, n: int) -> int:
+    """The widest output tile (64, 32 or 16) that still gives ``TARGET_PROGRAMS`` programs.
+
+    Decode grids are small (8 experts x I/64 = 96 programs at batch 1 for Qwen3-30B-A3B):
+    narrower tiles trade a little reuse of the token block for memory-level parallelism.
+    """
+    for bn in (64, 32):
+        if slots * triton.cdiv(n, bn) >= TARGET_PROGRAMS:
+            return bn
+    return 16
 
 
 def moe_fused_triton(
@@ -169,12 +183,15 @@ def moe_fused_triton(
     experts: FusedExperts,
     *,
     validate: bool = True,
+    block_n: int | None = None,
 ) -> torch.Tensor:
     """Fused W4A16 MoE layer; returns ``[B, H]`` in ``x.dtype``.
 
     A token's top-k experts must be distinct (a router's top-k always is): an expert then has
     at most B tokens, which sizes the per-expert token block. ``validate`` checks it (a host
-    sync; skipped while a CUDA graph is being captured).
+    sync; skipped while a CUDA graph is being captured). ``block_n`` fixes the output tile
+    width (default: :func:`pick_block_n` per launch on a GPU, 64 in the interpreter, where
+    every program costs CPU time).
     """
     batch, topk = topk_ids.shape
     capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
@@ -183,7 +200,7 @@ def moe_fused_triton(
         if bool((ids[:, 1:] == ids[:, :-1]).any()):
             raise ValueError("a token routes to the same expert twice: top-k ids must be distinct")
     hidden, inter, g = experts.hidden, experts.intermediate, experts.group_size
-    block_t, block_n, block_k = block_sizes(experts, batch)
+    block_t, block_k = block_sizes(experts, batch)
     if g % block_k or hidden % block_k or inter % block_k:
         raise ValueError(f"H={hidden}, INTER={inter}, group={g} must be multiples of {block_k}")
     pairs, slot_experts = align_routing(topk_ids, experts.num_experts, block_t)
@@ -194,14 +211,20 @@ def moe_fused_triton(
     out = torch.empty((num_pairs, hidden), dtype=torch.float32, device=x.device)
     weights = topk_weights.to(torch.float32).contiguous()
     slots = slot_experts.shape[0]
-    _gate_up_kernel[(slots, triton.cdiv(inter, block_n))](
+    if block_n is not None:
+        bn_up = bn_down = block_n
+    elif interpreting():
+        bn_up = bn_down = 64
+    else:
+        bn_up, bn_down = pick_block_n(slots, inter), pick_block_n(slots, hidden)
+    _gate_up_kernel[(slots, triton.cdiv(inter, bn_up))](
         x, experts.w13_q, experts.w13_z, experts.w13_s, pairs, slot_experts, h,
         hidden, inter, num_pairs,
-        TOPK=topk, GROUP=g, BLOCK_T=block_t, BLOCK_N=block_n, BLOCK_K=block_k,
+        TOPK=topk, GROUP=g, BLOCK_T=block_t, BLOCK_N=bn_up, BLOCK_K=block_k,
     )  # fmt: skip
-    _down_kernel[(slots, triton.cdiv(hidden, block_n))](
+    _down_kernel[(slots, triton.cdiv(hidden, bn_down))](
         h, experts.w2_q, experts.w2_z, experts.w2_s, pairs, slot_experts, weights, out,
         hidden, inter, num_pairs,
-        GROUP=g, BLOCK_T=block_t, BLOCK_N=block_n, BLOCK_K=block_k,
+        GROUP=g, BLOCK_T=block_t, BLOCK_N=bn_down, BLOCK_K=block_k,
     )  # fmt: skip
     return out.view(batch, topk, hidden).sum(1).to(x.dtype)
