@@ -8,12 +8,13 @@ and picks up the rest: nothing lost, nothing duplicated.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,12 @@ from backend.dumps.stitch.stitcher import Heads, StitchResult, max_diff, stitch,
 from backend.errors import InputError
 from backend.workspace import Workspace
 
-HEAD_TAIL = 1 << 16
+# A torch.save file ends with its zip central directory, which holds the CRC-32 of every
+# record: the last 4 KiB change whenever any tensor byte does.
+HEAD_TAIL = 1 << 12
+MAX_MAPPED = (
+    4096  # catalogued tensors kept memory-mapped for their stitch (bounded: vm.max_map_count)
+)
 
 
 def run_id_for(root: Path) -> str:
@@ -38,7 +44,7 @@ def run_id_for(root: Path) -> str:
 
 
 def content_key(path: Path, size: int) -> str:
-    """Size plus a hash of the first and last 64 KiB: changes whenever the file is rewritten."""
+    """Size plus a hash of the first and last 4 KiB: changes whenever the file is rewritten."""
     h = hashlib.blake2b(digest_size=12)
     with path.open("rb") as f:
         h.update(f.read(HEAD_TAIL))
@@ -99,6 +105,7 @@ class CatalogEntry:
     shape: list[int] | None = None
     nbytes: int = 0
     error: InputError | None = None
+    tensor: Any = None  # the memory-mapped tensor, handed on to its stitch (not persisted)
 
 
 def catalog_file(ref: TensorRef, relpath: str, key: str, size: int) -> CatalogEntry:
@@ -112,6 +119,7 @@ def catalog_file(ref: TensorRef, relpath: str, key: str, size: int) -> CatalogEn
     entry.dtype = str(t.dtype).removeprefix("torch.")
     entry.shape = list(t.shape)
     entry.nbytes = t.numel() * t.element_size()
+    entry.tensor = t
     return entry
 
 
@@ -129,18 +137,56 @@ class StitchJob:
 
 
 def run_stitch(
-    job: StitchJob, tp: int, heads: Heads | None, store, run_id: str
-) -> tuple[StitchJob, Any, StitchResult, str | None]:
-    """Stitch one tensor across ranks and write it to the store; pure apart from that write."""
+    job: StitchJob,
+    tp: int,
+    heads: Heads | None,
+    store,
+    run_id: str,
+    mapped: dict[str, Any] | None = None,
+) -> tuple[StitchJob, Any, StitchResult, Location | None]:
+    """Stitch one tensor across ranks and write it to the store; pure apart from that write.
+
+    ``mapped`` holds tensors the catalog already memory-mapped (taken out, not loaded twice).
+    """
     choice = choose(job.module, job.module_class, job.io, job.idx)
-    shards = {r: load_tensor_file(Path(f)) for r, f in job.files.items()}
+    mapped = mapped if mapped is not None else {}
+    shards = {}
+    for r, f in job.files.items():
+        t = mapped.pop(f, None)
+        shards[r] = t if t is not None else load_tensor_file(Path(f))
     res = stitch(choice, shards, tp, heads)
-    group = None
+    loc: Location | None = None
     if res.tensor is not None and res.verdict != "unknown":
-        group = _group(run_id, job.step, job.module, job.io, job.idx, job.arg_name, job.call_index)
-        tensors = {"tensor": res.tensor, **res.parts}
-        store.put(group, tensors, metadata={"rule": res.rule, "verdict": res.verdict})
-    return job, choice, res, group
+        same = [r for r, t in shards.items() if t is res.tensor]
+        if same:
+            # Replicated (proven equal) or a single rank: the stitched tensor IS a rank file's
+            # tensor. It is read memory-mapped from there, like the rank tensors, not copied.
+            loc = Location(None, job.files[same[0]])
+        else:
+            group = _group(run_id, job.step, job.module, job.io, job.idx, job.arg_name,
+                           job.call_index)  # fmt: skip
+            views = {name: ("tensor", a, b) for name, (a, b) in res.part_slices.items()}
+            store.put(
+                group, {"tensor": res.tensor}, metadata={"rule": res.rule, "verdict": res.verdict},
+                views=views,
+            )  # fmt: skip
+            loc = Location(group, None)
+    return job, choice, res, loc
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a stitched tensor is read from: a store group, or the rank file it equals."""
+
+    group: str | None
+    source_file: str | None
+
+
+def stats_of(store_root: str, group_file: str | None, name: str | None, source: str | None):
+    """Statistics of one stitched tensor, read memory-mapped (pure: fits a process pool)."""
+    if group_file is None:
+        return stats_mod.compute(load_tensor_file(Path(source)))
+    return stats_of_stored(store_root, group_file, name)
 
 
 def stats_of_stored(store_root: str, group_file: str, name: str) -> stats_mod.TensorStats:
@@ -164,6 +210,9 @@ class Ingestor:
         stats_pool: Executor | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
+        # The imported libraries (torch, pandas, duckdb) leave ~200k long-lived objects that
+        # every full cyclic-GC pass scans (~100 ms each, several per GB ingested): freeze them.
+        gc.freeze()
         self.ws = ws
         self.layout = layout
         self.run_id = run_id_for(layout.root)
@@ -173,6 +222,10 @@ class Ingestor:
         self.on_progress = on_progress
         self._lock = threading.RLock()
         self._unknown_noted: set[str] = set()
+        self._mapped: dict[str, Any] = {}  # source file -> memory-mapped tensor awaiting stitch
+        # ingest_all: rank files per tensor seen so far, and the tensors whose ranks are complete
+        self._groups: dict[str, StitchJob] | None = None
+        self._complete: list[StitchJob] = []
         self._ensure_run(name)
         cur = ws.cursor()
         self._done: dict[str, str] = dict(
@@ -316,6 +369,9 @@ class Ingestor:
                 )
                 files.append((e.relpath, e.key, e.size, "error"))
                 continue
+            if e.tensor is not None and len(self._mapped) < MAX_MAPPED:
+                self._mapped[str(ref.path)] = e.tensor
+            e.tensor = None
             rows.append({
                 "tensor_id": self._next_id, "run_id": self.run_id, "step": ref.step,
                 "module": ref.module, "module_class": ref.module_class, "layer": layer_of(ref.module),
@@ -326,6 +382,8 @@ class Ingestor:
             self._next_id += 1
             files.append((e.relpath, e.key, e.size, "ingested"))
             self.progress.bytes_done += e.size
+            if self._groups is not None:
+                self._track(ref, rank)
         mods = {(r["module"], r["module_class"], r["layer"]) for r in rows}
         kinds = {e.ref.module: e.ref.kind for e in entries}
         with self.ws.transaction() as cur:
@@ -333,8 +391,9 @@ class Ingestor:
                 self._insert_tensors(cur, rows)
             if files:
                 fdf = pd.DataFrame(
-                    files, columns=["relpath", "content_key", "size", "status"]
-                ).assign(run_id=self.run_id)
+                    [(self.run_id, *f) for f in files],
+                    columns=["run_id", "relpath", "content_key", "size", "status"],
+                )
                 cur.register("_new_files", fdf)
                 cur.execute(
                     "INSERT OR REPLACE INTO dump_ingest_files (run_id, relpath, content_key, size, status) "
@@ -355,6 +414,60 @@ class Ingestor:
         for rel, key, _size, _status in files:
             self._done[rel] = key
         self.progress.files_done += len(files)
+
+    def _track(self, ref: TensorRef, rank: int) -> None:
+        assert self._groups is not None
+        key = _stitch_key(self.run_id, ref.step, ref.module, ref.io, ref.idx, ref.arg_name,
+                          ref.call_index)  # fmt: skip
+        job = self._groups.get(key)
+        if job is None:
+            job = StitchJob(key, ref.step, ref.module, ref.module_class, ref.io, ref.idx,
+                            ref.arg_name, int(ref.call_index or 0), {})  # fmt: skip
+            self._groups[key] = job
+        job.files[rank] = str(ref.path)
+        if len(job.files) == self.layout.tp_size and sorted(job.files) == list(
+            range(len(job.files))
+        ):
+            self._complete.append(self._groups.pop(key))
+
+    def ingest_all(self, paths: Iterable[Path], batch_files: int = 256) -> None:
+        """Catalog and stitch many files, overlapping the two; then stitch what is left.
+
+        Files go in tensor order (step, module, io, rank), so each batch completes tensors.
+        The catalog (unpickling headers: needs the GIL) runs here while worker threads stitch
+        and write the tensors completed by earlier batches (memcmp, copies and file writes
+        release the GIL), and this thread records their results in the workspace.
+        """
+        parsed = [(p, self.layout.parse(p)) for p in paths]
+        order = sorted(
+            (x for x in parsed if x[1] is not None),
+            key=lambda x: (x[1].step, x[1].module, x[1].io, x[1].idx, x[1].arg_name or "",
+                           x[1].call_index or 0, x[1].rank_folder),
+        )  # fmt: skip
+        done = {
+            k for (k,) in self.ws.cursor().execute(
+                "SELECT stitch_key FROM dump_stitch_report WHERE run_id = ?", [self.run_id]
+            ).fetchall()
+        }  # fmt: skip
+        heads, tp = Heads.from_config(self.layout.model_config), self.layout.tp_size
+        self._groups, self._complete = {}, []
+        running: list[Future] = []
+        try:
+            with ThreadPoolExecutor(self.workers) as pool:
+                for i in range(0, len(order), batch_files):
+                    self.ingest_paths([p for p, _ in order[i : i + batch_files]])
+                    jobs, self._complete = self._complete, []
+                    running += [pool.submit(self._safe_stitch, j, tp, heads)
+                                for j in jobs if j.key not in done]  # fmt: skip
+                    finished = [f for f in running if f.done()]
+                    running = [f for f in running if not f.done()]
+                    if finished:
+                        self._write_stitched([f.result() for f in finished])
+                if running:
+                    self._write_stitched([f.result() for f in running])
+        finally:
+            self._groups = None
+        self.stitch_ready(final=True)
 
     def _insert_tensors(self, cur, rows: list[dict[str, Any]]) -> None:
         df = pd.DataFrame(rows)
@@ -459,31 +572,35 @@ class Ingestor:
                 )
                 self._error(next(iter(job.files.values())), "missing_rank",
                             f"{job.module} step {job.step} {job.io}[{job.idx}]: {res.detail}")  # fmt: skip
+        if final:
+            self._mapped.clear()
         self.verify_partial_sums(final)
         self._notify()
         return len(ready)
 
     def _safe_stitch(self, job: StitchJob, tp: int, heads: Heads | None):
         try:
-            return run_stitch(job, tp, heads, self.ws.tensors, self.run_id)
+            return run_stitch(job, tp, heads, self.ws.tensors, self.run_id, self._mapped)
         except InputError as exc:
             res = StitchResult("unreadable", "failed", sorted(job.files), detail=str(exc))
             return job, choose(job.module, job.module_class, job.io, job.idx), res, None
 
     def _write_stitched(self, results: list) -> None:
         rows, reports = [], []
-        for job, choice, res, group in results:
+        for job, choice, res, loc in results:
             tid = None
-            if group is not None and res.tensor is not None:
+            if loc is not None and res.tensor is not None:
                 tid = self._next_id
-                for part, t in [(None, res.tensor), *res.parts.items()]:
+                parts = [(None, res.tensor), *res.parts.items()]
+                for part, t in parts:
                     rows.append({
                         "tensor_id": self._next_id, "run_id": self.run_id, "step": job.step,
                         "module": job.module, "module_class": choice.module_class or job.module_class,
                         "layer": layer_of(job.module), "io": job.io, "idx": job.idx, "rank": None,
                         "part": part, "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
-                        "nbytes": t.numel() * t.element_size(), "store_group": group,
-                        "store_name": part or "tensor", "source_file": None, "arg_name": job.arg_name,
+                        "nbytes": t.numel() * t.element_size(), "store_group": loc.group,
+                        "store_name": (part or "tensor") if loc.group else None,
+                        "source_file": loc.source_file, "arg_name": job.arg_name,
                         "call_index": job.call_index,
                     })  # fmt: skip
                     self._next_id += 1
@@ -526,8 +643,8 @@ class Ingestor:
                     cur.unregister("_new_reports")
         self.progress.stitched += sum(1 for r in reports if r["tensor_id"] is not None)
         now = time.time()
-        for job, _choice, _res, group in results:
-            if group is None:
+        for job, _choice, _res, loc in results:
+            if loc is None:
                 continue
             try:
                 closed = max(Path(f).stat().st_mtime for f in job.files.values())
@@ -590,7 +707,7 @@ class Ingestor:
         todo = (
             self.ws.cursor()
             .execute(
-                "SELECT t.tensor_id, t.store_group, t.store_name FROM dump_tensors t "
+                "SELECT t.tensor_id, t.store_group, t.store_name, t.source_file FROM dump_tensors t "
                 "LEFT JOIN dump_stats s USING (tensor_id) WHERE t.run_id = ? AND t.rank IS NULL AND t.part IS NULL "
                 "AND s.tensor_id IS NULL ORDER BY t.tensor_id LIMIT ?",
                 [self.run_id, limit if limit is not None else 1 << 62],
@@ -601,13 +718,14 @@ class Ingestor:
             return 0
         root = str(self.ws.tensors.root)
         args = [
-            (root, str(self.ws.tensors.path(g).relative_to(self.ws.tensors.root)), n)
-            for _, g, n in todo
-        ]
+            (root, str(self.ws.tensors.path(g).relative_to(self.ws.tensors.root)) if g else None,
+             n, src)
+            for _, g, n, src in todo
+        ]  # fmt: skip
         if self.stats_pool is not None:
-            results = list(self.stats_pool.map(stats_of_stored, *zip(*args, strict=True)))
+            results = list(self.stats_pool.map(stats_of, *zip(*args, strict=True)))
         else:
-            results = [stats_of_stored(*a) for a in args]
+            results = [stats_of(*a) for a in args]
         self._write_stats([t[0] for t in todo], results)
         return len(todo)
 
@@ -675,9 +793,8 @@ def _ingest_all(ws, layout, name, workers, pool, on_progress, with_stats) -> str
     ing = Ingestor(ws, layout, name, workers=workers, stats_pool=pool, on_progress=on_progress)
     files = layout.tensor_files()
     ing.progress.files_seen = 0
-    ing.ingest_paths(files)
     ing.ingest_tool_stats()
-    ing.stitch_ready(final=True)
+    ing.ingest_all(files)
     if with_stats:
         ing.compute_stats()
     ing.finish("done")

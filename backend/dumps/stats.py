@@ -1,12 +1,15 @@
-"""Statistics of one tensor in one fused pass over a float32 view (numpy-checked in tests).
+"""Statistics of one tensor (numpy-checked in tests).
 
 Tensors are seen as ``[tokens, channels]``: the first dim is tokens and the remaining dims are
-flattened into channels (a 1-D tensor is one token). Moments are accumulated in float64 over the
-finite values; NaN and Inf are counted, not propagated.
+flattened into channels (a 1-D tensor is one token). bf16/fp16 tensors (what dumps hold) get
+their scalar statistics from a histogram of the 65536 bit patterns (one counting pass, exact
+float64 moments); other dtypes from float32 residuals summed in float64. NaN and Inf are
+counted, not propagated.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -51,13 +54,68 @@ def as_2d(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def _median_abs_bf16(t: torch.Tensor) -> float:
-    """Exact lower median of |x| of a finite bf16 tensor: a histogram of its 2^15 magnitudes."""
-    bits = t.reshape(-1).view(torch.int16).to(torch.int32) & 0x7FFF  # drop the sign: |x|
-    counts = torch.bincount(bits, minlength=1 << 15)
-    k = (t.numel() + 1) // 2
-    idx = int(torch.searchsorted(counts.cumsum(0), torch.tensor(k)))
-    return float(torch.tensor(idx, dtype=torch.int16).view(torch.bfloat16))
+@functools.cache
+def _pattern_values(dtype: torch.dtype) -> torch.Tensor:
+    """float64 value of each of the 65536 bit patterns of a 16-bit float type."""
+    return torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(dtype).double()
+
+
+def _compute_16bit(t: torch.Tensor, top_k: int) -> TensorStats | None:
+    """bf16/fp16: the scalar statistics from a histogram of the 65536 bit patterns.
+
+    One counting pass replaces the moment, min/max, threshold and median passes, and the
+    moments are exact float64 sums over the distinct values. None if a value is not finite.
+    """
+    x = as_2d(t)
+    bits = x.reshape(-1).view(torch.int16).to(torch.int32)
+    bits.bitwise_and_(0xFFFF)
+    counts = torch.bincount(bits, minlength=1 << 16).double()
+    del bits
+    vals = _pattern_values(t.dtype)
+    finite = torch.isfinite(vals)
+    if counts[~finite].sum() > 0:
+        return None
+    present = (counts > 0) & finite
+    c, v = counts[present], vals[present]
+    n = int(c.sum())
+    mean = float((c * v).sum()) / n
+    d2 = (v - mean) ** 2
+    m2 = float((c * d2).sum()) / n
+    m4 = float((c * d2 * d2).sum()) / n
+    av = v.abs()
+    order = torch.argsort(av, stable=True)
+    cum = c[order].cumsum(0)
+    median_abs = float(
+        av[order][int(torch.searchsorted(cum, torch.tensor((n + 1) // 2, dtype=cum.dtype)))]
+    )
+    massive_cut = max(MASSIVE_ABS, MASSIVE_RATIO * median_abs)
+    a = x.abs()
+    chan_absmax = a.amax(dim=0).float()
+    token_absmax = a.amax(dim=1).float()
+    chan_mean_abs = a.sum(dim=0, dtype=torch.float32) / x.shape[0]
+    return TensorStats(
+        numel=n, min=float(v.min()), max=float(v.max()), mean=mean, std=math.sqrt(m2),
+        absmax=float(av.max()), l2=math.sqrt(float((c * v * v).sum())), nan_count=0, inf_count=0,
+        kurtosis=m4 / (m2 * m2) - 3.0 if m2 > 0 else float("nan"),
+        over6_count=int(c[av > OVER_THRESHOLD].sum()), median_abs=median_abs,
+        massive_count=int(c[av > massive_cut].sum()), channel_absmax=chan_absmax.tolist(),
+        channel_mean_abs=chan_mean_abs.tolist(), token_absmax=token_absmax.tolist(),
+        top=_top(x, a, token_absmax, top_k),
+    )  # fmt: skip
+
+
+def _top(
+    x: torch.Tensor, a: torch.Tensor, token_absmax: torch.Tensor, top_k: int
+) -> list[tuple[int, int, float]]:
+    """The top-k |x| entries: they lie in the k tokens with the largest maxima."""
+    k = min(top_k, x.numel())
+    rows = torch.topk(token_absmax, min(k, x.shape[0])).indices
+    sub = a[rows].reshape(-1).float()
+    sub_i = torch.topk(sub, k).indices
+    cols = x.shape[1]
+    tok = rows[sub_i // cols].tolist()
+    ch = (sub_i % cols).tolist()
+    return [(int(r), int(c), float(x[r, c])) for r, c in zip(tok, ch, strict=True)]
 
 
 def compute(t: torch.Tensor, top_k: int = TOP_K) -> TensorStats:
@@ -67,6 +125,10 @@ def compute(t: torch.Tensor, top_k: int = TOP_K) -> TensorStats:
     copy of the tensor). A finite sum proves there is no NaN/Inf, so the masks are only built
     when needed.
     """
+    if t.dtype in (torch.bfloat16, torch.float16) and t.numel():
+        fast = _compute_16bit(t, top_k)
+        if fast is not None:
+            return fast
     x = as_2d(t).to(torch.float32)
     n = x.numel()
     if n == 0:
@@ -95,23 +157,13 @@ def compute(t: torch.Tensor, top_k: int = TOP_K) -> TensorStats:
     chan_absmax = a.amax(dim=0)
     token_absmax = a.amax(dim=1)
     # lower median of |x| over the finite values (the hidden state's typical magnitude)
-    if t.dtype == torch.bfloat16 and nf == n:
-        median_abs = _median_abs_bf16(t)
-    elif nf:
+    if nf:
         fin_a = a.reshape(-1)[finite.reshape(-1)] if nf != n else a.reshape(-1)
         median_abs = float(torch.kthvalue(fin_a, (nf + 1) // 2).values)
     else:
         median_abs = float("nan")
     massive_cut = max(MASSIVE_ABS, MASSIVE_RATIO * median_abs)
-    # the top-k entries lie in the k tokens with the largest token maxima: search only those
-    k = min(top_k, n)
-    rows = torch.topk(token_absmax, min(k, x.shape[0])).indices
-    sub = a[rows].reshape(-1)
-    sub_i = torch.topk(sub, k).indices
-    cols = x.shape[1]
-    tok = rows[sub_i // cols].tolist()
-    ch = (sub_i % cols).tolist()
-    top = [(int(r), int(c), float(xf[r, c])) for r, c in zip(tok, ch, strict=True)]
+    top = _top(xf, a, token_absmax, top_k)
     lo, hi = torch.aminmax(xf) if nf else (torch.tensor(math.nan), torch.tensor(math.nan))
     return TensorStats(
         numel=n,

@@ -106,3 +106,33 @@ def test_process_pool_gives_the_same_statistics(synth_dump, workspace, tmp_path)
         assert other.cursor().execute(q).fetchall() == workspace.cursor().execute(q).fetchall()
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16bit_histogram_path_matches_numpy(dtype) -> None:
+    rng = np.random.default_rng(11)
+    t = torch.from_numpy((rng.standard_normal((53, 3, 40)) * 3).astype(np.float32)).to(dtype)
+    t[7, 1, 5] = -5000.0  # massive (> 1000 x median |x|), negative
+    t[3, 0, 0] = 9.5
+    st = stats.compute(t)
+    arr = t.float().numpy()  # the exact 16-bit values
+    want = _numpy_oracle(arr)
+    for k, v in want.items():
+        assert getattr(st, k) == pytest.approx(v, rel=1e-12, abs=1e-12), k  # exact float64 sums
+    flat = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    np.testing.assert_array_equal(st.channel_absmax, np.abs(flat).max(0))
+    np.testing.assert_array_equal(st.token_absmax, np.abs(flat).max(1))
+    np.testing.assert_allclose(st.channel_mean_abs, np.abs(flat).mean(0), rtol=1e-6)
+    assert (st.nan_count, st.inf_count, st.numel) == (0, 0, arr.size)
+    assert st.top[0] == (7, 1 * 40 + 5, float(t[7, 1, 5])) and st.massive_count == 1
+    order = np.argsort(-np.abs(flat).ravel(), kind="stable")[: stats.TOP_K]
+    assert sorted(abs(v) for *_, v in st.top) == sorted(np.abs(flat).ravel()[order].tolist())
+
+
+def test_16bit_with_nan_falls_back_and_counts() -> None:
+    t = torch.arange(12, dtype=torch.float32).reshape(3, 4).to(torch.bfloat16)
+    t[0, 0], t[1, 1], t[2, 2] = float("nan"), float("inf"), float("-inf")
+    st = stats.compute(t)
+    finite = t.float().numpy()[np.isfinite(t.float().numpy())].astype(np.float64)
+    assert (st.nan_count, st.inf_count) == (1, 2)
+    assert st.mean == pytest.approx(finite.mean()) and st.max == finite.max()

@@ -39,6 +39,13 @@ def test_every_stitched_tensor_equals_truth(tp, synth_dump, workspace) -> None:
         .fetchall()
     )
     assert "failed" not in dict(report) and "unknown" not in dict(report)
+    # a replicated tensor is not copied: its stitched row points at rank 0's file
+    rep = workspace.cursor().execute(
+        "SELECT t.store_group, t.source_file, r.ranks FROM dump_stitch_report r "
+        "JOIN dump_tensors t USING (tensor_id) WHERE r.run_id = ? AND r.rule IN "
+        "('replicated', 'single_rank')", [run],
+    ).fetchall()  # fmt: skip
+    assert rep and all(g is None and "npu0_" in src for g, src, _ in rep)
 
 
 @pytest.mark.parametrize("tp", [2, 4])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pickle
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from backend.dumps.formats.torch_zip import mmap_plain_tensor
 from backend.errors import InputError
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)(?:\.|$)")
@@ -50,6 +52,13 @@ class RankFolder:
 
 
 def _load(path: Path, mmap: bool) -> object:
+    if mmap:
+        try:
+            t = mmap_plain_tensor(path)
+        except (OSError, RuntimeError, ValueError, struct.error):
+            t = None  # torch.load below says what is wrong with the file
+        if t is not None:
+            return t
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except RuntimeError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from backend.dumps.stitch.rules import RuleChoice
@@ -41,7 +42,9 @@ class StitchResult:
     verdict: str  # 'verified' | 'assumed' | 'failed' | 'unknown'
     ranks: list[int]
     tensor: torch.Tensor | None = None
+    # named parts (q/k/v, gate/up) are views of ``tensor``: columns [start, end) of its last dim
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    part_slices: dict[str, tuple[int, int]] = field(default_factory=dict)
     max_abs_diff: float | None = None
     detail: str = ""
 
@@ -52,8 +55,30 @@ def tolerance(dtype: torch.dtype, scale: float, terms: int = 1) -> float:
     return 4.0 * eps * max(scale, 1e-30) * max(terms, 1)
 
 
+_CHUNK = 1 << 17  # words compared per numpy call: the temporary mask stays in cache
+
+
+def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same shape, dtype and bytes (memcmp speed; numpy releases the GIL so threads overlap)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    try:
+        x = a.contiguous().reshape(-1).view(torch.uint8).numpy()
+        y = b.contiguous().reshape(-1).view(torch.uint8).numpy()
+    except (RuntimeError, TypeError):  # dtypes numpy cannot view: let torch decide
+        return bool(torch.equal(a, b))
+    if x.size % 8 == 0:
+        x, y = x.view(np.uint64), y.view(np.uint64)
+    for i in range(0, x.size, _CHUNK):
+        if not np.array_equal(x[i : i + _CHUNK], y[i : i + _CHUNK]):
+            return False
+    return True
+
+
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    if a.numel() == 0 or torch.equal(a, b):  # bitwise equal: the common case, and cheap
+    if a.numel() == 0 or bitwise_equal(a, b):  # the common case, and cheap
+        return 0.0
+    if torch.equal(a, b):  # -0.0 vs 0.0 and the like: equal values, different bits
         return 0.0
     if not a.dtype.is_floating_point:
         return float((a.to(torch.int64) - b.to(torch.int64)).abs().max())
@@ -139,12 +164,10 @@ def stitch(
 
     if rule in ("replicated", "auto"):
         diff = max(max_diff(shards[0], s) for s in shards[1:])
-        scale = float(shards[0].float().abs().max()) if shards[0].numel() else 0.0
-        ok = (
-            diff <= tolerance(shards[0].dtype, scale)
-            if shards[0].dtype.is_floating_point
-            else diff == 0
-        )
+        ok = diff == 0
+        if not ok and shards[0].dtype.is_floating_point:  # the scale costs a pass: only if needed
+            scale = float(shards[0].float().abs().max()) if shards[0].numel() else 0.0
+            ok = diff <= tolerance(shards[0].dtype, scale)
         if ok:
             detail = "identical on all ranks" if diff == 0 else "equal on all ranks within rounding"
             if rule == "auto":
@@ -196,14 +219,15 @@ def stitch(
         width = shards[0].shape[-1]
         if width % 2:
             return StitchResult(rule, "failed", ranks, detail=f"odd gate_up width {width}")
-        gate = torch.cat([s[..., : width // 2] for s in shards], dim=-1)  # tp=1: plain halves
-        up = torch.cat([s[..., width // 2 :] for s in shards], dim=-1)
-        return StitchResult(rule, "verified" if tp == 1 else "assumed", ranks, torch.cat([gate, up], dim=-1), {"gate": gate, "up": up},
-                            max_abs_diff=0.0, detail="each rank's [gate|up] split in halves, then concatenated")  # fmt: skip
+        h = width // 2  # tp=1: plain halves
+        full = torch.cat([s[..., :h] for s in shards] + [s[..., h:] for s in shards], dim=-1)
+        res = StitchResult(rule, "verified" if tp == 1 else "assumed", ranks, full, max_abs_diff=0.0,
+                           detail="each rank's [gate|up] split in halves, then concatenated")  # fmt: skip
+        return _with_parts(res, {"gate": h * tp, "up": h * tp})
     if rule == "partial_sum":
-        acc = shards[0].to(torch.float32).clone()
+        acc = shards[0].to(torch.float32, copy=True)  # never add into a rank's own tensor
         for s in shards[1:]:
-            acc += s.to(torch.float32)
+            acc.add_(s)  # promotes in the kernel: no float32 temporary per rank
         return StitchResult(rule, "assumed", ranks, acc.to(shards[0].dtype),
                             detail="partial sums added over ranks; awaiting the parent block's output")  # fmt: skip
     return StitchResult(rule, "unknown", ranks, detail=f"no stitcher for rule {rule!r}")
@@ -227,22 +251,34 @@ def _stitch_qkv(
     vs = [s[..., q_r + kv_r :] for s in shards]
     groups = _replica_groups(tp, heads, None)
     assert groups is not None
-    q = torch.cat(qs, dim=-1)
-    k, dk = _dedup(ks, groups, -1)
-    v, dv = _dedup(vs, groups, -1)
-    diff = max(dk, dv)
-    full = torch.cat([q, k, v], dim=-1)
-    parts = {"q": q, "k": k, "v": v}
+    diff = 0.0
+    for g in groups:
+        for r in g[1:]:
+            diff = max(diff, max_diff(ks[g[0]], ks[r]), max_diff(vs[g[0]], vs[r]))
+    keep = [g[0] for g in groups]
+    full = torch.cat(qs + [ks[r] for r in keep] + [vs[r] for r in keep], dim=-1)  # one copy
+    widths = {"q": q_r * tp, "k": kv_r * len(keep), "v": kv_r * len(keep)}
     if diff > 0:
-        return StitchResult(
-            "qkv", "failed", ranks, full, parts, diff, "KV replicas differ across ranks"
-        )
+        res = StitchResult("qkv", "failed", ranks, full, max_abs_diff=diff,
+                           detail="KV replicas differ across ranks")  # fmt: skip
+        return _with_parts(res, widths)
     dedup = len(groups) < tp
     detail = "split per rank into q|k|v, concatenated per part" + (
         f"; KV replicas ({tp // len(groups)} ranks per head) verified equal and de-duplicated"
         if dedup
         else ""
     )
-    return StitchResult(
-        "qkv", "verified", ranks, full, parts, diff, detail + "; widths match config"
+    res = StitchResult(
+        "qkv", "verified", ranks, full, max_abs_diff=diff, detail=detail + "; widths match config"
     )
+    return _with_parts(res, widths)
+
+
+def _with_parts(res: StitchResult, widths: dict[str, int]) -> StitchResult:
+    """Name consecutive last-dim column ranges of ``res.tensor`` as parts (views, no copies)."""
+    start = 0
+    for name, w in widths.items():
+        res.part_slices[name] = (start, start + w)
+        res.parts[name] = res.tensor[..., start : start + w]
+        start += w
+    return res
