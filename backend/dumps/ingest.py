@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from backend.dumps import stats as stats_mod
 from backend.dumps.detect import DumpLayout, detect
@@ -669,16 +670,12 @@ class Ingestor:
         ).fetchall()
         from backend.dumps.query import load_tensor
 
-        done = 0
+        updates: list[tuple[str | None, float | None, str, str]] = []
         for key, _step, _module, tid, parent_tid, ranks in pending:
             if parent_tid is None:
                 if final:
-                    with self.ws.transaction() as w:
-                        w.execute(
-                            "UPDATE dump_stitch_report SET detail = ? WHERE stitch_key = ?",
-                            ["partial sums added over ranks; the parent block's output was not "
-                             "dumped, so the sum is unverified", key],
-                        )  # fmt: skip
+                    updates.append((None, None, "partial sums added over ranks; the parent "
+                                    "block's output was not dumped, so the sum is unverified", key))  # fmt: skip
                 continue
             mine, parent = load_tensor(self.ws, tid), load_tensor(self.ws, parent_tid)
             if mine.shape != parent.shape:
@@ -686,20 +683,24 @@ class Ingestor:
                 detail = f"summed shape {list(mine.shape)} != parent output {list(parent.shape)}"
             else:
                 diff = max_diff(mine, parent)
-                scale = float(parent.float().abs().max()) if parent.numel() else 0.0
+                lo, hi = torch.aminmax(parent) if parent.numel() else (0.0, 0.0)
+                scale = max(abs(float(lo)), abs(float(hi)))
                 ok = diff <= tolerance(parent.dtype, scale, len(ranks))
                 verdict = "verified" if ok else "failed"
                 detail = (f"sum of {len(ranks)} partial outputs equals the parent block's output"
                           if ok else "sum of partial outputs differs from the parent block's output")  # fmt: skip
+            updates.append((verdict, diff, detail, key))
+        if updates:  # one transaction: each commit is a WAL sync
             with self.ws.transaction() as w:
-                w.execute(
-                    "UPDATE dump_stitch_report SET verdict = ?, max_abs_diff = ?, detail = ? WHERE stitch_key = ?",
-                    [verdict, diff, detail, key],
+                w.executemany(
+                    "UPDATE dump_stitch_report SET verdict = coalesce(?, verdict), "
+                    "max_abs_diff = coalesce(?, max_abs_diff), detail = ? WHERE stitch_key = ?",
+                    updates,
                 )
+        for verdict, _diff, detail, key in updates:
             if verdict == "failed":
                 self._error(key, "stitch_failed", detail)
-            done += 1
-        return done
+        return sum(1 for u in updates if u[0] is not None)
 
     # -- statistics ----------------------------------------------------------------------
     def compute_stats(self, limit: int | None = None) -> int:

@@ -13,6 +13,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 OVER_THRESHOLD = 6.0  # LLM.int8() outlier feature magnitude
@@ -55,50 +56,51 @@ def as_2d(t: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _pattern_values(dtype: torch.dtype) -> torch.Tensor:
-    """float64 value of each of the 65536 bit patterns of a 16-bit float type."""
-    return torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(dtype).double()
+def _patterns(dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For a 16-bit float type: (finite pattern ids, their float64 values, |values|, the order
+    of those by |value|), indexed by the pattern read as uint16."""
+    vals = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(dtype).double().numpy()
+    ids = np.flatnonzero(np.isfinite(vals))
+    v = vals[ids]
+    return ids, v, np.abs(v), np.argsort(np.abs(v), kind="stable")
 
 
 def _compute_16bit(t: torch.Tensor, top_k: int) -> TensorStats | None:
     """bf16/fp16: the scalar statistics from a histogram of the 65536 bit patterns.
 
     One counting pass replaces the moment, min/max, threshold and median passes, and the
-    moments are exact float64 sums over the distinct values. None if a value is not finite.
+    moments are exact float64 sums over the distinct values (numpy: 65536 bins are too small
+    to be worth torch's thread pool). None if a value is not finite.
     """
     x = as_2d(t)
     bits = x.reshape(-1).view(torch.int16).to(torch.int32)
     bits.bitwise_and_(0xFFFF)
-    counts = torch.bincount(bits, minlength=1 << 16).double()
+    counts = torch.bincount(bits, minlength=1 << 16).numpy()
     del bits
-    vals = _pattern_values(t.dtype)
-    finite = torch.isfinite(vals)
-    if counts[~finite].sum() > 0:
-        return None
-    present = (counts > 0) & finite
-    c, v = counts[present], vals[present]
-    n = int(c.sum())
-    mean = float((c * v).sum()) / n
-    d2 = (v - mean) ** 2
-    m2 = float((c * d2).sum()) / n
-    m4 = float((c * d2 * d2).sum()) / n
-    av = v.abs()
-    order = torch.argsort(av, stable=True)
-    cum = c[order].cumsum(0)
-    median_abs = float(
-        av[order][int(torch.searchsorted(cum, torch.tensor((n + 1) // 2, dtype=cum.dtype)))]
-    )
+    ids, vals, absv, order = _patterns(t.dtype)
+    c = counts[ids].astype(np.float64)
+    n = int(counts.sum())
+    if int(c.sum()) != n:
+        return None  # NaN or Inf present: the float32 path counts them
+    present = c > 0
+    cp, vp = c[present], vals[present]
+    mean = float(cp @ vp) / n
+    d2 = (vp - mean) ** 2
+    m2 = float(cp @ d2) / n
+    m4 = float(cp @ (d2 * d2)) / n
+    cum = np.cumsum(c[order])
+    median_abs = float(absv[order][int(np.searchsorted(cum, (n + 1) // 2))])
     massive_cut = max(MASSIVE_ABS, MASSIVE_RATIO * median_abs)
     a = x.abs()
     chan_absmax = a.amax(dim=0).float()
     token_absmax = a.amax(dim=1).float()
     chan_mean_abs = a.sum(dim=0, dtype=torch.float32) / x.shape[0]
     return TensorStats(
-        numel=n, min=float(v.min()), max=float(v.max()), mean=mean, std=math.sqrt(m2),
-        absmax=float(av.max()), l2=math.sqrt(float((c * v * v).sum())), nan_count=0, inf_count=0,
-        kurtosis=m4 / (m2 * m2) - 3.0 if m2 > 0 else float("nan"),
-        over6_count=int(c[av > OVER_THRESHOLD].sum()), median_abs=median_abs,
-        massive_count=int(c[av > massive_cut].sum()), channel_absmax=chan_absmax.tolist(),
+        numel=n, min=float(vp.min()), max=float(vp.max()), mean=mean, std=math.sqrt(m2),
+        absmax=float(absv[present].max()), l2=math.sqrt(float(cp @ (vp * vp))), nan_count=0,
+        inf_count=0, kurtosis=m4 / (m2 * m2) - 3.0 if m2 > 0 else float("nan"),
+        over6_count=int(c[absv > OVER_THRESHOLD].sum()), median_abs=median_abs,
+        massive_count=int(c[absv > massive_cut].sum()), channel_absmax=chan_absmax.tolist(),
         channel_mean_abs=chan_mean_abs.tolist(), token_absmax=token_absmax.tolist(),
         top=_top(x, a, token_absmax, top_k),
     )  # fmt: skip
