@@ -5,7 +5,9 @@
 
 (a) floor: torch.load(weights_only=True) of every file, nothing else
 (b) seed-style baseline: per module load every rank, concatenate, np.save float32, one process
-(c) studio: catalog + replica checks + stitch + safetensors store (tensors viewable)
+(c) studio: catalog + replica checks + stitch + store (tensors viewable): `Ingestor.ingest_all`
+    with its 2 stitch threads; concatenated / split / summed tensors are written to the
+    safetensors store, replicated ones (proven equal) are referenced in rank 0's file
 (d) studio statistics over the stitched tensors
 (e) streaming: a writer produces the dump at --rate MB/s while the watcher ingests it; the file
     closed -> viewable latency (p50 / p95) is reported.
