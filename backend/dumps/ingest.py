@@ -227,15 +227,23 @@ class Ingestor:
         # ingest_all: rank files per tensor seen so far, and the tensors whose ranks are complete
         self._groups: dict[str, StitchJob] | None = None
         self._complete: list[StitchJob] = []
+        self._batched: list[Callable[[Any], None]] | None = None  # ingest_all: queued writes
+        self._last_flush = time.monotonic()
         self._ensure_run(name)
         cur = ws.cursor()
-        self._done: dict[str, str] = dict(
-            cur.execute(
-                "SELECT relpath, content_key FROM dump_ingest_files WHERE run_id = ?", [self.run_id]
-            ).fetchall()
-        )
+        self._done = self._load_done()
         self._next_id = int(
             cur.execute("SELECT coalesce(max(tensor_id), 0) + 1 FROM dump_tensors").fetchone()[0]
+        )
+
+    def _load_done(self) -> dict[str, str]:
+        """relpath -> content key of every file this run has recorded."""
+        return dict(
+            self.ws.cursor()
+            .execute(
+                "SELECT relpath, content_key FROM dump_ingest_files WHERE run_id = ?", [self.run_id]
+            )
+            .fetchall()
         )
 
     # -- run and ranks -------------------------------------------------------------------
@@ -387,7 +395,8 @@ class Ingestor:
                 self._track(ref, rank)
         mods = {(r["module"], r["module_class"], r["layer"]) for r in rows}
         kinds = {e.ref.module: e.ref.kind for e in entries}
-        with self.ws.transaction() as cur:
+
+        def write(cur) -> None:  # noqa: ANN001
             if rows:
                 self._insert_tensors(cur, rows)
             if files:
@@ -412,9 +421,28 @@ class Ingestor:
                     "module_class = coalesce(excluded.module_class, dump_modules.module_class)"
                 )
                 cur.unregister("_new_mods")
+
+        self._write(write)
         for rel, key, _size, _status in files:
             self._done[rel] = key
         self.progress.files_done += len(files)
+
+    def _write(self, body: Callable[[Any], None]) -> None:
+        """Run ``body(cursor)`` in a write transaction, or queue it while writes are batched."""
+        if self._batched is not None:
+            self._batched.append(body)
+            return
+        with self.ws.transaction() as cur:
+            body(cur)
+
+    def _flush(self) -> None:
+        """Commit the queued writes in one transaction (each commit is a WAL sync)."""
+        bodies, self._batched = self._batched or [], []
+        if bodies:
+            with self.ws.transaction() as cur:
+                for body in bodies:
+                    body(cur)
+        self._last_flush = time.monotonic()
 
     def _track(self, ref: TensorRef, rank: int) -> None:
         assert self._groups is not None
@@ -431,13 +459,16 @@ class Ingestor:
         ):
             self._complete.append(self._groups.pop(key))
 
-    def ingest_all(self, paths: Iterable[Path], batch_files: int = 256) -> None:
+    def ingest_all(
+        self, paths: Iterable[Path], batch_files: int = 256, flush_s: float = 1.0
+    ) -> None:
         """Catalog and stitch many files, overlapping the two; then stitch what is left.
 
         Files go in tensor order (step, module, io, rank), so each batch completes tensors.
-        The catalog (unpickling headers: needs the GIL) runs here while worker threads stitch
-        and write the tensors completed by earlier batches (memcmp, copies and file writes
-        release the GIL), and this thread records their results in the workspace.
+        The catalog (reading headers: needs the GIL) runs here while worker threads stitch and
+        write the tensors completed by earlier batches (memcmp, copies and file writes release
+        the GIL), and this thread records their results in the workspace, committed together
+        about every ``flush_s`` seconds. After a crash, what was not committed is redone.
         """
         parsed = [(p, self.layout.parse(p)) for p in paths]
         order = sorted(
@@ -451,7 +482,7 @@ class Ingestor:
             ).fetchall()
         }  # fmt: skip
         heads, tp = Heads.from_config(self.layout.model_config), self.layout.tp_size
-        self._groups, self._complete = {}, []
+        self._groups, self._complete, self._batched = {}, [], []
         running: list[Future] = []
         try:
             with ThreadPoolExecutor(self.workers) as pool:
@@ -464,10 +495,19 @@ class Ingestor:
                     running = [f for f in running if not f.done()]
                     if finished:
                         self._write_stitched([f.result() for f in finished])
+                    if time.monotonic() - self._last_flush > flush_s:
+                        self._flush()  # what is stitched so far becomes visible
                 if running:
                     self._write_stitched([f.result() for f in running])
         finally:
-            self._groups = None
+            try:
+                self._flush()
+            except Exception:
+                self._batched = None  # the workspace stays the truth about what is done:
+                self._done = self._load_done()  # unqueued files are ingested again next time
+                raise
+            finally:
+                self._groups, self._batched = None, None
         self.stitch_ready(final=True)
 
     def _insert_tensors(self, cur, rows: list[dict[str, Any]]) -> None:
@@ -630,7 +670,8 @@ class Ingestor:
                 self._error(next(iter(job.files.values())), "unknown_class",
                             f"{job.module}: class {job.module_class or 'unknown'} has no stitch rule; {what}",
                             once=True)  # fmt: skip
-        with self.ws.transaction() as cur:
+
+        def write(cur) -> None:  # noqa: ANN001
             if rows:
                 self._insert_tensors(cur, rows)
             if reports:
@@ -642,6 +683,8 @@ class Ingestor:
                     )
                 finally:
                     cur.unregister("_new_reports")
+
+        self._write(write)
         self.progress.stitched += sum(1 for r in reports if r["tensor_id"] is not None)
         now = time.time()
         for job, _choice, _res, loc in results:

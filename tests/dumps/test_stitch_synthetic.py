@@ -126,3 +126,44 @@ def test_ranks_in_separate_sessions_are_one_run(synth_dump, workspace) -> None:
         truth[(0, "model.layers.0.self_attn.qkv_proj", "output", 0)],
     )
     assert ingest_dump(workspace, session) == run  # rank 0's session names the same run
+
+
+def test_crash_in_batched_ingest_resumes_exactly_once(
+    synth_dump, workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stitch that dies mid-way: what was queued is committed, and a rerun completes the run
+    with the same rows as an uninterrupted ingest (nothing lost, nothing twice)."""
+    import backend.dumps.ingest as ingest_mod
+    from backend.dumps.detect import detect
+    from backend.workspace import open_workspace
+
+    session, truth, _ = synth_dump(4)
+    real, calls = ingest_mod.run_stitch, []
+
+    def dies_on_the_20th(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 20:
+            raise RuntimeError("simulated crash")
+        return real(*a, **k)
+
+    monkeypatch.setattr(ingest_mod, "run_stitch", dies_on_the_20th)
+    ing = ingest_mod.Ingestor(workspace, detect(session), workers=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ing.ingest_all(ing.layout.tensor_files(), batch_files=16, flush_s=0.0)
+    monkeypatch.setattr(ingest_mod, "run_stitch", real)
+    run = ingest_dump(workspace, session)  # the restart
+    key = "SELECT step, module, io, idx, rank, part FROM dump_tensors WHERE run_id = ? ORDER BY ALL"
+    got = workspace.cursor().execute(key, [run]).fetchall()
+    clean = open_workspace(workspace.root.parent / "clean")
+    try:
+        want = clean.cursor().execute(key, [ingest_dump(clean, session)]).fetchall()
+    finally:
+        clean.close()
+    assert got == want and len(got) == len(set(got))
+    df = query.find_tensors(workspace, run)
+    row = df[(df.module == "model.layers.0.self_attn.qkv_proj") & (df.io == "output")
+             & (df.step == 1) & df.part.isna()]  # fmt: skip
+    np.testing.assert_array_equal(
+        query.load_tensor(workspace, int(row.tensor_id.iloc[0])).numpy(),
+        truth[(1, "model.layers.0.self_attn.qkv_proj", "output", 0)],
+    )
