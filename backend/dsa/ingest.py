@@ -12,13 +12,18 @@ stored with their line number and reason in ``dsa_bad_lines`` and never abort th
 
 from __future__ import annotations
 
+import atexit
+import collections
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +33,10 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from backend.dsa import fastpath
 from backend.dsa.schema import validate_record
 from backend.errors import InputError
+from backend.procs import clean_main_for_spawn
 from backend.workspace import Workspace
 
 CHUNK_BYTES = 64 << 20
@@ -54,6 +61,9 @@ STEP_REQUIRED = (
     "request_id", "layer_id", "step_idx", "seq_len_current", "block_size_tokens",
     "selected_block_ids", "unique_blocks",
 )  # fmt: skip
+# The fast path (fastpath.prepare_chunk) parses selected_block_ids itself: DuckDB reads the rest.
+FAST_COLUMNS = {k: v for k, v in STEP_COLUMNS.items() if k != "selected_block_ids"}
+FAST_REQUIRED = tuple(c for c in STEP_REQUIRED if c != "selected_block_ids")
 STEP_INSERT = """
 INSERT INTO dsa_steps
 SELECT $trace, m.line_no, m.byte_offset, c.rank, c.request_id, c.layer_id, c.step_idx,
@@ -123,39 +133,9 @@ def heat_rows(
     """(request, step, block, mask_lo, mask_hi): which layers (bits) selected each block."""
     vals = blocks.values.to_numpy(zero_copy_only=False).astype(np.int64)
     offs = blocks.offsets.to_numpy()
-    counts = np.diff(offs)
-    keys = request_id.astype(np.int64) * (1 << 40) + step_idx.astype(np.int64)
-    groups, gi = np.unique(keys, return_inverse=True)
-    ge = np.repeat(gi, counts)
-    le = np.repeat(layer_id.astype(np.int64), counts)
-    ok = (vals >= 0) & (le >= 0) & (le < 128)  # heat masks cover layers 0-127
-    ge, le, vals = ge[ok], le[ok], vals[ok]
-    nb = int(vals.max()) + 1 if len(vals) else 0
-    n_layers = int(le.max()) + 1 if len(le) else 0
-    out = []
-    # Dense [group, block, layer] booleans, packed to one bit per layer; groups in slices so the
-    # dense array stays under ~64 MB.
-    per = max(1, (64 << 20) // max(1, nb * n_layers))
-    order = np.argsort(ge, kind="stable")
-    ge, le, vals = ge[order], le[order], vals[order]
-    bounds = np.searchsorted(ge, np.arange(0, len(groups) + per, per))
-    for k in range(len(bounds) - 1):
-        a, b = bounds[k], bounds[k + 1]
-        if a == b:
-            continue
-        g0 = k * per
-        dense = np.zeros((min(per, len(groups) - g0), nb, 128), bool)
-        dense[ge[a:b] - g0, vals[a:b], le[a:b]] = True
-        packed = np.packbits(dense, axis=2, bitorder="little").view("<u8")  # [g, nb, 2]
-        gg, bb = np.nonzero(packed.any(axis=2))
-        out.append((groups[gg + g0], bb, packed[gg, bb, 0], packed[gg, bb, 1]))
-    if not out:
-        return pa.table({"request_id": [], "step_idx": [], "block_id": [], "lo": [], "hi": []})
-    g, b, lo, hi = (np.concatenate(x) for x in zip(*out, strict=True))
-    return pa.table(
-        {"request_id": g >> 40, "step_idx": g & ((1 << 40) - 1), "block_id": b.astype(np.int32),
-         "lo": lo, "hi": hi}
-    )  # fmt: skip
+    heat = fastpath.block_heat(request_id, step_idx, layer_id, vals[offs[0] : offs[-1]],
+                               np.diff(offs))  # fmt: skip
+    return pa.table(heat)
 
 
 def _validate_prefix_line(rec: Any) -> list[str]:
@@ -239,6 +219,9 @@ class TailReader:
         return data[:cut], start
 
 
+_COMPUTE: Any = object()  # _ingest_chunk: pre-parse the chunk here
+
+
 class _Rejected(Exception):
     """DuckDB's fast path refused a chunk: it is re-read line by line."""
 
@@ -314,36 +297,118 @@ class Ingestor:
 
     def poll(self, max_bytes: int = CHUNK_BYTES) -> int:
         """Ingest the complete lines appended since the last poll; return how many rows."""
-        total = 0
+        total = self._poll_parallel(max_bytes) if self.kind == "steps" else 0
         while True:
             data, start = self.reader.read(max_bytes)
             if not data:
                 return total
-            total += self._ingest_chunk(data, start)
+            total += self._ingest_chunk(data, start, start + len(data))
             if len(data) < max_bytes // 2:
                 return total
 
-    def _ingest_chunk(self, data: bytes, start: int) -> int:
-        buf = np.frombuffer(data, dtype=np.uint8)
-        ends = np.flatnonzero(buf == 10)
-        starts = np.concatenate([[0], ends[:-1] + 1])
-        line_nos = np.arange(self.lines + 1, self.lines + 1 + len(ends), dtype=np.int64)
-        rows, bad = -1, []
-        if not np.any(ends - starts <= 1):  # blank lines take the careful path
-            rows = self._try_fast(data, starts + start, line_nos)
+    def _poll_parallel(self, max_bytes: int) -> int:
+        """Chunks of a large plain file pre-parsed by worker processes, inserted here in order.
+
+        The chunks are cut exactly where ``TailReader.read`` would cut them; a chunk whose cut
+        cannot be found cheaply (no newline in its last MB) ends this phase: the sequential loop
+        in ``poll`` takes over from there.
+        """
+        n_workers = worker_count()
+        if self.reader.gz or n_workers < 1:
+            return 0
+        size = self.path.stat().st_size
+        if size - self.reader.offset < PARALLEL_MIN_CHUNKS * max_bytes:
+            return 0
+        pool = _pool(n_workers)
+        if pool is None:
+            return 0
+        total = 0
+        inflight: collections.deque[tuple[int, int, Future | None]] = collections.deque()
+        off = self.reader.offset
+        local = True  # this process pre-parses the first chunk itself while the workers start
+        with open(self.path, "rb") as fh:
+            while True:
+                while off < size and len(inflight) <= n_workers:
+                    end = _cut(fh, off, size, max_bytes)
+                    if end is None:
+                        size = off  # stop planning: the sequential reader goes on from here
+                        break
+                    fut = None if local else _submit(pool, str(self.path), off, end)
+                    inflight.append((off, end, fut))
+                    off, local = end, False
+                if not inflight:
+                    return total
+                start, end, fut = inflight.popleft()
+                self.reader.offset = end
+                if fut is None:  # done here (the first chunk, or the pool broke)
+                    total += self._ingest_chunk(_read_range(self.path, start, end), start, end)
+                    continue
+                try:
+                    prep = fut.result()
+                except Exception:  # a dead worker: this process does the chunk
+                    _drop_pool(pool)
+                    prep = _COMPUTE
+                data = _read_range(self.path, start, end) if prep is _COMPUTE else None
+                total += self._ingest_chunk(data, start, end, prep)
+
+    def _ingest_chunk(self, data: bytes | None, start: int, end: int, prep: Any = _COMPUTE) -> int:
+        """Ingest the lines ``[start, end)`` of the file (``data``: their bytes, or None: read
+        here if needed). ``prep``: their ``fastpath.prepare_chunk`` (None: refused, the exact
+        path runs), by default computed here."""
+        rows, bad, n_lines = -1, [], 0
+        if self.kind == "steps":
+            if prep is _COMPUTE:
+                prep = fastpath.prepare_chunk(data) if data is not None else None
+            if prep is not None:
+                n_lines = prep.n_lines
+                line_nos = np.arange(self.lines + 1, self.lines + 1 + n_lines, dtype=np.int64)
+                rows = self._insert_prepared(prep, start, line_nos, end)
+                if rows >= 0:  # the resume point went in with the rows
+                    self.lines += n_lines
+                    return rows
         if rows < 0:
-            rows, bad = self._careful(data, starts, ends, start, line_nos)
+            if data is None:
+                data = _read_range(self.path, start, end)
+            buf = np.frombuffer(data, dtype=np.uint8)
+            ends = np.flatnonzero(buf == 10)
+            starts = np.concatenate([[0], ends[:-1] + 1])
+            n_lines = len(ends)
+            line_nos = np.arange(self.lines + 1, self.lines + 1 + n_lines, dtype=np.int64)
+            if not np.any(ends - starts <= 1):  # blank lines take the careful path
+                rows = self._try_fast(data, starts + start, line_nos)
+            if rows < 0:
+                rows, bad = self._careful(data, starts, ends, start, line_nos)
         with self.ws.transaction() as cur:
             cur.execute(
                 "UPDATE dsa_traces SET lines_read = lines_read + ?, bytes_read = ?,"
                 " bad_lines = bad_lines + ?, updated_at = current_timestamp WHERE trace_id = ?",
-                [len(ends), self.reader.offset, len(bad), self.trace_id],
+                [n_lines, end, len(bad), self.trace_id],
             )
-        self.lines += len(ends)
+        self.lines += n_lines
         return rows
 
-    def _load(self, cur: duckdb.DuckDBPyConnection, data: bytes) -> None:
-        cols = "{" + ", ".join(f"{k}: '{v}'" for k, v in self.fmt.columns.items()) + "}"
+    def _insert_prepared(
+        self, prep: fastpath.Prepared, base: int, line_nos: np.ndarray, end: int
+    ) -> int:
+        """The fast path: DuckDB parses the stripped lines, the heat comes from ``prep``; the
+        rows, their aggregate and the new resume point ``end`` go in one transaction."""
+        cur = self.ws.cursor()
+        try:
+            self._load(cur, prep.stripped, FAST_COLUMNS)
+        except duckdb.Error:
+            return -1
+        try:
+            return self._insert_loaded(prep.starts + base, line_nos, prep, end)
+        except _Rejected:
+            return -1
+        finally:
+            cur.execute("DROP TABLE IF EXISTS dsa_chunk")
+
+    def _load(
+        self, cur: duckdb.DuckDBPyConnection, data: bytes, columns: dict[str, str] | None = None
+    ) -> None:
+        columns = columns or self.fmt.columns
+        cols = "{" + ", ".join(f"{k}: '{v}'" for k, v in columns.items()) + "}"
         with tempfile.NamedTemporaryFile(suffix=".jsonl", dir=_TMP_DIR, delete=False) as tmp:
             tmp.write(data)
         try:
@@ -375,15 +440,30 @@ class Ingestor:
         finally:
             cur.execute("DROP TABLE IF EXISTS dsa_chunk")
 
-    def _insert_loaded(self, offsets: np.ndarray, line_nos: np.ndarray) -> int:
+    def _insert_loaded(
+        self,
+        offsets: np.ndarray,
+        line_nos: np.ndarray,
+        prep: fastpath.Prepared | None = None,
+        end: int | None = None,
+    ) -> int:
         with self.ws.transaction() as cur:
-            nulls = " OR ".join(f"{c} IS NULL" for c in self.fmt.required)
+            required = FAST_REQUIRED if prep is not None else self.fmt.required
+            nulls = " OR ".join(f"{c} IS NULL" for c in required)
             extra = f" OR {self.fmt.extra_check}" if self.fmt.extra_check else ""
             n, flagged = cur.execute(
                 f"SELECT count(*), count(*) FILTER (WHERE {nulls}{extra}) FROM dsa_chunk"  # noqa: S608
             ).fetchall()[0]
             if n != len(line_nos) or flagged:
                 raise _Rejected
+            if prep is not None:  # the heat used the ids read from the bytes: same as DuckDB's?
+                got = cur.sql(
+                    "SELECT request_id, step_idx, layer_id FROM dsa_chunk ORDER BY rowid"
+                ).to_arrow_table()
+                for k in ("request_id", "step_idx", "layer_id"):
+                    col = got.column(k).to_numpy().astype(np.int64)
+                    if not np.array_equal(col, getattr(prep, k)):
+                        raise _Rejected
             meta = pa.table(
                 {"idx": np.arange(len(line_nos)), "line_no": line_nos, "byte_offset": offsets}
             )
@@ -393,8 +473,20 @@ class Ingestor:
                     cur.execute(sql, {"trace": self.trace_id})
             finally:
                 cur.unregister("dsa_meta")
-            if self.kind == "steps":
+            if prep is not None:
+                cur.register("dsa_heat", pa.table(prep.heat))
+                try:
+                    cur.execute(HEAT_INSERT, {"trace": self.trace_id})
+                finally:
+                    cur.unregister("dsa_heat")
+            elif self.kind == "steps":
                 self._insert_heat(cur)
+            if end is not None:
+                cur.execute(
+                    "UPDATE dsa_traces SET lines_read = lines_read + ?, bytes_read = ?,"
+                    " updated_at = current_timestamp WHERE trace_id = ?",
+                    [len(line_nos), end, self.trace_id],
+                )
             if self.kind == "steps":
                 cur.execute(
                     "UPDATE dsa_traces SET rows = rows + ?,"
@@ -485,6 +577,81 @@ class Ingestor:
             self.trace_id, self.kind, int(rows), int(nbad),
             first[0] if first else None, first[1] if first else None,
         )  # fmt: skip
+
+
+PARALLEL_MIN_CHUNKS = 2  # below this many chunks a poll runs in this process only
+_POOL: ProcessPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def worker_count() -> int:
+    """Worker processes for large plain traces: $STUDIO_DSA_WORKERS, else 2 on >= 2 cores."""
+    env = os.environ.get("STUDIO_DSA_WORKERS", "").strip()
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            pass
+    return 2 if (os.cpu_count() or 1) >= 2 else 0
+
+
+def _pool(n: int) -> ProcessPoolExecutor | None:
+    """The process-wide pool of ``n`` spawned workers (kept for later ingests)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None and _POOL._max_workers != n:
+            _POOL.shutdown(wait=False, cancel_futures=True)
+            _POOL = None
+        if _POOL is None:
+            try:
+                # spawn: no inherited DuckDB handle or threads; the workers import numpy only.
+                with clean_main_for_spawn(always=True):
+                    _POOL = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"))
+            except (OSError, ValueError):
+                return None
+        return _POOL
+
+
+def _submit(pool: ProcessPoolExecutor, path: str, start: int, end: int) -> Future | None:
+    try:
+        with clean_main_for_spawn(always=True):  # workers start on the first submit
+            return pool.submit(fastpath.read_prepare, path, start, end)
+    except RuntimeError:  # broken or shut down: this process does the chunk
+        _drop_pool(pool)
+        return None
+
+
+def _drop_pool(pool: ProcessPoolExecutor) -> None:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is pool:
+            _POOL = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+@atexit.register
+def _shutdown_pool() -> None:
+    if _POOL is not None:
+        _POOL.shutdown(wait=False, cancel_futures=True)
+
+
+def _cut(fh, off: int, size: int, max_bytes: int) -> int | None:
+    """Where ``TailReader.read(max_bytes)`` from ``off`` would end (file of ``size`` bytes), or
+    None when the last MB of that range has no newline (the reader then decides)."""
+    avail = min(max_bytes, size - off)
+    w = min(avail, max(1, max_bytes // 2), 1 << 20)
+    fh.seek(off + avail - w)
+    k = fh.read(w).rfind(b"\n")
+    return None if k < 0 else off + avail - w + k + 1
+
+
+def _read_range(path: Path, start: int, end: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(end - start)
+    if len(data) != end - start:
+        raise InputError(path, "file shrank while it was being ingested")
+    return data
 
 
 def _default_name(path: Path) -> str:
