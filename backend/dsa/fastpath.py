@@ -22,6 +22,7 @@ run (a byte range of a plain file; pure function of the bytes).
 from __future__ import annotations
 
 import re
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -52,6 +53,7 @@ class Prepared:
     step_idx: np.ndarray
     layer_id: np.ndarray
     heat: dict[str, np.ndarray]  # request_id, step_idx, block_id, lo, hi (block_heat)
+    cpu_s: float = 0.0  # CPU seconds the pre-parse took (read_prepare: the read included)
 
 
 def _int_after(data, key: bytes, p: int, e: int, hint: int) -> int | None:
@@ -288,6 +290,7 @@ _BUF: bytearray | None = None
 def read_prepare(path: str, start: int, end: int) -> Prepared | None:
     """Worker entry: read bytes ``[start, end)`` of a plain file and pre-parse them."""
     global _BUF
+    t0 = time.process_time()
     n = end - start
     if _BUF is None or len(_BUF) < n:
         _BUF = bytearray(max(n, 1 << 20))
@@ -300,4 +303,7 @@ def read_prepare(path: str, start: int, end: int) -> Prepared | None:
             if not k:
                 return None  # the file shrank: the caller takes the exact path
             got += k
-    return prepare_chunk(_BUF, n)
+    prep = prepare_chunk(_BUF, n)
+    if prep is not None:
+        prep.cpu_s = time.process_time() - t0
+    return prep

@@ -294,6 +294,7 @@ class Ingestor:
             if not self.path.suffix == ".gz" and self.path.stat().st_size < start:
                 raise InputError(path, "file is shorter than what was already ingested from it")
         self.reader = TailReader(self.path, start)
+        self.worker_cpu_s = 0.0  # CPU seconds of worker processes' pre-parsing (bench/dsa.py)
 
     def poll(self, max_bytes: int = CHUNK_BYTES) -> int:
         """Ingest the complete lines appended since the last poll; return how many rows."""
@@ -360,6 +361,7 @@ class Ingestor:
             if prep is _COMPUTE:
                 prep = fastpath.prepare_chunk(data) if data is not None else None
             if prep is not None:
+                self.worker_cpu_s += prep.cpu_s
                 n_lines = prep.n_lines
                 line_nos = np.arange(self.lines + 1, self.lines + 1 + n_lines, dtype=np.int64)
                 rows = self._insert_prepared(prep, start, line_nos, end)
