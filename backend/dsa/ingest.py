@@ -295,6 +295,7 @@ class Ingestor:
                 raise InputError(path, "file is shorter than what was already ingested from it")
         self.reader = TailReader(self.path, start)
         self.worker_cpu_s = 0.0  # CPU seconds of worker processes' pre-parsing (bench/dsa.py)
+        self.chunks = {"fast": 0, "exact": 0}  # chunks per path (bench/dsa.py, tests)
 
     def poll(self, max_bytes: int = CHUNK_BYTES) -> int:
         """Ingest the complete lines appended since the last poll; return how many rows."""
@@ -367,8 +368,10 @@ class Ingestor:
                 rows = self._insert_prepared(prep, start, line_nos, end)
                 if rows >= 0:  # the resume point went in with the rows
                     self.lines += n_lines
+                    self.chunks["fast"] += 1
                     return rows
         if rows < 0:
+            self.chunks["exact"] += 1
             if data is None:
                 data = _read_range(self.path, start, end)
             buf = np.frombuffer(data, dtype=np.uint8)
