@@ -2,12 +2,17 @@
 
 Files are read incrementally (``TailReader``): each poll takes the complete lines appended since
 the last one (``.jsonl`` by seeking, ``.jsonl.gz`` through a streaming decompressor), so a trace
-can be ingested while the producer is still writing it. A chunk of lines is parsed by DuckDB's
-JSON reader with an explicit column list (the large ``selected_token_pos`` array is never
-converted; its line stays in the source file, addressed by ``byte_offset``), inserted together
-with its block-level aggregate (``dsa_block_heat``) and the new resume point in one transaction:
-nothing is lost or ingested twice. A chunk with a bad line is re-read line by line: bad lines are
-stored with their line number and reason in ``dsa_bad_lines`` and never abort the ingest.
+can be ingested while the producer is still writing it.
+
+Fast path (steps traces): ``fastpath.prepare_chunk`` cuts the number arrays out of a chunk of
+lines, parses ``selected_block_ids`` with numpy and computes the block-level aggregate
+(``dsa_block_heat``); DuckDB's JSON reader parses the stripped lines with an explicit column
+list; rows, aggregate and the new resume point go in one transaction. For a large plain file
+the pre-parse runs in worker processes (``_poll_parallel``), one byte range each, while this
+process inserts the chunks in order. Exact path (a chunk the fast path refuses or DuckDB
+rejects): DuckDB on the whole chunk (``strip_arrays``), then line by line: bad lines are stored
+with their line number and reason in ``dsa_bad_lines`` and never abort the ingest. The raw
+``selected_token_pos`` stay in the source file, addressed by ``byte_offset``.
 """
 
 from __future__ import annotations
