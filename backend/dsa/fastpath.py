@@ -207,10 +207,13 @@ def block_heat(
     """(request, step, block, mask_lo, mask_hi): which layers (bits) selected each block.
 
     Line ``i`` selected ``vals[sum(counts[:i]) : sum(counts[:i + 1])]``. Groups are
-    ``request_id * 2**40 + step_idx``; blocks < 0 and layers outside 0-127 are left out. When
-    every (group, layer) occurs once and every line's blocks are strictly increasing, the OR of
-    the layer bits is their sum: one ``np.bincount`` (float64 weights of at most 32 bits, exact)
-    instead of a scatter; otherwise a dense boolean scatter, sliced to bound memory.
+    ``request_id * 2**40 + step_idx``; blocks < 0 and layers outside 0-127 are left out.
+
+    Usually no (group, block, layer) occurs twice (each (step, layer) once, blocks unique), and
+    then the OR of the layer bits is their sum: one ``np.bincount`` over 32-bit parts (float64
+    sums stay exact). Whether that held is checked afterwards: the parts' set bits must number
+    the tokens (a repeated bit carries and loses one). Otherwise, or when the table would be
+    large, a dense boolean scatter, sliced to bound memory.
     """
     vals = np.asarray(vals, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
@@ -224,20 +227,16 @@ def block_heat(
         n_tok > 0
         and int(vals.min()) >= 0
         and (len(layer_id) == 0 or (int(layer_id.min()) >= 0 and int(layer_id.max()) < 128))
-        and len(np.unique(gi * 128 + layer_id)) == len(layer_id)
         and len(groups) * 4 * nb <= _MAX_DENSE
     )
     if fast:
-        d = np.diff(vals)
-        bounds = np.cumsum(counts)[:-1] - 1  # index of each line's last value (in d)
-        down = np.flatnonzero(d <= 0)
-        fast = len(down) == 0 or bool(np.isin(down, bounds).all())
+        row = (gi * 4 + (layer_id >> 5)) * nb
+        key = np.repeat(row, counts) + vals
+        w = np.repeat(np.ldexp(1.0, (layer_id & 31).astype(np.int32)), counts)
+        acc = np.bincount(key, weights=w, minlength=len(groups) * 4 * nb).astype(np.uint64)
+        fast = int(np.bitwise_count(acc).sum()) == n_tok
     if not fast:
         return _heat_dense(groups, gi, layer_id, vals, counts)
-    row = (gi * 4 + (layer_id >> 5)) * nb
-    key = np.repeat(row, counts) + vals
-    w = np.repeat(np.ldexp(1.0, (layer_id & 31).astype(np.int32)), counts)
-    acc = np.bincount(key, weights=w, minlength=len(groups) * 4 * nb).astype(np.uint64)
     acc = acc.reshape(len(groups), 4, nb)
     lo = acc[:, 0] | (acc[:, 1] << np.uint64(32))
     hi = acc[:, 2] | (acc[:, 3] << np.uint64(32))
