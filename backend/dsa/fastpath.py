@@ -21,12 +21,58 @@ run (a byte range of a plain file; pure function of the bytes).
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+_TIER = "STRUCT(bytes_read BIGINT, read_ops INTEGER, latency_us BIGINT, batch_size INTEGER)"
+# What DuckDB's JSON reader is asked for (the exact path too; selected_block_ids only there).
+STEP_COLUMNS = {
+    "event": "VARCHAR", "run_name": "VARCHAR", "dataset": "VARCHAR", "rank": "INTEGER",
+    "request_id": "BIGINT", "layer_id": "INTEGER", "step_idx": "BIGINT",
+    "seq_len_current": "BIGINT", "unique_token_pos_count": "INTEGER", "offset_min": "BIGINT",
+    "offset_p50": "BIGINT", "offset_max": "BIGINT", "block_size_tokens": "INTEGER",
+    "selected_block_ids": "INTEGER[]", "unique_blocks": "INTEGER",
+    "tokens_per_touched_block": "STRUCT(mean DOUBLE, p50 INTEGER, p95 INTEGER)",
+    "kv_fetch": f"STRUCT(hbm {_TIER}, local_pool {_TIER}, remote_pool {_TIER})",
+    "prefix": "STRUCT(prefix_cache_hit BOOLEAN, prefix_cached_blocks INTEGER,"
+    " prefix_key VARCHAR, intersection_ratio DOUBLE)",
+    "scores_stats": "STRUCT(min DOUBLE, mean DOUBLE, max DOUBLE)",
+}  # fmt: skip
+STEP_REQUIRED = (
+    "request_id", "layer_id", "step_idx", "seq_len_current", "block_size_tokens",
+    "selected_block_ids", "unique_blocks",
+)  # fmt: skip
+EXTRA_CHECK = "event IS DISTINCT FROM 'dsa_topk' OR block_size_tokens <= 0"  # rows to refuse
+# The fast path parses selected_block_ids itself: DuckDB reads the rest.
+FAST_COLUMNS = {k: v for k, v in STEP_COLUMNS.items() if k != "selected_block_ids"}
+FAST_REQUIRED = tuple(c for c in STEP_REQUIRED if c != "selected_block_ids")
+# dsa_steps' columns after (trace_id, line_no, byte_offset), from the reader's columns ``c``.
+STEP_VALUES = """
+       c.rank, c.request_id, c.layer_id, c.step_idx,
+       c.seq_len_current, c.unique_token_pos_count, c.offset_min, c.offset_p50, c.offset_max,
+       c.block_size_tokens, c.unique_blocks,
+       c.tokens_per_touched_block.mean, c.tokens_per_touched_block.p50,
+       c.tokens_per_touched_block.p95,
+       c.kv_fetch.hbm.batch_size, c.kv_fetch.hbm.bytes_read, c.kv_fetch.hbm.read_ops,
+       c.kv_fetch.hbm.latency_us,
+       c.kv_fetch.local_pool.batch_size, c.kv_fetch.local_pool.bytes_read,
+       c.kv_fetch.local_pool.read_ops, c.kv_fetch.local_pool.latency_us,
+       c.kv_fetch.remote_pool.batch_size, c.kv_fetch.remote_pool.bytes_read,
+       c.kv_fetch.remote_pool.read_ops, c.kv_fetch.remote_pool.latency_us,
+       c.prefix.prefix_cache_hit, c.prefix.prefix_cached_blocks, c.prefix.prefix_key,
+       c.prefix.intersection_ratio,
+       round(c.prefix.intersection_ratio * c.unique_blocks)::INTEGER,
+       c.scores_stats.min, c.scores_stats.mean, c.scores_stats.max"""
+# Scratch files for DuckDB's reader: RAM-backed when /dev/shm is usable.
+_SHM = "/dev/shm"  # noqa: S108
+TMP_DIR = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
 
 CUT_KEYS = (b'"selected_token_pos":', b'"scores_topk":', b'"hit_blocks":')
 BLOCKS_KEY = b'"selected_block_ids":'
@@ -54,6 +100,9 @@ class Prepared:
     layer_id: np.ndarray
     heat: dict[str, np.ndarray]  # request_id, step_idx, block_id, lo, hi (block_heat)
     cpu_s: float = 0.0  # CPU seconds the pre-parse took (read_prepare: the read included)
+    # parse_scalars: the rows' dsa_steps values (STEP_VALUES order, then run_name, dataset, the
+    # line index ``idx`` and start ``off``), an Arrow table; None until parsed
+    table: Any = None
 
 
 def _int_after(data, key: bytes, p: int, e: int, hint: int) -> int | None:
@@ -283,6 +332,51 @@ def _heat_dense(groups, gi, layer_id, vals, counts) -> dict[str, np.ndarray]:
     return _heat_out(g, b, lo, hi)
 
 
+_CON: Any = None
+
+
+def parse_scalars(prep: Prepared) -> bool:
+    """DuckDB's JSON reader on ``prep.stripped`` (its own in-memory database, one thread):
+    fills ``prep.table`` and drops the text; False (prep unchanged) when DuckDB rejects the
+    chunk, a required field is null, a row is not a dsa_topk record, or the ids the aggregate
+    used differ from DuckDB's."""
+    global _CON
+    import duckdb  # here, not at module level: the fast path itself needs numpy only
+    import pyarrow as pa
+
+    if _CON is None:
+        _CON = duckdb.connect()
+        _CON.execute("SET threads = 1")
+    cols = "{" + ", ".join(f"{k}: '{v}'" for k, v in FAST_COLUMNS.items()) + "}"
+    nulls = " OR ".join(f"{k} IS NULL" for k in FAST_REQUIRED)
+    with tempfile.NamedTemporaryFile(suffix=".jsonl", dir=TMP_DIR, delete=False) as tmp:
+        tmp.write(prep.stripped)
+    try:
+        tb = _CON.sql(
+            f"SELECT {STEP_VALUES}, run_name, dataset, ({nulls} OR {EXTRA_CHECK}) AS refuse"  # noqa: S608 - constants
+            f" FROM read_json(?, format='newline_delimited', columns={cols}) c",
+            params=[tmp.name],
+        ).to_arrow_table()
+    except duckdb.Error:
+        return False
+    finally:
+        os.unlink(tmp.name)
+    if tb.num_rows != prep.n_lines:
+        return False
+    if tb.num_rows and bool(pa.compute.any(tb.column("refuse")).as_py()):
+        return False
+    for k, col in (("request_id", 1), ("layer_id", 2), ("step_idx", 3)):
+        got = tb.column(col).to_numpy(zero_copy_only=False).astype(np.int64)
+        if not np.array_equal(got, getattr(prep, k)):
+            return False
+    names = [f"v{i}" for i in range(tb.num_columns - 3)] + ["run_name", "dataset", "refuse"]
+    tb = tb.rename_columns(names).drop_columns(["refuse"])
+    tb = tb.append_column("idx", pa.array(np.arange(prep.n_lines, dtype=np.int64)))
+    prep.table = tb.append_column("off", pa.array(prep.starts))
+    prep.stripped = b""
+    return True
+
+
 _BUF: bytearray | None = None
 
 
@@ -304,5 +398,6 @@ def read_prepare(path: str, start: int, end: int) -> Prepared | None:
             got += k
     prep = prepare_chunk(_BUF, n)
     if prep is not None:
+        parse_scalars(prep)  # when DuckDB refuses, the caller's exact path decides
         prep.cpu_s = time.process_time() - t0
     return prep

@@ -46,47 +46,19 @@ from backend.workspace import Workspace
 
 CHUNK_BYTES = 64 << 20
 # Chunks go through a RAM-backed temp file (NamedTemporaryFile: random name, O_EXCL).
-_SHM = "/dev/shm"  # noqa: S108
-_TMP_DIR = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
+_TMP_DIR = fastpath.TMP_DIR
 
-_TIER = "STRUCT(bytes_read BIGINT, read_ops INTEGER, latency_us BIGINT, batch_size INTEGER)"
-STEP_COLUMNS = {
-    "event": "VARCHAR", "run_name": "VARCHAR", "dataset": "VARCHAR", "rank": "INTEGER",
-    "request_id": "BIGINT", "layer_id": "INTEGER", "step_idx": "BIGINT",
-    "seq_len_current": "BIGINT", "unique_token_pos_count": "INTEGER", "offset_min": "BIGINT",
-    "offset_p50": "BIGINT", "offset_max": "BIGINT", "block_size_tokens": "INTEGER",
-    "selected_block_ids": "INTEGER[]", "unique_blocks": "INTEGER",
-    "tokens_per_touched_block": "STRUCT(mean DOUBLE, p50 INTEGER, p95 INTEGER)",
-    "kv_fetch": f"STRUCT(hbm {_TIER}, local_pool {_TIER}, remote_pool {_TIER})",
-    "prefix": "STRUCT(prefix_cache_hit BOOLEAN, prefix_cached_blocks INTEGER,"
-    " prefix_key VARCHAR, intersection_ratio DOUBLE)",
-    "scores_stats": "STRUCT(min DOUBLE, mean DOUBLE, max DOUBLE)",
-}  # fmt: skip
-STEP_REQUIRED = (
-    "request_id", "layer_id", "step_idx", "seq_len_current", "block_size_tokens",
-    "selected_block_ids", "unique_blocks",
-)  # fmt: skip
-# The fast path (fastpath.prepare_chunk) parses selected_block_ids itself: DuckDB reads the rest.
-FAST_COLUMNS = {k: v for k, v in STEP_COLUMNS.items() if k != "selected_block_ids"}
-FAST_REQUIRED = tuple(c for c in STEP_REQUIRED if c != "selected_block_ids")
-STEP_INSERT = """
-INSERT INTO dsa_steps
-SELECT $trace, m.line_no, m.byte_offset, c.rank, c.request_id, c.layer_id, c.step_idx,
-       c.seq_len_current, c.unique_token_pos_count, c.offset_min, c.offset_p50, c.offset_max,
-       c.block_size_tokens, c.unique_blocks,
-       c.tokens_per_touched_block.mean, c.tokens_per_touched_block.p50,
-       c.tokens_per_touched_block.p95,
-       c.kv_fetch.hbm.batch_size, c.kv_fetch.hbm.bytes_read, c.kv_fetch.hbm.read_ops,
-       c.kv_fetch.hbm.latency_us,
-       c.kv_fetch.local_pool.batch_size, c.kv_fetch.local_pool.bytes_read,
-       c.kv_fetch.local_pool.read_ops, c.kv_fetch.local_pool.latency_us,
-       c.kv_fetch.remote_pool.batch_size, c.kv_fetch.remote_pool.bytes_read,
-       c.kv_fetch.remote_pool.read_ops, c.kv_fetch.remote_pool.latency_us,
-       c.prefix.prefix_cache_hit, c.prefix.prefix_cached_blocks, c.prefix.prefix_key,
-       c.prefix.intersection_ratio,
-       round(c.prefix.intersection_ratio * c.unique_blocks)::INTEGER,
-       c.scores_stats.min, c.scores_stats.mean, c.scores_stats.max
+# The steps column spec lives in fastpath (worker processes parse with it too).
+STEP_COLUMNS, STEP_REQUIRED = fastpath.STEP_COLUMNS, fastpath.STEP_REQUIRED
+EXTRA_CHECK = fastpath.EXTRA_CHECK
+STEP_INSERT = f"""
+INSERT INTO dsa_steps SELECT $trace, m.line_no, m.byte_offset, {fastpath.STEP_VALUES}
 FROM dsa_chunk c JOIN dsa_meta m ON c.rowid = m.idx
+"""  # noqa: S608 - constants
+# The fast path: the values come parsed (fastpath.parse_scalars), in STEP_VALUES order.
+FAST_STEP_INSERT = """
+INSERT INTO dsa_steps SELECT $trace, $line0 + idx, $base + off, COLUMNS('^v[0-9]+$')
+FROM dsa_fast
 """
 HEAT_INSERT = """
 INSERT INTO dsa_block_heat SELECT $trace, request_id, step_idx, block_id, lo, hi FROM dsa_heat
@@ -165,10 +137,7 @@ class Format:
     extra_check: str = ""  # SQL condition flagging rows the fast path must not accept
 
 
-STEPS = Format(
-    "steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT,), validate_record,
-    "event IS DISTINCT FROM 'dsa_topk' OR block_size_tokens <= 0",
-)  # fmt: skip
+STEPS = Format("steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT,), validate_record, EXTRA_CHECK)
 PREFIX = Format("prefix", PREFIX_COLUMNS, ("hash_ids",), (PREFIX_INSERT,), _validate_prefix_line)
 
 
@@ -366,15 +335,14 @@ class Ingestor:
         if self.kind == "steps":
             if prep is _COMPUTE:
                 prep = fastpath.prepare_chunk(data) if data is not None else None
-            if prep is not None:
+                if prep is not None and not fastpath.parse_scalars(prep):
+                    prep = None
+            if prep is not None and prep.table is not None:
                 self.worker_cpu_s += prep.cpu_s
-                n_lines = prep.n_lines
-                line_nos = np.arange(self.lines + 1, self.lines + 1 + n_lines, dtype=np.int64)
-                rows = self._insert_prepared(prep, start, line_nos, end)
-                if rows >= 0:  # the resume point went in with the rows
-                    self.lines += n_lines
-                    self.chunks["fast"] += 1
-                    return rows
+                rows = self._insert_fast(prep, start, end)
+                self.lines += prep.n_lines
+                self.chunks["fast"] += 1
+                return rows
         if rows < 0:
             self.chunks["exact"] += 1
             if data is None:
@@ -397,28 +365,33 @@ class Ingestor:
         self.lines += n_lines
         return rows
 
-    def _insert_prepared(
-        self, prep: fastpath.Prepared, base: int, line_nos: np.ndarray, end: int
-    ) -> int:
-        """The fast path: DuckDB parses the stripped lines, the heat comes from ``prep``; the
-        rows, their aggregate and the new resume point ``end`` go in one transaction."""
-        cur = self.ws.cursor()
-        try:
-            self._load(cur, prep.stripped, FAST_COLUMNS)
-        except duckdb.Error:
-            return -1
-        try:
-            return self._insert_loaded(prep.starts + base, line_nos, prep, end)
-        except _Rejected:
-            return -1
-        finally:
-            cur.execute("DROP TABLE IF EXISTS dsa_chunk")
+    def _insert_fast(self, prep: fastpath.Prepared, base: int, end: int) -> int:
+        """Rows (parsed), their block aggregate and the new resume point: one transaction."""
+        with self.ws.transaction() as cur:
+            cur.register("dsa_fast", prep.table)
+            cur.register("dsa_heat", pa.table(prep.heat))
+            try:
+                cur.execute(
+                    FAST_STEP_INSERT,
+                    {"trace": self.trace_id, "line0": self.lines + 1, "base": base},
+                )
+                cur.execute(HEAT_INSERT, {"trace": self.trace_id})
+                cur.execute(
+                    "UPDATE dsa_traces SET rows = rows + $n, lines_read = lines_read + $n,"
+                    " bytes_read = $end, updated_at = current_timestamp,"
+                    " run_name = coalesce(run_name, (SELECT any_value(run_name) FROM dsa_fast)),"
+                    " dataset = coalesce(dataset, (SELECT any_value(dataset) FROM dsa_fast)),"
+                    " block_size = coalesce(block_size, (SELECT any_value(v9) FROM dsa_fast))"
+                    " WHERE trace_id = $trace",
+                    {"n": prep.n_lines, "end": end, "trace": self.trace_id},
+                )
+            finally:
+                cur.unregister("dsa_fast")
+                cur.unregister("dsa_heat")
+        return prep.n_lines
 
-    def _load(
-        self, cur: duckdb.DuckDBPyConnection, data: bytes, columns: dict[str, str] | None = None
-    ) -> None:
-        columns = columns or self.fmt.columns
-        cols = "{" + ", ".join(f"{k}: '{v}'" for k, v in columns.items()) + "}"
+    def _load(self, cur: duckdb.DuckDBPyConnection, data: bytes) -> None:
+        cols = "{" + ", ".join(f"{k}: '{v}'" for k, v in self.fmt.columns.items()) + "}"
         with tempfile.NamedTemporaryFile(suffix=".jsonl", dir=_TMP_DIR, delete=False) as tmp:
             tmp.write(data)
         try:
@@ -450,30 +423,15 @@ class Ingestor:
         finally:
             cur.execute("DROP TABLE IF EXISTS dsa_chunk")
 
-    def _insert_loaded(
-        self,
-        offsets: np.ndarray,
-        line_nos: np.ndarray,
-        prep: fastpath.Prepared | None = None,
-        end: int | None = None,
-    ) -> int:
+    def _insert_loaded(self, offsets: np.ndarray, line_nos: np.ndarray) -> int:
         with self.ws.transaction() as cur:
-            required = FAST_REQUIRED if prep is not None else self.fmt.required
-            nulls = " OR ".join(f"{c} IS NULL" for c in required)
+            nulls = " OR ".join(f"{c} IS NULL" for c in self.fmt.required)
             extra = f" OR {self.fmt.extra_check}" if self.fmt.extra_check else ""
             n, flagged = cur.execute(
                 f"SELECT count(*), count(*) FILTER (WHERE {nulls}{extra}) FROM dsa_chunk"  # noqa: S608
             ).fetchall()[0]
             if n != len(line_nos) or flagged:
                 raise _Rejected
-            if prep is not None:  # the heat used the ids read from the bytes: same as DuckDB's?
-                got = cur.sql(
-                    "SELECT request_id, step_idx, layer_id FROM dsa_chunk ORDER BY rowid"
-                ).to_arrow_table()
-                for k in ("request_id", "step_idx", "layer_id"):
-                    col = got.column(k).to_numpy().astype(np.int64)
-                    if not np.array_equal(col, getattr(prep, k)):
-                        raise _Rejected
             meta = pa.table(
                 {"idx": np.arange(len(line_nos)), "line_no": line_nos, "byte_offset": offsets}
             )
@@ -483,20 +441,8 @@ class Ingestor:
                     cur.execute(sql, {"trace": self.trace_id})
             finally:
                 cur.unregister("dsa_meta")
-            if prep is not None:
-                cur.register("dsa_heat", pa.table(prep.heat))
-                try:
-                    cur.execute(HEAT_INSERT, {"trace": self.trace_id})
-                finally:
-                    cur.unregister("dsa_heat")
-            elif self.kind == "steps":
+            if self.kind == "steps":
                 self._insert_heat(cur)
-            if end is not None:
-                cur.execute(
-                    "UPDATE dsa_traces SET lines_read = lines_read + ?, bytes_read = ?,"
-                    " updated_at = current_timestamp WHERE trace_id = ?",
-                    [len(line_nos), end, self.trace_id],
-                )
             if self.kind == "steps":
                 cur.execute(
                     "UPDATE dsa_traces SET rows = rows + ?,"

@@ -58,6 +58,10 @@ def _mixed_trace(tmp_path: Path) -> bytes:
             raw = json.dumps(bad).encode()
         if i == 20:
             raw = json.dumps({**rec, "unique_blocks": None}).encode()
+        if i == 23:
+            raw = json.dumps({**rec, "rank": "zero"}).encode()  # DuckDB refuses the type
+        if i == 25:
+            raw = orjson.dumps({**rec, "event": "other"})
         if i == 27:
             raw = json.dumps({**rec, "selected_block_ids": None}).encode()
         if i == 33 and rec["selected_block_ids"]:
