@@ -343,6 +343,7 @@ def parse_scalars(prep: Prepared) -> bool:
     global _CON
     import duckdb  # here, not at module level: the fast path itself needs numpy only
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     if _CON is None:
         _CON = duckdb.connect()
@@ -363,7 +364,7 @@ def parse_scalars(prep: Prepared) -> bool:
         os.unlink(tmp.name)
     if tb.num_rows != prep.n_lines:
         return False
-    if tb.num_rows and bool(pa.compute.any(tb.column("refuse")).as_py()):
+    if tb.num_rows and bool(pc.any(tb.column("refuse")).as_py()):
         return False
     for k, col in (("request_id", 1), ("layer_id", 2), ("step_idx", 3)):
         got = tb.column(col).to_numpy(zero_copy_only=False).astype(np.int64)

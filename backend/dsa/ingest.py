@@ -269,7 +269,8 @@ class Ingestor:
                 raise InputError(path, "file is shorter than what was already ingested from it")
         self.reader = TailReader(self.path, start)
         self.worker_cpu_s = 0.0  # CPU seconds of worker processes' pre-parsing (bench/dsa.py)
-        self.chunks = {"fast": 0, "exact": 0}  # chunks per path (bench/dsa.py, tests)
+        # chunks per path, and how many a worker process pre-parsed (bench/dsa.py, tests)
+        self.chunks = {"fast": 0, "exact": 0, "worker": 0}
 
     def poll(self, max_bytes: int = CHUNK_BYTES) -> int:
         """Ingest the complete lines appended since the last poll; return how many rows."""
@@ -321,6 +322,7 @@ class Ingestor:
                     continue
                 try:
                     prep = fut.result()
+                    self.chunks["worker"] += 1
                 except Exception:  # a dead worker: this process does the chunk
                     _drop_pool(pool)
                     prep = _COMPUTE

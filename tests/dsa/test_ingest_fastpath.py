@@ -194,7 +194,9 @@ def test_fast_path_matches_json_oracle(workspace, tmp_path: Path, monkeypatch, m
     n_lines = data.count(b"\n")
     assert meta[:4] == (len(want_rows), len(want_bad), n_lines, data.rfind(b"\n") + 1)
     if mode == "single":
-        assert calls  # the fast path ran here (in "workers" mode it runs in the workers)
+        assert calls and chunks["worker"] == 0  # the fast path ran here
+    if mode == "workers":
+        assert chunks["worker"] >= 10, chunks  # all but the first chunk
 
 
 def _exact_path(monkeypatch) -> None:
@@ -234,7 +236,7 @@ def test_fast_path_tables_equal_the_exact_path(
     got = _tables(
         workspace, _ingest(workspace, tmp_path / "fast" / "trace_steps.jsonl", 6000, chunks)
     )
-    assert chunks["fast"] >= 5 and chunks["exact"] >= 5, chunks
+    assert chunks["fast"] >= 5 and chunks["exact"] >= 5 and chunks["worker"] >= 10, chunks
     with monkeypatch.context() as m:
         _exact_path(m)
         ws2 = open_workspace(workspace_dir.parent / "ws_exact")
