@@ -145,6 +145,15 @@ def prefix_bytes(path: Path, rows: int) -> int:
     return total
 
 
+def io_stall_s() -> float:
+    """Seconds some task on the machine waited for I/O (Linux PSI), or NaN where unavailable."""
+    try:
+        with open("/proc/pressure/io", encoding="ascii") as fh:
+            return int(fh.readline().rsplit("total=", 1)[1]) / 1e6
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 @dataclass
 class Run:
     seconds: float
@@ -264,22 +273,26 @@ def main() -> int:
           + (f"generated in {gen_s:.1f} s" if gen_s else "reused") + f"; top-k {TOPK}, "
           f"{LAYERS} layers, block {BLOCK}; SYNTHETIC)")  # fmt: skip
     print(f"{os.cpu_count()} cores; {_versions()}; studio ingest workers: {worker_count()}")
+    print("(I/O stall: seconds some task on the machine waited for I/O, /proc/pressure/io)")
     base_rows = min(n, args.baseline_rows)
     base_bytes = size if base_rows == n else prefix_bytes(path, base_rows)
     base, runs = [], []
     for i in range(args.repeat):  # interleaved so contention hits both alike
-        load0 = os.getloadavg()[0]
+        load0, io0 = os.getloadavg()[0], io_stall_s()
         b, got = baseline(path, base_rows)
         assert got == base_rows
         base.append(b)
-        print(f"  run {i + 1}: json.loads {base_rows:,} rows {b:.2f} s (load {load0:.2f} before)")
+        io1 = io_stall_s()
+        print(f"  run {i + 1}: json.loads {base_rows:,} rows {b:.2f} s (load {load0:.2f} before,"
+              f" I/O stall {io1 - io0:.1f} s)")  # fmt: skip
         ws_dir = tmp / f"ws{i}"
         if ws_dir.exists():
             shutil.rmtree(ws_dir)
         r = studio_ingest(path, ws_dir)
         runs.append(r)
         print(f"  run {i + 1}: studio {n:,} rows {r.seconds:.2f} s, CPU {r.main_cpu:.2f} s here"
-              f" + {r.worker_cpu:.2f} s in workers (load {r.load:.2f} after)")  # fmt: skip
+              f" + {r.worker_cpu:.2f} s in workers (load {r.load:.2f} after,"
+              f" I/O stall {io_stall_s() - io1:.1f} s)")  # fmt: skip
         if i + 1 < args.repeat:
             shutil.rmtree(ws_dir)
     b = statistics.median(base)
