@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -332,7 +333,7 @@ def _heat_dense(groups, gi, layer_id, vals, counts) -> dict[str, np.ndarray]:
     return _heat_out(g, b, lo, hi)
 
 
-_CON: Any = None
+_LOCAL = threading.local()  # one in-memory DuckDB per thread (studio ingests run in threads)
 
 
 def parse_scalars(prep: Prepared) -> bool:
@@ -340,20 +341,20 @@ def parse_scalars(prep: Prepared) -> bool:
     fills ``prep.table`` and drops the text; False (prep unchanged) when DuckDB rejects the
     chunk, a required field is null, a row is not a dsa_topk record, or the ids the aggregate
     used differ from DuckDB's."""
-    global _CON
     import duckdb  # here, not at module level: the fast path itself needs numpy only
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if _CON is None:
-        _CON = duckdb.connect()
-        _CON.execute("SET threads = 1")
+    con = getattr(_LOCAL, "con", None)
+    if con is None:
+        con = _LOCAL.con = duckdb.connect()
+        con.execute("SET threads = 1")
     cols = "{" + ", ".join(f"{k}: '{v}'" for k, v in FAST_COLUMNS.items()) + "}"
     nulls = " OR ".join(f"{k} IS NULL" for k in FAST_REQUIRED)
     with tempfile.NamedTemporaryFile(suffix=".jsonl", dir=TMP_DIR, delete=False) as tmp:
         tmp.write(prep.stripped)
     try:
-        tb = _CON.sql(
+        tb = con.sql(
             f"SELECT {STEP_VALUES}, run_name, dataset, ({nulls} OR {EXTRA_CHECK}) AS refuse"  # noqa: S608 - constants
             f" FROM read_json(?, format='newline_delimited', columns={cols}) c",
             params=[tmp.name],
