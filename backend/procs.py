@@ -26,10 +26,14 @@ def _borrowed_main(module: types.ModuleType | None) -> bool:
 
 
 @contextmanager
-def clean_main_for_spawn() -> Iterator[None]:
-    """While active, spawned children do not re-run a ``__main__`` borrowed by Streamlit."""
+def clean_main_for_spawn(*, always: bool = False) -> Iterator[None]:
+    """While active, spawned children do not re-run a ``__main__`` borrowed by Streamlit.
+
+    ``always``: hide any ``__main__``, an entry script's too (for workers whose target lives in
+    a package module: they then skip importing the entry script and everything it imports).
+    """
     main = sys.modules.get("__main__")
-    if not _borrowed_main(main):
+    if main is None or not (always or _borrowed_main(main)):
         yield
         return
     stub = types.ModuleType("__main__")

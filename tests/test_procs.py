@@ -41,3 +41,16 @@ def test_spawned_child_and_borrowed_main(tmp_path: Path, monkeypatch, guarded: b
     else:  # the hazard the guard exists for: the child executes the page script
         assert _spawn_once() == 0
         assert marker.read_text() == "ran\n"
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_entry_script_main_hidden_only_when_asked(tmp_path: Path, monkeypatch, always) -> None:
+    """A genuine entry script stays importable in children unless ``always`` hides it too
+    (worker pools whose target lives in a package module: backend/dsa/ingest.py)."""
+    module, marker = _fake_page(tmp_path)
+    monkeypatch.setitem(sys.modules, "__main__", module)
+    monkeypatch.setattr(sys, "argv", [module.__file__])  # the entry script, not a borrowed page
+    with clean_main_for_spawn(always=always):
+        assert _spawn_once() == 0
+    assert sys.modules["__main__"] is module
+    assert marker.exists() is not always  # the child re-ran the script unless hidden

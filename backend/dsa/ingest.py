@@ -2,23 +2,33 @@
 
 Files are read incrementally (``TailReader``): each poll takes the complete lines appended since
 the last one (``.jsonl`` by seeking, ``.jsonl.gz`` through a streaming decompressor), so a trace
-can be ingested while the producer is still writing it. A chunk of lines is parsed by DuckDB's
-JSON reader with an explicit column list (the large ``selected_token_pos`` array is never
-converted; its line stays in the source file, addressed by ``byte_offset``), inserted together
-with its block-level aggregate (``dsa_block_heat``) and the new resume point in one transaction:
-nothing is lost or ingested twice. A chunk with a bad line is re-read line by line: bad lines are
-stored with their line number and reason in ``dsa_bad_lines`` and never abort the ingest.
+can be ingested while the producer is still writing it.
+
+Fast path (steps traces): ``fastpath.prepare_chunk`` cuts the number arrays out of a chunk of
+lines, parses ``selected_block_ids`` with numpy and computes the block-level aggregate
+(``dsa_block_heat``); DuckDB's JSON reader parses the stripped lines with an explicit column
+list; rows, aggregate and the new resume point go in one transaction. For a large plain file
+the pre-parse runs in worker processes (``_poll_parallel``), one byte range each, while this
+process inserts the chunks in order. Exact path (a chunk the fast path refuses or DuckDB
+rejects): DuckDB on the whole chunk (``strip_arrays``), then line by line: bad lines are stored
+with their line number and reason in ``dsa_bad_lines`` and never abort the ingest. The raw
+``selected_token_pos`` stay in the source file, addressed by ``byte_offset``.
 """
 
 from __future__ import annotations
 
+import atexit
+import collections
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,50 +38,27 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from backend.dsa import fastpath
 from backend.dsa.schema import validate_record
 from backend.errors import InputError
+from backend.procs import clean_main_for_spawn
 from backend.workspace import Workspace
 
 CHUNK_BYTES = 64 << 20
 # Chunks go through a RAM-backed temp file (NamedTemporaryFile: random name, O_EXCL).
-_SHM = "/dev/shm"  # noqa: S108
-_TMP_DIR = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
+_TMP_DIR = fastpath.TMP_DIR
 
-_TIER = "STRUCT(bytes_read BIGINT, read_ops INTEGER, latency_us BIGINT, batch_size INTEGER)"
-STEP_COLUMNS = {
-    "event": "VARCHAR", "run_name": "VARCHAR", "dataset": "VARCHAR", "rank": "INTEGER",
-    "request_id": "BIGINT", "layer_id": "INTEGER", "step_idx": "BIGINT",
-    "seq_len_current": "BIGINT", "unique_token_pos_count": "INTEGER", "offset_min": "BIGINT",
-    "offset_p50": "BIGINT", "offset_max": "BIGINT", "block_size_tokens": "INTEGER",
-    "selected_block_ids": "INTEGER[]", "unique_blocks": "INTEGER",
-    "tokens_per_touched_block": "STRUCT(mean DOUBLE, p50 INTEGER, p95 INTEGER)",
-    "kv_fetch": f"STRUCT(hbm {_TIER}, local_pool {_TIER}, remote_pool {_TIER})",
-    "prefix": "STRUCT(prefix_cache_hit BOOLEAN, prefix_cached_blocks INTEGER,"
-    " prefix_key VARCHAR, intersection_ratio DOUBLE)",
-    "scores_stats": "STRUCT(min DOUBLE, mean DOUBLE, max DOUBLE)",
-}  # fmt: skip
-STEP_REQUIRED = (
-    "request_id", "layer_id", "step_idx", "seq_len_current", "block_size_tokens",
-    "selected_block_ids", "unique_blocks",
-)  # fmt: skip
-STEP_INSERT = """
-INSERT INTO dsa_steps
-SELECT $trace, m.line_no, m.byte_offset, c.rank, c.request_id, c.layer_id, c.step_idx,
-       c.seq_len_current, c.unique_token_pos_count, c.offset_min, c.offset_p50, c.offset_max,
-       c.block_size_tokens, c.unique_blocks,
-       c.tokens_per_touched_block.mean, c.tokens_per_touched_block.p50,
-       c.tokens_per_touched_block.p95,
-       c.kv_fetch.hbm.batch_size, c.kv_fetch.hbm.bytes_read, c.kv_fetch.hbm.read_ops,
-       c.kv_fetch.hbm.latency_us,
-       c.kv_fetch.local_pool.batch_size, c.kv_fetch.local_pool.bytes_read,
-       c.kv_fetch.local_pool.read_ops, c.kv_fetch.local_pool.latency_us,
-       c.kv_fetch.remote_pool.batch_size, c.kv_fetch.remote_pool.bytes_read,
-       c.kv_fetch.remote_pool.read_ops, c.kv_fetch.remote_pool.latency_us,
-       c.prefix.prefix_cache_hit, c.prefix.prefix_cached_blocks, c.prefix.prefix_key,
-       c.prefix.intersection_ratio,
-       round(c.prefix.intersection_ratio * c.unique_blocks)::INTEGER,
-       c.scores_stats.min, c.scores_stats.mean, c.scores_stats.max
+# The steps column spec lives in fastpath (worker processes parse with it too).
+STEP_COLUMNS, STEP_REQUIRED = fastpath.STEP_COLUMNS, fastpath.STEP_REQUIRED
+EXTRA_CHECK = fastpath.EXTRA_CHECK
+STEP_INSERT = f"""
+INSERT INTO dsa_steps SELECT $trace, m.line_no, m.byte_offset, {fastpath.STEP_VALUES}
 FROM dsa_chunk c JOIN dsa_meta m ON c.rowid = m.idx
+"""  # noqa: S608 - constants
+# The fast path: the values come parsed (fastpath.parse_scalars), in STEP_VALUES order.
+FAST_STEP_INSERT = """
+INSERT INTO dsa_steps SELECT $trace, $line0 + idx, $base + off, COLUMNS('^v[0-9]+$')
+FROM dsa_fast
 """
 HEAT_INSERT = """
 INSERT INTO dsa_block_heat SELECT $trace, request_id, step_idx, block_id, lo, hi FROM dsa_heat
@@ -123,39 +110,9 @@ def heat_rows(
     """(request, step, block, mask_lo, mask_hi): which layers (bits) selected each block."""
     vals = blocks.values.to_numpy(zero_copy_only=False).astype(np.int64)
     offs = blocks.offsets.to_numpy()
-    counts = np.diff(offs)
-    keys = request_id.astype(np.int64) * (1 << 40) + step_idx.astype(np.int64)
-    groups, gi = np.unique(keys, return_inverse=True)
-    ge = np.repeat(gi, counts)
-    le = np.repeat(layer_id.astype(np.int64), counts)
-    ok = (vals >= 0) & (le >= 0) & (le < 128)  # heat masks cover layers 0-127
-    ge, le, vals = ge[ok], le[ok], vals[ok]
-    nb = int(vals.max()) + 1 if len(vals) else 0
-    n_layers = int(le.max()) + 1 if len(le) else 0
-    out = []
-    # Dense [group, block, layer] booleans, packed to one bit per layer; groups in slices so the
-    # dense array stays under ~64 MB.
-    per = max(1, (64 << 20) // max(1, nb * n_layers))
-    order = np.argsort(ge, kind="stable")
-    ge, le, vals = ge[order], le[order], vals[order]
-    bounds = np.searchsorted(ge, np.arange(0, len(groups) + per, per))
-    for k in range(len(bounds) - 1):
-        a, b = bounds[k], bounds[k + 1]
-        if a == b:
-            continue
-        g0 = k * per
-        dense = np.zeros((min(per, len(groups) - g0), nb, 128), bool)
-        dense[ge[a:b] - g0, vals[a:b], le[a:b]] = True
-        packed = np.packbits(dense, axis=2, bitorder="little").view("<u8")  # [g, nb, 2]
-        gg, bb = np.nonzero(packed.any(axis=2))
-        out.append((groups[gg + g0], bb, packed[gg, bb, 0], packed[gg, bb, 1]))
-    if not out:
-        return pa.table({"request_id": [], "step_idx": [], "block_id": [], "lo": [], "hi": []})
-    g, b, lo, hi = (np.concatenate(x) for x in zip(*out, strict=True))
-    return pa.table(
-        {"request_id": g >> 40, "step_idx": g & ((1 << 40) - 1), "block_id": b.astype(np.int32),
-         "lo": lo, "hi": hi}
-    )  # fmt: skip
+    heat = fastpath.block_heat(request_id, step_idx, layer_id, vals[offs[0] : offs[-1]],
+                               np.diff(offs))  # fmt: skip
+    return pa.table(heat)
 
 
 def _validate_prefix_line(rec: Any) -> list[str]:
@@ -180,10 +137,7 @@ class Format:
     extra_check: str = ""  # SQL condition flagging rows the fast path must not accept
 
 
-STEPS = Format(
-    "steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT,), validate_record,
-    "event IS DISTINCT FROM 'dsa_topk' OR block_size_tokens <= 0",
-)  # fmt: skip
+STEPS = Format("steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT,), validate_record, EXTRA_CHECK)
 PREFIX = Format("prefix", PREFIX_COLUMNS, ("hash_ids",), (PREFIX_INSERT,), _validate_prefix_line)
 
 
@@ -237,6 +191,9 @@ class TailReader:
         start = self.offset
         self.offset += cut
         return data[:cut], start
+
+
+_COMPUTE: Any = object()  # _ingest_chunk: pre-parse the chunk here
 
 
 class _Rejected(Exception):
@@ -311,36 +268,129 @@ class Ingestor:
             if not self.path.suffix == ".gz" and self.path.stat().st_size < start:
                 raise InputError(path, "file is shorter than what was already ingested from it")
         self.reader = TailReader(self.path, start)
+        self.worker_cpu_s = 0.0  # CPU seconds of worker processes' pre-parsing (bench/dsa.py)
+        # chunks per path, and how many a worker process pre-parsed (bench/dsa.py, tests)
+        self.chunks = {"fast": 0, "exact": 0, "worker": 0}
 
     def poll(self, max_bytes: int = CHUNK_BYTES) -> int:
         """Ingest the complete lines appended since the last poll; return how many rows."""
-        total = 0
+        total = self._poll_parallel(max_bytes) if self.kind == "steps" else 0
         while True:
             data, start = self.reader.read(max_bytes)
             if not data:
                 return total
-            total += self._ingest_chunk(data, start)
+            total += self._ingest_chunk(data, start, start + len(data))
             if len(data) < max_bytes // 2:
                 return total
 
-    def _ingest_chunk(self, data: bytes, start: int) -> int:
-        buf = np.frombuffer(data, dtype=np.uint8)
-        ends = np.flatnonzero(buf == 10)
-        starts = np.concatenate([[0], ends[:-1] + 1])
-        line_nos = np.arange(self.lines + 1, self.lines + 1 + len(ends), dtype=np.int64)
-        rows, bad = -1, []
-        if not np.any(ends - starts <= 1):  # blank lines take the careful path
-            rows = self._try_fast(data, starts + start, line_nos)
+    def _poll_parallel(self, max_bytes: int) -> int:
+        """Chunks of a large plain file pre-parsed by worker processes, inserted here in order.
+
+        The chunks are cut exactly where ``TailReader.read`` would cut them; a chunk whose cut
+        cannot be found cheaply (no newline in its last MB) ends this phase: the sequential loop
+        in ``poll`` takes over from there.
+        """
+        n_workers = worker_count()
+        if self.reader.gz or n_workers < 1:
+            return 0
+        size = self.path.stat().st_size
+        if size - self.reader.offset < PARALLEL_MIN_CHUNKS * max_bytes:
+            return 0
+        pool = _pool(n_workers)
+        if pool is None:
+            return 0
+        total = 0
+        inflight: collections.deque[tuple[int, int, Future | None]] = collections.deque()
+        off = self.reader.offset
+        local = True  # this process pre-parses the first chunk itself while the workers start
+        with open(self.path, "rb") as fh:
+            while True:
+                while off < size and len(inflight) <= n_workers:
+                    end = _cut(fh, off, size, max_bytes)
+                    if end is None:
+                        size = off  # stop planning: the sequential reader goes on from here
+                        break
+                    fut = None if local else _submit(pool, str(self.path), off, end)
+                    inflight.append((off, end, fut))
+                    off, local = end, False
+                if not inflight:
+                    return total
+                start, end, fut = inflight.popleft()
+                self.reader.offset = end
+                if fut is None:  # done here (the first chunk, or the pool broke)
+                    total += self._ingest_chunk(_read_range(self.path, start, end), start, end)
+                    continue
+                try:
+                    prep = fut.result()
+                    self.chunks["worker"] += 1
+                except Exception:  # a dead worker: this process does the chunk
+                    _drop_pool(pool)
+                    prep = _COMPUTE
+                data = _read_range(self.path, start, end) if prep is _COMPUTE else None
+                total += self._ingest_chunk(data, start, end, prep)
+
+    def _ingest_chunk(self, data: bytes | None, start: int, end: int, prep: Any = _COMPUTE) -> int:
+        """Ingest the lines ``[start, end)`` of the file (``data``: their bytes, or None: read
+        here if needed). ``prep``: their ``fastpath.prepare_chunk`` (None: refused, the exact
+        path runs), by default computed here."""
+        rows, bad, n_lines = -1, [], 0
+        if self.kind == "steps":
+            if prep is _COMPUTE:
+                prep = fastpath.prepare_chunk(data) if data is not None else None
+                if prep is not None and not fastpath.parse_scalars(prep):
+                    prep = None
+            if prep is not None and prep.table is not None:
+                self.worker_cpu_s += prep.cpu_s
+                rows = self._insert_fast(prep, start, end)
+                self.lines += prep.n_lines
+                self.chunks["fast"] += 1
+                return rows
         if rows < 0:
-            rows, bad = self._careful(data, starts, ends, start, line_nos)
+            self.chunks["exact"] += 1
+            if data is None:
+                data = _read_range(self.path, start, end)
+            buf = np.frombuffer(data, dtype=np.uint8)
+            ends = np.flatnonzero(buf == 10)
+            starts = np.concatenate([[0], ends[:-1] + 1])
+            n_lines = len(ends)
+            line_nos = np.arange(self.lines + 1, self.lines + 1 + n_lines, dtype=np.int64)
+            if not np.any(ends - starts <= 1):  # blank lines take the careful path
+                rows = self._try_fast(data, starts + start, line_nos)
+            if rows < 0:
+                rows, bad = self._careful(data, starts, ends, start, line_nos)
         with self.ws.transaction() as cur:
             cur.execute(
                 "UPDATE dsa_traces SET lines_read = lines_read + ?, bytes_read = ?,"
                 " bad_lines = bad_lines + ?, updated_at = current_timestamp WHERE trace_id = ?",
-                [len(ends), self.reader.offset, len(bad), self.trace_id],
+                [n_lines, end, len(bad), self.trace_id],
             )
-        self.lines += len(ends)
+        self.lines += n_lines
         return rows
+
+    def _insert_fast(self, prep: fastpath.Prepared, base: int, end: int) -> int:
+        """Rows (parsed), their block aggregate and the new resume point: one transaction."""
+        with self.ws.transaction() as cur:
+            cur.register("dsa_fast", prep.table)
+            cur.register("dsa_heat", pa.table(prep.heat))
+            try:
+                cur.execute(
+                    FAST_STEP_INSERT,
+                    {"trace": self.trace_id, "line0": self.lines + 1, "base": base},
+                )
+                cur.execute(HEAT_INSERT, {"trace": self.trace_id})
+                cur.execute(
+                    "UPDATE dsa_traces SET rows = rows + $n, lines_read = lines_read + $n,"
+                    " bytes_read = $end, updated_at = current_timestamp,"
+                    " run_name = coalesce(run_name, (SELECT any_value(run_name) FROM dsa_fast)),"
+                    " dataset = coalesce(dataset, (SELECT any_value(dataset) FROM dsa_fast)),"
+                    " block_size = coalesce(block_size, (SELECT any_value(v9) FROM dsa_fast))"
+                    " WHERE trace_id = $trace",
+                    {"n": prep.n_lines, "end": end, "trace": self.trace_id},
+                )
+            finally:
+                cur.unregister("dsa_fast")
+                cur.unregister("dsa_heat")
+        return prep.n_lines
 
     def _load(self, cur: duckdb.DuckDBPyConnection, data: bytes) -> None:
         cols = "{" + ", ".join(f"{k}: '{v}'" for k, v in self.fmt.columns.items()) + "}"
@@ -485,6 +535,81 @@ class Ingestor:
             self.trace_id, self.kind, int(rows), int(nbad),
             first[0] if first else None, first[1] if first else None,
         )  # fmt: skip
+
+
+PARALLEL_MIN_CHUNKS = 2  # below this many chunks a poll runs in this process only
+_POOL: ProcessPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def worker_count() -> int:
+    """Worker processes for large plain traces: $STUDIO_DSA_WORKERS, else 2 on >= 2 cores."""
+    env = os.environ.get("STUDIO_DSA_WORKERS", "").strip()
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            pass
+    return 2 if (os.cpu_count() or 1) >= 2 else 0
+
+
+def _pool(n: int) -> ProcessPoolExecutor | None:
+    """The process-wide pool of ``n`` spawned workers (kept for later ingests)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None and _POOL._max_workers != n:
+            _POOL.shutdown(wait=False, cancel_futures=True)
+            _POOL = None
+        if _POOL is None:
+            try:
+                # spawn: no inherited DuckDB handle or threads; the workers import numpy only.
+                with clean_main_for_spawn(always=True):
+                    _POOL = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"))
+            except (OSError, ValueError):
+                return None
+        return _POOL
+
+
+def _submit(pool: ProcessPoolExecutor, path: str, start: int, end: int) -> Future | None:
+    try:
+        with clean_main_for_spawn(always=True):  # workers start on the first submit
+            return pool.submit(fastpath.read_prepare, path, start, end)
+    except RuntimeError:  # broken or shut down: this process does the chunk
+        _drop_pool(pool)
+        return None
+
+
+def _drop_pool(pool: ProcessPoolExecutor) -> None:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is pool:
+            _POOL = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+@atexit.register
+def _shutdown_pool() -> None:
+    if _POOL is not None:
+        _POOL.shutdown(wait=False, cancel_futures=True)
+
+
+def _cut(fh, off: int, size: int, max_bytes: int) -> int | None:
+    """Where ``TailReader.read(max_bytes)`` from ``off`` would end (file of ``size`` bytes), or
+    None when the last MB of that range has no newline (the reader then decides)."""
+    avail = min(max_bytes, size - off)
+    w = min(avail, max(1, max_bytes // 2), 1 << 20)
+    fh.seek(off + avail - w)
+    k = fh.read(w).rfind(b"\n")
+    return None if k < 0 else off + avail - w + k + 1
+
+
+def _read_range(path: Path, start: int, end: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(end - start)
+    if len(data) != end - start:
+        raise InputError(path, "file shrank while it was being ingested")
+    return data
 
 
 def _default_name(path: Path) -> str:
