@@ -227,7 +227,7 @@ class Ingestor:
         # ingest_all: rank files per tensor seen so far, and the tensors whose ranks are complete
         self._groups: dict[str, StitchJob] | None = None
         self._complete: list[StitchJob] = []
-        self._batched: list[Callable[[Any], None]] | None = None  # ingest_all: queued writes
+        self._batched: dict[str, list] | None = None  # ingest_all: rows queued per table
         self._last_flush = time.monotonic()
         self._ensure_run(name)
         cur = ws.cursor()
@@ -340,8 +340,9 @@ class Ingestor:
         self.progress.files_seen += len(todo)
         if not todo:
             return []
-        with ThreadPoolExecutor(self.workers) as pool:
-            entries = list(pool.map(lambda a: catalog_file(*a), todo))
+        # in this thread: reading a header is ~50 us of mostly GIL-held work, so threads would
+        # only contend (ingest_all overlaps the catalog with the stitch threads instead)
+        entries = [catalog_file(*a) for a in todo]
         retry: list[Path] = []
         if retry_fresh_s:
             now = time.time()
@@ -393,27 +394,51 @@ class Ingestor:
             self.progress.bytes_done += e.size
             if self._groups is not None:
                 self._track(ref, rank)
-        mods = {(r["module"], r["module_class"], r["layer"]) for r in rows}
         kinds = {e.ref.module: e.ref.kind for e in entries}
+        mods = {r["module"]: (self.run_id, r["module"], r["module_class"], r["layer"],
+                              kinds.get(r["module"], "module")) for r in rows}  # fmt: skip
+        self._write(
+            tensors=rows, files=[(self.run_id, *f) for f in files], modules=list(mods.values())
+        )
+        for rel, key, _size, _status in files:
+            self._done[rel] = key
+        self.progress.files_done += len(files)
 
-        def write(cur) -> None:  # noqa: ANN001
-            if rows:
-                self._insert_tensors(cur, rows)
+    def _write(self, **rows: list) -> None:
+        """Record rows (tensors, files, modules, reports) now, or queue them while batched."""
+        if self._batched is not None:
+            for k, v in rows.items():
+                self._batched.setdefault(k, []).extend(v)
+            return
+        self._commit(rows)
+
+    def _flush(self) -> None:
+        """Commit the queued rows: one statement per table, one transaction (a WAL sync)."""
+        rows, self._batched = self._batched or {}, {}
+        self._commit(rows)
+        self._last_flush = time.monotonic()
+
+    def _commit(self, rows: dict[str, list]) -> None:
+        tensors, files = rows.get("tensors"), rows.get("files")
+        modules, reports = rows.get("modules"), rows.get("reports")
+        if not (tensors or files or modules or reports):
+            return
+        with self.ws.transaction() as cur:
+            if tensors:
+                self._insert_tensors(cur, tensors)
             if files:
                 fdf = pd.DataFrame(
-                    [(self.run_id, *f) for f in files],
-                    columns=["run_id", "relpath", "content_key", "size", "status"],
-                )
+                    files, columns=["run_id", "relpath", "content_key", "size", "status"]
+                ).drop_duplicates("relpath", keep="last")
                 cur.register("_new_files", fdf)
                 cur.execute(
                     "INSERT OR REPLACE INTO dump_ingest_files (run_id, relpath, content_key, size, status) "
                     "SELECT run_id, relpath, content_key, size, status FROM _new_files"
                 )
                 cur.unregister("_new_files")
-            if mods:
+            if modules:
                 mdf = pd.DataFrame(
-                    [(self.run_id, m, c, la, kinds.get(m, "module")) for m, c, la in mods],
-                    columns=["run_id", "module", "module_class", "layer", "kind"],
+                    modules, columns=["run_id", "module", "module_class", "layer", "kind"]
                 ).drop_duplicates("module")
                 cur.register("_new_mods", mdf)
                 cur.execute(
@@ -421,28 +446,14 @@ class Ingestor:
                     "module_class = coalesce(excluded.module_class, dump_modules.module_class)"
                 )
                 cur.unregister("_new_mods")
-
-        self._write(write)
-        for rel, key, _size, _status in files:
-            self._done[rel] = key
-        self.progress.files_done += len(files)
-
-    def _write(self, body: Callable[[Any], None]) -> None:
-        """Run ``body(cursor)`` in a write transaction, or queue it while writes are batched."""
-        if self._batched is not None:
-            self._batched.append(body)
-            return
-        with self.ws.transaction() as cur:
-            body(cur)
-
-    def _flush(self) -> None:
-        """Commit the queued writes in one transaction (each commit is a WAL sync)."""
-        bodies, self._batched = self._batched or [], []
-        if bodies:
-            with self.ws.transaction() as cur:
-                for body in bodies:
-                    body(cur)
-        self._last_flush = time.monotonic()
+            if reports:
+                cur.register("_new_reports", pd.DataFrame(reports))
+                try:
+                    cur.execute(
+                        "INSERT OR REPLACE INTO dump_stitch_report BY NAME SELECT * FROM _new_reports"
+                    )
+                finally:
+                    cur.unregister("_new_reports")
 
     def _track(self, ref: TensorRef, rank: int) -> None:
         assert self._groups is not None
@@ -460,7 +471,7 @@ class Ingestor:
             self._complete.append(self._groups.pop(key))
 
     def ingest_all(
-        self, paths: Iterable[Path], batch_files: int = 256, flush_s: float = 1.0
+        self, paths: Iterable[Path], batch_files: int = 48, flush_s: float = 1.0
     ) -> None:
         """Catalog and stitch many files, overlapping the two; then stitch what is left.
 
@@ -482,7 +493,7 @@ class Ingestor:
             ).fetchall()
         }  # fmt: skip
         heads, tp = Heads.from_config(self.layout.model_config), self.layout.tp_size
-        self._groups, self._complete, self._batched = {}, [], []
+        self._groups, self._complete, self._batched = {}, [], {}
         running: list[Future] = []
         try:
             with ThreadPoolExecutor(self.workers) as pool:
@@ -498,6 +509,7 @@ class Ingestor:
                     if time.monotonic() - self._last_flush > flush_s:
                         self._flush()  # what is stitched so far becomes visible
                 if running:
+                    self._flush()  # the catalog goes in while the last stitches still run
                     self._write_stitched([f.result() for f in running])
         finally:
             try:
@@ -671,20 +683,7 @@ class Ingestor:
                             f"{job.module}: class {job.module_class or 'unknown'} has no stitch rule; {what}",
                             once=True)  # fmt: skip
 
-        def write(cur) -> None:  # noqa: ANN001
-            if rows:
-                self._insert_tensors(cur, rows)
-            if reports:
-                df = pd.DataFrame(reports)
-                cur.register("_new_reports", df)
-                try:
-                    cur.execute(
-                        "INSERT OR REPLACE INTO dump_stitch_report BY NAME SELECT * FROM _new_reports"
-                    )
-                finally:
-                    cur.unregister("_new_reports")
-
-        self._write(write)
+        self._write(tensors=rows, reports=reports)
         self.progress.stitched += sum(1 for r in reports if r["tensor_id"] is not None)
         now = time.time()
         for job, _choice, _res, loc in results:

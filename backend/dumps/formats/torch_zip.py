@@ -12,6 +12,7 @@ falls back to ``torch.load(weights_only=True)``, which stays the only real unpic
 
 from __future__ import annotations
 
+import functools
 import pickletools
 import struct
 from pathlib import Path
@@ -74,6 +75,7 @@ def _record(head: bytes, entry: tuple[int, int, int]) -> tuple[int, int] | None:
     return local + 30 + name_len + extra_len, size
 
 
+@functools.lru_cache(maxsize=4096)  # a dump repeats few headers: same shape, dtype, key
 def _scan(pkl: bytes) -> tuple[str, str, int, int, tuple, tuple] | None:
     """(storage class, key, numel, offset, size, stride) if ``pkl`` is a plain tensor pickle."""
     stack: list[object] = []

@@ -78,8 +78,6 @@ def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     if a.numel() == 0 or bitwise_equal(a, b):  # the common case, and cheap
         return 0.0
-    if torch.equal(a, b):  # -0.0 vs 0.0 and the like: equal values, different bits
-        return 0.0
     if not a.dtype.is_floating_point:
         return float((a.to(torch.int64) - b.to(torch.int64)).abs().max())
     # one float32 temporary: the subtraction promotes b in the kernel, abs is in place
