@@ -103,6 +103,8 @@ def streaming(tmp: Path, layers: int, tokens: int, rate_mb_s: float) -> dict[str
     cfg = S.SynthConfig(layers=layers, dense_layers=(), **QWEN3_30B)
     truth = S.make_truth(cfg, [tokens, 1], seed=1)
     dump = tmp / "live"
+    shutil.rmtree(dump, ignore_errors=True)  # a reused --tmp
+    shutil.rmtree(tmp / "ws-live", ignore_errors=True)
     dump.mkdir()
     ws = open_workspace(tmp / "ws-live")
     w = DumpWatcher(ws, dump, model_config=cfg.hf_config(), stable_s=0.05, poll_s=0.02).start()

@@ -137,6 +137,16 @@ class StitchJob:
     files: dict[int, str]  # rank -> source file
 
 
+def _single_threaded_torch() -> None:
+    torch.set_num_threads(1)  # this thread only: OpenMP keeps one thread count per thread
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """Worker threads whose torch ops run single-threaded: ``workers`` threads each splitting
+    its ops over every core would oversubscribe the cores (OpenMP teams then spin-wait)."""
+    return ThreadPoolExecutor(workers, initializer=_single_threaded_torch)
+
+
 def run_stitch(
     job: StitchJob,
     tp: int,
@@ -496,7 +506,7 @@ class Ingestor:
         self._groups, self._complete, self._batched = {}, [], {}
         running: list[Future] = []
         try:
-            with ThreadPoolExecutor(self.workers) as pool:
+            with _pool(self.workers) as pool:
                 for i in range(0, len(order), batch_files):
                     self.ingest_paths([p for p, _ in order[i : i + batch_files]])
                     jobs, self._complete = self._complete, []
@@ -612,7 +622,7 @@ class Ingestor:
         heads = Heads.from_config(self.layout.model_config)
         tp = self.layout.tp_size
         if ready:
-            with ThreadPoolExecutor(self.workers) as pool:
+            with _pool(self.workers) as pool:
                 results = list(pool.map(lambda j: self._safe_stitch(j, tp, heads), ready))
             self._write_stitched(results)
         if final:
@@ -767,6 +777,9 @@ class Ingestor:
         ]  # fmt: skip
         if self.stats_pool is not None:
             results = list(self.stats_pool.map(stats_of, *zip(*args, strict=True)))
+        elif self.workers > 1 and len(args) > 1:
+            with _pool(self.workers) as pool:
+                results = list(pool.map(stats_of, *zip(*args, strict=True)))
         else:
             results = [stats_of(*a) for a in args]
         self._write_stats([t[0] for t in todo], results)
