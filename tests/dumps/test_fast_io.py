@@ -143,3 +143,17 @@ def test_store_views_are_column_ranges_of_the_stored_tensor(tmp_path: Path) -> N
         store.get("g/qkv", "z")
     # the parts' bytes are stored once
     assert (tmp_path / "g" / "qkv.safetensors").stat().st_size < full.numel() * 2 + 512
+
+
+def test_short_gil_switch_nests_and_restores() -> None:
+    import sys
+
+    from backend.dumps.ingest import _short_gil_switch
+
+    before = sys.getswitchinterval()
+    with _short_gil_switch(0.001):
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        with _short_gil_switch(0.001):
+            pass
+        assert sys.getswitchinterval() == pytest.approx(0.001)  # still inside the outer one
+    assert sys.getswitchinterval() == before
