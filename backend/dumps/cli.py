@@ -62,6 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.set_defaults(func=cmd_stats)
 
+    k = sub.add_parser(
+        "pack",
+        help="copy a run's replicated stitched tensors into the workspace (before the dump goes)",
+    )
+    k.add_argument("dump", metavar="DUMP", help="the ingested dump folder or any folder inside it")
+    k.set_defaults(func=cmd_pack)
+
 
 def _config(path: str | None) -> dict[str, Any] | None:
     if not path:
@@ -254,4 +261,22 @@ def cmd_stats(args: argparse.Namespace) -> int:
                       f"{r['absmax']:.4g}", f"{r['std']:.4g}", f"{r['kurtosis']:.3g}" if r["kurtosis"] is not None
                       else "-", str(r["over6_count"]), str(r["massive_count"]))  # fmt: skip
     Console().print(table)
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from backend.dumps.detect import detect
+    from backend.dumps.ingest import run_id_for
+    from backend.dumps.pack import pack_run
+
+    run = run_id_for(detect(args.dump).root)
+    ws = open_workspace(args.workspace)
+    try:
+        if not ws.cursor().execute("SELECT 1 FROM dump_runs WHERE run_id = ?", [run]).fetchone():
+            raise InputError(args.dump, "this dump has not been ingested into the workspace")
+        n, nbytes = pack_run(ws, run)
+        print(f"run {run}: copied {n} tensor(s), {nbytes / 1e6:.1f} MB, into the workspace; "
+              "its stitched tensors no longer need the dump folder")  # fmt: skip
+    finally:
+        ws.close()
     return 0

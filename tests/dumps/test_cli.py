@@ -117,3 +117,37 @@ def test_ingest_cli_and_bad_args(synth_dump, workspace_dir: Path, tmp_path: Path
     assert main(["ingest", str(session), "--model-config", str(tmp_path / "nope.json")]) == 2
     assert "nope.json" in capsys.readouterr().err
     assert main(["stats", str(tmp_path), "--json"]) == 2
+
+
+def test_pack_makes_stitched_tensors_independent_of_the_dump(
+    synth_dump, workspace_dir: Path, capsys
+) -> None:
+    from backend.dumps import query
+    from backend.workspace import open_workspace
+
+    session, truth, _ = synth_dump(2)
+    assert main(["pack", str(session)]) == 2  # not ingested yet
+    assert "has not been ingested" in capsys.readouterr().err
+    assert main(["ingest", str(session), "--no-stats"]) == 0
+    assert main(["pack", str(session)]) == 0
+    out = capsys.readouterr().out
+    assert "copied" in out and " 0 tensor(s)" not in out
+    assert main(["pack", str(session)]) == 0  # nothing left to copy
+    assert "copied 0 tensor(s)" in capsys.readouterr().out
+    session.rename(session.with_name("moved_away"))  # the dump is gone
+    ws = open_workspace(workspace_dir)
+    try:
+        (run,) = [r for r in query.list_runs(ws).run_id]
+        df = query.find_tensors(ws, run)
+        whole = df[df.part.isna()]
+        assert whole.source_file.isna().all() and whole.store_group.notna().all()
+        for key, arr in truth.items():
+            step, module, io, idx = key
+            if io == "_partials" or arr is None:
+                continue
+            row = whole[(whole.step == step) & (whole.module == module) & (whole.io == io)
+                        & (whole.idx == idx)]  # fmt: skip
+            got = query.load_tensor(ws, int(row.tensor_id.iloc[0]))
+            np.testing.assert_array_equal(got.numpy(), arr, err_msg=str(key))
+    finally:
+        ws.close()
