@@ -71,6 +71,12 @@ def live_progress() -> None:
 
 live_progress()
 
+
+def _mb(nbytes: int) -> str:
+    mb = nbytes / 1e6
+    return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.2f} MB"
+
+
 with guarded("Reading the dumps"):
     ws = workspace()
     runs = query.list_runs(ws)
@@ -117,6 +123,20 @@ with guarded("Reading the dumps"):
         cols = st.columns(4)
         for col, (verdict, n) in zip(cols, counts.items(), strict=True):
             col.metric(verdict, f"{n:,}")
+    n_ref, ref_bytes = query.referenced_in_dump(ws, run_id)
+    if n_ref:
+        c1, c2 = st.columns([4, 1.4])
+        c1.caption(
+            f"{n_ref:,} stitched tensors ({_mb(ref_bytes)}), identical on every rank, "
+            "are read from rank 0's dump files rather than copied. Copy them into the workspace "
+            "before moving or deleting the dump (`studio pack DUMP`)."
+        )
+        if c2.button("Copy into workspace", key=f"pack-{run_id}"):
+            with guarded("Copying the tensors into the workspace"):
+                from backend.dumps.pack import pack_run
+
+                n, nbytes = pack_run(ws, run_id)
+                st.success(f"Copied {n:,} tensors ({_mb(nbytes)}) into the workspace.")
     steps = query.steps(ws, run_id)
     if steps:
         step = st.select_slider("Step", steps, value=steps[0]) if len(steps) > 1 else steps[0]

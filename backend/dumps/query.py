@@ -170,3 +170,17 @@ def ingest_errors(ws: Workspace, run_id: str | None = None) -> pd.DataFrame:
         sql += " WHERE run_id = ?"
         params.append(run_id)
     return ws.cursor().execute(sql + " ORDER BY id DESC", params).df()
+
+
+def referenced_in_dump(ws: Workspace, run_id: str) -> tuple[int, int]:
+    """(count, bytes) of the run's stitched tensors read from its dump files (not packed)."""
+    n, nbytes = (
+        ws.cursor()
+        .execute(
+            "SELECT count(*), coalesce(sum(nbytes), 0) FROM dump_tensors WHERE run_id = ? "
+            "AND rank IS NULL AND store_group IS NULL AND source_file IS NOT NULL",
+            [run_id],
+        )
+        .fetchone()
+    )
+    return int(n), int(nbytes)

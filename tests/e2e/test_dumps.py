@@ -39,3 +39,10 @@ def test_dumps_page_ingests_and_reports(studio_factory, page, tmp_path: Path) ->
     shot = tmp_path / "dumps.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
+    # replicated tensors are read from rank 0's files until copied into the workspace
+    page.get_by_text("are read from rank 0's dump files").wait_for(state="attached")
+    page.get_by_role("button", name="Copy into workspace").click()
+    page.get_by_text("into the workspace.", exact=False).first.wait_for(timeout=60_000)
+    text = page.inner_text("body")
+    assert "Copied 0 tensors" not in text and "Copied " in text
+    page.screenshot(path=str(tmp_path / "dumps_packed.png"), full_page=True)
