@@ -23,7 +23,17 @@ def tiny_moe(tmp_path_factory):
 def test_profile_run_attributes_ops_to_layers(workspace_dir, tiny_moe, capsys) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    args = ["profile", "run", "--model", str(tiny_moe), "--max-tokens", "2", "--json"]
+    args = [
+        "profile",
+        "run",
+        "--model",
+        str(tiny_moe),
+        "--max-tokens",
+        "2",
+        "--json",
+        "--top",
+        "1000",
+    ]
     args += ["--engine", "transformers"]
     assert main(args) == 0
     modules = json.loads(capsys.readouterr().out)
