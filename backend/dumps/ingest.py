@@ -29,6 +29,7 @@ from backend.dumps import stats as stats_mod
 from backend.dumps.detect import DumpLayout, detect
 from backend.dumps.formats import msit, msprobe
 from backend.dumps.formats.common import TensorRef, layer_of, load_tensor_file
+from backend.dumps.formats.torch_zip import FileEnds, read_ends
 from backend.dumps.stitch.rules import choose
 from backend.dumps.stitch.stitcher import Heads, StitchResult, max_diff, stitch, tolerance
 from backend.errors import InputError
@@ -47,15 +48,14 @@ def run_id_for(root: Path) -> str:
     return "run-" + hashlib.sha1(str(root).encode()).hexdigest()[:12]  # noqa: S324 - an id
 
 
-def content_key(path: Path, size: int) -> str:
+def content_key(path: Path, ends: FileEnds | None = None) -> str:
     """Size plus a hash of the first and last 4 KiB: changes whenever the file is rewritten."""
+    ends = ends or read_ends(path)
     h = hashlib.blake2b(digest_size=12)
-    with path.open("rb") as f:
-        h.update(f.read(HEAD_TAIL))
-        if size > 2 * HEAD_TAIL:
-            f.seek(size - HEAD_TAIL)
-            h.update(f.read(HEAD_TAIL))
-    return f"{size}-{h.hexdigest()}"
+    h.update(ends.head[:HEAD_TAIL])
+    if ends.size > 2 * HEAD_TAIL:
+        h.update(ends.tail[-HEAD_TAIL:])
+    return f"{ends.size}-{h.hexdigest()}"
 
 
 @dataclass
@@ -90,7 +90,9 @@ def _stitch_key(run_id: str, step: int, module: str, io: str, idx: int, arg: Any
     return f"{run_id}|{step}|{module}|{io}|{idx}|{arg or ''}|{int(call or 0)}"
 
 
-def _group(run_id: str, step: int, module: str, io: str, idx: int, arg: Any, call: Any) -> str:
+def stitched_group(
+    run_id: str, step: int, module: str, io: str, idx: int, arg: Any, call: Any
+) -> str:
     g = f"dumps/{run_id}/step{step}/{module}/{io}{idx}"
     if arg:
         g += f".{arg}"
@@ -112,11 +114,11 @@ class CatalogEntry:
     tensor: Any = None  # the memory-mapped tensor, handed on to its stitch (not persisted)
 
 
-def catalog_file(ref: TensorRef, relpath: str, key: str, size: int) -> CatalogEntry:
+def catalog_file(ref: TensorRef, relpath: str, key: str, ends: FileEnds) -> CatalogEntry:
     """Load one file's header (memory-mapped) to learn dtype and shape; pure, runs anywhere."""
-    entry = CatalogEntry(ref, relpath, key, size)
+    entry = CatalogEntry(ref, relpath, key, ends.size)
     try:
-        t = load_tensor_file(ref.path)
+        t = load_tensor_file(ref.path, ends=ends)
     except InputError as exc:
         entry.error = exc
         return entry
@@ -205,7 +207,7 @@ def run_stitch(
             # tensor. It is read memory-mapped from there, like the rank tensors, not copied.
             loc = Location(None, job.files[same[0]])
         else:
-            group = _group(run_id, job.step, job.module, job.io, job.idx, job.arg_name,
+            group = stitched_group(run_id, job.step, job.module, job.io, job.idx, job.arg_name,
                            job.call_index)  # fmt: skip
             views = {name: ("tensor", a, b) for name, (a, b) in res.part_slices.items()}
             store.put(
@@ -344,8 +346,8 @@ class Ingestor:
         self.progress.errors += 1
 
     # -- catalog -------------------------------------------------------------------------
-    def pending(self, paths: Iterable[Path]) -> list[tuple[TensorRef, str, str, int]]:
-        """The files not yet ingested under their current content (path, key, size)."""
+    def pending(self, paths: Iterable[Path]) -> list[tuple[TensorRef, str, str, FileEnds]]:
+        """The files not yet ingested under their current content (ref, relpath, key, ends)."""
         out = []
         for p in paths:
             ref = self.layout.parse(p)
@@ -356,13 +358,13 @@ class Ingestor:
                     self._write_ranks(cur)
             rel = str(p.relative_to(self.layout.root))
             try:
-                size = p.stat().st_size
-                key = content_key(p, size)
+                ends = read_ends(p)  # one read serves the key and the header
             except OSError:
                 continue  # vanished meanwhile
+            key = content_key(p, ends=ends)
             if self._done.get(rel) == key:
                 continue
-            out.append((ref, rel, key, size))
+            out.append((ref, rel, key, ends))
         return out
 
     def is_new(self, path: Path) -> bool:
@@ -583,7 +585,7 @@ class Ingestor:
         for f in sorted(files):
             rel = str(f.relative_to(root))
             try:
-                key = content_key(f, f.stat().st_size)
+                key = content_key(f)
                 if self._done.get(rel) == key:
                     continue
                 rows = (

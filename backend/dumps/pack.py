@@ -27,7 +27,7 @@ def pack_run(ws: Workspace, run_id: str) -> tuple[int, int]:
         )
         .fetchall()
     )
-    from backend.dumps.ingest import _group  # the store layout of stitched tensors
+    from backend.dumps.ingest import stitched_group
 
     moved, nbytes = [], 0
     for tid, step, module, io, idx, arg, call, source in rows:
@@ -37,7 +37,7 @@ def pack_run(ws: Workspace, run_id: str) -> tuple[int, int]:
                 "pack a run before moving or deleting its dump"
             )
         t = load_tensor_file(Path(source))
-        group = _group(run_id, step, module, io, idx, arg, call)
+        group = stitched_group(run_id, step, module, io, idx, arg, call)
         ws.tensors.put(group, {"tensor": t}, metadata={"rule": "replicated", "packed": "1"})
         moved.append((group, tid))
         nbytes += t.numel() * t.element_size()

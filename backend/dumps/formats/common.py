@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from backend.dumps.formats.torch_zip import mmap_plain_tensor
+from backend.dumps.formats.torch_zip import FileEnds, mmap_plain_tensor
 from backend.errors import InputError
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)(?:\.|$)")
@@ -51,10 +51,10 @@ class RankFolder:
     classes: dict[str, str] = field(default_factory=dict)  # module -> class name
 
 
-def _load(path: Path, mmap: bool) -> object:
+def _load(path: Path, mmap: bool, ends: FileEnds | None) -> object:
     if mmap:
         try:
-            t = mmap_plain_tensor(path)
+            t = mmap_plain_tensor(path, ends)
         except (OSError, RuntimeError, ValueError, struct.error):
             t = None  # torch.load below says what is wrong with the file
         if t is not None:
@@ -67,10 +67,13 @@ def _load(path: Path, mmap: bool) -> object:
         raise
 
 
-def load_tensor_file(path: Path, mmap: bool = True) -> torch.Tensor:
-    """Load one dumped tensor with ``weights_only=True``; anything but a plain tensor is refused."""
+def load_tensor_file(path: Path, mmap: bool = True, ends: FileEnds | None = None) -> torch.Tensor:
+    """Load one dumped tensor with ``weights_only=True``; anything but a plain tensor is refused.
+
+    ``ends``: the file's first and last bytes when the caller has read them already.
+    """
     try:
-        obj = _load(path, mmap)
+        obj = _load(path, mmap, ends)
     except Exception as exc:  # noqa: BLE001 - every failure is a bad file for the user
         text = str(exc)
         if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:

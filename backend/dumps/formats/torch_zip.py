@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import pickletools
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -142,16 +143,32 @@ def _scan(pkl: bytes) -> tuple[str, str, int, int, tuple, tuple] | None:
     return storage[1].removeprefix("torch "), str(key), numel, offset, tuple(size), tuple(stride)
 
 
-def mmap_plain_tensor(path: Path) -> torch.Tensor | None:
-    """The tensor in ``path`` memory-mapped (copy-on-write), or None if not the plain form."""
+@dataclass(frozen=True)
+class FileEnds:
+    """A file's size, first 4 KiB and last 4 KiB: read once, for its content key and header."""
+
+    size: int
+    head: bytes
+    tail: bytes
+    tail_start: int
+
+
+def read_ends(path: Path) -> FileEnds:
     with open(path, "rb") as f:
         f.seek(0, 2)
-        fsize = f.tell()
-        tail_start = max(0, fsize - _TAIL)
+        size = f.tell()
+        tail_start = max(0, size - _TAIL)
         f.seek(tail_start)
         tail = f.read()
         f.seek(0)
         head = f.read(_HEAD)
+    return FileEnds(size, head, tail, tail_start)
+
+
+def mmap_plain_tensor(path: Path, ends: FileEnds | None = None) -> torch.Tensor | None:
+    """The tensor in ``path`` memory-mapped (copy-on-write), or None if not the plain form."""
+    ends = ends or read_ends(path)
+    head, tail, tail_start, fsize = ends.head, ends.tail, ends.tail_start, ends.size
     entries = _entries(tail, tail_start)
     if not entries:
         return None
