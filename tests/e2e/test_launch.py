@@ -183,9 +183,17 @@ def _reference_flow(studio_factory, page, tmp_path: Path) -> None:
     page.get_by_label("Text to send", exact=True).fill(
         "The quick brown fox jumps over the lazy dog. " * 20
     )
-    page.get_by_label("Truncate to N tokens (model's tokenizer)").fill("16")
-    page.get_by_label("Truncate to N tokens (model's tokenizer)").press("Enter")
-    page.wait_for_timeout(500)
+    truncate = page.get_by_label("Truncate to N tokens (model's tokenizer)")
+    # A value typed while the page script reruns can be replaced by the rerun's render (seen on
+    # a loaded box): commit it, let the rerun finish, and check it stuck before capturing.
+    for _ in range(5):
+        page.wait_for_timeout(300)
+        wait_for_app(page)
+        if truncate.input_value() == "16":
+            break
+        truncate.fill("16")
+        truncate.press("Enter")
+    assert truncate.input_value() == "16"
     page.get_by_role("button", name="Capture", exact=True).click()
     _wait_text(page, "16 prompt tokens", 240)
     _wait_text(page, "stitched modules", 240)
