@@ -1,20 +1,31 @@
 """Starting child processes safely from inside the studio.
 
 Streamlit runs each page as a fresh module installed as ``sys.modules['__main__']`` with the
-page's ``__file__``. A ``spawn`` child re-executes the parent's ``__main__`` from that path before
-running its target, so a process pool or engine rank started from a page (or from a test that
-ran a page through AppTest) would re-run the page script in the child. Wrapping the process
-starts in :func:`clean_main_for_spawn` hides such a borrowed ``__main__``; a genuine entry
-script (``python bench/x.py``) is left alone so its own functions stay importable.
+page's ``__file__``. A ``spawn``/``forkserver`` child re-executes the parent's ``__main__`` from
+that path before running its target, so a process pool or engine rank started from a page (or
+from a test that ran a page through AppTest) would re-run the page script in the child. Wrapping
+the process starts in :func:`clean_main_for_spawn` hides such a borrowed ``__main__``; a genuine
+entry script (``python bench/x.py``) is left alone so its own functions stay importable.
+:class:`SafeProcessPool` applies it to every worker start of a pool (they start on submit).
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import sys
+import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
+from typing import Any
+
+# Several threads may start processes at once (stitch workers, page sessions): the swap is
+# reference-counted so the real __main__ is restored exactly once, by the last one out.
+_LOCK = threading.Lock()
+_hidden: list[tuple[types.ModuleType, types.ModuleType]] = []  # [(real, stub)] while hidden
+_depth = 0
 
 
 def _borrowed_main(module: types.ModuleType | None) -> bool:
@@ -32,14 +43,45 @@ def clean_main_for_spawn(*, always: bool = False) -> Iterator[None]:
     ``always``: hide any ``__main__``, an entry script's too (for workers whose target lives in
     a package module: they then skip importing the entry script and everything it imports).
     """
-    main = sys.modules.get("__main__")
-    if main is None or not (always or _borrowed_main(main)):
-        yield
-        return
-    stub = types.ModuleType("__main__")
-    sys.modules["__main__"] = stub
+    global _depth
+    with _LOCK:
+        main = sys.modules.get("__main__")
+        if _depth == 0:
+            if main is None or not (always or _borrowed_main(main)):
+                hide = False
+            else:
+                hide = True
+                stub = types.ModuleType("__main__")
+                _hidden.append((main, stub))
+                sys.modules["__main__"] = stub
+        else:
+            hide = True  # a stub is already in place
+        if hide:
+            _depth += 1
     try:
         yield
     finally:
-        if sys.modules.get("__main__") is stub:
-            sys.modules["__main__"] = main
+        if hide:
+            with _LOCK:
+                _depth -= 1
+                if _depth == 0:
+                    main, stub = _hidden.pop()
+                    if sys.modules.get("__main__") is stub:  # not replaced by a newer page run
+                        sys.modules["__main__"] = main
+
+
+class SafeProcessPool(ProcessPoolExecutor):
+    """A process pool whose workers never re-run a borrowed ``__main__``.
+
+    ``method``: the start method (``spawn`` or ``forkserver``; never ``fork``, which would copy
+    DuckDB handles and threads). ``always`` as in :func:`clean_main_for_spawn`.
+    """
+
+    def __init__(self, max_workers: int, method: str = "spawn", *, always: bool = False) -> None:
+        self._hide_always = always
+        super().__init__(max_workers=max_workers, mp_context=mp.get_context(method))
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        # Workers (and the forkserver itself) are started lazily by submit.
+        with clean_main_for_spawn(always=self._hide_always):
+            return super().submit(fn, *args, **kwargs)

@@ -37,6 +37,8 @@ def _capacities(max_blocks: int) -> list[int]:
     return caps.tolist()
 
 
+# Both stay empty when the workspace cannot be opened: the page then shows only the error.
+steps = prefix_traces = pd.DataFrame()
 with guarded("Opening the workspace"):
     ws = workspace()
     service = ingest_service(ws)

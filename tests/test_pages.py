@@ -34,3 +34,17 @@ def test_home_shows_real_counts(workspace_dir: Path) -> None:
     assert metrics["Workspace"] == "workspace"
     activity = at.dataframe[1].value
     assert list(activity["message"]) == ["seeded 3", "seeded 2", "seeded 1", "seeded 0"]
+
+
+@pytest.mark.parametrize("page", [p.file for p in available_pages()])
+def test_page_without_a_workspace_shows_an_error_not_a_traceback(
+    page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the workspace folder should be\n")
+    monkeypatch.setenv("STUDIO_WORKSPACE", str(blocker))
+    at = AppTest.from_file(str(ROOT / "run_studio.py"), default_timeout=60).run()
+    if page != "pages/home.py":
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(str(blocker) in e.value for e in at.error), [e.value for e in at.error]

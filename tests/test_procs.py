@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sys
+import threading
 import time
 import types
 from pathlib import Path
 
 import pytest
 
-from backend.procs import clean_main_for_spawn
+from backend.procs import SafeProcessPool, clean_main_for_spawn
 
 
 def _fake_page(tmp_path: Path) -> tuple[types.ModuleType, Path]:
@@ -54,3 +56,42 @@ def test_entry_script_main_hidden_only_when_asked(tmp_path: Path, monkeypatch, a
         assert _spawn_once() == 0
     assert sys.modules["__main__"] is module
     assert marker.exists() is not always  # the child re-ran the script unless hidden
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_pool_workers_do_not_run_a_borrowed_main(tmp_path: Path, monkeypatch, method) -> None:
+    """Workers start on submit, possibly long after the pool was made (CI saw a stats worker
+    re-run the Sparse attention page an AppTest had left as __main__ and die)."""
+    module, marker = _fake_page(tmp_path)
+    monkeypatch.setitem(sys.modules, "__main__", module)
+    with SafeProcessPool(2, method) as pool:
+        assert list(pool.map(abs, [-1, -2, -3])) == [1, 2, 3]
+        pids = set(pool.map(_pid, range(8)))
+    assert pids and os.getpid() not in pids
+    assert sys.modules["__main__"] is module
+    assert not marker.exists()
+
+
+def _pid(_: int) -> int:
+    return os.getpid()
+
+
+def test_overlapping_guards_restore_the_real_main_once(tmp_path: Path, monkeypatch) -> None:
+    module, _ = _fake_page(tmp_path)
+    monkeypatch.setitem(sys.modules, "__main__", module)
+    barrier = threading.Barrier(4)
+    seen: list[bool] = []
+
+    def enter_and_leave(delay: float) -> None:
+        with clean_main_for_spawn():
+            barrier.wait(10)  # all four inside at once
+            seen.append(sys.modules["__main__"] is not module)
+            time.sleep(delay)
+
+    threads = [threading.Thread(target=enter_and_leave, args=(d,)) for d in (0, 0.01, 0.02, 0.03)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == [True] * 4
+    assert sys.modules["__main__"] is module

@@ -8,18 +8,16 @@ self-contained Plotly HTML (plotly.js inlined, opens offline).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import re
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from backend.analysis import lod, parts, source
 from backend.analysis.source import Selected
 from backend.errors import InputError, StudioError
-from backend.procs import clean_main_for_spawn
+from backend.procs import SafeProcessPool
 from backend.workspace import Workspace
 
 FORMATS = ("png", "html")
@@ -109,10 +107,7 @@ def render(
     n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     written: list[Path] = []
     # spawn: workers start clean (no inherited DuckDB handle, no half-initialised VTK).
-    with (
-        clean_main_for_spawn(),
-        ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool,
-    ):
+    with SafeProcessPool(n, "spawn") as pool:
         for path in pool.map(_render, jobs):
             written.append(path)
             if progress:

@@ -21,7 +21,6 @@ import atexit
 import collections
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import tempfile
 import threading
@@ -41,7 +40,7 @@ import pyarrow as pa
 from backend.dsa import fastpath
 from backend.dsa.schema import validate_record
 from backend.errors import InputError
-from backend.procs import clean_main_for_spawn
+from backend.procs import SafeProcessPool
 from backend.workspace import Workspace
 
 CHUNK_BYTES = 64 << 20
@@ -563,8 +562,7 @@ def _pool(n: int) -> ProcessPoolExecutor | None:
         if _POOL is None:
             try:
                 # spawn: no inherited DuckDB handle or threads; the workers import numpy only.
-                with clean_main_for_spawn(always=True):
-                    _POOL = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"))
+                _POOL = SafeProcessPool(n, "spawn", always=True)
             except (OSError, ValueError):
                 return None
         return _POOL
@@ -572,8 +570,7 @@ def _pool(n: int) -> ProcessPoolExecutor | None:
 
 def _submit(pool: ProcessPoolExecutor, path: str, start: int, end: int) -> Future | None:
     try:
-        with clean_main_for_spawn(always=True):  # workers start on the first submit
-            return pool.submit(fastpath.read_prepare, path, start, end)
+        return pool.submit(fastpath.read_prepare, path, start, end)
     except RuntimeError:  # broken or shut down: this process does the chunk
         _drop_pool(pool)
         return None

@@ -867,10 +867,9 @@ def ingest_dump(
     layout = detect(dump_root, model_config)
     pool = None
     if stats_workers > 0:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from backend.procs import SafeProcessPool
 
-        pool = ProcessPoolExecutor(stats_workers, mp_context=mp.get_context("forkserver"))
+        pool = SafeProcessPool(stats_workers, "forkserver")
     try:
         return _ingest_all(ws, layout, name, workers, pool, on_progress, with_stats)
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from backend.errors import WorkspaceBusyError
+from backend.errors import InputError, WorkspaceBusyError
 from backend.paths import workspace_dir
 from backend.workspace.migrate import migrate, schema_version
 from backend.workspace.tensor_store import TensorStore
@@ -153,7 +153,14 @@ def open_workspace(
     CLI commands started meanwhile fail with a clear message instead of waiting on the lock.
     """
     root = workspace_dir(path)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission, read-only disk
+        raise InputError(
+            root,
+            f"cannot use it as the workspace folder ({exc.strerror or exc}); set "
+            "$STUDIO_WORKSPACE or --workspace to a writable folder",
+        ) from exc
     holder = read_owner(root)
     if holder is not None:
         raise WorkspaceBusyError(_busy_message(root, holder))
