@@ -24,7 +24,7 @@ from typing import Any
 # Several threads may start processes at once (stitch workers, page sessions): the swap is
 # reference-counted so the real __main__ is restored exactly once, by the last one out.
 _LOCK = threading.Lock()
-_hidden: list[tuple[types.ModuleType, types.ModuleType]] = []  # [(real, stub)] while hidden
+_saved: tuple[types.ModuleType, types.ModuleType] | None = None  # (real, stub) while hidden
 _depth = 0
 
 
@@ -43,29 +43,23 @@ def clean_main_for_spawn(*, always: bool = False) -> Iterator[None]:
     ``always``: hide any ``__main__``, an entry script's too (for workers whose target lives in
     a package module: they then skip importing the entry script and everything it imports).
     """
-    global _depth
+    global _depth, _saved
     with _LOCK:
         main = sys.modules.get("__main__")
-        if _depth == 0:
-            if main is None or not (always or _borrowed_main(main)):
-                hide = False
-            else:
-                hide = True
-                stub = types.ModuleType("__main__")
-                _hidden.append((main, stub))
-                sys.modules["__main__"] = stub
-        else:
-            hide = True  # a stub is already in place
-        if hide:
-            _depth += 1
+        hide = _depth > 0 or (main is not None and (always or _borrowed_main(main)))
+        if hide and _depth == 0:
+            _saved = (main, types.ModuleType("__main__"))
+            sys.modules["__main__"] = _saved[1]
+        _depth += hide
     try:
         yield
     finally:
         if hide:
             with _LOCK:
                 _depth -= 1
-                if _depth == 0:
-                    main, stub = _hidden.pop()
+                if _depth == 0 and _saved is not None:
+                    main, stub = _saved
+                    _saved = None
                     if sys.modules.get("__main__") is stub:  # not replaced by a newer page run
                         sys.modules["__main__"] = main
 

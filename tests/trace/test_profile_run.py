@@ -20,21 +20,16 @@ def tiny_moe(tmp_path_factory):
     return create_model(tmp_path_factory.mktemp("m") / "tiny", preset="tiny", seed=0)
 
 
+def _profile_args(model, max_tokens: int) -> list[str]:
+    # --top 1000: every module is printed, so no layer drops out of the list by timing.
+    return ["profile", "run", "--model", str(model), "--max-tokens", str(max_tokens), "--json",
+            "--top", "1000"]  # fmt: skip
+
+
 def test_profile_run_attributes_ops_to_layers(workspace_dir, tiny_moe, capsys) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    args = [
-        "profile",
-        "run",
-        "--model",
-        str(tiny_moe),
-        "--max-tokens",
-        "2",
-        "--json",
-        "--top",
-        "1000",
-    ]
-    args += ["--engine", "transformers"]
+    args = _profile_args(tiny_moe, 2) + ["--engine", "transformers"]
     assert main(args) == 0
     modules = json.loads(capsys.readouterr().out)
     ws = open_workspace(workspace_dir)
@@ -98,17 +93,7 @@ def test_reference_engine_profile_attributes_ops_to_layers(workspace_dir, tiny_m
     from backend.engines.reference.model import Qwen3MoeForCausalLM
     from backend.models.config import read_config
 
-    args = [
-        "profile",
-        "run",
-        "--model",
-        str(tiny_moe),
-        "--max-tokens",
-        "3",
-        "--json",
-        "--top",
-        "999",
-    ]
+    args = _profile_args(tiny_moe, 3)
     assert main(args) == 0  # --engine reference is the default
     modules = {m["module"] for m in json.loads(capsys.readouterr().out)}
     ws = open_workspace(workspace_dir)
