@@ -22,7 +22,7 @@ def _int_list(raw: str) -> list[int]:
 def register(sub: argparse._SubParsersAction) -> None:
     from backend.bench.presets import PRESETS
     from backend.bench.timing import DEVICES
-    from kernels.routing import ROUTINGS
+    from studio_kernels.routing import ROUTINGS
 
     bench = sub.add_parser("bench", help="benchmark W4A16 MoE kernels and serving throughput")
     bsub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)

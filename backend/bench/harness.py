@@ -33,9 +33,9 @@ from backend.bench.timing import (
     time_calls,
 )
 from backend.errors import InputError, StudioError
-from kernels.experts import AwqExperts, FusedExperts, fuse_experts, random_experts
-from kernels.oracle import moe_oracle, relative_error
-from kernels.routing import ROUTINGS, make_routing
+from studio_kernels.experts import AwqExperts, FusedExperts, fuse_experts, random_experts
+from studio_kernels.oracle import moe_oracle, relative_error
+from studio_kernels.routing import ROUTINGS, make_routing
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # Max normwise relative error against the fp64 oracle before a path may be timed.
@@ -69,7 +69,7 @@ class Impl:
 
 def impls_for(device: str, awq: AwqExperts, fused: FusedExperts) -> list[Impl]:
     """The reference and the fused path for this device."""
-    from kernels.reference import moe_reference, moe_tiled_torch
+    from studio_kernels.reference import moe_reference, moe_tiled_torch
 
     ref = Impl(
         "reference",
@@ -84,7 +84,7 @@ def impls_for(device: str, awq: AwqExperts, fused: FusedExperts) -> list[Impl]:
             lambda x, i, w: moe_tiled_torch(x, i, w, fused),
         )
     else:
-        from kernels.triton_moe import moe_fused_triton
+        from studio_kernels.triton_moe import moe_fused_triton
 
         fused_impl = Impl(
             "fused-triton",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.awq import (
+from studio_kernels.awq import (
     AWQ_ORDER,
     dequantize_awq,
     dequantize_fused,
@@ -87,7 +87,7 @@ def test_repack_layout_round_trip() -> None:
 @pytest.mark.parametrize(("k", "n"), [(256, 64), (96, 40)])
 def test_repack_triton_equals_torch(k: int, n: int) -> None:
     pytest.importorskip("triton")
-    from kernels.repack import repack_awq_triton
+    from studio_kernels.repack import repack_awq_triton
 
     gen = torch.Generator().manual_seed(4)
     qw, qz, s = quantize_awq(torch.randn((k, n), generator=gen), 32)

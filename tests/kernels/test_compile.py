@@ -14,7 +14,7 @@ from tests.conftest import REPO
 SCRIPT = """
 import json
 from triton.backends.compiler import GPUTarget
-from kernels.compile_check import compile_all, _specs
+from studio_kernels.compile_check import compile_all, _specs
 import triton
 from triton.compiler import ASTSource
 sizes = compile_all(90)

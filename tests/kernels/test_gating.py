@@ -11,7 +11,7 @@ import torch
 )
 def test_topk_softmax_matches_torch(rows, experts, topk, renorm) -> None:
     pytest.importorskip("triton")
-    from kernels.gating import topk_softmax, topk_softmax_torch
+    from studio_kernels.gating import topk_softmax, topk_softmax_torch
 
     logits = torch.randn((rows, experts), generator=torch.Generator().manual_seed(rows))
     ids, w = topk_softmax(logits, topk, renorm)

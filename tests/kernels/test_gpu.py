@@ -20,11 +20,11 @@ pytestmark = [
 
 SCRIPT = """
 import json, torch
-from kernels.experts import random_experts, fuse_experts
-from kernels.oracle import moe_oracle, relative_error
-from kernels.reference import moe_reference
-from kernels.routing import make_routing
-from kernels.triton_moe import moe_fused_triton
+from studio_kernels.experts import random_experts, fuse_experts
+from studio_kernels.oracle import moe_oracle, relative_error
+from studio_kernels.reference import moe_reference
+from studio_kernels.routing import make_routing
+from studio_kernels.triton_moe import moe_fused_triton
 from backend.bench.timing import time_calls
 awq = random_experts(128, 2048, 768, 128, seed=0, device="cuda")
 fused = fuse_experts(awq)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.experts import fuse_experts, random_experts
-from kernels.oracle import moe_oracle, relative_error
-from kernels.reference import moe_reference, moe_tiled_torch
-from kernels.routing import make_routing
+from studio_kernels.experts import fuse_experts, random_experts
+from studio_kernels.oracle import moe_oracle, relative_error
+from studio_kernels.reference import moe_reference, moe_tiled_torch
+from studio_kernels.routing import make_routing
 
 H, INTER, E, K, G = 256, 128, 16, 4, 64
 # Normwise relative error gates per activation dtype: bf16 keeps 8 mantissa bits (the
@@ -37,7 +37,7 @@ def _inputs(batch: int, routing: str, dtype: torch.dtype, seed: int = 0):
 @pytest.mark.parametrize(("batch", "routing"), [(1, "uniform"), (3, "skewed"), (4, "disjoint")])
 def test_fused_triton_matches_oracle(experts, fused, dtype, batch, routing) -> None:
     pytest.importorskip("triton")
-    from kernels.triton_moe import moe_fused_triton
+    from studio_kernels.triton_moe import moe_fused_triton
 
     x, ids, w = _inputs(batch, routing, dtype)
     oracle = moe_oracle(x, ids, w, experts)
@@ -68,7 +68,7 @@ def test_oracle_is_sensitive_to_routing(experts) -> None:
 
 def test_align_routing_lists_every_pair_once() -> None:
     pytest.importorskip("triton")
-    from kernels.triton_moe import align_routing
+    from studio_kernels.triton_moe import align_routing
 
     ids, _ = make_routing(6, K, E, "skewed", seed=3)
     pairs, experts_of = align_routing(ids, E, 16)
@@ -87,7 +87,7 @@ def test_align_routing_lists_every_pair_once() -> None:
 
 
 def test_routing_modes() -> None:
-    from kernels.routing import expected_touched_uniform
+    from studio_kernels.routing import expected_touched_uniform
 
     ids, w = make_routing(4, K, E, "disjoint")
     assert len(set(ids.flatten().tolist())) == 16
@@ -100,7 +100,7 @@ def test_routing_modes() -> None:
 
 def test_fused_refuses_duplicate_experts(fused) -> None:
     pytest.importorskip("triton")
-    from kernels.triton_moe import moe_fused_triton
+    from studio_kernels.triton_moe import moe_fused_triton
 
     x = torch.zeros((2, H))
     ids = torch.tensor([[1, 2, 3, 4], [5, 5, 6, 7]], dtype=torch.int32)
@@ -125,7 +125,7 @@ def test_harness_gpu_impls_are_wired(experts, fused) -> None:
 def test_fused_narrow_tiles_match_oracle(experts, fused) -> None:
     # The GPU picks 16/32-wide output tiles for small grids: same result as 64.
     pytest.importorskip("triton")
-    from kernels.triton_moe import moe_fused_triton, pick_block_n
+    from studio_kernels.triton_moe import moe_fused_triton, pick_block_n
 
     assert pick_block_n(8, 768) == 16 and pick_block_n(64, 7168) == 64
     x, ids, w = _inputs(3, "uniform", torch.float32, seed=4)
