@@ -173,7 +173,11 @@ def constraints(lock: Path, torch_version: str) -> tuple[str, str]:
             continue
         out.append(line)
     out.append(f"torch=={torch_version}")
-    note = "" if keep else f"torch {torch_version} is not the locked {locked}: kept; torch-bound pins dropped"
+    note = (
+        ""
+        if keep
+        else f"torch {torch_version} is not the locked {locked}: kept; torch-bound pins dropped"
+    )
     return "\n".join(out) + "\n", note
 
 
