@@ -171,8 +171,12 @@ class LayoutReader:
         if f"{base}.g_idx" in f:
             meta[f"{base}.g_idx"] = {"shape": f.shape(f"{base}.g_idx")}
         k_groups, n = parts["scales"].shape
+        if q.bits not in (2, 4, 8):
+            raise InputError(self.dir, f"{name}: {q.bits}-bit packing is not supported (2, 4, 8)")
         try:
             if gptq_or_awq(base, meta, q) == "awq":
+                if q.bits != 4:
+                    raise InputError(self.dir, f"{name}: AWQ with {q.bits} bits (only 4-bit GEMM)")
                 from studio_kernels.awq import dequantize_awq
 
                 k = parts["qweight"].shape[0]
