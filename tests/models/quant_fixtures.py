@@ -132,8 +132,11 @@ def write_gptq(
     return truth
 
 
-def write_fp8(src: Path, dst: Path, block: tuple[int, int] | None) -> dict[str, dict]:
-    """FP8 e4m3: per-channel ``weight_scale [N, 1]`` (block None) or block ``weight_scale_inv``."""
+def write_fp8(
+    src: Path, dst: Path, block: tuple[int, int] | None, per_tensor: bool = False
+) -> dict[str, dict]:
+    """FP8 e4m3: per-channel ``weight_scale [N, 1]`` (block None), one scalar ``weight_scale``
+    per weight (``per_tensor``) or block ``weight_scale_inv``."""
     weights = load_file(str(src / "model.safetensors"))
     out: dict[str, torch.Tensor] = {}
     truth = {}
@@ -144,7 +147,11 @@ def write_fp8(src: Path, dst: Path, block: tuple[int, int] | None) -> dict[str, 
         w = t.float().numpy()  # [N, K]
         n, k = w.shape
         base = name[: -len(".weight")]
-        if block is None:
+        if per_tensor:
+            s = np.float32(np.abs(w).max() / FP8_MAX)
+            full = np.full((n, 1), s, np.float32)
+            out[base + ".weight_scale"] = torch.tensor(s)  # shape [] as compressed-tensors
+        elif block is None:
             s = (np.abs(w).max(1, keepdims=True) / FP8_MAX).astype(np.float32)
             full = s
             out[base + ".weight_scale"] = torch.from_numpy(s)

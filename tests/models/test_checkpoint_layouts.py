@@ -119,6 +119,7 @@ def quant(hub: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
         "gptq_v2": (root / "gptq_v2", qf.write_gptq(hub, root / "gptq_v2", GROUP, False, True)),
         "fp8": (root / "fp8", qf.write_fp8(hub, root / "fp8", None)),
         "fp8-block": (root / "fp8b", qf.write_fp8(hub, root / "fp8b", (32, 32))),
+        "fp8-tensor": (root / "fp8t", qf.write_fp8(hub, root / "fp8t", None, per_tensor=True)),
     }
 
 
@@ -133,7 +134,7 @@ def numpy_dequant(kind: str, t: dict) -> tuple[np.ndarray, np.ndarray]:
     return w, 0.51 * t["s"].astype(np.float32)[t["g_idx"]].T
 
 
-@pytest.mark.parametrize("kind", ["awq", "gptq", "gptq_v2", "fp8", "fp8-block"])
+@pytest.mark.parametrize("kind", ["awq", "gptq", "gptq_v2", "fp8", "fp8-block", "fp8-tensor"])
 def test_reader_dequantizes_exactly(
     quant: dict, hub_weights: dict[str, torch.Tensor], kind: str
 ) -> None:
@@ -167,14 +168,16 @@ def test_loader_serves_dequantized_awq(quant: dict) -> None:
     assert torch.equal(model.layers[0].self_attn.qkv_proj.weight, qkv)
 
 
-@pytest.mark.parametrize("kind", ["awq", "gptq", "fp8", "fp8-block"])
+@pytest.mark.parametrize("kind", ["awq", "gptq", "gptq_v2", "fp8", "fp8-block", "fp8-tensor"])
 def test_inspect_quantized(quant: dict, hub: Path, kind: str) -> None:
     r = inspect(quant[kind][0], tp=1, ep=2)
     assert r["ok"], (r["missing"][:5], r["unexpected"][:5], r["wrong_shape"][:5])
     assert r["layout"]["experts"] == "per-expert"
-    assert r["layout"]["quantization"] == kind
-    # 4 attention + 3 dense MLP weights in layer 0, 4 + 24 in each MoE layer are quantized
-    assert r["layout"]["forms"][kind] == 7 + 2 * 28
+    form = kind.split("_")[0].replace("-tensor", "")
+    assert r["layout"]["quantization"] == form
+    # quantized: 4 attention + 3 dense MLP weights in layer 0, 4 + 24 in each MoE layer; float:
+    # 2 layernorms + q_norm + k_norm per layer, 2 routers, embed_tokens, norm, lm_head
+    assert r["layout"]["forms"] == {form: 7 + 2 * 28, "float": 3 * 4 + 2 + 3}
     assert r["params"] == inspect(hub)["params"]  # logical parameters, not packed words
 
 
@@ -238,3 +241,22 @@ def test_cli_prints_layout(quant: dict, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["inspect-checkpoint", str(quant["awq"][0])]) == 0
     text = capsys.readouterr().out
     assert "layout: per-expert experts, awq" in text
+
+
+def test_autogptq_quantize_config_json(quant: dict, tmp_path: Path) -> None:
+    # Older AutoGPTQ checkpoints: no quantization_config in config.json, a quantize_config.json
+    # beside it, no checkpoint_format (v1: qzeros hold z - 1).
+    old = tmp_path / "old"
+    shutil.copytree(quant["gptq"][0], old)
+    cfg = json.loads((old / "config.json").read_text())
+    del cfg["quantization_config"]
+    (old / "config.json").write_text(json.dumps(cfg))
+    (old / "quantize_config.json").write_text(
+        json.dumps({"bits": 4, "group_size": GROUP, "desc_act": True, "sym": False})
+    )
+    path, truth = quant["gptq"]
+    ck = open_checkpoint(old)
+    name = "model.layers.2.mlp.experts.6.down_proj.weight"
+    np.testing.assert_array_equal(ck.get(name).numpy(), qf.dequant_int4(truth[name]))
+    r = inspect(old)
+    assert r["ok"] and r["layout"]["quant_config"].endswith("quantize_config.json")
