@@ -61,13 +61,25 @@ class SafetensorsFiles:
         return name in self.weight_map
 
     def shape(self, name: str) -> list[int]:
-        return list(self._open(self.weight_map[name]).get_slice(name).get_shape())
+        return list(self.get_slice(name).get_shape())
 
     def get(self, name: str) -> torch.Tensor:
-        return self._open(self.weight_map[name]).get_tensor(name)
+        fname = self.weight_map[name]
+        try:
+            return self._open(fname).get_tensor(name)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an index naming the wrong shard is bad input
+            raise InputError(self.dir / fname, f"cannot read {name} ({exc})") from exc
 
     def get_slice(self, name: str) -> Any:
-        return self._open(self.weight_map[name]).get_slice(name)
+        fname = self.weight_map[name]
+        try:
+            return self._open(fname).get_slice(name)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(self.dir / fname, f"cannot read {name} ({exc})") from exc
 
 
 def unpack_along_rows(packed: torch.Tensor, bits: int) -> torch.Tensor:

@@ -136,7 +136,7 @@ def write_fp8(
     src: Path, dst: Path, block: tuple[int, int] | None, per_tensor: bool = False
 ) -> dict[str, dict]:
     """FP8 e4m3: per-channel ``weight_scale [N, 1]`` (block None), one scalar ``weight_scale``
-    per weight (``per_tensor``) or block ``weight_scale_inv``."""
+    per weight with a static ``input_scale`` (``per_tensor``) or block ``weight_scale_inv``."""
     weights = load_file(str(src / "model.safetensors"))
     out: dict[str, torch.Tensor] = {}
     truth = {}
@@ -151,6 +151,7 @@ def write_fp8(
             s = np.float32(np.abs(w).max() / FP8_MAX)
             full = np.full((n, 1), s, np.float32)
             out[base + ".weight_scale"] = torch.tensor(s)  # shape [] as compressed-tensors
+            out[base + ".input_scale"] = torch.tensor(np.float32(0.05))  # static activations
         elif block is None:
             s = (np.abs(w).max(1, keepdims=True) / FP8_MAX).astype(np.float32)
             full = s

@@ -260,3 +260,32 @@ def test_autogptq_quantize_config_json(quant: dict, tmp_path: Path) -> None:
     np.testing.assert_array_equal(ck.get(name).numpy(), qf.dequant_int4(truth[name]))
     r = inspect(old)
     assert r["ok"] and r["layout"]["quant_config"].endswith("quantize_config.json")
+
+
+def test_sharded_awq_with_index(quant: dict, tmp_path: Path) -> None:
+    # A module's qweight and its scales in different shards, listed by the index.
+    path, truth = quant["awq"]
+    sharded = tmp_path / "sharded"
+    shutil.copytree(path, sharded)
+    w = load_file(str(sharded / "model.safetensors"))
+    (sharded / "model.safetensors").unlink()
+    names = sorted(w)
+    parts = {"model-00001-of-00002.safetensors": [n for n in names if not n.endswith(".scales")],
+             "model-00002-of-00002.safetensors": [n for n in names if n.endswith(".scales")]}  # fmt: skip
+    for fname, members in parts.items():
+        save_file({n: w[n] for n in members}, str(sharded / fname), metadata={"format": "pt"})
+    index = {"metadata": {}, "weight_map": {n: f for f, ms in parts.items() for n in ms}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    r = inspect(sharded)
+    assert r["ok"] and r["layout"]["files"] == 2 and r["layout"]["index"]
+    assert r["bytes"] == inspect(path)["bytes"]
+    ck = open_checkpoint(sharded)
+    for name, t in truth.items():
+        np.testing.assert_array_equal(ck.get(name).numpy(), qf.dequant_int4(t), err_msg=name)
+    # an index that names the wrong shard is a clear error
+    index["weight_map"]["model.norm.weight"] = "model-00002-of-00002.safetensors"
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(InputError, match="lists model.norm.weight in model-00002-of-00002"):
+        inspect(sharded)
+    with pytest.raises(InputError, match="cannot read model.norm.weight"):
+        open_checkpoint(sharded).get("model.norm.weight")
