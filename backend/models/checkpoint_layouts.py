@@ -13,7 +13,9 @@ A weight of the hub naming (seed 001, ``expected_shapes``) can be stored as
 
 Experts of a MoE layer may also be fused, as transformers >= 5 holds them in memory and writes
 them with ``save_pretrained(save_original_format=False)``: ``mlp.experts.gate_up_proj``
-``[E, 2I, H]`` (gate rows first, then up) and ``mlp.experts.down_proj`` ``[E, H, I]``.
+``[E, 2I, H]`` (gate rows first, then up) and ``mlp.experts.down_proj`` ``[E, H, I]``; in FP8
+(transformers' FineGrainedFP8) each is float8 with ``<name>_scale_inv``
+``[E, ceil(rows/bn), ceil(cols/bk)]``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from backend.errors import InputError
 from backend.models.config import Qwen3MoeConfig
 
 FUSED = {"gate_up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",)}
+FUSED_SCALE = "_scale_inv"  # fused FP8 experts: gate_up_proj_scale_inv, down_proj_scale_inv
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
 # Suffixes (after the module name) of each stored form; optional ones may be absent.
 FORMS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -232,8 +235,14 @@ def match_layout(
     logical = expected_shapes(cfg)
     fused_layers = [i for i in cfg.moe_layers if any(n in found for n in fused_shapes(cfg, i))]
     expected: dict[str, list[list[int]]] = {}
+    fused_fp8 = 0
+    bn, bk = q.weight_block_size
     for i in fused_layers:
-        expected |= {n: [s] for n, s in fused_shapes(cfg, i).items()}
+        for n, (e, rows, cols) in fused_shapes(cfg, i).items():
+            expected[n] = [[e, rows, cols]]
+            if n in found and found[n]["dtype"] in FP8_DTYPES:
+                fused_fp8 += 1
+                expected[n + FUSED_SCALE] = [[e, math.ceil(rows / bn), math.ceil(cols / bk)]]
     stored: dict[str, str | None] = {}
     for name, shape in logical.items():
         parts = expert_parts(name)
@@ -275,13 +284,14 @@ def match_layout(
         else "per-expert" if not fused_layers
         else "mixed"
     )  # fmt: skip
-    quant = sorted(f for f in counts if f != "float")
+    quant = sorted({f for f in counts if f != "float"} | ({"fp8-block"} if fused_fp8 else set()))
     files = sorted({m["file"] for m in found.values()})
     summary = {
         "experts": experts,
         "fused_layers": fused_layers,
         "quantization": "+".join(quant) or "none",
-        "forms": dict(sorted(counts.items())),
+        "forms": dict(sorted(counts.items())),  # per hub weight outside fused tensors
+        "fused_fp8_tensors": fused_fp8,
         "quant_config": q.source or None,
         "files": len(files),
         "index": any(m.get("indexed") for m in found.values()),
@@ -296,4 +306,4 @@ def stored_params(name: str, meta: dict[str, Any], bits: int) -> int:
     suffix = name.rpartition(".")[2]
     if suffix == "qweight":
         return n * 32 // bits
-    return 0 if suffix in QUANT_SUFFIXES else n
+    return 0 if suffix in QUANT_SUFFIXES or name.endswith(FUSED_SCALE) else n

@@ -18,7 +18,9 @@ from safetensors import safe_open
 
 from backend.errors import InputError
 from backend.models.checkpoint_layouts import (
+    FP8_DTYPES,
     FUSED,
+    FUSED_SCALE,
     QuantConfig,
     expert_parts,
     gptq_or_awq,
@@ -147,7 +149,7 @@ class LayoutReader:
                 )
             if f"{base}.weight_scale" in f:
                 return dequantize_fp8(f.get(name), f.get(f"{base}.weight_scale"), None)
-            if f.get_slice(name).get_dtype() in ("F8_E4M3", "F8_E5M2"):
+            if f.get_slice(name).get_dtype() in FP8_DTYPES:
                 raise InputError(self.dir, f"{name} is FP8 but has no weight_scale(_inv)")
             return f.get(name)
         parts = expert_parts(name)
@@ -167,10 +169,21 @@ class LayoutReader:
         if len(shape) != 3 or expert >= shape[0]:
             raise InputError(self.dir, f"{name}: shape {shape} has no expert {expert}")
         sl = self.files.get_slice(name)
+        rows = slice(None)
         if name.endswith("gate_up_proj"):
             half = shape[1] // 2
-            return sl[expert : expert + 1, part * half : (part + 1) * half][0]
-        return sl[expert : expert + 1][0]
+            rows = slice(part * half, (part + 1) * half)
+        if sl.get_dtype() not in FP8_DTYPES:
+            return sl[expert : expert + 1, rows][0]
+        if name + FUSED_SCALE not in self.files:
+            raise InputError(self.dir, f"{name} is FP8 but has no {name + FUSED_SCALE}")
+        # A block can straddle the gate/up boundary: dequantize the expert, then take the rows.
+        w = dequantize_fp8(
+            sl[expert : expert + 1][0],
+            self.files.get_slice(name + FUSED_SCALE)[expert : expert + 1][0],
+            self.quant.weight_block_size,
+        )
+        return w[rows]
 
     def _int4(self, base: str, name: str) -> torch.Tensor:
         f, q = self.files, self.quant

@@ -193,3 +193,35 @@ def dequant_int4(t: dict[str, np.ndarray]) -> np.ndarray:
     """The oracle: ``(q - z[g]) * s[g]`` in float32, transposed to the hub's ``[N, K]``."""
     g = t["g_idx"]
     return ((t["q"] - t["z"][g]).astype(np.float32) * t["s"].astype(np.float32)[g]).T
+
+
+def write_fp8_fused(src: Path, dst: Path, block: tuple[int, int]) -> dict[str, dict]:
+    """transformers' FineGrainedFP8 fused experts: ``mlp.experts.gate_up_proj`` float8
+    ``[E, 2I, H]`` with ``gate_up_proj_scale_inv [E, ceil(2I/bn), ceil(H/bk)]`` (and the same
+    for down_proj); everything else stays float. ``src`` is a fused float checkpoint."""
+    weights = load_file(str(src / "model.safetensors"))
+    out: dict[str, torch.Tensor] = {}
+    truth = {}
+    bn, bk = block
+    for name, t in weights.items():
+        if not name.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj")):
+            out[name] = t
+            continue
+        w = t.float().numpy()  # [E, R, C]
+        e, r, c = w.shape
+        s = np.zeros((e, -(-r // bn), -(-c // bk)), np.float32)
+        for x in range(e):
+            for i in range(s.shape[1]):
+                for j in range(s.shape[2]):
+                    s[x, i, j] = np.abs(w[x, i * bn : (i + 1) * bn, j * bk : (j + 1) * bk]).max()
+        s /= FP8_MAX
+        full = np.repeat(np.repeat(s, bn, 1)[:, :r], bk, 2)[:, :, :c]
+        w8 = torch.from_numpy(w / full).to(torch.float8_e4m3fn)
+        out[name] = w8
+        out[name + "_scale_inv"] = torch.from_numpy(s)
+        truth[name] = {"bytes": w8.view(torch.uint8).numpy().copy(), "scale": full}
+    qc = {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": list(block),
+          "modules_to_not_convert": ["self_attn", "mlp.gate", "lm_head"]}  # fmt: skip
+    _copy_meta(src, dst, qc)
+    save_file(out, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return truth

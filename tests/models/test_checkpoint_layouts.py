@@ -289,3 +289,34 @@ def test_sharded_awq_with_index(quant: dict, tmp_path: Path) -> None:
         inspect(sharded)
     with pytest.raises(InputError, match="cannot read model.norm.weight"):
         open_checkpoint(sharded).get("model.norm.weight")
+
+
+def test_fused_fp8_experts(saved: dict[str, Path], hub_weights: dict, tmp_path: Path) -> None:
+    # Block rows 24: the gate/up boundary (row 32) falls inside a block.
+    truth = qf.write_fp8_fused(saved["fused"], tmp_path / "f8", (24, 32))
+    r = inspect(tmp_path / "f8", tp=1, ep=2)
+    assert r["ok"], (r["missing"][:5], r["unexpected"][:5], r["wrong_shape"][:5])
+    assert r["layout"]["experts"] == "fused" and r["layout"]["quantization"] == "fp8-block"
+    assert r["params"] == inspect(saved["fused"])["params"]
+    # per layer: gate_up 8*64*64 + scales 8*3*2*4 B, down 8*64*32 + 8*3*1*4 B
+    assert r["bytes"]["experts"] == 2 * (8 * 64 * 64 + 8 * 6 * 4 + 8 * 64 * 32 + 8 * 3 * 4)
+    ck = open_checkpoint(tmp_path / "f8")
+    for layer in (1, 2):
+        p = f"model.layers.{layer}.mlp.experts."
+        gu, bound_gu = numpy_dequant("fp8", truth[p + "gate_up_proj"])
+        dn, bound_dn = numpy_dequant("fp8", truth[p + "down_proj"])
+        for e in range(8):
+            for proj, want, bound in (("gate_proj", gu[e, :32], bound_gu[e, :32]),
+                                      ("up_proj", gu[e, 32:], bound_gu[e, 32:]),
+                                      ("down_proj", dn[e], bound_dn[e])):  # fmt: skip
+                got = ck.get(f"{p}{e}.{proj}.weight").numpy()
+                np.testing.assert_array_equal(got, want)
+                assert (np.abs(got - hub_weights[f"{p}{e}.{proj}.weight"].numpy()) <= bound).all()
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "f8", bad)
+    w = load_file(str(bad / "model.safetensors"))
+    del w["model.layers.2.mlp.experts.down_proj_scale_inv"]
+    save_file(w, str(bad / "model.safetensors"))
+    assert inspect(bad)["missing"] == ["model.layers.2.mlp.experts.down_proj_scale_inv"]
+    with pytest.raises(InputError, match="is FP8 but has no model.layers.2.mlp.experts.down_proj_"):
+        open_checkpoint(bad).get("model.layers.2.mlp.experts.0.down_proj.weight")
