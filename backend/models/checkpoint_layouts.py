@@ -6,8 +6,12 @@ A weight of the hub naming (seed 001, ``expected_shapes``) can be stored as
   ``X.scales`` ``[K/G, N]`` (REFERENCE.md section 7);
 - ``gptq`` (AutoGPTQ / GPTQModel): ``X.qweight`` int32 ``[K*b/32, N]`` packed along K,
   ``X.qzeros`` int32 ``[ceil(K/G), N*b/32]``, ``X.scales`` ``[ceil(K/G), N]``, ``X.g_idx`` ``[K]``;
-- ``fp8``: ``X.weight`` float8 ``[N, K]`` + ``X.weight_scale`` per tensor (``[]``/``[1]``) or per
-  channel (``[N]``/``[N, 1]``) (compressed-tensors / llm-compressor, optional ``X.input_scale``);
+- ``ct-int4`` (compressed-tensors ``pack-quantized``, llm-compressor W4A16): ``X.weight_packed``
+  int32 ``[N, K*b/32]`` packed along K, ``X.weight_scale`` ``[N, K/G]``, ``X.weight_shape``
+  ``[2]`` and, when asymmetric, ``X.weight_zero_point`` int32 ``[N*b/32, K/G]`` packed along N;
+- ``fp8``: ``X.weight`` float8 ``[N, K]`` + ``X.weight_scale`` per tensor (``[]``/``[1]``), per
+  channel (``[N]``/``[N, 1]``) or per block (``[N/bn, K/bk]``, compressed-tensors' ``block``
+  strategy) (compressed-tensors / llm-compressor, optional ``X.input_scale``);
 - ``fp8-block``: ``X.weight`` float8 ``[N, K]`` + ``X.weight_scale_inv``
   ``[ceil(N/bn), ceil(K/bk)]`` (DeepSeek-V3 / Qwen3 FP8, ``weight_block_size`` in the config).
 
@@ -38,11 +42,16 @@ FORMS: dict[str, dict[str, tuple[str, ...]]] = {
     "float": {"required": ("weight",), "optional": ()},
     "awq": {"required": ("qweight", "qzeros", "scales"), "optional": ()},
     "gptq": {"required": ("qweight", "qzeros", "scales", "g_idx"), "optional": ()},
+    "ct-int4": {
+        "required": ("weight_packed", "weight_scale", "weight_shape"),
+        "optional": ("weight_zero_point",),
+    },
     "fp8": {"required": ("weight", "weight_scale"), "optional": ("input_scale",)},
     "fp8-block": {"required": ("weight", "weight_scale_inv"), "optional": ("input_scale",)},
 }
 QUANT_SUFFIXES = ("qweight", "qzeros", "scales", "g_idx", "weight_scale", "weight_scale_inv",
-                  "input_scale")  # fmt: skip
+                  "input_scale", "weight_packed", "weight_shape", "weight_zero_point")  # fmt: skip
+PACKED = ("qweight", "weight_packed")  # int32 words of 32/bits weights each
 # Quantizer config files and the keys that name the same thing (first found wins).
 QUANT_CONFIG_FILES = ("quantize_config.json", "quant_config.json")
 QUANT_KEYS = {
@@ -50,7 +59,7 @@ QUANT_KEYS = {
     "bits": ("bits", "w_bit"),
     "group_size": ("group_size", "q_group_size"),
     "checkpoint_format": ("checkpoint_format",),
-    "weight_block_size": ("weight_block_size",),
+    "weight_block_size": ("weight_block_size", "block_structure"),
 }
 
 
@@ -63,6 +72,7 @@ class QuantConfig:
     group_size: int | None = None  # -1 in GPTQ means one group over K
     checkpoint_format: str = "gptq"  # gptq (v1: qzeros store z - 1) or gptq_v2 (z as is)
     weight_block_size: tuple[int, int] = (128, 128)
+    block_given: bool = False  # weight_block_size came from the config, not the default
     source: str = ""
 
 
@@ -89,6 +99,13 @@ def read_quant_config(model_dir: Path) -> QuantConfig:
         return QuantConfig()
     if not isinstance(raw, dict):
         raise InputError(source, "quantization_config must be a JSON object")
+    groups = raw.get("config_groups")
+    if isinstance(groups, dict) and groups:
+        # compressed-tensors: the first scheme's weight arguments (num_bits, group_size, ...)
+        first = next(iter(groups.values()))
+        weights = first.get("weights") if isinstance(first, dict) else None
+        if isinstance(weights, dict):
+            raw = raw | {"bits": weights.get("num_bits")} | weights
     got = {k: next((raw[a] for a in keys if raw.get(a) is not None), None)
            for k, keys in QUANT_KEYS.items()}  # fmt: skip
     method = str(got["method"]).lower() if got["method"] else None
@@ -101,6 +118,7 @@ def read_quant_config(model_dir: Path) -> QuantConfig:
         group_size=None if got["group_size"] is None else int(got["group_size"]),
         checkpoint_format=str(got["checkpoint_format"] or "gptq"),
         weight_block_size=(int(block[0]), int(block[1])),
+        block_given=got["weight_block_size"] is not None,
         source=source,
     )
 
@@ -163,9 +181,15 @@ def form_shapes(
     if form in ("fp8", "fp8-block"):
         bn, bk = q.weight_block_size
         scale = ("weight_scale_inv", [[math.ceil(n / bn), math.ceil(k / bk)]]) if form == "fp8-block" \
-            else ("weight_scale", [[], [1], [n], [n, 1]])  # fmt: skip
+            else ("weight_scale", [[], [1], [n], [n, 1], [math.ceil(n / bn), math.ceil(k / bk)]])  # fmt: skip
         return {"weight": [[n, k]], scale[0]: scale[1], "input_scale": [[], [1]]}
     g = q.group_size
+    if form == "ct-int4":
+        cols = (found or {}).get("weight_scale", [n, 1])[-1]
+        g = g if g and g > 0 else math.ceil(k / max(1, cols))
+        groups, per = math.ceil(k / g), 32 // q.bits
+        return {"weight_packed": [[n, math.ceil(k / per)]], "weight_scale": [[n, groups]],
+                "weight_shape": [[2]], "weight_zero_point": [[math.ceil(n / per), groups]]}  # fmt: skip
     if g is None or g <= 0:
         rows = (found or {}).get("scales", [1])[0] if g is None else 1
         g = max(1, k // max(1, rows))
@@ -182,6 +206,8 @@ def stored_form(base: str, found: dict[str, dict[str, Any]], q: QuantConfig) -> 
     has = {s for s in QUANT_SUFFIXES + ("weight",) if f"{base}.{s}" in found}
     if "qweight" in has:
         return gptq_or_awq(base, found, q)
+    if "weight_packed" in has:
+        return "ct-int4"
     if "weight_scale_inv" in has:
         return "fp8-block"
     if "weight_scale" in has:
@@ -304,6 +330,6 @@ def stored_params(name: str, meta: dict[str, Any], bits: int) -> int:
     scales, zeros, g_idx and FP8 scales hold none of the model's parameters."""
     n = math.prod(meta["shape"])
     suffix = name.rpartition(".")[2]
-    if suffix == "qweight":
+    if suffix in PACKED:
         return n * 32 // bits
     return 0 if suffix in QUANT_SUFFIXES or name.endswith(FUSED_SCALE) else n

@@ -117,11 +117,34 @@ def dequantize_gptq(
     return (q - z[g]).float() * scales.float()[g]
 
 
+def dequantize_ct_int4(
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    shape: tuple[int, int],
+    bits: int,
+    zero_point: torch.Tensor | None,
+) -> torch.Tensor:
+    """compressed-tensors ``pack-quantized``: value i of word j of row n is column
+    ``(32/b)j + i``, stored plus ``2**(b-1)`` (pack_to_int32); zero points are packed the same
+    way along N; ``W[n, k] = (q - zp) * s`` with group ``k // ceil(K / groups)`` (fp32)."""
+    n, k = shape
+    offset = 1 << (bits - 1)
+    q = unpack_along_cols(packed, bits)[:, :k] - offset
+    g = torch.arange(k) // -(-k // scale.shape[1])
+    zp = 0
+    if zero_point is not None:
+        zp = (unpack_along_rows(zero_point, bits)[:n] - offset)[:, g]
+    return (q - zp).float() * scale.float()[:, g]
+
+
 def dequantize_fp8(weight: torch.Tensor, scale: torch.Tensor, block: tuple[int, int] | None):
     """``w * s`` in fp32: per-tensor / per-channel ``weight_scale``, or block-wise
-    ``weight_scale_inv [ceil(N/bn), ceil(K/bk)]`` (DeepSeek-V3 ``weight_dequant``: y = x * s)."""
+    ``weight_scale_inv [ceil(N/bn), ceil(K/bk)]`` (DeepSeek-V3 ``weight_dequant``: y = x * s)
+    or compressed-tensors' block ``weight_scale`` of the same shape."""
     w = weight.float()
     s = scale.float()
+    if block is None and s.dim() == 2 and (s.shape[1] > 1 or s.shape[0] != w.shape[0]):
+        block = (-(-w.shape[0] // s.shape[0]), -(-w.shape[1] // s.shape[1]))
     if block is None:
         return w * (s.reshape(-1, 1) if s.numel() > 1 else s.reshape(()))
     n, k = w.shape
@@ -142,13 +165,16 @@ class LayoutReader:
         f = self.files
         if f"{base}.qweight" in f:
             return self._int4(base, name)
+        if f"{base}.weight_packed" in f:
+            return self._ct_int4(base, name)
         if name in f:
             if f"{base}.weight_scale_inv" in f:
                 return dequantize_fp8(
                     f.get(name), f.get(f"{base}.weight_scale_inv"), self.quant.weight_block_size
                 )
             if f"{base}.weight_scale" in f:
-                return dequantize_fp8(f.get(name), f.get(f"{base}.weight_scale"), None)
+                given = self.quant.weight_block_size if self.quant.block_given else None
+                return dequantize_fp8(f.get(name), f.get(f"{base}.weight_scale"), given)
             if f.get_slice(name).get_dtype() in FP8_DTYPES:
                 raise InputError(self.dir, f"{name} is FP8 but has no weight_scale(_inv)")
             return f.get(name)
@@ -224,6 +250,29 @@ class LayoutReader:
         if w.shape[1] != n:
             raise InputError(self.dir, f"{name}: dequantized to {list(w.shape)}, scales say N={n}")
         return w.t().contiguous()
+
+    def _ct_int4(self, base: str, name: str) -> torch.Tensor:
+        f = self.files
+        for s in ("weight_scale", "weight_shape"):
+            if f"{base}.{s}" not in f:
+                raise InputError(self.dir, f"{base}: weight_packed without {s}")
+        shape = [int(v) for v in f.get(f"{base}.weight_shape").tolist()]
+        zp = f.get(f"{base}.weight_zero_point") if f"{base}.weight_zero_point" in f else None
+        if len(shape) != 2 or self.quant.bits not in (2, 4, 8):
+            raise InputError(self.dir, f"{name}: weight_shape {shape}, {self.quant.bits} bits")
+        try:
+            w = dequantize_ct_int4(
+                f.get(f"{base}.weight_packed"),
+                f.get(f"{base}.weight_scale"),
+                (shape[0], shape[1]),
+                self.quant.bits,
+                zp,
+            )
+        except (ValueError, IndexError, RuntimeError) as exc:
+            raise InputError(self.dir, f"{name}: inconsistent quantized tensors ({exc})") from exc
+        if list(w.shape) != shape:
+            raise InputError(self.dir, f"{name}: dequantized to {list(w.shape)}, not {shape}")
+        return w
 
 
 def open_checkpoint(model_dir: str | Path) -> LayoutReader:
