@@ -2,8 +2,8 @@
 
 ``open_checkpoint(dir).get("model.layers.1.mlp.experts.3.up_proj.weight")`` returns ``[N, K]``
 whether the checkpoint stores that weight as is, inside a fused ``mlp.experts.gate_up_proj``,
-or quantized (AWQ / GPTQ int4 dequantized with studio_kernels.awq's rules, FP8 times its
-scale). Layouts and names: backend/models/checkpoint_layouts.py. Dequantized weights are fp32:
+or quantized (AWQ int4 dequantized with studio_kernels.awq, GPTQ and compressed-tensors
+``pack-quantized`` int4 by their packing rules, FP8 times its scale). Layouts and names: backend/models/checkpoint_layouts.py. Dequantized weights are fp32:
 ``(q - z) * s`` and ``w8 * s`` are exact there, and the loader rounds once to the serving dtype.
 """
 
