@@ -52,3 +52,28 @@ def test_awq_serves_its_dequantized_weights(tiny_model: Path, tmp_path: Path) ->
     assert a.tokens == b.tokens
     for x, y in zip(a.step_logits, b.step_logits, strict=True):
         assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("name", ["w4a16-asym", "fp8-block"])
+def test_compressed_tensors_checkpoint_serves_its_decompression(name: str, tmp_path: Path) -> None:
+    # compressed-tensors wrote the checkpoint (tests/models/data); the float twin holds its own
+    # decompress_model weights: served at tp=2 both must give the same logits, bit for bit.
+    data = Path(__file__).parents[1] / "models" / "data"
+    src = data / "ct_checkpoints" / name
+    twin = tmp_path / "float"
+    shutil.copytree(src, twin)
+    cfg = json.loads((twin / "config.json").read_text())
+    del cfg["quantization_config"]
+    (twin / "config.json").write_text(json.dumps(cfg))
+    stored = load_file(str(src / "model.safetensors"))
+    decompressed = load_file(str(data / "ct_expected" / f"{name}.safetensors"))
+    bases = {n.removesuffix(".weight") for n in decompressed}
+    w = {n: t for n, t in stored.items() if n.rpartition(".")[0] not in bases} | decompressed
+    save_file(w, str(twin / "model.safetensors"))
+    prompts = [[1, 5, 9, 30, 2], [7, 3]]
+    a = run_offline(src, tp=2, prompts=prompts, max_tokens=3)
+    b = run_offline(twin, tp=2, prompts=prompts, max_tokens=3)
+    assert a.tokens == b.tokens
+    for x, y in zip(a.step_logits, b.step_logits, strict=True):
+        assert torch.equal(x, y)
+    assert a.step_logits[0].std(dim=-1).min() > 0  # not a degenerate model
