@@ -60,6 +60,7 @@ QUANT_KEYS = {
     "group_size": ("group_size", "q_group_size"),
     "checkpoint_format": ("checkpoint_format",),
     "weight_block_size": ("weight_block_size", "block_structure"),
+    "version": ("version",),
 }
 
 
@@ -73,6 +74,7 @@ class QuantConfig:
     checkpoint_format: str = "gptq"  # gptq (v1: qzeros store z - 1) or gptq_v2 (z as is)
     weight_block_size: tuple[int, int] = (128, 128)
     block_given: bool = False  # weight_block_size came from the config, not the default
+    version: str = ""  # AutoAWQ kernel layout: gemm (read) or gemv / marlin (other packings)
     source: str = ""
 
 
@@ -119,6 +121,7 @@ def read_quant_config(model_dir: Path) -> QuantConfig:
         checkpoint_format=str(got["checkpoint_format"] or "gptq"),
         weight_block_size=(int(block[0]), int(block[1])),
         block_given=got["weight_block_size"] is not None,
+        version=str(got["version"] or "").lower(),
         source=source,
     )
 

@@ -226,8 +226,12 @@ class LayoutReader:
             raise InputError(self.dir, f"{name}: {q.bits}-bit packing is not supported (2, 4, 8)")
         try:
             if gptq_or_awq(base, meta, q) == "awq":
-                if q.bits != 4:
-                    raise InputError(self.dir, f"{name}: AWQ with {q.bits} bits (only 4-bit GEMM)")
+                if q.bits != 4 or (q.method == "awq" and q.version not in ("", "gemm")):
+                    raise InputError(
+                        self.dir,
+                        f"{name}: AWQ {q.bits}-bit {q.version or 'gemm'} packing is not read "
+                        "(only 4-bit GEMM, REFERENCE.md section 7)",
+                    )
                 from studio_kernels.awq import dequantize_awq
 
                 k = parts["qweight"].shape[0]

@@ -320,3 +320,13 @@ def test_fused_fp8_experts(saved: dict[str, Path], hub_weights: dict, tmp_path: 
     assert inspect(bad)["missing"] == ["model.layers.2.mlp.experts.down_proj_scale_inv"]
     with pytest.raises(InputError, match="is FP8 but has no model.layers.2.mlp.experts.down_proj_"):
         open_checkpoint(bad).get("model.layers.2.mlp.experts.0.down_proj.weight")
+
+
+def test_awq_gemv_packing_is_refused(quant: dict, tmp_path: Path) -> None:
+    gemv = tmp_path / "gemv"
+    shutil.copytree(quant["awq"][0], gemv)
+    cfg = json.loads((gemv / "config.json").read_text())
+    cfg["quantization_config"]["version"] = "gemv"
+    (gemv / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="AWQ 4-bit gemv packing is not read"):
+        open_checkpoint(gemv).get("model.layers.1.mlp.experts.0.up_proj.weight")
