@@ -38,7 +38,7 @@ from backend.dumps.formats.common import (
     source_path,
 )
 from backend.dumps.formats.torch_zip import FileEnds, read_ends
-from backend.dumps.stitch.rules import choose
+from backend.dumps.stitch.rules import NO_PARENT_CHECK, choose
 from backend.dumps.stitch.stitcher import Heads, StitchResult, max_diff, stitch, tolerance
 from backend.errors import InputError
 from backend.workspace import Workspace
@@ -795,23 +795,27 @@ class Ingestor:
         cur = self.ws.cursor()
         pending = cur.execute(
             """
-            SELECT r.stitch_key, r.step, r.module, r.tensor_id, p.tensor_id, r.ranks
+            SELECT r.stitch_key, r.step, r.module, r.tensor_id, p.tensor_id, r.ranks,
+                   r.module_class
             FROM dump_stitch_report r
             LEFT JOIN dump_stitch_report p ON p.run_id = r.run_id AND p.step = r.step
                  AND p.module = regexp_replace(r.module, '\\.[^.]+$', '') AND p.io = 'output'
                  AND p.idx = 0 AND p.tensor_id IS NOT NULL
+                 AND NOT list_contains(?, coalesce(r.module_class, ''))
             WHERE r.run_id = ? AND r.rule = 'partial_sum' AND r.verdict = 'assumed'
             """,
-            [self.run_id],
+            [sorted(NO_PARENT_CHECK), self.run_id],
         ).fetchall()
         from backend.dumps.query import load_tensor
 
         updates: list[tuple[str | None, float | None, str, str]] = []
-        for key, _step, _module, tid, parent_tid, ranks in pending:
+        for key, _step, _module, tid, parent_tid, ranks, cls in pending:
             if parent_tid is None:
                 if final:
-                    updates.append((None, None, "partial sums added over ranks; the parent "
-                                    "block's output was not dumped, so the sum is unverified", key))  # fmt: skip
+                    why = ("the parent's output is not this sum" if cls in NO_PARENT_CHECK
+                           else "the parent block's output was not dumped")  # fmt: skip
+                    updates.append((None, None, f"partial sums added over ranks; {why}, so the "
+                                    "sum is unverified", key))  # fmt: skip
                 continue
             mine, parent = load_tensor(self.ws, tid), load_tensor(self.ws, parent_tid)
             if mine.shape != parent.shape:

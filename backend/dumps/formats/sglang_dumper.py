@@ -11,7 +11,9 @@ repeats the tags and adds ``world_rank``, ``world_size`` and ``sglang_parallel_i
 Names: the non-intrusive hooks (``DUMPER_NON_INTRUSIVE_MODE=all``) dump every module as
 ``non_intrusive__<module>.output[.<i>]`` and ``non_intrusive__<module>.inputs.<i|kwarg>[.<i>]``
 (a tuple keeps its tensors, numbered among tensors; one tensor drops the number); the root
-model is ``non_intrusive__output`` / ``non_intrusive__inputs.<i>``. ``core`` mode (default)
+model is ``non_intrusive__output`` / ``non_intrusive__inputs.<i>`` (module ``root``). Inside
+``model.layers.N`` records carry a ``layer_id`` tag; a module shared by all layers (the one
+``RotaryEmbedding``) is named after its first path, so the tag's layer replaces it. ``core`` mode (default)
 dumps only ForwardBatch fields by their own names (``input_ids``, ``positions``, ``seq_lens``,
 ``req_pool_indices``; ``rids`` are strings and are skipped). Any other ``dumper.dump(name, x,
 **tags)`` call gives a module named ``name`` (``layers.<id>.name`` with a ``layer_id`` tag; other
@@ -37,6 +39,7 @@ _NI = re.compile(r"^(?:(?P<mod>.+?)\.)?(?P<io>output|inputs\.(?P<arg>[^.]+))(?:\
 _PLACE_TAGS = {"step", "rank", "dump_index", "name", "recompute_status", "pp_rank", "tp_rank",
                "cp_rank", "ep_rank", "etp_rank"}  # fmt: skip
 _SKIP_NAMES = {"rids"}  # request ids: strings, not tensors
+_LAYERS = re.compile(r"(?<![^.])layers\.\d+\.")
 
 
 def parse_tags(fname: str) -> dict[str, str] | None:
@@ -89,6 +92,10 @@ def module_of(name: str, tags: dict[str, str]) -> tuple[str, str, int, str | Non
         m = _NI.match(name[len(_PREFIX) :])
         if m:
             module = m.group("mod") or "root"
+            if "layer_id" in tags:
+                # a module shared by every layer (SGLang's one RotaryEmbedding) is named after
+                # its first path; the layer_id tag says which layer called it
+                module = _LAYERS.sub(f"layers.{tags['layer_id']}.", module, count=1)
             key = m.group("key")
             if m.group("io") == "output":
                 if key is None:

@@ -62,6 +62,12 @@ CLASS_RULES.update({
     "Qwen3MoeForCausalLM": {"input": "replicated", "output": "replicated"},
 })  # fmt: skip
 
+# Partial sums are verified against the parent module's output, which for FusedMoE (the MoE
+# block) and SGLang's o_proj (self_attn) IS their reduced sum. Not for these classes: SGLang's
+# self_attn output is added to the residual inside the next norm, its parent (the decoder
+# layer) returns the MLP output, so the sum stays 'assumed' (unverified).
+NO_PARENT_CHECK: frozenset[str] = frozenset({"Qwen3MoeAttention(unreduced)"})
+
 # Module-name fallback (last path component) when the class is unknown.
 NAME_CLASSES: dict[str, str] = {
     "qkv_proj": "QKVParallelLinear",

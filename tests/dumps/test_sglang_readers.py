@@ -1,0 +1,139 @@
+"""SGLang dumps (hook folder and dumper records) ingest and stitch to the unsharded truth.
+
+The dumps come from ``sglang_docs_fixture`` (written from SGLang's source by another author);
+the truth is its float64 forward pass. Concatenations must be exact, partial sums within 1e-5.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from backend.dumps import query
+from backend.dumps.detect import detect
+from backend.dumps.ingest import ingest_dump
+from tests.dumps.sglang_docs_fixture import write_dumper_dump, write_hook_dump
+
+SUMS = {"o_partial", "moe_partial"}  # summed over ranks: float32 rounding differs
+CORE = {"input_ids", "seq_lens", "positions", "req_pool_indices"}
+
+
+def _stitched(ws, run: str) -> dict[tuple, int]:
+    df = query.find_tensors(ws, run)
+    whole = df[df.part.isna()]
+    out = {}
+    for r in whole.itertuples():
+        arg = r.arg_name if isinstance(r.arg_name, str) else None
+        key = (int(r.step), r.module, r.io, int(r.idx), arg)
+        assert key not in out, f"two stitched tensors for {key}"
+        out[key] = int(r.tensor_id)
+    return out
+
+
+def _check(ws, run: str, fx: dict, expect_key) -> None:
+    """Every truth tensor is stitched, equal to the truth, and nothing else was stitched."""
+    got = _stitched(ws, run)
+    seen = set()
+    for tk, truth in fx["truth"].items():
+        key = expect_key(tk, fx["entries"][tk])
+        assert key in got, f"{tk} -> {key} not stitched"
+        seen.add(key)
+        t = query.load_tensor(ws, got[key])
+        kind = fx["entries"][tk]["sharding"]
+        if kind in ("q_rows", "kv_rows"):
+            # SGLang's q_norm/k_norm work on [tokens*heads, head_dim]: read as [tokens, heads, D]
+            assert t.dim() == 3 and t.shape[-1] == truth.shape[-1], (tk, list(t.shape))
+            t = t.reshape(truth.shape)
+        assert t.shape == truth.shape and t.dtype == truth.dtype, (tk, t.shape, truth.shape)
+        if kind in SUMS and fx["tp"] > 1:
+            diff = float((t.double() - truth.double()).abs().max())
+            assert diff < 1e-5, (tk, diff)
+        else:
+            assert torch.equal(t, truth), tk
+    assert set(got) == seen, sorted(set(got) - seen)[:5]
+
+
+def _check_report(ws, run: str) -> None:
+    rep = query.stitch_report(ws, run)
+    assert len(rep) > 0
+    bad = rep[~rep.verdict.isin(["verified", "assumed"])]
+    assert bad.empty, bad[["module", "io", "idx", "verdict", "detail"]].to_string()
+    errors = query.ingest_errors(ws, run)
+    assert errors.empty, errors[["kind", "message"]].to_string()
+
+
+def _hook_key(tk: tuple, _entry: dict) -> tuple:
+    step, module = tk[0], tk[1]
+    return (step, module, "output", tk[2] if len(tk) == 3 else 0, None)
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4])
+def test_hook_dump_stitches_to_truth(tp: int, tmp_path: Path, workspace) -> None:
+    fx = write_hook_dump(tmp_path / "sg", tp=tp, passes=2)
+    run = ingest_dump(workspace, fx["dump_dir"])
+    info = query.run_info(workspace, run)
+    assert (info["format"], int(info["tp_size"]), info["root"]) == (
+        "sglang_hook", tp, str(fx["dump_dir"]),
+    )  # fmt: skip
+    ranks = query.ranks(workspace, run)
+    assert ranks["rank"].tolist() == list(range(tp))
+    assert ranks["folder"].tolist() == [f"TP{r}_PP0_Rank{r}_pid{4242 + r}" for r in range(tp)]
+    assert ranks["pid"].tolist() == [4242 + r for r in range(tp)]
+    assert query.steps(workspace, run) == [0, 1]
+    _check(workspace, run, fx, _hook_key)
+    _check_report(workspace, run)
+    rep = query.stitch_report(workspace, run).set_index(["step", "module", "idx"])
+    if tp > 1:  # o_proj is a partial sum; its parent self_attn is not hooked (not a leaf)
+        row = rep.loc[(0, "model.layers.0.self_attn.o_proj", 0)]
+        assert (row.rule, row.verdict) == ("partial_sum", "assumed")
+        qkv = rep.loc[(1, "model.layers.1.self_attn.qkv_proj", 0)]
+        assert (qkv.rule, qkv.verdict) == ("qkv", "verified")
+
+
+def _dumper_key(tk: tuple, entry: dict) -> tuple:
+    step, module = tk[0], tk[1]
+    name = entry["name"]
+    if name in CORE:  # core fields carry their own name; inside a layer the layer_id tag
+        mod = name if entry["layer_id"] is None else f"model.layers.{entry['layer_id']}.{name}"
+        return (step, mod, "output", 0, None)
+    arg = "next_token_logits" if name.endswith(".next_token_logits") else None
+    return (step, module or "root", "output", tk[2] if len(tk) == 3 else 0, arg)
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4])
+def test_dumper_records_stitch_to_truth(tp: int, tmp_path: Path, workspace) -> None:
+    fx = write_dumper_dump(tmp_path / "sg", tp=tp, steps=2)
+    # DUMPER_DIR itself: the exp_name folder inside is found
+    run = ingest_dump(workspace, fx["root"] / "dumper")
+    info = query.run_info(workspace, run)
+    assert (info["format"], int(info["tp_size"]), info["root"]) == (
+        "sglang_dumper", tp, str(fx["dump_dir"]),
+    )  # fmt: skip
+    ranks = query.ranks(workspace, run)
+    assert ranks["rank"].tolist() == list(range(tp))
+    assert ranks["folder"].tolist() == [f"rank{r}" for r in range(tp)]
+    assert query.steps(workspace, run) == [0, 1]
+    _check(workspace, run, fx, _dumper_key)
+    _check_report(workspace, run)
+    if tp > 1:
+        rep = query.stitch_report(workspace, run).set_index(["step", "module", "idx"])
+        # o_proj's sum equals self_attn's; the experts' sum equals the MoE block's output
+        for module in ("model.layers.0.self_attn.o_proj", "model.layers.1.mlp.experts"):
+            row = rep.loc[(1, module, 0)]
+            assert (row.rule, row.verdict) == ("partial_sum", "verified"), (module, row.detail)
+        row = rep.loc[(0, "model.layers.0.self_attn", 0)]
+        assert (row.rule, row.verdict) == ("partial_sum", "assumed")
+
+
+def test_detect_from_inner_folders(tmp_path: Path) -> None:
+    fx = write_hook_dump(tmp_path / "h", tp=2, passes=1)
+    rank1 = fx["dump_dir"] / "TP1_PP0_Rank1_pid4243"
+    layout = detect(rank1)
+    assert (layout.format, layout.root, layout.tp_size) == ("sglang_hook", fx["dump_dir"], 2)
+    assert layout.model_config is not None and layout.model_config["num_key_value_heads"] == 2
+    fd = write_dumper_dump(tmp_path / "d", tp=2, steps=1)
+    layout = detect(fd["dump_dir"])
+    assert (layout.format, layout.root, layout.tp_size) == ("sglang_dumper", fd["dump_dir"], 2)
+    assert layout.ranks == {"rank0": 0, "rank1": 1}
