@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +77,7 @@ CONFIG = {
     "output_router_logits": False, "router_aux_loss_coef": 0.001,
 }  # fmt: skip
 H, L, NH, NKV, D = 64, 2, 4, 2, 16
-E, K, I, V = 8, 2, 32, 128
+E, K, FF, V = 8, 2, 32, 128  # experts, top-k, moe_intermediate, vocab
 PROMPT_LEN, PID0 = 7, 4242
 EXP_NAME = "dump_20261206_120000_000000"  # dumper's default form: dump_<UTC time>_<ms><rand>
 DUMPER_FILTER = "'inputs.' not in name"
@@ -109,8 +110,8 @@ class Event:
 def _weights(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
 
-    def n(*shape, scale=1.0):
-        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+    def n(*shape, scale=1.0):  # float32-exact values, held as float64 for the oracle pass
+        return (torch.randn(*shape, generator=g) * scale).double()
 
     w = {"model.embed_tokens.weight": n(V, H)}
     for i in range(L):
@@ -119,16 +120,16 @@ def _weights(seed: int) -> dict[str, torch.Tensor]:
         w[p + "self_attn.k_proj.weight"] = n(NKV * D, H, scale=H**-0.5)
         w[p + "self_attn.v_proj.weight"] = n(NKV * D, H, scale=H**-0.5)
         w[p + "self_attn.o_proj.weight"] = n(H, NH * D, scale=(NH * D) ** -0.5)
-        w[p + "self_attn.q_norm.weight"] = 1 + n(D, scale=0.1)
-        w[p + "self_attn.k_norm.weight"] = 1 + n(D, scale=0.1)
-        w[p + "input_layernorm.weight"] = 1 + n(H, scale=0.1)
-        w[p + "post_attention_layernorm.weight"] = 1 + n(H, scale=0.1)
+        for m, dim in (("self_attn.q_norm", D), ("self_attn.k_norm", D)):
+            w[p + m + ".weight"] = (1 + n(dim, scale=0.1)).float().double()
+        for m in ("input_layernorm", "post_attention_layernorm"):
+            w[p + m + ".weight"] = (1 + n(H, scale=0.1)).float().double()
         w[p + "mlp.gate.weight"] = n(E, H, scale=H**-0.5)
         for e in range(E):
-            w[p + f"mlp.experts.{e}.gate_proj.weight"] = n(I, H, scale=H**-0.5)
-            w[p + f"mlp.experts.{e}.up_proj.weight"] = n(I, H, scale=H**-0.5)
-            w[p + f"mlp.experts.{e}.down_proj.weight"] = n(H, I, scale=I**-0.5)
-    w["model.norm.weight"] = 1 + n(H, scale=0.1)
+            w[p + f"mlp.experts.{e}.gate_proj.weight"] = n(FF, H, scale=H**-0.5)
+            w[p + f"mlp.experts.{e}.up_proj.weight"] = n(FF, H, scale=H**-0.5)
+            w[p + f"mlp.experts.{e}.down_proj.weight"] = n(H, FF, scale=FF**-0.5)
+    w["model.norm.weight"] = (1 + n(H, scale=0.1)).float().double()
     w["lm_head.weight"] = n(V, H, scale=H**-0.5)
     return w
 
@@ -149,7 +150,9 @@ def _rope(x, pos):  # neox style on [T, heads*D]
 def _expert(w, p, e, x, cols=slice(None)):
     gate = x @ w[p + f"mlp.experts.{e}.gate_proj.weight"][cols].T
     up = x @ w[p + f"mlp.experts.{e}.up_proj.weight"][cols].T
-    return (torch.nn.functional.silu(gate) * up) @ w[p + f"mlp.experts.{e}.down_proj.weight"][:, cols].T
+    return (torch.nn.functional.silu(gate) * up) @ w[p + f"mlp.experts.{e}.down_proj.weight"][
+        :, cols
+    ].T
 
 
 def _moe(w, p, x, tw, ti, cols=slice(None)):
@@ -208,7 +211,9 @@ def _forward(w, ids, pos, cache) -> tuple[list[Event], torch.Tensor]:
         ev.append(Event(p + "mlp.gate", [rep(logits)], i))
         topk = [rep(tw.float()), rep(ti.to(torch.int32)), rep(logits)]
         ev.append(Event(p + "mlp.topk", topk, i))
-        ev.append(Event(p + "mlp.experts", [Spec("moe_partial", moe, (w, p, h2, tw, ti))], i, False))
+        ev.append(
+            Event(p + "mlp.experts", [Spec("moe_partial", moe, (w, p, h2, tw, ti))], i, False)
+        )
         ev.append(Event(p + "mlp", [rep(moe)], i, leaf=False))
         ev.append(Event(f"model.layers.{i}", [rep(moe), rep(res)], None, leaf=False))
         x = moe
@@ -280,7 +285,7 @@ def shard(spec: Spec, r: int, tp: int) -> torch.Tensor:
         out = _cols(att, qh) @ _cols(wo, qh).T
     elif k == "moe_partial":  # FusedMoE: this rank's slice of every expert's intermediate dim
         w, p, x, tw, ti = spec.extra
-        out = _moe(w, p, x, tw, ti, slice(r * I // tp, (r + 1) * I // tp))
+        out = _moe(w, p, x, tw, ti, slice(r * FF // tp, (r + 1) * FF // tp))
     else:
         raise ValueError(k)
     return _store(out)
@@ -336,7 +341,12 @@ def write_hook_dump(root: Path, *, tp: int, passes: int = 2, seed: int = 0) -> d
                 tk = (p, key) if len(specs) == 1 else (p, key, i)
                 truth[tk] = _store(s.full)
                 index = None if len(specs) == 1 else i
-                entries[tk] = {"file_pass": file_pass, "key": key, "index": index, "sharding": s.kind}
+                entries[tk] = {
+                    "file_pass": file_pass,
+                    "key": key,
+                    "index": index,
+                    "sharding": s.kind,
+                }
     dump_dir = root / "dump"
     for r in range(tp):
         folder = dump_dir / f"TP{r}_PP0_Rank{r}_pid{PID0 + r}"
@@ -350,7 +360,9 @@ def write_hook_dump(root: Path, *, tp: int, passes: int = 2, seed: int = 0) -> d
             torch.save(d, path)
             files.append(path)
     _write_config(root)
-    return _result("sglang_tensor_dump", root, tp, passes, dump_dir, truth, entries, files, w, tokens)
+    return _result(
+        "sglang_tensor_dump", root, tp, passes, dump_dir, truth, entries, files, w, tokens
+    )
 
 
 # ---------------------------------------------------------------- debug_utils/dumper.py
@@ -367,10 +379,20 @@ def _parallel_info(r: int, tp: int) -> dict:
     }  # fmt: skip
 
 
+def _tags(name: str, layer: int | None) -> dict:
+    """dumper._dump_inner: name, recompute_status, then the ctx (``layer_id``)."""
+    tags = {"name": name, "recompute_status": "disabled"}
+    return tags if layer is None else {**tags, "layer_id": layer}
+
+
 def _dumper_records(events, batch):
     """(name tag, layer_id, spec, truth module, index) per saved dump, in dump_index order."""
-    recs = [(f, None, Spec("rep", batch[f]), f, None) for f in ("input_ids", "seq_lens", "positions")]
-    recs.append(("req_pool_indices", None, Spec("rep", torch.tensor([0])), "req_pool_indices", None))
+    recs = [
+        (f, None, Spec("rep", batch[f]), f, None) for f in ("input_ids", "seq_lens", "positions")
+    ]
+    recs.append(
+        ("req_pool_indices", None, Spec("rep", torch.tensor([0])), "req_pool_indices", None)
+    )
     for ev in events:
         # named_modules() keeps the shared rotary_emb once, under layer 0's path
         mod = "model.layers.0.self_attn.rotary_emb" if ev.name.endswith("rotary_emb") else ev.name
@@ -386,7 +408,23 @@ def _dumper_records(events, batch):
     return recs
 
 
-def write_dumper_dump(root: Path, *, tp: int, steps: int = 2, seed: int = 0) -> dict:
+class _Tags(dict):
+    def __missing__(self, key):  # dumper._DefaultNoneDict: unknown tags read as None
+        return None
+
+
+def _keep(expr: str | None, tags: dict) -> bool:
+    """dumper._evaluate_filter: a Python expression over the tags, ``search``/``match`` = re."""
+    if expr is None:
+        return True
+    ns = _Tags(tags)
+    ns.update(search=re.search, match=re.match)
+    return bool(eval(expr, {"__builtins__": {}}, ns))  # noqa: S307 - our own test constant
+
+
+def write_dumper_dump(
+    root: Path, *, tp: int, steps: int = 2, seed: int = 0, dumper_filter: str | None = DUMPER_FILTER
+) -> dict:
     """Write ``<root>/dumper/<exp_name>/step=..___rank=..___dump_index=..___name=...pt``.
 
     ``truth[(step, module)]`` / ``(step, module, i)``: module is the hooked module's name
@@ -395,9 +433,12 @@ def write_dumper_dump(root: Path, *, tp: int, steps: int = 2, seed: int = 0) -> 
     ``layer_id`` and sharding kind.
     """
     w, fwd, tokens = _run(seed, steps)
+    recs = [
+        [x for x in _dumper_records(*f) if _keep(dumper_filter, _tags(x[0], x[1]))] for f in fwd
+    ]
     truth, entries, files = {}, {}, []
-    for step, (events, batch) in enumerate(fwd):
-        for tag, layer, s, mod, idx in _dumper_records(events, batch):
+    for step, step_recs in enumerate(recs):
+        for tag, layer, s, mod, idx in step_recs:
             tk = (step, mod) if idx is None else (step, mod, idx)
             truth[tk] = _store(s.full)
             entries[tk] = {"name": tag, "layer_id": layer, "sharding": s.kind}
@@ -407,13 +448,10 @@ def write_dumper_dump(root: Path, *, tp: int, steps: int = 2, seed: int = 0) -> 
         static = {"world_rank": r, "world_size": tp, "sglang_parallel_info": _parallel_info(r, tp)}
         static["tokenizer_path"] = str(root)
         dump_index = 0
-        for step, (events, batch) in enumerate(fwd):
-            for tag, layer, s, _, _ in _dumper_records(events, batch):
+        for step, step_recs in enumerate(recs):
+            for tag, layer, s, _, _ in step_recs:
                 dump_index += 1
-                kw = {"step": step, "rank": r, "dump_index": dump_index, "name": tag}
-                kw["recompute_status"] = "disabled"
-                if layer is not None:
-                    kw["layer_id"] = layer
+                kw = {"step": step, "rank": r, "dump_index": dump_index, **_tags(tag, layer)}
                 path = out_dir / ("___".join(f"{k}={v}" for k, v in kw.items()) + ".pt")
                 torch.save({"value": shard(s, r, tp), "meta": {**kw, **static}}, path)
                 files.append(path)
@@ -421,6 +459,6 @@ def write_dumper_dump(root: Path, *, tp: int, steps: int = 2, seed: int = 0) -> 
     res = _result("sglang_dumper", root, tp, steps, out_dir, truth, entries, files, w, tokens)
     res["env"] = {
         "DUMPER_ENABLE": "1", "DUMPER_DIR": str(root / "dumper"),
-        "DUMPER_NON_INTRUSIVE_MODE": "all", "DUMPER_FILTER": DUMPER_FILTER,
+        "DUMPER_NON_INTRUSIVE_MODE": "all", "DUMPER_FILTER": dumper_filter,
     }  # fmt: skip
     return res
