@@ -137,3 +137,73 @@ def test_detect_from_inner_folders(tmp_path: Path) -> None:
     layout = detect(fd["dump_dir"])
     assert (layout.format, layout.root, layout.tp_size) == ("sglang_dumper", fd["dump_dir"], 2)
     assert layout.ranks == {"rank0": 0, "rank1": 1}
+
+
+def test_bad_sglang_files_are_reported(tmp_path: Path, workspace) -> None:
+    """An unsafe pickle, an entry that cannot belong to a pass, a record that is no tensor."""
+    from fractions import Fraction
+
+    fx = write_hook_dump(tmp_path / "h", tp=2, passes=2)
+    rank1 = fx["dump_dir"] / "TP1_PP0_Rank1_pid4243"
+    torch.save({"model.embed_tokens": Fraction(1, 2)}, rank1 / "Pass00001.pt")
+    p0 = rank1 / "Pass00000.pt"
+    d = torch.load(p0, weights_only=True)
+    d["logits_processor"] = torch.zeros(1, 4)  # SGLang saves it with the NEXT pass
+    torch.save(d, p0)
+    run = ingest_dump(workspace, fx["dump_dir"])
+    errors = query.ingest_errors(workspace, run)
+    unsafe = errors[errors.kind == "unreadable"]
+    assert unsafe.path.tolist() == [str(rank1 / "Pass00001.pt")]
+    assert "refused unsafe pickle" in unsafe.message.iloc[0]
+    assert "fractions.Fraction" in unsafe.message.iloc[0]
+    skipped = errors[errors.kind == "skipped"]
+    assert skipped.path.tolist() == [str(p0)] and "logits_processor" in skipped.message.iloc[0]
+    # what Pass00000 holds is whole and right; what Pass00001 holds lacks rank 1 and says so
+    got = _stitched(workspace, run)
+    in_file1 = set()
+    for tk, truth in fx["truth"].items():
+        e = fx["entries"][tk]
+        if e["file_pass"] == 1:
+            in_file1.add(_hook_key(tk, e)[:4])
+        elif e["sharding"] not in ("q_rows", "kv_rows", *SUMS):
+            assert torch.equal(query.load_tensor(workspace, got[_hook_key(tk, e)]), truth), tk
+    rep = query.stitch_report(workspace, run)
+    failed = rep[rep.verdict == "failed"]
+    assert set(failed.rule) == {"missing_rank"}
+    assert {(int(r.step), r.module, r.io, int(r.idx)) for r in failed.itertuples()} == in_file1
+
+    fd = write_dumper_dump(tmp_path / "d", tp=1, steps=1)
+    bad = next(p for p in fd["files"] if "name=seq_lens" in p.name)
+    torch.save({"value": [1, 2], "meta": {}}, bad)
+    run = ingest_dump(workspace, fd["dump_dir"])
+    errors = query.ingest_errors(workspace, run)
+    assert errors.kind.tolist() == ["not_tensor"] and errors.path.tolist() == [str(bad)]
+    assert "holds a list, not a tensor" in errors.message.iloc[0]
+
+
+def test_pipeline_parallel_is_refused(tmp_path: Path) -> None:
+    from backend.errors import InputError
+
+    fx = write_hook_dump(tmp_path / "h", tp=1, passes=1)
+    src = fx["dump_dir"] / "TP0_PP0_Rank0_pid4242"
+    src.rename(fx["dump_dir"] / "TP0_PP1_Rank1_pid4242")
+    with pytest.raises(InputError, match="pipeline-parallel"):
+        detect(fx["dump_dir"])
+
+
+def test_member_addresses_round_trip(tmp_path: Path) -> None:
+    from backend.dumps.formats.common import Member, load_source, source_path, split_source
+
+    folder = tmp_path / "odd #member= name"
+    folder.mkdir()
+    f = folder / "Pass00000.pt"
+    t = torch.arange(12.0)
+    torch.save({"a.b": [None, t]}, f)
+    addr = Member("a.b", (1,), (3, 4)).address(f)
+    assert split_source(addr) == (f, Member("a.b", (1,), (3, 4)))
+    assert source_path(addr) == f
+    assert torch.equal(load_source(addr), t.reshape(3, 4))
+    plain = folder / "x.pt"
+    torch.save(t, plain)
+    assert split_source(str(plain)) == (plain, None)
+    assert torch.equal(load_source(plain), t)
