@@ -207,3 +207,39 @@ def test_member_addresses_round_trip(tmp_path: Path) -> None:
     torch.save(t, plain)
     assert split_source(str(plain)) == (plain, None)
     assert torch.equal(load_source(plain), t)
+
+
+@pytest.mark.parametrize("writer", [write_hook_dump, write_dumper_dump])
+def test_watch_while_sglang_writes(writer, tmp_path: Path, workspace) -> None:
+    """Files appear one by one (rank folders first, as SGLang makes them at start-up)."""
+    import shutil
+    import threading
+    import time
+
+    from backend.dumps.watch import DumpWatcher
+
+    fx = writer(tmp_path / "staged", tp=2)
+    live = tmp_path / "live"
+    shutil.copy(fx["config_path"], live.parent / "config.json")
+    files = [p.relative_to(fx["dump_dir"]) for p in fx["files"]]
+    for rel in files:
+        (live / rel).parent.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:
+        for rel in files:
+            data = (fx["dump_dir"] / rel).read_bytes()
+            tmp = live / rel.parent / ("." + rel.name + ".part")
+            tmp.write_bytes(data)
+            tmp.rename(live / rel)
+            time.sleep(0.002)
+
+    w = DumpWatcher(workspace, live, stable_s=0.05, poll_s=0.02).start()
+    t = threading.Thread(target=write)
+    t.start()
+    t.join()
+    time.sleep(0.3)
+    w.stop(finish=True)
+    assert w.error is None
+    fx["dump_dir"] = live
+    _check(workspace, w.run_id, fx, _hook_key if writer is write_hook_dump else _dumper_key)
+    _check_report(workspace, w.run_id)

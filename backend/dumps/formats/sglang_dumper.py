@@ -146,14 +146,24 @@ class DumperReader:
             r = int(parse_tags(p.name)["rank"])  # type: ignore[index]
             first.setdefault(r, p)
         folders = []
+        world_size = 0
         for world, p in sorted(first.items()):
-            info = parallel_info(_meta(p))
+            meta = _meta(p)
+            info = parallel_info(meta)
             if int(info.get("pp_size", 1) or 1) > 1:
                 raise InputError(p, "pipeline-parallel dumper records (pp_size > 1) are not "
                                     "stitched: dump with --pp-size 1")  # fmt: skip
             tp = int(info.get("tp_rank", world))
             self.tp_of_world[world] = tp
             folders.append(RankFolder(f"rank{world}", self.root, None, None, None, tp))
+            if int(info.get("tp_size", -1)) == int(meta.get("world_size", -2)):
+                world_size = max(world_size, int(meta["world_size"]))
+        # plain TP (world = TP group): ranks that have written nothing yet are known too, so a
+        # dump read while it is written never stitches a tensor from too few ranks
+        for world in range(world_size):
+            if world not in first:
+                self.tp_of_world[world] = world
+                folders.append(RankFolder(f"rank{world}", self.root, None, None, None, world))
         seen: dict[int, str] = {}
         for f in folders:
             if f.rank in seen:
