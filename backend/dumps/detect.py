@@ -199,6 +199,9 @@ def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> Dum
         )
     ranks, note = _assign_ranks(folders, ranks_json)
     cfg = model_config or _find_json(cfg_start, "config.json")
+    if "reader" in extra and isinstance(cfg, dict):  # SGLang's TP semantics depend on the model
+        archs = cfg.get("architectures")
+        extra["reader"].architectures = [str(a) for a in archs] if isinstance(archs, list) else None
     return DumpLayout(
         fmt, root, ranks, {f.folder: f for f in folders}, cfg if isinstance(cfg, dict) else None,
         note if note not in ("ranks.json", "rank folders", "device ids") else "", extra,

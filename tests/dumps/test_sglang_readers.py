@@ -243,3 +243,33 @@ def test_watch_while_sglang_writes(writer, tmp_path: Path, workspace) -> None:
     fx["dump_dir"] = live
     _check(workspace, w.run_id, fx, _hook_key if writer is write_hook_dump else _dumper_key)
     _check_report(workspace, w.run_id)
+
+
+def test_o_proj_partial_sum_only_for_models_that_build_it(tmp_path: Path, workspace) -> None:
+    """Another architecture's o_proj is not summed: ranks that differ are flagged, not added."""
+    import json
+
+    fx = write_hook_dump(tmp_path / "h", tp=2, passes=1)
+    cfg = json.loads(fx["config_path"].read_text())
+    cfg["architectures"] = ["LlamaForCausalLM"]  # llama.py: o_proj reduce_results is a parameter
+    fx["config_path"].write_text(json.dumps(cfg))
+    run = ingest_dump(workspace, fx["dump_dir"])
+    rep = query.stitch_report(workspace, run).set_index(["step", "module", "idx"])
+    row = rep.loc[(0, "model.layers.0.self_attn.o_proj", 0)]
+    assert (row.module_class, row.rule, row.verdict) == (
+        "RowParallelLinear",
+        "replicated",
+        "failed",
+    )
+
+
+def test_dp_attention_is_refused(tmp_path: Path) -> None:
+    from backend.errors import InputError
+
+    fd = write_dumper_dump(tmp_path / "d", tp=2, steps=1)
+    for f in fd["files"]:
+        rec = torch.load(f, weights_only=True)
+        rec["meta"]["sglang_parallel_info"]["attn_tp_size"] = 1
+        torch.save(rec, f)
+    with pytest.raises(InputError, match="DP attention"):
+        detect(fd["dump_dir"])

@@ -136,6 +136,7 @@ class DumperReader:
     root: Path
     tp_of_world: dict[int, int] = field(default_factory=dict)
     notes: list[tuple[Path, str]] = field(default_factory=list)
+    architectures: list[str] | None = None  # config.json's, when found
     _index: dict[tuple, list[tuple[int, Path]]] = field(default_factory=dict)
     _indexed: set[Path] = field(default_factory=set)
 
@@ -153,6 +154,11 @@ class DumperReader:
             if int(info.get("pp_size", 1) or 1) > 1:
                 raise InputError(p, "pipeline-parallel dumper records (pp_size > 1) are not "
                                     "stitched: dump with --pp-size 1")  # fmt: skip
+            attn_tp = info.get("attn_tp_size")
+            if attn_tp is not None and int(attn_tp) != int(info.get("tp_size", attn_tp)):
+                raise InputError(p, f"DP attention (attention TP size {attn_tp} < TP size "
+                                    f"{info.get('tp_size')}): attention tensors are split by "
+                                    "request, which this stitcher does not undo")  # fmt: skip
             tp = int(info.get("tp_rank", world))
             self.tp_of_world[world] = tp
             folders.append(RankFolder(f"rank{world}", self.root, None, None, None, tp))
@@ -216,7 +222,8 @@ class DumperReader:
         return [TensorRef(
             path=path, rank_folder=f"rank{tags['rank']}", step=int(tags["step"]), module=module,
             io=io, idx=idx, arg_name=arg, call_index=self._call_index(path, tags),
-            module_class=sglang_class(module), member=Member("value", (), view or None),
+            module_class=sglang_class(module, architectures=self.architectures),
+            member=Member("value", (), view or None),
         )]  # fmt: skip
 
     def _qk_view(self, path: Path, tags: dict[str, str], module: str, io: str):  # noqa: ANN202

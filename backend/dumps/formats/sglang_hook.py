@@ -119,6 +119,7 @@ class HookReader:
 
     root: Path
     notes: list[tuple[Path, str]] = field(default_factory=list)
+    architectures: list[str] | None = None  # config.json's, when found
 
     def refs(self, path: Path) -> list[TensorRef]:
         n = pass_of(path)
@@ -155,7 +156,7 @@ class HookReader:
                     path=path, rank_folder=path.parent.name, step=step, module=key, io="output",
                     idx=index[0] if index else 0,
                     arg_name="_".join(map(str, index)) if len(index) > 1 else None,
-                    module_class=sglang_class(key, top),
+                    module_class=sglang_class(key, top, self.architectures),
                     member=Member(key, index, view or None),
                 ))  # fmt: skip
         return out

@@ -49,8 +49,23 @@ _LAYER = re.compile(r"(^|\.)layers\.\d+$")
 _MLP = re.compile(r"(^|\.)layers\.\d+\.mlp$")
 
 
-def sglang_class(module: str, top: str = "model") -> str | None:
-    """The SGLang class at ``module`` (a Qwen3-MoE path), or None when the table has none."""
+# Architectures whose attention builds o_proj with reduce_results=False (sglang/srt/models/
+# qwen3_moe.py, qwen2_moe.py, qwen3.py); others (llama.py: a parameter) are not assumed to.
+UNREDUCED_O_PROJ = frozenset({"Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "Qwen3ForCausalLM"})
+
+
+def sglang_class(
+    module: str, top: str = "model", architectures: list[str] | None = None
+) -> str | None:
+    """The SGLang class at ``module`` (a Qwen3-MoE path), or None when the table has none.
+
+    ``architectures`` (config.json): the unreduced o_proj/self_attn classes apply to the
+    architectures known to build them, and to Qwen3-MoE when the config does not say.
+    """
+    last = module.rsplit(".", 1)[-1]
+    if last in ("o_proj", "self_attn") and architectures:
+        if not UNREDUCED_O_PROJ & set(architectures):
+            return "RowParallelLinear" if last == "o_proj" else None
     if module == top:
         return "Qwen3MoeModel"
     if module == "root":
@@ -59,4 +74,4 @@ def sglang_class(module: str, top: str = "model") -> str | None:
         return "Qwen3MoeDecoderLayer"
     if _MLP.search(module):
         return "Qwen3MoeSparseMoeBlock"
-    return SGLANG_CLASSES.get(module.rsplit(".", 1)[-1])
+    return SGLANG_CLASSES.get(last)
