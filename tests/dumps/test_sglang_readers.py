@@ -84,6 +84,10 @@ def test_hook_dump_stitches_to_truth(tp: int, tmp_path: Path, workspace) -> None
     assert query.steps(workspace, run) == [0, 1]
     _check(workspace, run, fx, _hook_key)
     _check_report(workspace, run)
+    before = len(query.find_tensors(workspace, run, stitched=False))
+    assert ingest_dump(workspace, fx["dump_dir"] / "TP0_PP0_Rank0_pid4242") == run  # resumes
+    assert len(query.find_tensors(workspace, run, stitched=False)) == before  # nothing twice
+    _check(workspace, run, fx, _hook_key)
     rep = query.stitch_report(workspace, run).set_index(["step", "module", "idx"])
     if tp > 1:  # o_proj is a partial sum; its parent self_attn is not hooked (not a leaf)
         row = rep.loc[(0, "model.layers.0.self_attn.o_proj", 0)]

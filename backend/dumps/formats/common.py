@@ -138,7 +138,7 @@ def load_tensor_file(path: Path, mmap: bool = True, ends: FileEnds | None = None
 
 _CACHE_LOCK = threading.Lock()
 _CONTAINERS: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
-_CACHE_FILES = 8  # memory-mapped: a cached file costs address space, not memory
+_CACHE_FILES = 32  # memory-mapped: a cached file costs address space, not memory
 
 
 def load_container(path: Path) -> Any:
