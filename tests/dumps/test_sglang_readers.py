@@ -277,3 +277,36 @@ def test_dp_attention_is_refused(tmp_path: Path) -> None:
         torch.save(rec, f)
     with pytest.raises(InputError, match="DP attention"):
         detect(fd["dump_dir"])
+
+
+def test_dumper_names(tmp_path: Path) -> None:
+    """Record names as dumper.py forms them (``_format_tags``; ``_NonIntrusiveDumper``)."""
+    from backend.dumps.formats.sglang_dumper import DumperReader, module_of
+
+    ni = "non_intrusive__model.layers.1.self_attn"
+    assert module_of(ni + ".inputs.hidden_states", {}) == (
+        "model.layers.1.self_attn", "input", -1, "hidden_states",
+    )  # fmt: skip
+    assert module_of(ni + ".inputs.0", {}) == ("model.layers.1.self_attn", "input", 0, None)
+    assert module_of("non_intrusive__model.layers.1.mlp.experts.inputs.1.2", {}) == (
+        "model.layers.1.mlp.experts", "input", 1, "2",
+    )  # fmt: skip
+    assert module_of("non_intrusive__output.next_token_logits", {}) == (
+        "root", "output", 0, "next_token_logits",
+    )  # fmt: skip
+    rope = "non_intrusive__model.layers.0.self_attn.rotary_emb.output.1"
+    assert module_of(rope, {"layer_id": "3"}) == (
+        "model.layers.3.self_attn.rotary_emb", "output", 1, None,
+    )  # fmt: skip
+    assert module_of("attn_out", {"layer_id": "2", "phase": "decode"}) == (
+        "model.layers.2.attn_out[phase=decode]", "output", 0, None,
+    )  # fmt: skip
+    # one name dumped twice in a step: calls numbered by dump_index, not by file order
+    names = ["step=0___rank=0___dump_index=9___name=h___recompute_status=disabled.pt",
+             "step=0___rank=0___dump_index=5___name=h___recompute_status=disabled.pt",
+             "step=0___rank=0___dump_index=7___name=h___recompute_status=disabled___layer_id=2.pt"]  # fmt: skip
+    for n in names:
+        torch.save({"value": torch.zeros(2), "meta": {}}, tmp_path / n)
+    reader = DumperReader(tmp_path)
+    got = [(r.module, r.call_index) for n in names for r in reader.refs(tmp_path / n)]
+    assert got == [("h", 1), ("h", 0), ("model.layers.2.h", 0)]

@@ -22,8 +22,8 @@ tags appended as ``[k=v]``).
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,7 @@ class DumperReader:
     architectures: list[str] | None = None  # config.json's, when found
     _index: dict[tuple, list[tuple[int, Path]]] = field(default_factory=dict)
     _indexed: set[Path] = field(default_factory=set)
+    _scanned: bool = False
 
     def rank_folders(self) -> list[RankFolder]:
         """One virtual folder ``rank<R>`` per world rank; TP rank and size from ``meta``."""
@@ -183,29 +184,39 @@ class DumperReader:
         return (tags["step"], tags["rank"], tags["name"],
                 tuple(sorted((k, v) for k, v in tags.items() if k not in _PLACE_TAGS)))  # fmt: skip
 
-    def _refresh_index(self) -> None:
-        files = iter_tensor_files(self.root)
-        if len(files) == len(self._indexed):
-            return
-        index: dict[tuple, list[tuple[int, Path]]] = defaultdict(list)
-        for p in files:
+    def _add(self, path: Path, tags: dict[str, str]) -> None:
+        calls = self._index.setdefault(self._key(tags), [])
+        bisect.insort(calls, (int(tags["dump_index"]), path))
+        self._indexed.add(path)
+
+    def _scan(self) -> None:
+        """Index every record on disk (once at start; again only when a sibling is missing).
+
+        New records are added one by one as they are read, not by listing the folder again:
+        a streaming dump would otherwise list a growing folder once per file.
+        """
+        for p in iter_tensor_files(self.root):
             tags = parse_tags(p.name)
-            if tags is not None:
-                index[self._key(tags)].append((int(tags["dump_index"]), p))
-        self._index = {k: sorted(v) for k, v in index.items()}
-        self._indexed = set(files)
+            if tags is not None and p not in self._indexed:
+                self._add(p, tags)
+        self._scanned = True
 
     def _call_index(self, path: Path, tags: dict[str, str]) -> int:
+        """Which call of this name (same step, rank and tags) the record is, by dump_index."""
+        if not self._scanned:
+            self._scan()
         if path not in self._indexed:
-            self._refresh_index()
+            self._add(path, tags)
         calls = self._index.get(self._key(tags), [])
         return next((i for i, (_d, p) in enumerate(calls) if p == path), 0)
 
     def _sibling(self, tags: dict[str, str], name: str) -> Path | None:
-        self._refresh_index()
-        for key, calls in self._index.items():
-            if key[0] == tags["step"] and key[1] == tags["rank"] and key[2] == name:
-                return calls[0][1]
+        for attempt in range(2):
+            if attempt or not self._scanned:
+                self._scan()
+            for key, calls in self._index.items():
+                if key[0] == tags["step"] and key[1] == tags["rank"] and key[2] == name:
+                    return calls[0][1]
         return None
 
     def refs(self, path: Path) -> list[TensorRef]:
