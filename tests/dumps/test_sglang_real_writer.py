@@ -25,7 +25,10 @@ from torch import nn
 from backend.dumps import query
 from backend.dumps.ingest import ingest_dump
 
-SRC = os.environ.get("STUDIO_SGLANG_SRC", "")
+# `make test` fetches the writers into .cache/sglang-src (scripts/fetch_sglang_src.sh).
+SRC = os.environ.get(
+    "STUDIO_SGLANG_SRC", str(Path(__file__).resolve().parents[2] / ".cache" / "sglang-src")
+)
 DEBUG = Path(SRC) / "sglang" / "srt" / "debug_utils"
 pytestmark = pytest.mark.skipif(
     not (DEBUG / "dumper.py").is_file(), reason="set STUDIO_SGLANG_SRC to an unzipped sglang wheel"
