@@ -20,6 +20,8 @@ def read_source(
     path = Path(raw).expanduser().resolve()
     if not path.exists():
         raise InputError(path, "does not exist")
+    if num_devices is not None and num_devices < 1:
+        raise InputError(f"--devices {num_devices}", "the number of EP devices must be >= 1")
     placement = expert_map.read(existing_file(expert_map_path)) if expert_map_path else None
     if path.is_dir():
         recorder = sorted(path.glob("expert_distribution_recorder_*.pt"))

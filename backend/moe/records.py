@@ -40,6 +40,9 @@ def slot_counts(
     a = np.asarray(arr)
     if a.ndim != 3:
         raise ValueError(f"expected [steps, layers, slots], got shape {a.shape}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        # An int64 cast would store inf as INT64_MIN: refuse it here, with the reader's name.
+        raise ValueError("expert counts must be finite numbers (found inf or NaN)")
     s, n_layers, n_slots = a.shape
     steps = np.arange(s) if steps is None else np.asarray(steps)
     layer_ids = np.arange(n_layers) if layers is None else np.asarray(layers)
@@ -62,3 +65,44 @@ def slot_counts(
             "count": a.reshape(-1).astype(np.int64),
         }
     )
+
+
+def validate(load: LoadSet) -> None:
+    """Refuse a LoadSet no display could show truthfully (checked before anything is stored)."""
+    from backend.errors import InputError
+
+    where = load.path or load.kind
+    if not isinstance(load.num_experts, int | np.integer) or load.num_experts < 1:
+        raise InputError(where, f"number of experts must be >= 1, got {load.num_experts}")
+    if not isinstance(load.num_devices, int | np.integer) or load.num_devices < 1:
+        raise InputError(where, f"number of devices must be >= 1, got {load.num_devices}")
+    if load.top_k is not None and not 1 <= load.top_k <= load.num_experts:
+        raise InputError(
+            where, f"top-k {load.top_k} is outside 1..{load.num_experts} (the number of experts)"
+        )
+    c = load.counts
+    if c is None or len(c) == 0:
+        raise InputError(where, "holds no expert counts")
+    count = c["count"].to_numpy()
+    if not np.issubdtype(count.dtype, np.number) or not np.isfinite(count.astype(float)).all():
+        raise InputError(where, "expert counts must be finite numbers (found inf or NaN)")
+    if (count < 0).any():
+        raise InputError(where, f"expert counts must be >= 0 (found {count.min()})")
+    if not count.any():
+        raise InputError(where, "every expert count is 0: the source holds no routed tokens")
+    for col, limit, what in (
+        ("expert", load.num_experts, "expert id"),
+        ("device", load.num_devices, "device"),
+    ):
+        v = c[col].to_numpy()
+        if len(v) and (v.min() < 0 or v.max() >= limit):
+            raise InputError(
+                where,
+                f"{what} {int(v.max() if v.max() >= limit else v.min())} is outside 0..{limit - 1}",
+            )
+    if load.tokens is not None and len(load.tokens):
+        e = load.tokens["expert"].to_numpy()
+        if e.min() < 0 or e.max() >= load.num_experts:
+            raise InputError(
+                where, f"a routed token names expert {int(e.max())} of {load.num_experts}"
+            )

@@ -10,7 +10,7 @@ import pandas as pd
 
 from backend.errors import InputError, StudioError
 from backend.moe import metrics
-from backend.moe.records import COLUMNS, LoadSet
+from backend.moe.records import COLUMNS, LoadSet, validate
 from backend.workspace import Workspace
 
 
@@ -18,6 +18,7 @@ def save(ws: Workspace, load: LoadSet, name: str) -> str:
     """Store one LoadSet under ``name`` (refuses a name already used; all or nothing)."""
     if not name or not name.strip():
         raise InputError(name, "source name must not be empty")
+    validate(load)
     cur = ws.cursor()
     if cur.execute("SELECT 1 FROM moe_sources WHERE source = ?", [name]).fetchone():
         raise InputError(name, "a source with this name exists: choose another --name")

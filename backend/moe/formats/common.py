@@ -33,8 +33,12 @@ def int_tensor(obj: Any, path: Path, what: str, ndim: int | tuple[int, ...]) -> 
     if obj.ndim not in dims:
         raise InputError(path, f"{what} has shape {list(obj.shape)}, expected {dims[0]} dims")
     if obj.is_floating_point():
+        if not torch.isfinite(obj).all():  # inf would become INT64_MIN in the cast below
+            raise InputError(path, f"{what} holds inf or NaN counts")
         if not torch.equal(obj, obj.round()):
             raise InputError(path, f"{what} holds non-integer counts")
+    if obj.numel() == 0:
+        raise InputError(path, f"{what} is empty (shape {list(obj.shape)})")
     if (obj < 0).any():
         raise InputError(path, f"{what} holds negative counts")
     return obj.to(torch.int64)

@@ -42,6 +42,16 @@ def parse(data: Any, path: str | Path) -> Placement:
                 )
             lists.append(experts)
         by_id[layer["layer_id"]] = lists
+    for layer_id, lists in by_id.items():
+        ids = {e for dev in lists for e in dev}
+        if ids and ids != set(range(max(ids) + 1)):
+            missing = sorted(set(range(max(ids) + 1)) - ids)
+            raise InputError(
+                path,
+                f"layer {layer_id}: expert ids must be 0..E-1 with every expert placed at least "
+                f"once; the largest id is {max(ids)} but {len(missing)} id(s) below it are "
+                f"never placed (e.g. {missing[:5]})",
+            )
     try:
         return from_device_lists([by_id[k] for k in sorted(by_id)])
     except ValueError as exc:
