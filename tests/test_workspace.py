@@ -66,7 +66,9 @@ def test_cli_refuses_held_workspace(tmp_path: Path, mode: str) -> None:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         start = time.monotonic()
         out = subprocess.run(
-            [sys.executable, "-m", "backend.cli", "--workspace", str(ws_dir), "info"],
+            # A writing command: reading ones are answered by the owner (test_read_service.py).
+            [sys.executable, "-m", "backend.cli", "--workspace", str(ws_dir), "ingest",
+             str(tmp_path)],
             cwd=REPO, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert time.monotonic() - start < 30

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def workspace_summary(path: str | None) -> dict[str, object]:
-    ws = open_workspace(path)
+    ws = open_workspace(path, read_only=True)  # works while the studio runs
     try:
         return {
             "workspace": str(ws.root),
@@ -45,6 +45,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     console.print(tables)
     stacks = Table("stack", "available", "version", "detail", title="hardware stacks")
     for s in info["hardware"]:  # type: ignore[union-attr]
-        stacks.add_row(s["name"], "yes" if s["available"] else "no", s["version"] or "-", s["detail"])
+        stacks.add_row(
+            s["name"], "yes" if s["available"] else "no", s["version"] or "-", s["detail"]
+        )
     console.print(stacks)
     return 0

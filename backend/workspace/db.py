@@ -131,9 +131,11 @@ class Workspace:
             )
 
     def recent_activity(self, limit: int = 20) -> list[tuple[Any, str, str]]:
-        return self.cursor().execute(
-            "SELECT \"at\", kind, message FROM activity ORDER BY id DESC LIMIT ?", [limit]
-        ).fetchall()
+        return (
+            self.cursor()
+            .execute('SELECT "at", kind, message FROM activity ORDER BY id DESC LIMIT ?', [limit])
+            .fetchall()
+        )
 
     def table_counts(self) -> dict[str, int]:
         """Row count of every table in the workspace, by name."""
@@ -148,6 +150,9 @@ class Workspace:
         return {n: int(cur.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names}
 
     def close(self) -> None:
+        service = getattr(self, "read_service", None)
+        if service is not None:
+            service.close()
         try:
             self.con.close()
         finally:
@@ -165,11 +170,15 @@ def open_workspace(
     *,
     owner: bool = False,
     url: str | None = None,
+    read_only: bool = False,
 ) -> Workspace:
     """Open (creating and migrating) a workspace.
 
     ``owner=True`` is for the studio server process: it records itself in ``owner.json`` so that
-    CLI commands started meanwhile fail with a clear message instead of waiting on the lock.
+    CLI commands started meanwhile fail with a clear message instead of waiting on the lock, and
+    serves read-only queries to them (:mod:`backend.workspace.read_service`). ``read_only=True``
+    is for commands that only read: while the studio owns the workspace they get a
+    :class:`RemoteWorkspace` whose queries the studio answers.
     """
     root = workspace_dir(path)
     try:
@@ -182,6 +191,11 @@ def open_workspace(
         ) from exc
     holder = read_owner(root)
     if holder is not None:
+        sock = holder.get("socket")
+        if read_only and isinstance(sock, str) and Path(sock).exists():
+            from backend.workspace.read_service import RemoteWorkspace
+
+            return RemoteWorkspace(root, Path(sock))
         raise WorkspaceBusyError(_busy_message(root, holder))
     db = root / DB_NAME
     try:
@@ -204,15 +218,19 @@ def open_workspace(
     except duckdb.Error as exc:
         con.close()
         raise corrupt_database(db, exc) from exc
+    ws = Workspace(root, con, owner)
     if owner:
+        from backend.workspace.read_service import ReadService, socket_path
+
+        ws.read_service = ReadService(con, socket_path(root))
         record = {
             "pid": os.getpid(),
             "pid_start": process_start(os.getpid()),
             "url": url,
             "started": time.time(),
+            "socket": str(ws.read_service.path),
         }
         (root / OWNER_NAME).write_text(json.dumps(record), encoding="utf-8")
-    ws = Workspace(root, con, owner)
     if owner:
         atexit.register(ws.close)
     return ws
