@@ -672,7 +672,11 @@ class Ingestor:
             self._mapped.clear()
         self.verify_partial_sums(final)
         if final:
-            self.flag_shared_modules()
+            try:
+                self.flag_shared_modules()
+            except (InputError, OSError, RuntimeError, ValueError) as exc:  # flags are advisory
+                self._error(self.layout.root, "shared_modules",
+                            f"shared-module check skipped: {exc}", once=True)  # fmt: skip
         self._notify()
         return len(ready)
 

@@ -11,13 +11,13 @@ Pure functions of the catalogue rows; tensors are read through ``load`` (rank 0'
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 
-from backend.dumps.formats.common import layer_of
 from backend.dumps.stitch.rules import IN_PLACE, KNOWN_ALIASES
 from backend.dumps.stitch.stitcher import bitwise_equal
 
@@ -42,18 +42,21 @@ class SharedFlag:
     detail: str
 
 
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)(?:\.|$)")
+
+
 def kind_of(module: str) -> tuple[int | None, str]:
-    """(layer, the path below the layer): 'model.layers.3.self_attn.qkv_proj' -> (3, 'self_attn.qkv_proj')."""
-    layer = layer_of(module)
-    if layer is None:
+    """(layer, path below it): 'model.layers.3.self_attn.qkv_proj' -> (3, 'self_attn.qkv_proj')."""
+    m = _LAYER.search(module)
+    if m is None:
         return None, module
-    marker = f"layers.{layer}."
-    return layer, module[module.index(marker) + len(marker) :]
+    return int(m.group(1)), module[m.end() :]
 
 
-def _prefix(module: str, layer: int) -> str:
-    marker = f"layers.{layer}."
-    return module[: module.index(marker) + len(marker)]
+def _prefix(module: str) -> str:
+    """'model.layers.3.mlp.gate' -> 'model.layers.3.'"""
+    m = _LAYER.search(module)
+    return module[: m.end()] if m else ""
 
 
 def shared_by_layers(modules: Iterable[str], tree: dict[str, str]) -> list[SharedFlag]:
@@ -107,7 +110,7 @@ def aliases(
         layer, kind = kind_of(m)
         if layer is None:
             continue
-        pre = _prefix(m, layer)
+        pre = _prefix(m)
         last = kind.rsplit(".", 1)[-1]
         # the alias table, then any same-named module of the same layer in the dump or the tree
         cands = [pre + a for k, a, _cls in KNOWN_ALIASES if k == kind]
