@@ -698,7 +698,20 @@ class Ingestor:
         for rf in self.layout.folders.values():
             tree.update(rf.classes or {})
         tree.update(self.layout.extra.get("classes", {}) or {})
-        flags = shared.detect(rows, tree, lambda f: load_tensor_file(Path(f)))
+        calls: dict[str, int] = {}
+        for module, cls, n in (
+            self.ws.cursor()
+            .execute(
+                "SELECT module, any_value(module_class), max(coalesce(call_index, 0)) + 1 "
+                "FROM dump_tensors WHERE run_id = ? AND rank IS NOT NULL GROUP BY module",
+                [self.run_id],
+            )
+            .fetchall()
+        ):
+            calls[module] = int(n)
+            if cls:
+                tree.setdefault(module, cls)
+        flags = shared.detect(rows, tree, lambda f: load_tensor_file(Path(f)), calls)
         with self.ws.transaction() as cur:
             cur.execute("DELETE FROM dump_shared_modules WHERE run_id = ?", [self.run_id])
             if flags:

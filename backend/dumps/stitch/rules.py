@@ -88,9 +88,12 @@ OVERRIDES: list[tuple[re.Pattern[str], IoRules]] = [
 ]
 
 # Shared modules (shared.py). One object registered under two paths of a layer: (the path it
-# is dumped as, the other path, its class). vLLM 0.32 calls its router inside the experts.
-KNOWN_ALIASES: list[tuple[str, str, str]] = [
-    ("mlp.experts.gate", "mlp.gate", "GateLinear"),
+# is dumped as, the other path, its class, whether the dump must name that class). vLLM 0.32
+# registers its router as mlp.gate and mlp.experts.gate and calls it inside the experts: msit
+# dumps it as mlp.experts.gate (that name alone tells), msprobe as mlp.gate (class GateLinear).
+KNOWN_ALIASES: list[tuple[str, str, str, bool]] = [
+    ("mlp.experts.gate", "mlp.gate", "GateLinear", False),
+    ("mlp.gate", "mlp.experts.gate", "GateLinear", True),
 ]
 # Modules that modify inputs in place: (path regex, [(input idx, output idx) that alias]).
 IN_PLACE: list[tuple[re.Pattern[str], list[tuple[int, int]]]] = [

@@ -59,11 +59,15 @@ def _prefix(module: str) -> str:
     return module[: m.end()] if m else ""
 
 
-def shared_by_layers(modules: Iterable[str], tree: dict[str, str]) -> list[SharedFlag]:
+def shared_by_layers(
+    modules: Iterable[str], tree: dict[str, str], calls: dict[str, int] | None = None
+) -> list[SharedFlag]:
     """A per-layer module kind dumped in one layer only while a sibling kind is dumped in many.
 
-    That is one object called by every layer: its files hold the last call (msit overwrites).
+    That is one object called by every layer. msit overwrites its files at each call (the last
+    call survives); msprobe numbers the calls (``calls``: module -> calls per step).
     """
+    calls = calls or {}
     layers: dict[str, set[int]] = defaultdict(set)
     names: dict[str, str] = {}
     for m in modules:
@@ -87,12 +91,19 @@ def shared_by_layers(modules: Iterable[str], tree: dict[str, str]) -> list[Share
         called = max(siblings, key=len)
         in_tree = [m for m in tree if kind_of(m)[1] == kind and kind_of(m)[0] != layer]
         evidence = "names+model_tree" if in_tree else "names"
+        n = calls.get(names[kind], 1)
+        what = (
+            f"its {n} calls per step are kept as calls 0..{n - 1} (in layer order), all under "
+            f"layer {layer}'s name"
+            if n > 1
+            else "its files hold the LAST call of each step (each call overwrote the previous), "
+            f"not layer {layer}'s own call unless that layer called it last"
+        )
         out.append(SharedFlag(
             names[kind], "shared_by_layers", ",".join(map(str, sorted(called))), evidence,
             f"{kind} is dumped under layer {layer} only while its siblings are dumped in "
-            f"{len(called)} layers: one object called by every layer (msit names it after one "
-            "path); its files hold the LAST call of each step, not layer "
-            f"{layer}'s own input unless that layer called it last",
+            f"{len(called)} layers: one object called by every layer, named after one path; "
+            + what,
         ))  # fmt: skip
     return out
 
@@ -113,7 +124,7 @@ def aliases(
         pre = _prefix(m)
         last = kind.rsplit(".", 1)[-1]
         # the alias table, then any same-named module of the same layer in the dump or the tree
-        cands = [pre + a for k, a, _cls in KNOWN_ALIASES if k == kind]
+        cands = [pre + a for k, a, _cls, _need in KNOWN_ALIASES if k == kind]
         cands += [
             o for o in (*by_module, *tree)
             if o != m and o.startswith(pre) and o.rsplit(".", 1)[-1] == last
@@ -131,9 +142,15 @@ def aliases(
                                               "registered under both names"))  # fmt: skip
                 continue
             same_class = tree.get(other) is not None and tree.get(other) == tree.get(m)
-            known = {(k, a): c for k, a, c in KNOWN_ALIASES}.get((kind, other[len(pre) :]))
+            known = next(
+                (c for k, a, c, need in KNOWN_ALIASES
+                 if (k, a) == (kind, other[len(pre) :]) and (not need or tree.get(m) == c)),
+                None,
+            )  # fmt: skip
             if same_class or known:
-                evidence = "model_tree" if same_class else "names"
+                evidence = (
+                    "model_tree" if same_class else ("names+class" if tree.get(m) else "names")
+                )
                 cls = tree.get(m) or known or "the module"
                 out.append(SharedFlag(m, "alias", other, evidence,
                                       f"{cls} registered as both {other[len(pre):]} and {kind}; "
@@ -178,8 +195,12 @@ def in_place(rows: list[Row], load: Callable[[str], torch.Tensor]) -> list[Share
 
 
 def detect(
-    rows: list[Row], tree: dict[str, str], load: Callable[[str], torch.Tensor]
+    rows: list[Row],
+    tree: dict[str, str],
+    load: Callable[[str], torch.Tensor],
+    calls: dict[str, int] | None = None,
 ) -> list[SharedFlag]:
-    """Every flag for one run's lowest-rank tensors and its model tree classes."""
+    """Every flag for one run's lowest-rank tensors, its module classes (model tree, msprobe
+    names) and the number of calls per step of each module."""
     modules = sorted({r.module for r in rows})
-    return shared_by_layers(modules, tree) + aliases(rows, tree, load) + in_place(rows, load)
+    return shared_by_layers(modules, tree, calls) + aliases(rows, tree, load) + in_place(rows, load)
