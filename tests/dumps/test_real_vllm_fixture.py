@@ -73,3 +73,29 @@ def test_real_expert_load_equal_at_tp1_and_tp2(workspace) -> None:
     one, two = (ld.tokens.sort_values(["layer", "k"]) for ld in loads)
     assert one.expert.tolist() == two.expert.tolist() and len(one) == 2 * 2  # 2 MoE layers, top-2
     np.testing.assert_allclose(one.weight, two.weight, rtol=1e-5)
+
+
+KV2 = Path(__file__).parent / "fixtures" / "vllm032_tiny_kv2"
+
+
+def test_real_tp4_kv_replicas_apart_by_rounding_are_verified(workspace) -> None:
+    """Real TP=4 with 2 KV heads: K/V replicas differ by 1..3 ulp (all-reduce rounding). They
+    are verified and de-duplicated (no false alarm, the difference recorded) and the stitched
+    tensors equal the real TP=1 run's."""
+    tp1, tp4 = ingest_dump(workspace, KV2 / "tp1"), ingest_dump(workspace, KV2 / "tp4")
+    rep = query.stitch_report(workspace, tp4)
+    assert set(rep.verdict) <= {"verified", "assumed"}
+    kv = rep[rep.rule.isin(["kv_cols", "kv_heads", "qkv"])]
+    assert len(kv) == 2 * 5 + 2  # per layer: qkv, k_norm in/out, attn k, v; rotary k in/out
+    assert (kv.verdict == "verified").all() and kv.detail.str.contains("de-duplicated").all()
+    assert (kv.max_abs_diff > 0).sum() == len(kv)  # every replica pair really differs
+    assert kv.max_abs_diff.max() == 5.960464477539062e-07  # 2.5 ulp at |x| 3.19 (k_norm out)
+    assert kv.detail.str.contains("within rounding").all()
+    a, b = _whole(workspace, tp1), _whole(workspace, tp4)
+    # per layer qkv in/out, k_norm in/out, attn 3 in + out; rotary (layer 2 only) q, k in/out
+    assert set(a.index) == set(b.index) and len(a) == 2 * 8 + 4
+    for key in a.index:
+        x = query.load_tensor(workspace, int(a.loc[key, "tensor_id"]))
+        y = query.load_tensor(workspace, int(b.loc[key, "tensor_id"]))
+        assert x.shape == y.shape, key
+        assert float((x.double() - y.double()).abs().max()) < 1e-5, key

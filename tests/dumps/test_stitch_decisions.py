@@ -93,9 +93,10 @@ def test_replicated_that_differ_beyond_rounding_fail_without_a_tensor() -> None:
 
 
 def test_tolerance_scales_with_dtype_and_magnitude() -> None:
-    assert tolerance(torch.float32, 1.0) == pytest.approx(4 * 1.1920929e-07)
-    assert tolerance(torch.float32, 100.0) == pytest.approx(400 * 1.1920929e-07)
-    assert tolerance(torch.bfloat16, 1.0) == pytest.approx(4 * 0.0078125)
+    assert tolerance(torch.float32, 1.0) == pytest.approx(8 * 1.1920929e-07)
+    assert tolerance(torch.float32, 100.0) == pytest.approx(800 * 1.1920929e-07)
+    assert tolerance(torch.bfloat16, 1.0) == pytest.approx(8 * 0.0078125)
+    assert tolerance(torch.float32, 2.0, terms=4) == pytest.approx(64 * 1.1920929e-07)
     a = torch.tensor([1.0, 2.0], dtype=torch.bfloat16)
     b = torch.tensor([1.0, 2.015625], dtype=torch.bfloat16)  # one bf16 ulp at 2
     res = stitch(choose("model.layers.0.input_layernorm", None, "output", 0), {0: a, 1: b}, 2)
