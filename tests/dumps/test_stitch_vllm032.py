@@ -146,3 +146,16 @@ def test_shared_modules_are_flagged(tmp_path, workspace) -> None:
         ("model.layers.1.mlp.experts.gate", "alias"): ("model.layers.1.mlp.gate", "names"),
         ("model.layers.2.mlp.experts.gate", "alias"): ("model.layers.2.mlp.gate", "names"),
     }
+
+
+def test_activations_source_names_what_did_not_stitch(tmp_path, workspace) -> None:
+    from backend.analysis import source
+
+    key = (0, "model.layers.1.self_attn.o_proj", "output", 0)
+    session, _ = _dump(tmp_path, 2, tamper={key: 1e-3})
+    run = ingest_dump(workspace, session)
+    miss = source.not_stitched(workspace, run, step=0, pattern=r"layers\.1\.", io="output")
+    assert list(zip(miss.module, miss.verdict, strict=True)) == [(key[1], "failed")]
+    assert source.not_stitched(workspace, run, step=0, io="input").empty
+    rows = source.tensors(workspace, run, step=0, pattern=r"layers\.1\.self_attn\.o_proj$")
+    assert set(rows.io) == {"input"}  # what the page can draw
