@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from backend.dumps import run_checks
 from backend.dumps import stats as stats_mod
 from backend.dumps.detect import DumpLayout, detect
 from backend.dumps.formats import msit, msprobe
@@ -681,45 +682,8 @@ class Ingestor:
         return len(ready)
 
     def flag_shared_modules(self) -> int:
-        """Record the run's shared modules (shared.py): aliases, per-layer sharing, in place."""
-        from backend.dumps.stitch import shared
-
-        rows = [
-            shared.Row(int(step), module, io, int(idx), src)
-            for step, module, io, idx, src in self.ws.cursor().execute(
-                "SELECT step, module, io, idx, arg_max(source_file, -rank) FROM dump_tensors "
-                "WHERE run_id = ? AND rank IS NOT NULL AND source_file IS NOT NULL "
-                "GROUP BY step, module, io, idx, arg_name, call_index "
-                "HAVING arg_name IS NULL AND coalesce(call_index, 0) = 0",
-                [self.run_id],
-            ).fetchall()
-        ]  # fmt: skip
-        tree: dict[str, str] = {}
-        for rf in self.layout.folders.values():
-            tree.update(rf.classes or {})
-        tree.update(self.layout.extra.get("classes", {}) or {})
-        calls: dict[str, int] = {}
-        for module, cls, n in (
-            self.ws.cursor()
-            .execute(
-                "SELECT module, any_value(module_class), max(coalesce(call_index, 0)) + 1 "
-                "FROM dump_tensors WHERE run_id = ? AND rank IS NOT NULL GROUP BY module",
-                [self.run_id],
-            )
-            .fetchall()
-        ):
-            calls[module] = int(n)
-            if cls:
-                tree.setdefault(module, cls)
-        flags = shared.detect(rows, tree, lambda f: load_tensor_file(Path(f)), calls)
-        with self.ws.transaction() as cur:
-            cur.execute("DELETE FROM dump_shared_modules WHERE run_id = ?", [self.run_id])
-            if flags:
-                cur.executemany(
-                    "INSERT OR REPLACE INTO dump_shared_modules VALUES (?, ?, ?, ?, ?, ?)",
-                    [[self.run_id, f.module, f.kind, f.also, f.evidence, f.detail] for f in flags],
-                )
-        return len(flags)
+        """Record the run's shared modules (aliases, one object for every layer, in place)."""
+        return run_checks.flag_shared_modules(self.ws, self.run_id, self.layout)
 
     def _safe_stitch(self, job: StitchJob, tp: int, heads: Heads | None):
         try:
@@ -838,33 +802,7 @@ class Ingestor:
         return sum(1 for u in updates if u[0] is not None)
 
     def _drop_stitched(self, keys: list[str]) -> None:
-        """Remove the stitched tensors of failed stitches: never exported, drawn or analysed as
-        if true (the rank tensors stay in the catalogue)."""
-        cur = self.ws.cursor()
-        groups = set()
-        with self.ws.transaction() as w:
-            for key in keys:
-                row = cur.execute(
-                    "SELECT t.tensor_id, t.store_group FROM dump_stitch_report r JOIN dump_tensors t "
-                    "USING (tensor_id) WHERE r.stitch_key = ?", [key],
-                ).fetchone()  # fmt: skip
-                if row is None:
-                    continue
-                tid, group = row
-                ids = [tid]
-                if group is not None:
-                    groups.add(group)
-                    ids = [i for (i,) in cur.execute(
-                        "SELECT tensor_id FROM dump_tensors WHERE run_id = ? AND rank IS NULL "
-                        "AND store_group = ?", [self.run_id, group]).fetchall()]  # fmt: skip
-                for table in ("dump_stats", "dump_outliers", "dump_tensors"):
-                    w.execute(f"DELETE FROM {table} WHERE tensor_id IN (SELECT unnest(?::BIGINT[]))",  # noqa: S608
-                              [ids])  # fmt: skip
-                w.execute(
-                    "UPDATE dump_stitch_report SET tensor_id = NULL WHERE stitch_key = ?", [key]
-                )
-        for g in groups:
-            self.ws.tensors.path(g).unlink(missing_ok=True)
+        run_checks.drop_stitched(self.ws, self.run_id, keys)
 
     # -- statistics ----------------------------------------------------------------------
     def compute_stats(self, limit: int | None = None) -> int:
