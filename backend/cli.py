@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from backend.errors import StudioError
+from backend.workspace.faults import EXIT_INPUT, EXIT_INTERNAL, explain, report_internal
 
 COMMAND_MODULES = (
     "backend.workspace.cli",
@@ -59,12 +60,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.func(args)
     except StudioError as exc:
-        print(f"studio {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print(f"studio {args.command}: {safe_text(str(exc))}", file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_INPUT)
+    except BaseException as exc:  # noqa: BLE001 - a person never sees a raw traceback
+        if isinstance(exc, SystemExit):
+            raise
+        known = explain(exc)
+        code, line = known if known else (EXIT_INTERNAL, report_internal(args.command, exc))
+        print(f"studio {args.command}: {safe_text(line)}", file=sys.stderr)
+        return code
     return int(result or 0)
+
+
+def safe_text(text: str) -> str:
+    """Control characters (ANSI escapes in file names) shown escaped, never sent to a terminal."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
 
 
 if __name__ == "__main__":

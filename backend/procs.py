@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -64,16 +65,67 @@ def clean_main_for_spawn(*, always: bool = False) -> Iterator[None]:
                         sys.modules["__main__"] = main
 
 
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), None if unknown.
+
+    A PID plus its start time names one process for good: PIDs are reused, start times are not.
+    """
+    try:
+        stat = open(f"/proc/{pid}/stat", "rb").read().decode(errors="replace")  # noqa: SIM115
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22, counted after the comm field
+
+
+def process_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process ``pid`` (started at ``start``, when given) still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    now = process_start(pid)
+    return start is None or now is None or now == start
+
+
+def _exit_when_gone(pid: int, start: str | None, period_s: float) -> None:
+    while True:
+        time.sleep(period_s)
+        if not process_alive(pid, start):
+            os._exit(1)
+
+
+def die_with_parent(owner: int | None = None, period_s: float = 0.5) -> None:
+    """In a child process: exit as soon as ``owner`` (default: the parent) is gone, kill -9 included.
+
+    A watcher thread polls the owner; unlike PR_SET_PDEATHSIG it does not depend on which thread
+    started the child. Pools pass the studio's PID: a ``forkserver`` worker's parent is the fork
+    server, which lives on as long as any worker does.
+    """
+    pid = owner if owner is not None else os.getppid()
+    threading.Thread(
+        target=_exit_when_gone, args=(pid, process_start(pid), period_s), daemon=True
+    ).start()
+
+
 class SafeProcessPool(ProcessPoolExecutor):
-    """A process pool whose workers never re-run a borrowed ``__main__``.
+    """A process pool whose workers never re-run a borrowed ``__main__`` and never outlive it.
 
     ``method``: the start method (``spawn`` or ``forkserver``; never ``fork``, which would copy
-    DuckDB handles and threads). ``always`` as in :func:`clean_main_for_spawn`.
+    DuckDB handles and threads). ``always`` as in :func:`clean_main_for_spawn`. Workers exit when
+    their parent dies (:func:`die_with_parent`; with ``forkserver`` the parent is the fork server,
+    which outlives the studio otherwise).
     """
 
     def __init__(self, max_workers: int, method: str = "spawn", *, always: bool = False) -> None:
         self._hide_always = always
-        super().__init__(max_workers=max_workers, mp_context=mp.get_context(method))
+        super().__init__(
+            max_workers=max_workers,
+            mp_context=mp.get_context(method),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         # Workers (and the forkserver itself) are started lazily by submit.

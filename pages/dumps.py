@@ -1,4 +1,4 @@
-"""Dumps: ingest msit_llm / msprobe dumps, see runs and ranks, the module tree, stitch proofs."""
+"""Dumps: ingest msit_llm / msprobe / SGLang dumps; runs and ranks, module tree, stitch proofs."""
 
 import json
 
@@ -16,7 +16,8 @@ from studio.widgets import guarded
 HOW_TO = """No dumps in this workspace yet. To get one:
 
 1. Dump a served model with **msit_llm** or **msprobe** (vLLM-Ascend, or the studio's reference
-   engine on the **Launch** page), or point at an existing dump folder.
+   engine on the **Launch** page), or with SGLang (`--debug-tensor-dump-output-folder`, or its
+   dumper: `DUMPER_ENABLE=1 DUMPER_DIR=...`), or point at an existing dump folder.
 2. Enter the dump folder (or any folder inside it) above and press **Ingest**, or **Watch** to
    ingest while the server is still writing it. From a shell: `studio ingest DIR [--watch]`.
 """
@@ -32,7 +33,8 @@ service = ingest_service()
 with st.form("ingest"):
     c1, c2, c3 = st.columns([3, 1.2, 1.5])
     folder = c1.text_input(
-        "Dump folder", placeholder="/data/dump_data or …/torch_tensors or …/step0"
+        "Dump folder",
+        placeholder="/data/dump_data, …/torch_tensors, …/step0, an SGLang dump folder",
     )
     name = c2.text_input("Run name (optional)")
     cfg_path = c3.text_input("Model config.json (optional)", help="head counts for the QKV split")

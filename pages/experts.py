@@ -181,6 +181,10 @@ if go:
         rep = inspect(path.strip(), tp=int(tp), ep=int(ep))
         st.write(f"**MoE layers** {rep['moe_layers']} · **dense layers** {rep['dense_layers']} · "
                  f"{rep['tensors']} tensors · dtypes {', '.join(rep['dtypes'])}")  # fmt: skip
+        lay = rep["layout"]
+        st.write(f"**Layout** {lay['experts']} experts · {lay['quantization']} weights · "
+                 f"{lay['files']} file(s){' + index' if lay['index'] else ''} · "
+                 f"{rep['bytes']['total'] / 2**20:.2f} MiB stored")  # fmt: skip
         if rep["ok"]:
             st.success("Every Qwen3-MoE weight name and shape is as expected.")
         for key in ("missing", "unexpected"):

@@ -95,3 +95,40 @@ def test_overlapping_guards_restore_the_real_main_once(tmp_path: Path, monkeypat
         t.join(10)
     assert seen == [True] * 4
     assert sys.modules["__main__"] is module
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_pool_workers_exit_when_their_parent_is_killed(tmp_path: Path, method: str) -> None:
+    """A CLI killed with -9 leaves no pool worker behind (issue 17: two ~350 MB workers lived on)."""
+    import signal
+    import subprocess
+
+    pids = tmp_path / "pids"
+    prog = (
+        "import os, sys, time\n"
+        "from backend.procs import SafeProcessPool\n"
+        f"pool = SafeProcessPool(2, {method!r}, always=True)\n"
+        "ws = {pool.submit(os.getpid).result(timeout=120) for _ in range(8)}\n"
+        f"open({str(pids)!r}, 'w').write(' '.join(map(str, ws)))\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", prog])
+    deadline = time.time() + 120
+    while not (pids.exists() and pids.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    workers = [int(p) for p in pids.read_text().split()]
+    assert workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    deadline = time.time() + 10
+    while any(alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [w for w in workers if alive(w)]

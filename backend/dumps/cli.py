@@ -22,7 +22,7 @@ TOP_CHANNELS = 8
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "ingest", help="ingest an msit_llm / msprobe dump (stitch, verify, statistics)"
+        "ingest", help="ingest an msit_llm / msprobe / SGLang dump (stitch, verify, statistics)"
     )
     p.add_argument("dump", metavar="DIR", help="the dump folder or any folder inside it")
     p.add_argument("--watch", action="store_true", help="keep ingesting while the dump is written")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.dumps.formats import msit, msprobe
+from backend.dumps.formats import msit, msprobe, sglang_dumper, sglang_hook
 from backend.dumps.formats.common import RankFolder, TensorRef
 from backend.errors import InputError
 from backend.paths import existing_dir
@@ -17,8 +17,10 @@ from backend.paths import existing_dir
 class DumpLayout:
     """A dump on disk: its format, identity root, rank folders (rank -> folder) and config."""
 
-    format: str  # 'msit' | 'msprobe'
-    root: Path  # msit: torch_tensors/; msprobe: the dump_path holding step<N>/
+    format: str  # 'msit' | 'msprobe' | 'sglang_hook' | 'sglang_dumper'
+    # msit: torch_tensors/; msprobe: the dump_path holding step<N>/; sglang_hook: the output
+    # folder holding TP*_PP*_Rank*_pid*/; sglang_dumper: the exp_name folder of the records
+    root: Path
     ranks: dict[str, int]  # rank folder name -> rank
     folders: dict[str, RankFolder]
     model_config: dict[str, Any] | None
@@ -32,9 +34,53 @@ class DumpLayout:
     def tensor_files(self) -> list[Path]:
         if self.format == "msit":
             return msit.iter_tensor_files([f.path for f in self.folders.values()])
+        if self.format == "sglang_hook":
+            return sglang_hook.iter_tensor_files(self.root)
+        if self.format == "sglang_dumper":
+            return sglang_dumper.iter_tensor_files(self.root)
         return msprobe.iter_tensor_files(self.root)
 
+    @property
+    def containers(self) -> bool:
+        """Files hold several tensors, or a tensor inside a record (SGLang): see ``refs``."""
+        return self.format in ("sglang_hook", "sglang_dumper")
+
+    def refs(self, path: Path) -> list[TensorRef]:
+        """Every tensor in one file (a single-tensor file gives at most one)."""
+        if self.containers:
+            return self.extra["reader"].refs(path)
+        ref = self.parse(path)
+        return [] if ref is None else [ref]
+
+    def order_key(self, path: Path) -> tuple | None:
+        """Sort key that completes tensors early (all ranks of one tensor together); None:
+        not a file of this dump. Container files sort by (step, rank folder)."""
+        if self.format == "sglang_hook":
+            n = sglang_hook.pass_of(path)
+            return None if n is None else (n, path.parent.name)
+        if self.format == "sglang_dumper":
+            tags = sglang_dumper.parse_tags(path.name)
+            if tags is None:
+                return None
+            return (int(tags["step"]), tags["name"], int(tags["dump_index"]), int(tags["rank"]))
+        r = self.parse(path)
+        if r is None:
+            return None
+        return (r.step, r.module, r.io, r.idx, r.arg_name or "", r.call_index or 0,
+                r.rank_folder)  # fmt: skip
+
+    def take_notes(self) -> list[tuple[Path, str]]:
+        """What a container reader skipped (and why) since the last call."""
+        reader = self.extra.get("reader")
+        if reader is None:
+            return []
+        notes, reader.notes = reader.notes, []
+        return notes
+
     def parse(self, path: Path) -> TensorRef | None:
+        if self.containers:
+            refs = self.refs(path)
+            return refs[0] if refs else None
         if self.format == "msit":
             rank_dir = path.parent.parent.parent
             rf = self.folders.get(rank_dir.name)
@@ -51,6 +97,8 @@ class DumpLayout:
         changed = fresh.ranks != self.ranks
         self.ranks, self.folders = fresh.ranks, fresh.folders
         self.model_config = self.model_config or fresh.model_config
+        if "reader" in self.extra and "reader" in fresh.extra:  # keep notes not yet taken
+            fresh.extra["reader"].notes[:0] = self.extra["reader"].notes
         self.extra.update(fresh.extra)
         self.rank_order_note = fresh.rank_order_note
         return changed
@@ -84,7 +132,7 @@ def _assign_ranks(folders: list[RankFolder], ranks_json: Any) -> tuple[dict[str,
         return {n: i for i, n in enumerate(ranks_json) if n in names}, "ranks.json"
     if isinstance(ranks_json, dict):
         return {n: int(r) for n, r in ranks_json.items() if n in names}, "ranks.json"
-    if all(f.rank is not None for f in folders):  # msprobe rank<R>
+    if all(f.rank is not None for f in folders):  # msprobe rank<R>, SGLang TP ranks
         return {f.folder: int(f.rank) for f in folders}, "rank folders"
     if all(f.device_id is not None for f in folders):
         order = sorted(folders, key=lambda f: f.device_id or 0)
@@ -130,12 +178,30 @@ def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> Dum
         extra = {"classes": msprobe.collect_classes(root)}
         ranks_json = _find_json(root, "ranks.json")
         cfg_start = root
+    elif sglang_hook.is_sglang_hook(path):
+        root = cfg_start = sglang_hook.find_root(path)
+        folders = sglang_hook.list_rank_folders(root)
+        fmt = "sglang_hook"
+        extra = {"reader": sglang_hook.HookReader(root)}
+        ranks_json = None  # the folder names carry the TP rank
+    elif sglang_dumper.is_sglang_dumper(path):
+        root = cfg_start = sglang_dumper.find_root(path)
+        reader = sglang_dumper.DumperReader(root)
+        folders = reader.rank_folders()
+        fmt = "sglang_dumper"
+        extra = {"reader": reader}
+        ranks_json = None  # each record's meta carries the TP rank
     else:
         raise InputError(
-            path, "not an msit_llm or msprobe dump (no torch_tensors/ or step<N>/ folders)"
+            path,
+            "not an msit_llm or msprobe dump, nor an SGLang one (no torch_tensors/, step<N>/, "
+            "TP<t>_PP<p>_Rank<r>_pid<n>/ folders or step=…___rank=… records)",
         )
     ranks, note = _assign_ranks(folders, ranks_json)
     cfg = model_config or _find_json(cfg_start, "config.json")
+    if "reader" in extra and isinstance(cfg, dict):  # SGLang's TP semantics depend on the model
+        archs = cfg.get("architectures")
+        extra["reader"].architectures = [str(a) for a in archs] if isinstance(archs, list) else None
     return DumpLayout(
         fmt, root, ranks, {f.folder: f for f in folders}, cfg if isinstance(cfg, dict) else None,
         note if note not in ("ranks.json", "rank folders", "device ids") else "", extra,

@@ -29,9 +29,17 @@ from backend.dumps import run_checks
 from backend.dumps import stats as stats_mod
 from backend.dumps.detect import DumpLayout, detect
 from backend.dumps.formats import msit, msprobe
-from backend.dumps.formats.common import TensorRef, layer_of, load_tensor_file
+from backend.dumps.formats.common import (
+    TensorRef,
+    layer_of,
+    load_container,
+    load_source,
+    load_tensor_file,
+    resolve_member,
+    source_path,
+)
 from backend.dumps.formats.torch_zip import FileEnds, read_ends
-from backend.dumps.stitch.rules import choose
+from backend.dumps.stitch.rules import NO_PARENT_CHECK, choose
 from backend.dumps.stitch.stitcher import Heads, StitchResult, max_diff, stitch, tolerance
 from backend.errors import InputError
 from backend.workspace import Workspace
@@ -130,6 +138,30 @@ def catalog_file(ref: TensorRef, relpath: str, key: str, ends: FileEnds) -> Cata
     return entry
 
 
+def catalog_members(
+    refs: list[TensorRef], relpath: str, key: str, ends: FileEnds
+) -> list[CatalogEntry]:
+    """Catalog every tensor of one container file (loaded once, memory-mapped)."""
+    entries = [CatalogEntry(r, relpath, key, ends.size) for r in refs]
+    try:
+        obj = load_container(refs[0].path)
+    except InputError as exc:
+        for e in entries:
+            e.error = exc
+        return entries
+    for e in entries:
+        try:
+            t = resolve_member(obj, e.ref.member, e.ref.path)  # type: ignore[arg-type]
+        except InputError as exc:
+            e.error = exc
+            continue
+        e.dtype = str(t.dtype).removeprefix("torch.")
+        e.shape = list(t.shape)
+        e.nbytes = t.numel() * t.element_size()
+        e.tensor = t
+    return entries
+
+
 @dataclass
 class StitchJob:
     key: str
@@ -198,7 +230,7 @@ def run_stitch(
     shards = {}
     for r, f in job.files.items():
         t = mapped.pop(f, None)
-        shards[r] = t if t is not None else load_tensor_file(Path(f))
+        shards[r] = t if t is not None else load_source(f)
     res = stitch(choice, shards, tp, heads)
     loc: Location | None = None
     if res.tensor is not None and res.verdict in ("verified", "assumed"):
@@ -230,7 +262,7 @@ class Location:
 def stats_of(store_root: str, group_file: str | None, name: str | None, source: str | None):
     """Statistics of one stitched tensor, read memory-mapped (pure: fits a process pool)."""
     if group_file is None:
-        return stats_mod.compute(load_tensor_file(Path(source)))
+        return stats_mod.compute(load_source(source))
     return stats_of_stored(store_root, group_file, name)
 
 
@@ -347,25 +379,37 @@ class Ingestor:
         self.progress.errors += 1
 
     # -- catalog -------------------------------------------------------------------------
-    def pending(self, paths: Iterable[Path]) -> list[tuple[TensorRef, str, str, FileEnds]]:
-        """The files not yet ingested under their current content (ref, relpath, key, ends)."""
+    def pending(self, paths: Iterable[Path]) -> list[tuple[list[TensorRef], str, str, FileEnds]]:
+        """The files not yet ingested under their current content (refs, relpath, key, ends).
+
+        A tensor file gives one ref; a container file (SGLang) one per tensor inside it.
+        """
         out = []
         for p in paths:
-            ref = self.layout.parse(p)
-            if ref is None:
-                continue
-            if ref.rank_folder not in self.layout.ranks and self.layout.refresh():
-                with self.ws.transaction() as cur:
-                    self._write_ranks(cur)
-            rel = str(p.relative_to(self.layout.root))
             try:
+                rel = str(p.relative_to(self.layout.root))
                 ends = read_ends(p)  # one read serves the key and the header
-            except OSError:
-                continue  # vanished meanwhile
+            except (OSError, ValueError):
+                continue  # vanished meanwhile, or not in this dump
             key = content_key(p, ends=ends)
             if self._done.get(rel) == key:
                 continue
-            out.append((ref, rel, key, ends))
+            try:
+                refs = self.layout.refs(p)
+            except InputError as exc:  # an unreadable container: recorded once, not retried
+                self._error(p, "unreadable", exc.problem)
+                self._write(files=[(self.run_id, rel, key, ends.size, "error")])
+                self._done[rel] = key
+                continue
+            finally:
+                for path, message in self.layout.take_notes():
+                    self._error(path, "skipped", message)
+            if not refs:
+                continue
+            if refs[0].rank_folder not in self.layout.ranks and self.layout.refresh():
+                with self.ws.transaction() as cur:
+                    self._write_ranks(cur)
+            out.append((refs, rel, key, ends))
         return out
 
     def is_new(self, path: Path) -> bool:
@@ -386,7 +430,15 @@ class Ingestor:
             return []
         # in this thread: reading a header is ~50 us of mostly GIL-held work, so threads would
         # only contend (ingest_all overlaps the catalog with the stitch threads instead)
-        entries = [catalog_file(*a) for a in todo]
+        entries = [
+            e
+            for refs, rel, key, ends in todo
+            for e in (
+                [catalog_file(refs[0], rel, key, ends)]
+                if len(refs) == 1 and refs[0].member is None
+                else catalog_members(refs, rel, key, ends)
+            )
+        ]
         retry: list[Path] = []
         if retry_fresh_s:
             now = time.time()
@@ -424,18 +476,18 @@ class Ingestor:
                 files.append((e.relpath, e.key, e.size, "error"))
                 continue
             if e.tensor is not None and len(self._mapped) < MAX_MAPPED:
-                self._mapped[str(ref.path)] = e.tensor
+                self._mapped[ref.source] = e.tensor
             e.tensor = None
             rows.append({
                 "tensor_id": self._next_id, "run_id": self.run_id, "step": ref.step,
                 "module": ref.module, "module_class": ref.module_class, "layer": layer_of(ref.module),
                 "io": ref.io, "idx": ref.idx, "rank": rank, "part": None, "dtype": e.dtype,
                 "shape": e.shape, "nbytes": e.nbytes, "store_group": None, "store_name": None,
-                "source_file": str(ref.path), "arg_name": ref.arg_name, "call_index": ref.call_index,
+                "source_file": ref.source, "arg_name": ref.arg_name, "call_index": ref.call_index,
             })  # fmt: skip
             self._next_id += 1
             files.append((e.relpath, e.key, e.size, "ingested"))
-            self.progress.bytes_done += e.size
+            self.progress.bytes_done += e.nbytes if ref.member is not None else e.size
             if self._groups is not None:
                 self._track(ref, rank)
         kinds = {e.ref.module: e.ref.kind for e in entries}
@@ -446,7 +498,7 @@ class Ingestor:
         )
         for rel, key, _size, _status in files:
             self._done[rel] = key
-        self.progress.files_done += len(files)
+        self.progress.files_done += len({f[0] for f in files})
 
     def _write(self, **rows: list) -> None:
         """Record rows (tensors, files, modules, reports) now, or queue them while batched."""
@@ -508,7 +560,7 @@ class Ingestor:
             job = StitchJob(key, ref.step, ref.module, ref.module_class, ref.io, ref.idx,
                             ref.arg_name, int(ref.call_index or 0), {})  # fmt: skip
             self._groups[key] = job
-        job.files[rank] = str(ref.path)
+        job.files[rank] = ref.source
         if len(job.files) == self.layout.tp_size and sorted(job.files) == list(
             range(len(job.files))
         ):
@@ -525,12 +577,8 @@ class Ingestor:
         the GIL), and this thread records their results in the workspace, committed together
         about every ``flush_s`` seconds. After a crash, what was not committed is redone.
         """
-        parsed = [(p, self.layout.parse(p)) for p in paths]
-        order = sorted(
-            (x for x in parsed if x[1] is not None),
-            key=lambda x: (x[1].step, x[1].module, x[1].io, x[1].idx, x[1].arg_name or "",
-                           x[1].call_index or 0, x[1].rank_folder),
-        )  # fmt: skip
+        keyed = [(p, self.layout.order_key(p)) for p in paths]
+        order = sorted((x for x in keyed if x[1] is not None), key=lambda x: x[1])
         done = {
             k for (k,) in self.ws.cursor().execute(
                 "SELECT stitch_key FROM dump_stitch_report WHERE run_id = ?", [self.run_id]
@@ -578,11 +626,14 @@ class Ingestor:
         """Statistics written by the tool itself (msit statistics.csv, msprobe dump.json)."""
         root = self.layout.root
         n = 0
-        files = (
-            [f for rf in self.layout.folders.values() for f in rf.path.glob("*/*/statistics.csv")]
-            if self.layout.format == "msit"
-            else list(root.glob("step*/*/dump.json"))
-        )
+        if self.layout.format == "msit":
+            files = [
+                f for rf in self.layout.folders.values() for f in rf.path.glob("*/*/statistics.csv")
+            ]
+        elif self.layout.format == "msprobe":
+            files = list(root.glob("step*/*/dump.json"))
+        else:
+            files = []  # SGLang writes no statistics of its own
         for f in sorted(files):
             rel = str(f.relative_to(root))
             try:
@@ -744,7 +795,7 @@ class Ingestor:
             if loc is None:
                 continue
             try:
-                closed = max(Path(f).stat().st_mtime for f in job.files.values())
+                closed = max(source_path(f).stat().st_mtime for f in job.files.values())
             except OSError:
                 continue
             self.progress.latencies_s.append(now - closed)  # file closed -> viewable
@@ -755,23 +806,27 @@ class Ingestor:
         cur = self.ws.cursor()
         pending = cur.execute(
             """
-            SELECT r.stitch_key, r.step, r.module, r.tensor_id, p.tensor_id, r.ranks
+            SELECT r.stitch_key, r.step, r.module, r.tensor_id, p.tensor_id, r.ranks,
+                   r.module_class
             FROM dump_stitch_report r
             LEFT JOIN dump_stitch_report p ON p.run_id = r.run_id AND p.step = r.step
                  AND p.module = regexp_replace(r.module, '\\.[^.]+$', '') AND p.io = 'output'
                  AND p.idx = 0 AND p.tensor_id IS NOT NULL
+                 AND NOT list_contains(?, coalesce(r.module_class, ''))
             WHERE r.run_id = ? AND r.rule = 'partial_sum' AND r.verdict = 'assumed'
             """,
-            [self.run_id],
+            [sorted(NO_PARENT_CHECK), self.run_id],
         ).fetchall()
         from backend.dumps.query import load_tensor
 
         updates: list[tuple[str | None, float | None, str, str]] = []
-        for key, _step, _module, tid, parent_tid, ranks in pending:
+        for key, _step, _module, tid, parent_tid, ranks, cls in pending:
             if parent_tid is None:
                 if final:
-                    updates.append((None, None, "partial sums added over ranks; the parent "
-                                    "block's output was not dumped, so the sum is unverified", key))  # fmt: skip
+                    why = ("the parent's output is not this sum" if cls in NO_PARENT_CHECK
+                           else "the parent block's output was not dumped")  # fmt: skip
+                    updates.append((None, None, f"partial sums added over ranks; {why}, so the "
+                                    "sum is unverified", key))  # fmt: skip
                 continue
             mine, parent = load_tensor(self.ws, tid), load_tensor(self.ws, parent_tid)
             if mine.shape != parent.shape:

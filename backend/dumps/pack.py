@@ -8,9 +8,7 @@ statistics) stays viewable. Rank tensors still live in the dump files.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from backend.dumps.formats.common import load_tensor_file
+from backend.dumps.formats.common import load_source, source_path
 from backend.errors import StudioError
 from backend.workspace import Workspace
 
@@ -31,12 +29,12 @@ def pack_run(ws: Workspace, run_id: str) -> tuple[int, int]:
 
     moved, nbytes = [], 0
     for tid, step, module, io, idx, arg, call, source in rows:
-        if not Path(source).is_file():
+        if not source_path(source).is_file():
             raise StudioError(
                 f"{source}: this run's tensor {tid} was read from that file, which is gone; "
                 "pack a run before moving or deleting its dump"
             )
-        t = load_tensor_file(Path(source))
+        t = load_source(source)
         group = stitched_group(run_id, step, module, io, idx, arg, call)
         ws.tensors.put(group, {"tensor": t}, metadata={"rule": "replicated", "packed": "1"})
         moved.append((group, tid))

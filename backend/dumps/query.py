@@ -6,12 +6,10 @@ memory-mapped from the safetensors store (stitched tensors) or from the dump fil
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import torch
 
-from backend.dumps.formats.common import load_tensor_file
+from backend.dumps.formats.common import load_source
 from backend.errors import InputError, StudioError
 from backend.workspace import Workspace
 
@@ -84,7 +82,7 @@ def load_tensor(ws: Workspace, tensor_id: int) -> torch.Tensor:
         return ws.tensors.get(group, name)
     if source is None:
         raise StudioError(f"dump tensor {tensor_id} has neither a store entry nor a source file")
-    return load_tensor_file(Path(source))
+    return load_source(source)
 
 
 def run_info(ws: Workspace, run_id: str) -> dict[str, object]:

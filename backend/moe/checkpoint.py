@@ -1,5 +1,6 @@
-"""Checkpoint inspector: MoE/dense layers (seed 001 rule), exact weight-name check, parameter
-counts and a TP/EP partition plan with per-device shards and memory.
+"""Checkpoint inspector: MoE/dense layers (seed 001 rule), the layout found (per-expert or fused
+experts; float, AWQ, GPTQ or FP8 weights), exact weight-name check for that layout, parameter
+counts and a TP/EP partition plan with per-device shards and the bytes they really take.
 
 Reads only safetensors headers (names, shapes, dtypes): no tensor data is loaded.
 """
@@ -14,6 +15,12 @@ from typing import Any
 from safetensors import safe_open
 
 from backend.errors import InputError
+from backend.models.checkpoint_layouts import (
+    logical_name,
+    match_layout,
+    read_quant_config,
+    stored_params,
+)
 from backend.models.config import Qwen3MoeConfig, read_config
 from backend.paths import existing_dir
 
@@ -37,6 +44,7 @@ def read_headers(model_dir: Path) -> dict[str, dict[str, Any]]:
                         "shape": list(sl.get_shape()),
                         "dtype": sl.get_dtype(),
                         "file": f.name,
+                        "indexed": False,
                     }
         except Exception as exc:  # noqa: BLE001 - a broken header is bad input
             raise InputError(f, f"unreadable safetensors header ({exc})") from exc
@@ -46,40 +54,9 @@ def read_headers(model_dir: Path) -> dict[str, dict[str, Any]]:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InputError(index, f"not a safetensors index ({exc})") from exc
         for name, fname in weight_map.items():
-            if name not in out:
+            if name not in out or out[name]["file"] != fname:
                 raise InputError(index, f"lists {name} in {fname}, which does not hold it")
-    return out
-
-
-def expected_shapes(cfg: Qwen3MoeConfig) -> dict[str, list[int]]:
-    """Every Qwen3-MoE weight name (seed 001 naming) with its shape."""
-    h, v = cfg.hidden_size, cfg.vocab_size
-    out = {"model.embed_tokens.weight": [v, h], "model.norm.weight": [h]}
-    if not cfg.tie_word_embeddings:
-        out["lm_head.weight"] = [v, h]
-    for i in range(cfg.num_hidden_layers):
-        p = f"model.layers.{i}."
-        out |= {
-            p + "input_layernorm.weight": [h],
-            p + "post_attention_layernorm.weight": [h],
-            p + "self_attn.q_proj.weight": [cfg.q_size, h],
-            p + "self_attn.k_proj.weight": [cfg.kv_size, h],
-            p + "self_attn.v_proj.weight": [cfg.kv_size, h],
-            p + "self_attn.o_proj.weight": [h, cfg.q_size],
-            p + "self_attn.q_norm.weight": [cfg.head_dim],
-            p + "self_attn.k_norm.weight": [cfg.head_dim],
-        }
-        if cfg.is_moe_layer(i):
-            m = cfg.moe_intermediate_size
-            out[p + "mlp.gate.weight"] = [cfg.num_experts, h]
-            for e in range(cfg.num_experts):
-                q = f"{p}mlp.experts.{e}."
-                out |= {q + "gate_proj.weight": [m, h], q + "up_proj.weight": [m, h],
-                        q + "down_proj.weight": [h, m]}  # fmt: skip
-        else:
-            n = cfg.intermediate_size
-            out |= {p + "mlp.gate_proj.weight": [n, h], p + "mlp.up_proj.weight": [n, h],
-                    p + "mlp.down_proj.weight": [h, n]}  # fmt: skip
+            out[name]["indexed"] = True
     return out
 
 
@@ -99,9 +76,21 @@ def category(name: str) -> str:
     return "norms"
 
 
-def partition_plan(cfg: Qwen3MoeConfig, tp: int, ep: int, dtype_bytes: int) -> dict[str, Any]:
+PLAN_CATEGORIES = ("embedding+lm_head", "attention", "norms", "dense_mlp", "router", "experts")
+
+
+def partition_plan(
+    cfg: Qwen3MoeConfig, tp: int, ep: int, dtype_bytes: float | dict[str, float]
+) -> dict[str, Any]:
     """Devices = max(tp, ep); attention/dense by TP (replicated over the DP copies), experts
-    contiguous ceil(E/ep) per EP rank, each expert's intermediate dim split over devices/ep."""
+    contiguous ceil(E/ep) per EP rank, each expert's intermediate dim split over devices/ep.
+    ``dtype_bytes``: bytes per parameter, one number or per plan category (int4 weights with
+    their scales and zeros come to about 0.5 + scale bytes / group size)."""
+    per_cat = (
+        dtype_bytes
+        if isinstance(dtype_bytes, dict)
+        else dict.fromkeys(PLAN_CATEGORIES, dtype_bytes)
+    )
     if tp < 1 or ep < 1:
         raise InputError(f"tp={tp} ep={ep}", "tp and ep must be >= 1")
     ndev = max(tp, ep)
@@ -160,13 +149,13 @@ def partition_plan(cfg: Qwen3MoeConfig, tp: int, ep: int, dtype_bytes: int) -> d
         n_exp = max(0, last - first)
         experts = 3 * m_shard * h * n_exp * len(moe_layers)
         params = emb + attn + norms + dense + router + experts
+        cat_params = {"embedding+lm_head": emb, "attention": attn, "norms": norms,
+                      "dense_mlp": dense, "router": router, "experts": experts}  # fmt: skip
+        by_cat = {k: round(v * per_cat[k]) for k, v in cat_params.items()}
         devices.append({
             "device": dev, "tp_rank": dev % tp, "ep_rank": ep_rank,
             "experts": [first, last - 1] if n_exp else [],
-            "params": params, "bytes": params * dtype_bytes,
-            "by_category_bytes": {k: v * dtype_bytes for k, v in {
-                "embedding+lm_head": emb, "attention": attn, "norms": norms, "dense_mlp": dense,
-                "router": router, "experts": experts}.items()},
+            "params": params, "bytes": sum(by_cat.values()), "by_category_bytes": by_cat,
         })  # fmt: skip
     return {"tp": tp, "ep": ep, "devices": ndev, "expert_tp": moe_tp, "shards": shards,
             "per_device": devices}  # fmt: skip
@@ -176,19 +165,24 @@ def inspect(model_dir: str | Path, tp: int = 1, ep: int = 1) -> dict[str, Any]:
     root = existing_dir(model_dir, "checkpoint directory")
     cfg = read_config(root)
     found = read_headers(root)
-    expected = expected_shapes(cfg)
-    missing = sorted(set(expected) - set(found), key=_natural)
-    unexpected = sorted(set(found) - set(expected), key=_natural)
+    quant = read_quant_config(root)
+    layout = match_layout(cfg, found, quant)
+    accepted = layout.expected | layout.optional
+    missing = sorted(set(layout.expected) - set(found), key=_natural)
+    unexpected = sorted(set(found) - set(accepted), key=_natural)
     wrong_shape = [
-        {"name": n, "expected": expected[n], "found": found[n]["shape"]}
-        for n in sorted(set(expected) & set(found), key=_natural)
-        if expected[n] != found[n]["shape"]
+        {"name": n, "expected": ok[0] if len(ok) == 1 else ok, "found": found[n]["shape"]}
+        for n in sorted(set(accepted) & set(found), key=_natural)
+        if found[n]["shape"] not in (ok := accepted[n])
     ]
     counts: dict[str, int] = {}
+    nbytes: dict[str, int] = {}
     for name, meta in found.items():
-        counts[category(name)] = counts.get(category(name), 0) + math.prod(meta["shape"])
+        cat = category(logical_name(name))
+        counts[cat] = counts.get(cat, 0) + stored_params(name, meta, quant.bits)
+        size = math.prod(meta["shape"]) * DTYPE_BYTES.get(meta["dtype"], 4)
+        nbytes[cat] = nbytes.get(cat, 0) + size
     dtypes = sorted({m["dtype"] for m in found.values()})
-    dtype_bytes = max(DTYPE_BYTES.get(dt, 4) for dt in dtypes)
     moe = [i for i in range(cfg.num_hidden_layers) if cfg.is_moe_layer(i)]
     active_experts = cfg.num_experts_per_tok / cfg.num_experts if cfg.num_experts else 0
     return {
@@ -207,6 +201,7 @@ def inspect(model_dir: str | Path, tp: int = 1, ep: int = 1) -> dict[str, Any]:
                 "norm_topk_prob",
             )
         },  # fmt: skip
+        "layout": layout.summary,
         "moe_layers": moe,
         "dense_layers": [i for i in range(cfg.num_hidden_layers) if i not in moe],
         "tensors": len(found),
@@ -222,8 +217,21 @@ def inspect(model_dir: str | Path, tp: int = 1, ep: int = 1) -> dict[str, Any]:
                 sum(counts.values()) - counts.get("experts", 0) * (1 - active_experts)
             ),
         },  # fmt: skip
-        "plan": partition_plan(cfg, tp, ep, dtype_bytes),
+        "bytes": {"total": sum(nbytes.values()), **dict(sorted(nbytes.items()))},
+        "plan": partition_plan(cfg, tp, ep, bytes_per_param(counts, nbytes)),
     }
+
+
+def bytes_per_param(counts: dict[str, int], nbytes: dict[str, int]) -> dict[str, float]:
+    """Stored bytes per parameter of each plan category, from what the files really hold (int4
+    qweight + scales + zeros, FP8 + scales, bf16 weights beside fp32 norms...)."""
+    groups = {k: (k,) for k in PLAN_CATEGORIES} | {"embedding+lm_head": ("embedding", "lm_head")}
+    fallback = sum(nbytes.values()) / max(1, sum(counts.values()))
+    out = {}
+    for plan_cat, cats in groups.items():
+        p = sum(counts.get(c, 0) for c in cats)
+        out[plan_cat] = sum(nbytes.get(c, 0) for c in cats) / p if p else fallback
+    return out
 
 
 def _natural(name: str) -> list[object]:

@@ -135,6 +135,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     con = Console()
     con.print(f"[bold]{report['path']}[/]  {report['tensors']} tensors, dtypes {report['dtypes']}")
     con.print(f"MoE layers {report['moe_layers']}  dense layers {report['dense_layers']}")
+    lay = report["layout"]
+    files = f"{lay['files']} file" + ("s" if lay["files"] > 1 else "")
+    con.print(f"layout: {lay['experts']} experts, {lay['quantization']} weights, {files}"
+              + (" + index" if lay["index"] else ""))  # fmt: skip
     for key in ("missing", "unexpected"):
         for n in report[key]:
             con.print(f"[red]{key}[/] {n}")
@@ -143,6 +147,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if report["ok"]:
         con.print("[green]all weight names and shapes as expected[/]")
     con.print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in report["params"].items()))
+    con.print("stored bytes: " + ", ".join(f"{k} {v:,}" for k, v in report["bytes"].items()))
     plan = report["plan"]
     t = Table(
         "device", "tp rank", "ep rank", "experts", "GiB", title=f"tp={plan['tp']} ep={plan['ep']}"

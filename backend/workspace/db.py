@@ -16,21 +16,13 @@ import duckdb
 
 from backend.errors import InputError, WorkspaceBusyError
 from backend.paths import workspace_dir
+from backend.procs import process_alive, process_start
+from backend.workspace.faults import WorkspaceFault, corrupt_database
 from backend.workspace.migrate import migrate, schema_version
 from backend.workspace.tensor_store import TensorStore
 
 DB_NAME = "studio.duckdb"
 OWNER_NAME = "owner.json"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_owner(root: Path) -> dict[str, Any] | None:
@@ -39,9 +31,11 @@ def read_owner(root: Path) -> dict[str, Any] | None:
     try:
         owner = json.loads(path.read_text(encoding="utf-8"))
         pid = int(owner["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+        start = owner.get("pid_start")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if pid == os.getpid() or not _pid_alive(pid):
+    # The start time tells a reused PID (a stale owner.json after a crash) from the studio.
+    if pid == os.getpid() or not process_alive(pid, start if isinstance(start, str) else None):
         return None
     return owner
 
@@ -57,6 +51,31 @@ def _busy_message(root: Path, owner: dict[str, Any] | None, detail: str = "") ->
         "(or STUDIO_WORKSPACE) to use another workspace."
     )
     return msg + (f" ({detail})" if detail else "")
+
+
+def _read_only_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return "Read-only file system" in text or "Permission denied" in text
+
+
+def _open_read_only(db: Path, first: BaseException) -> duckdb.DuckDBPyConnection:
+    """The workspace on a read-only disk: opened for reading (info and listings still work)."""
+    try:
+        return duckdb.connect(str(db), read_only=True)
+    except duckdb.Error as exc:
+        if _read_only_error(first) and not db.exists():
+            raise WorkspaceFault(
+                f"{db.parent}: the workspace folder is read-only and holds no database yet; "
+                "pass --workspace DIR on a writable disk"
+            ) from exc
+        raise corrupt_database(db, exc) from exc
+
+
+def _is_read_only(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return bool(row and row[0])
 
 
 class Workspace:
@@ -164,15 +183,34 @@ def open_workspace(
     holder = read_owner(root)
     if holder is not None:
         raise WorkspaceBusyError(_busy_message(root, holder))
+    db = root / DB_NAME
     try:
-        con = duckdb.connect(str(root / DB_NAME))
+        con = duckdb.connect(str(db))
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise WorkspaceBusyError(_busy_message(root, read_owner(root), str(exc))) from exc
-        raise
-    migrate(con)
+        if db.is_file() and not os.access(root, os.W_OK) or _read_only_error(exc):
+            con = _open_read_only(db, exc)
+        else:
+            raise corrupt_database(db, exc) from exc
+    except duckdb.Error as exc:
+        raise corrupt_database(db, exc) from exc
+    try:
+        migrate(con)
+    except duckdb.InvalidInputException:
+        if not _is_read_only(con):
+            raise
+        # A read-only workspace at the current schema is readable as it is.
+    except duckdb.Error as exc:
+        con.close()
+        raise corrupt_database(db, exc) from exc
     if owner:
-        record = {"pid": os.getpid(), "url": url, "started": time.time()}
+        record = {
+            "pid": os.getpid(),
+            "pid_start": process_start(os.getpid()),
+            "url": url,
+            "started": time.time(),
+        }
         (root / OWNER_NAME).write_text(json.dumps(record), encoding="utf-8")
     ws = Workspace(root, con, owner)
     if owner:

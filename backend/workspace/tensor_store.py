@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from safetensors import safe_open
 
+from backend.workspace.faults import WorkspaceFault
+
 if TYPE_CHECKING:  # torch is imported lazily: CLI commands that never touch tensors stay fast
     import torch
 
@@ -105,14 +107,23 @@ class TensorStore:
         os.replace(tmp, target)
         return str(target.relative_to(self.root))
 
+    def _open(self, group: str):  # noqa: ANN202 - safetensors' handle type is private
+        path = self.path(group)
+        if not path.is_file():
+            raise WorkspaceFault(
+                f"{path}: a stored tensor file is missing (the workspace's tensors/ folder was "
+                "changed by hand). Re-ingest the run (studio ingest DUMP) to write it again."
+            )
+        return safe_open(str(path), framework="pt")
+
     def names(self, group: str) -> list[str]:
-        with safe_open(str(self.path(group)), framework="pt") as f:
+        with self._open(group) as f:
             views = json.loads((f.metadata() or {}).get(VIEWS_KEY, "{}"))
             return list(f.keys()) + list(views)
 
     def get(self, group: str, name: str) -> torch.Tensor:
         """One tensor, memory-mapped from its file (no copy until it is used)."""
-        with safe_open(str(self.path(group)), framework="pt") as f:
+        with self._open(group) as f:
             if name in f.keys():
                 return f.get_tensor(name)
             views = json.loads((f.metadata() or {}).get(VIEWS_KEY, "{}"))

@@ -63,6 +63,9 @@ def test_checkpoint_section(workspace_dir, tmp_path) -> None:
     assert any(
         "Every Qwen3-MoE weight name and shape is as expected" in s.value for s in at.success
     )
+    assert any(
+        "**Layout** per-expert experts · none weights · 1 file(s)" in m.value for m in at.markdown
+    )
     per_device = at.dataframe[-1].value
     assert per_device["experts"].tolist() == ["0-3", "4-7"]
 

@@ -54,6 +54,28 @@ CLASS_RULES: dict[str, IoRules] = {
     "npu_kronecker_quant": {"input": "replicated", "output": "replicated"},
 }  # fmt: skip
 
+# SGLang's Qwen3-MoE classes where they differ from vLLM's (names given by the table in
+# backend/dumps/formats/sglang_names.py; sglang/srt/models/qwen3_moe.py)
+CLASS_RULES.update({
+    # o_proj is built with reduce_results=False: the layer communicator all-reduces later
+    "RowParallelLinear(reduce_results=False)": {"input": {0: "concat_last"},
+                                                "output": {0: "partial_sum"}},
+    # self_attn returns o_proj's unreduced output
+    "Qwen3MoeAttention(unreduced)": {"input": "replicated", "output": {0: "partial_sum"}},
+    "RadixAttention": {"input": {0: "concat_last", 1: "kv_cols", 2: "kv_cols"},
+                       "output": "concat_last"},
+    "TopK": {"input": "replicated", "output": "replicated"},
+    "ForwardBatch": {"input": "replicated", "output": "replicated"},
+    "ParallelLMHead": {"input": "replicated", "output": "replicated"},
+    "Qwen3MoeForCausalLM": {"input": "replicated", "output": "replicated"},
+})  # fmt: skip
+
+# Partial sums are verified against the parent module's output, which for FusedMoE (the MoE
+# block) and SGLang's o_proj (self_attn) IS their reduced sum. Not for these classes: SGLang's
+# self_attn output is added to the residual inside the next norm, its parent (the decoder
+# layer) returns the MLP output, so the sum stays 'assumed' (unverified).
+NO_PARENT_CHECK: frozenset[str] = frozenset({"Qwen3MoeAttention(unreduced)"})
+
 # Module-path fallback when the class is unknown, before the last-component names below.
 PATH_CLASSES: list[tuple[re.Pattern[str], str]] = [
     # vLLM 0.32's router: one GateLinear registered as mlp.gate and mlp.experts.gate

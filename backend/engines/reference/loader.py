@@ -1,42 +1,19 @@
-"""Load hub-named Qwen3-MoE weights into this rank's shards (vLLM's weight_loader rules)."""
+"""Load hub-named Qwen3-MoE weights into this rank's shards (vLLM's weight_loader rules).
+
+Any checkpoint layout (fused experts, AWQ / GPTQ / FP8) reaches this module as hub-named float
+tensors through backend.models.checkpoint_reader."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from backend.engines.reference.layers import divide
 from backend.engines.reference.model import Qwen3MoeForCausalLM
 from backend.engines.reference.parallel import tp_rank, tp_size
 from backend.errors import InputError
-
-
-class CheckpointReader:
-    """Tensors by hub name from model.safetensors or an index of shards."""
-
-    def __init__(self, model_dir: Path) -> None:
-        index = model_dir / "model.safetensors.index.json"
-        if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
-        elif (model_dir / "model.safetensors").is_file():
-            with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
-                weight_map = dict.fromkeys(f.keys(), "model.safetensors")
-        else:
-            raise InputError(model_dir, "no model.safetensors or model.safetensors.index.json")
-        self.dir = model_dir
-        self.weight_map: dict[str, str] = weight_map
-        self._handles: dict[str, object] = {}
-
-    def get(self, name: str) -> torch.Tensor:
-        fname = self.weight_map.get(name)
-        if fname is None:
-            raise InputError(self.dir, f"checkpoint has no tensor {name}")
-        if fname not in self._handles:
-            self._handles[fname] = safe_open(str(self.dir / fname), "pt")
-        return self._handles[fname].get_tensor(name)  # type: ignore[attr-defined]
+from backend.models.checkpoint_reader import open_checkpoint
 
 
 def _rows(t: torch.Tensor, rank: int, parts: int) -> torch.Tensor:
@@ -69,7 +46,7 @@ def _vocab_rows(t: torch.Tensor, per_partition: int) -> torch.Tensor:
 def load_weights(model: Qwen3MoeForCausalLM, model_dir: Path, dtype: torch.dtype) -> None:
     """Fill every parameter of ``model`` with this rank's shard of the checkpoint."""
     cfg = model.config
-    ck = CheckpointReader(model_dir)
+    ck = open_checkpoint(model_dir)
     tp, r = tp_size(), tp_rank()
 
     def put(param: torch.nn.Parameter, value: torch.Tensor, name: str) -> None:
