@@ -130,6 +130,16 @@ with guarded("Reading the dump runs"):
         key="act_io",
     )
     rows = svc.rows(run_id, step, pattern or None, io)
+    missing = source.not_stitched(
+        svc.workspace(), run_id, step=step, pattern=pattern or None, io=io
+    )
+    if not missing.empty:
+        st.error(
+            f"{len(missing)} {io} tensor(s) of step {step} did not stitch ("
+            + ", ".join(f"{r.module} {r.verdict}" for r in missing.head(5).itertuples())
+            + "): no stitched tensor exists, so they are not shown. The Dumps page lists each "
+            "rank's tensor."
+        )
     floating = rows[~rows["dtype"].astype(str).str.contains("int")]
     modules = sorted(
         set(floating["module"]), key=lambda m: (floating[floating.module == m].layer.min(), m)

@@ -79,6 +79,42 @@ def _mb(nbytes: int) -> str:
     return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.2f} MB"
 
 
+def _failed_section(ws, run_id: str, step: int, report: pd.DataFrame) -> None:
+    """A failed stitch has no stitched tensor: offer what each rank dumped instead."""
+    failed = report[report.verdict == "failed"]
+    if failed.empty:
+        return
+    st.subheader(f"Failed stitches · step {step} ({len(failed)})")
+    st.error(
+        "These tensors did not stitch: no stitched tensor was kept, so exports, Activations and "
+        "Experts never show them as true. Below is what each rank dumped."
+    )
+    keys = list(failed[["module", "io", "idx"]].itertuples(index=False, name=None))
+    module, io, idx = st.selectbox(
+        "Failed tensor", keys, format_func=lambda k: f"{k[0]} {k[1]}[{k[2]}]", key=f"fail-{run_id}"
+    )
+    why = failed[(failed.module == module) & (failed.io == io) & (failed.idx == idx)]
+    st.caption(f"Verdict: failed · rule {why.rule.iloc[0]} · {why.detail.iloc[0]}")
+    st.dataframe(
+        query.rank_comparison(ws, run_id, step, module, io, int(idx)),
+        hide_index=True,
+        width="stretch",
+    )
+
+
+def _shared_section(ws, run_id: str) -> None:
+    shared = query.shared_modules(ws, run_id)
+    if shared.empty:
+        return
+    st.subheader(f"Shared modules ({len(shared)})")
+    st.warning(
+        "One module object under several names, or called by several layers: the dump tool "
+        "names its files after one path and keeps only its last call of a step. Read these "
+        "modules' tensors with that in mind."
+    )
+    st.dataframe(shared, hide_index=True, width="stretch")
+
+
 with guarded("Reading the dumps"):
     ws = workspace()
     runs = query.list_runs(ws)
@@ -157,6 +193,8 @@ with guarded("Reading the dumps"):
             ranks=shown.ranks.map(lambda r: ",".join(map(str, r)))
         )
         st.dataframe(verdict_style(shown), hide_index=True, width="stretch")
+        _failed_section(ws, run_id, step, report[report.step == step])
+    _shared_section(ws, run_id)
     errors = query.ingest_errors(ws, run_id)
     st.subheader(f"Ingest errors ({len(errors)})")
     if errors.empty:

@@ -22,7 +22,7 @@ st.caption(
 HOW_TO = """No expert load in this workspace yet. Import one of:
 
 - **a dump** of the reference engine / vLLM-Ascend (ingested on the Dumps page): router logits
-  (`mlp.gate` outputs) are routed top-k here, below "Import";
+  (`mlp.gate` or, in vLLM 0.32, `mlp.experts.gate` outputs) are routed top-k here, below "Import";
 - **SGLang** `expert_distribution_recorder_*.pt` (`--expert-distribution-recorder-mode
   stat|per_pass|per_token`, then `/dump_expert_distribution_record`);
 - **vLLM / vllm-ascend** expert-load `.pt` (`[layers, experts]` or `[steps, layers, experts]`)
@@ -106,7 +106,10 @@ def _tokens_section(ws, name: str, agg, info: dict) -> None:
     if run_id:
         step = int(tok["step"].iloc[0])
         ids = ", ".join(map(str, tok[tok.step == step]["token"].tolist()[:30]))
-        params = {"run": run_id, "step": str(step), "module": f"model.layers.{layer}.mlp.gate"}
+        from backend.moe.from_dump import router_module
+
+        module = router_module(ws, run_id, int(layer))  # mlp.gate or mlp.experts.gate
+        params = {"run": run_id, "step": str(step), "module": module}
         label = f"Open these tokens' router input in Activations (step {step}, tokens {ids})"
         try:
             st.page_link("pages/activations.py", label=label, query_params=params)

@@ -187,3 +187,19 @@ def token_texts(
 
     tok = Tokenizer.from_file(str(path / "tokenizer.json"))
     return [tok.decode([int(i)]) for i in ids]
+
+
+def not_stitched(
+    ws: Workspace, run_id: str, *, step: int, pattern: str | None = None, io: str | None = None
+) -> pd.DataFrame:
+    """Tensors of a step whose stitch failed or is unknown: they have no stitched tensor, so the
+    page must say they are missing rather than silently leave them out."""
+    from backend.dumps.query import stitch_report
+
+    rep = stitch_report(ws, run_id, step)
+    rep = rep[rep["verdict"].isin(["failed", "unknown"])]
+    if io is not None:
+        rep = rep[rep["io"] == io]
+    if pattern:
+        rep = rep[rep["module"].str.contains(check_regex(pattern), regex=True)]
+    return rep.reset_index(drop=True)

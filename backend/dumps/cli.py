@@ -113,7 +113,22 @@ def _summary(ws, run_id: str) -> str:
         .fetchone()[0]
     )
     v = ", ".join(f"{k} {n}" for k, n in sorted(verdicts.items())) or "nothing stitched"
-    return f"run {run_id}: {v}; {errors} ingest error(s)"
+    out = f"run {run_id}: {v}; {errors} ingest error(s)"
+    bad = verdicts.get("failed", 0) + verdicts.get("unknown", 0)
+    if bad:
+        out += (f"\n{bad} tensor(s) failed or unknown: no stitched tensor was kept or written "
+                "(their rank tensors stay: `studio stats DUMP --ranks`, the Dumps page)")  # fmt: skip
+    shared = (
+        ws.cursor()
+        .execute(
+            "SELECT count(DISTINCT module) FROM dump_shared_modules WHERE run_id = ?", [run_id]
+        )
+        .fetchone()[0]
+    )
+    if shared:
+        out += (f"\n{shared} shared module(s) flagged (one object under several names or for "
+                "every layer: the dump keeps one name / the last call); see the Dumps page")  # fmt: skip
+    return out
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from backend.dumps import run_checks
 from backend.dumps import stats as stats_mod
 from backend.dumps.detect import DumpLayout, detect
 from backend.dumps.formats import msit, msprobe
@@ -232,7 +233,7 @@ def run_stitch(
         shards[r] = t if t is not None else load_source(f)
     res = stitch(choice, shards, tp, heads)
     loc: Location | None = None
-    if res.tensor is not None and res.verdict != "unknown":
+    if res.tensor is not None and res.verdict in ("verified", "assumed"):
         same = [r for r, t in shards.items() if t is res.tensor]
         if same:
             # Replicated (proven equal) or a single rank: the stitched tensor IS a rank file's
@@ -722,8 +723,18 @@ class Ingestor:
         if final:
             self._mapped.clear()
         self.verify_partial_sums(final)
+        if final:
+            try:
+                self.flag_shared_modules()
+            except (InputError, OSError, RuntimeError, ValueError) as exc:  # flags are advisory
+                self._error(self.layout.root, "shared_modules",
+                            f"shared-module check skipped: {exc}", once=True)  # fmt: skip
         self._notify()
         return len(ready)
+
+    def flag_shared_modules(self) -> int:
+        """Record the run's shared modules (aliases, one object for every layer, in place)."""
+        return run_checks.flag_shared_modules(self.ws, self.run_id, self.layout)
 
     def _safe_stitch(self, job: StitchJob, tp: int, heads: Heads | None):
         try:
@@ -837,10 +848,16 @@ class Ingestor:
                     "max_abs_diff = coalesce(?, max_abs_diff), detail = ? WHERE stitch_key = ?",
                     updates,
                 )
+        failed = [key for verdict, _d, _t, key in updates if verdict == "failed"]
+        if failed:
+            self._drop_stitched(failed)
         for verdict, _diff, detail, key in updates:
             if verdict == "failed":
                 self._error(key, "stitch_failed", detail)
         return sum(1 for u in updates if u[0] is not None)
+
+    def _drop_stitched(self, keys: list[str]) -> None:
+        run_checks.drop_stitched(self.ws, self.run_id, keys)
 
     # -- statistics ----------------------------------------------------------------------
     def compute_stats(self, limit: int | None = None) -> int:

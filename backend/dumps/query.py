@@ -182,3 +182,50 @@ def referenced_in_dump(ws: Workspace, run_id: str) -> tuple[int, int]:
         .fetchone()
     )
     return int(n), int(nbytes)
+
+
+def shared_modules(ws: Workspace, run_id: str) -> pd.DataFrame:
+    """Modules flagged as shared (alias, one object for every layer, in place) with evidence."""
+    return (
+        ws.cursor()
+        .execute(
+            "SELECT module, kind, also, evidence, detail FROM dump_shared_modules "
+            "WHERE run_id = ? ORDER BY module, kind",
+            [run_id],
+        )
+        .df()
+    )
+
+
+def rank_comparison(
+    ws: Workspace, run_id: str, step: int, module: str, io: str, idx: int
+) -> pd.DataFrame:
+    """The per-rank tensors of one (step, module, io, idx), compared with the lowest rank.
+
+    What a failed stitch offers instead of a stitched tensor: each rank's dump as it is, its
+    magnitude and how far it is from the lowest rank (None where the shapes differ).
+    """
+    rows = (
+        ws.cursor()
+        .execute(
+            "SELECT tensor_id, rank, dtype, shape, source_file FROM dump_tensors WHERE run_id = ? "
+            "AND step = ? AND module = ? AND io = ? AND idx = ? AND rank IS NOT NULL "
+            "ORDER BY rank",
+            [run_id, int(step), module, io, int(idx)],
+        )
+        .fetchall()
+    )
+    out, first = [], None
+    for tid, rank, dtype, shape, src in rows:
+        t = load_tensor(ws, int(tid))
+        f = t.float() if t.is_floating_point() else t.to(torch.float64)
+        if first is None:
+            first = f
+        diff = float((f - first).abs().max()) if f.shape == first.shape and f.numel() else None
+        out.append({
+            "rank": int(rank), "dtype": dtype, "shape": list(shape),
+            "absmax": float(f.abs().max()) if f.numel() else 0.0,
+            "mean": float(f.mean()) if f.numel() else 0.0,
+            "max_abs_diff_vs_first_rank": diff, "tensor_id": int(tid), "file": src,
+        })  # fmt: skip
+    return pd.DataFrame(out)

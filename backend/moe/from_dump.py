@@ -1,9 +1,11 @@
 """Expert load of an ingested dump: router logits -> top-k routing -> counts per step/layer.
 
-Router logits are output 0 of ``model.layers.N.mlp.gate`` in both layouts (vLLM's
-ReplicatedLinear returns ``(logits, bias)``, transformers' router ``(logits, weights, ids)``).
-They are identical on every rank, so the stitched tensor (or rank 0's) is used. Dump tensors
-come only through ``backend.dumps.query``.
+Router logits are output 0 of the router module wherever the engine's layout puts it:
+``model.layers.N.mlp.gate`` (older vLLM's ReplicatedLinear returns ``(logits, bias)``,
+transformers' router ``(logits, weights, ids)``) or ``model.layers.N.mlp.experts.gate`` (vLLM
+0.32's GateLinear, one object registered under both names and dumped under this one). They are
+identical on every rank, so the stitched tensor (or rank 0's) is used. Dump tensors come only
+through ``backend.dumps.query``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,27 @@ from backend.moe.records import ALL_RANKS, LoadSet, slot_counts
 from backend.moe.routing import route
 from backend.workspace import Workspace
 
-GATE = r"^model\.layers\.\d+\.mlp\.gate$"
+GATE = r"^model\.layers\.\d+\.mlp\.(experts\.)?gate$"
+ROUTER_NAMES = "model.layers.N.mlp.gate or model.layers.N.mlp.experts.gate outputs"
+
+
+def _one_router_per_layer(rows: pd.DataFrame) -> pd.DataFrame:
+    """Both names of one router (an alias, equal data): keep one row per step, layer and idx."""
+    if rows.empty:
+        return rows
+    layer = rows["module"].str.extract(r"layers\.(\d+)\.", expand=False).astype(int)
+    pref = rows["module"].str.endswith(".mlp.gate").map({True: 0, False: 1})
+    rows = rows.assign(_layer=layer, _pref=pref).sort_values(["step", "_layer", "idx", "_pref"])
+    return rows.drop_duplicates(["step", "_layer", "idx"]).drop(columns=["_layer", "_pref"])
+
+
+def router_module(ws: Workspace, run_id: str, layer: int) -> str:
+    """The dumped router module of a layer (``...mlp.gate`` or ``...mlp.experts.gate``)."""
+    rows = query.find_tensors(ws, run_id, module_regex=GATE, io="output", stitched=False)
+    rows = rows[rows["layer"] == layer]
+    if rows.empty:
+        return f"model.layers.{layer}.mlp.gate"
+    return str(_one_router_per_layer(rows)["module"].iloc[0])
 
 
 def _is_moe(cfg: dict, layer: int) -> bool:
@@ -56,10 +78,11 @@ def load_from_dump(
     if rows.empty:  # not stitched: take the lowest rank's copy (replicated on every rank)
         rows = query.find_tensors(ws, run_id, module_regex=GATE, io="output", stitched=False)
         rows = rows.sort_values("rank").drop_duplicates(["step", "module", "idx"])
+    rows = _one_router_per_layer(rows[rows["part"].isna()])
     dumped_ids = rows[rows["idx"] == 2]  # transformers layout: (logits, weights, ids)
     rows = rows[rows["idx"] == 0]
     if rows.empty:
-        raise StudioError(f"dump {run_id} holds no router logits (model.layers.N.mlp.gate outputs)")
+        raise StudioError(f"dump {run_id} holds no router logits ({ROUTER_NAMES})")
     layers = sorted({int(re.search(r"layers\.(\d+)\.", m).group(1)) for m in rows["module"]})
     not_moe = [layer for layer in layers if cfg and not _is_moe(cfg, layer)]
     steps = sorted(rows["step"].unique().tolist())
@@ -123,5 +146,8 @@ def load_from_dump(
             "norm_topk_prob": norm,
             "layers_not_moe_by_config": not_moe,
             "checked_against_dumped_ids": verified,
+            "router_modules": sorted(
+                set(rows["module"].str.replace(r"^.*layers\.\d+\.", "", regex=True))
+            ),
         },
     )

@@ -86,3 +86,29 @@ def test_page_across_layers(filled: str) -> None:
     assert norms["layer"].tolist() == [0, 1, 2]
     assert norms["top_channel"].tolist() == [42, 42, 42]
     assert norms["massive"].tolist() == [1, 1, 1]
+
+
+def test_page_says_which_tensors_did_not_stitch(workspace_dir: Path, tmp_path: Path) -> None:
+    """A failed stitch (real vLLM 0.32 layout, rank 1's o_proj output broken) is not drawn as if
+    true: the page names it and draws the layer's other tensors."""
+    from backend.dumps import synthetic_vllm as V
+    from backend.dumps.ingest import ingest_dump
+    from backend.dumps.synthetic import SynthConfig
+    from backend.workspace import open_workspace
+
+    cfg = SynthConfig(layers=3, dense_layers=(0,))
+    truth = V.make_truth(cfg, [4], seed=7)
+    bad = (0, "model.layers.1.self_attn.o_proj", "output", 0)
+    session = V.write_msit(tmp_path / "v", cfg, truth, 2, tamper={bad: 0.5})
+    ws = open_workspace(workspace_dir)
+    ingest_dump(ws, session)
+    ws.close()
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["pattern"] = r"layers\.1\.self_attn"
+    at.run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert errors == [
+        "1 output tensor(s) of step 0 did not stitch (model.layers.1.self_attn.o_proj failed): "
+        "no stitched tensor exists, so they are not shown. The Dumps page lists each rank's tensor."
+    ]

@@ -151,3 +151,30 @@ def test_pack_makes_stitched_tensors_independent_of_the_dump(
             np.testing.assert_array_equal(got.numpy(), arr, err_msg=str(key))
     finally:
         ws.close()
+
+
+def test_stitch_never_writes_a_failed_tensor(workspace_dir: Path, tmp_path: Path, capsys) -> None:
+    """vLLM 0.32 layout, rank 1's o_proj output broken: `studio stitch` writes every other
+    tensor (the already-reduced experts output as it is, not summed) and says what it left out."""
+    from backend.dumps import synthetic_vllm as V
+    from backend.dumps.synthetic import SynthConfig
+
+    cfg = SynthConfig(layers=3, dense_layers=(0,))
+    truth = V.make_truth(cfg, [4], seed=5)
+    bad = (0, "model.layers.1.self_attn.o_proj", "output", 0)
+    session = V.write_msit(tmp_path / "v", cfg, truth, 2, tamper={bad: 0.25})
+    out = tmp_path / "npy"
+    assert main(["stitch", str(session), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "failed 1" in printed and "1 tensor(s) failed or unknown" in printed
+    assert "3 shared module(s) flagged" in printed  # rotary_emb, 2 x GateLinear
+    d = out / "step0"
+    assert not (d / "layers.1.self_attn.o_proj" / "output.npy").exists()
+    np.testing.assert_array_equal(
+        np.load(d / "layers.1.self_attn.o_proj" / "input.npy"),
+        truth[(0, "model.layers.1.self_attn.o_proj", "input", 0)],
+    )
+    np.testing.assert_array_equal(
+        np.load(d / "layers.2.mlp.experts" / "output.npy"),
+        truth[(0, "model.layers.2.mlp.experts", "output", 0)],
+    )

@@ -52,3 +52,32 @@ def test_page_with_a_run(synth_dump, workspace_dir: Path) -> None:
         and "layers.1.mlp.gate" in errors["message"].iloc[0]
     )
     assert any("1 file(s) or tensor(s) had problems" in e.value for e in at.error)
+
+
+def test_page_failed_stitch_offers_rank_tensors_and_flags_shared(tmp_path, workspace_dir) -> None:
+    """vLLM 0.32 layout with one broken replica: the page says failed, shows each rank's tensor
+    (with its distance from rank 0) instead of a stitched one, and lists the shared modules."""
+    import pytest
+
+    from backend.dumps import synthetic_vllm as V
+    from backend.dumps.synthetic import SynthConfig
+
+    cfg = SynthConfig(layers=3, dense_layers=(0,))
+    truth = V.make_truth(cfg, [4], seed=2)
+    key = (0, "model.layers.1.self_attn.o_proj", "output", 0)
+    session = V.write_msit(tmp_path / "v", cfg, truth, 2, tamper={key: 0.5})
+    ws = open_workspace(workspace_dir)
+    ingest_dump(ws, session, "vllm 0.32")
+    ws.close()
+    at = AppTest.from_file(str(ROOT / "pages" / "dumps.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert {m.label: m.value for m in at.metric}["failed"] == "1"
+    assert [s.value for s in at.subheader if s.value.startswith("Failed")] == [
+        "Failed stitches · step 0 (1)"
+    ]
+    assert any("no stitched tensor was kept" in e.value for e in at.error)
+    ranks = next(d.value for d in at.dataframe if "max_abs_diff_vs_first_rank" in d.value)
+    assert list(ranks["rank"]) == [0, 1]
+    assert ranks["max_abs_diff_vs_first_rank"].tolist() == [0.0, pytest.approx(0.5)]
+    shared = next(d.value for d in at.dataframe if "evidence" in d.value)
+    assert sorted(set(shared["kind"])) == ["alias", "in_place", "shared_by_layers"]

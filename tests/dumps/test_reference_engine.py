@@ -1,7 +1,9 @@
 """Done criterion: stitched tp=2 / tp=4 dumps of the reference engine equal its tp=1 run.
 
 Real msit_llm / msprobe dumps from ``run_offline``; every stitched tensor (Q/K/V and gate/up
-parts, FusedMoE outputs summed from partials included) is compared with the tp=1 tensor.
+parts, experts outputs included) is compared with the tp=1 tensor, in both engine layouts:
+current vLLM (experts already reduced: kept, never summed) and the older FusedMoE one (partial
+sums added and verified against the block output).
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return create_model(tmp_path_factory.mktemp("dumps-engine") / "tiny", preset="tiny", seed=0)
 
 
-def _run(tiny: Path, tmp: Path, tp: int, tool: str) -> Path:
+def _run(tiny: Path, tmp: Path, tp: int, tool: str, layout: str = "vllm") -> Path:
     for attempt in range(2):
         opts = DumpOptions(
-            tool=tool, dump_path=tmp / f"{tool}-tp{tp}-{attempt}", token_range=[0, 1]
+            tool=tool, dump_path=tmp / f"{tool}-{layout}-tp{tp}-{attempt}", token_range=[0, 1]
         )
         try:
             return offline.run_offline(
-                tiny, tp=tp, prompts=PROMPTS, max_tokens=2, dump=opts
+                tiny, tp=tp, prompts=PROMPTS, max_tokens=2, dump=opts, layout=layout
             ).dump_root
         except StudioError as exc:
             # Known engine-side flake under load: a rank process aborts at exit (SIGABRT,
@@ -59,13 +61,15 @@ def _stitched(ws, root: Path) -> tuple[str, dict[tuple, int]]:
     return run, keys
 
 
-@pytest.mark.parametrize("tool", ["msit", "msprobe"])
-def test_tp2_tp4_equal_tp1(tool: str, tiny: Path, tmp_path: Path, workspace) -> None:
+@pytest.mark.parametrize(
+    ("tool", "layout"), [("msit", "vllm"), ("msprobe", "vllm"), ("msit", "fused_moe")]
+)
+def test_tp2_tp4_equal_tp1(tool: str, layout: str, tiny: Path, tmp_path: Path, workspace) -> None:
     if tool == "msprobe":
         pytest.importorskip("msprobe")
-    _, ref = _stitched(workspace, _run(tiny, tmp_path, 1, tool))
+    _, ref = _stitched(workspace, _run(tiny, tmp_path, 1, tool, layout))
     for tp in (2, 4):
-        run, got = _stitched(workspace, _run(tiny, tmp_path, tp, tool))
+        run, got = _stitched(workspace, _run(tiny, tmp_path, tp, tool, layout))
         bad = (
             workspace.cursor()
             .execute(
@@ -91,12 +95,14 @@ def test_tp2_tp4_equal_tp1(tool: str, tiny: Path, tmp_path: Path, workspace) -> 
         assert parts == {"q", "k", "v", "gate", "up"}
         experts = [k for k in got if k[1].endswith("mlp.experts") and k[2] == "output"]
         assert experts
+        rule = "partial_sum" if layout == "fused_moe" else "replicated"
         verified = (
             workspace.cursor()
             .execute(
-                "SELECT count(*) FROM dump_stitch_report WHERE run_id = ? AND rule = 'partial_sum' "
-                "AND verdict = 'verified'",
-                [run],
+                "SELECT count(*) FROM dump_stitch_report WHERE run_id = ? AND rule = ? "
+                "AND verdict = 'verified' AND regexp_matches(module, 'mlp\\.experts$') "
+                "AND io = 'output'",
+                [run, rule],
             )
             .fetchone()[0]
         )

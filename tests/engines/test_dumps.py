@@ -1,5 +1,7 @@
 """Real msit_llm and msprobe dumps at tp=2: exact folder/file names, and the TP facts readers
-rely on (row-parallel outputs replicated, FusedMoE partial sums adding up to the block output)."""
+rely on: row-parallel outputs replicated; in the default (current vLLM) layout the experts output
+already reduced, the router dumped as mlp.experts.gate, one rotary_emb for every layer rotating
+in place; in the fused_moe layout FusedMoE partial sums adding up to the block output."""
 
 from __future__ import annotations
 
@@ -35,8 +37,9 @@ def msit_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Offl
     return run_offline(tiny_model, tp=2, prompts=PROMPTS, max_tokens=3, dump=opts)
 
 
-def expected_msit_modules(model_dir: Path) -> set[str]:
+def expected_msit_modules(model_dir: Path, layout: str = "vllm") -> set[str]:
     cfg = read_config(model_dir)
+    last = cfg.num_hidden_layers - 1
     names = {
         "root",
         "root.model",
@@ -53,12 +56,14 @@ def expected_msit_modules(model_dir: Path) -> set[str]:
             f"{p}.self_attn",
             f"{p}.mlp",
         }
-        names |= {
-            f"{p}.self_attn.{m}"
-            for m in ("qkv_proj", "o_proj", "q_norm", "k_norm", "rotary_emb", "attn")
-        }
+        names |= {f"{p}.self_attn.{m}" for m in ("qkv_proj", "o_proj", "q_norm", "k_norm", "attn")}
+        # vllm: ONE rotary_emb for all layers, named by msit after the last path it visits
+        if layout == "fused_moe" or i == last:
+            names.add(f"{p}.self_attn.rotary_emb")
         if cfg.is_moe_layer(i):
-            names |= {f"{p}.mlp.gate", f"{p}.mlp.experts", f"{p}.mlp.experts.npu_kronecker_quant"}
+            # vllm: GateLinear registered as mlp.gate and mlp.experts.gate: msit keeps the last
+            gate = "mlp.experts.gate" if layout == "vllm" else "mlp.gate"
+            names |= {f"{p}.{gate}", f"{p}.mlp.experts", f"{p}.mlp.experts.npu_kronecker_quant"}
         else:
             names |= {f"{p}.mlp.gate_up_proj", f"{p}.mlp.down_proj", f"{p}.mlp.act_fn"}
     return names
@@ -103,7 +108,7 @@ def test_msit_layout(msit_run: OfflineResult, tiny_model: Path) -> None:
             "output_0.pth",
             "output_1.pth",
         ]
-        assert files("root.model.layers.1.mlp.gate") == ["input_0.pth", "output_0.pth"]
+        assert files("root.model.layers.1.mlp.experts.gate") == ["input_0.pth", "output_0.pth"]
         assert files("root") == ["output.pth"]
         # Shapes: tiny has 4 heads, 2 KV heads, head_dim 16 -> per rank [q 32 | k 16 | v 16].
         qkv = load(s0 / "root.model.layers.0.self_attn.qkv_proj/output_0.pth")
@@ -121,6 +126,28 @@ def test_msit_layout(msit_run: OfflineResult, tiny_model: Path) -> None:
         "root.model.layers.1.mlp/output.pth",
     ):
         assert torch.allclose(load(r0 / name), load(r1 / name), atol=1e-6), name
+    # current vLLM: the experts output is already all-reduced, equal on both ranks and to the block
+    part = "root.model.layers.1.mlp.experts/output.pth"
+    assert torch.equal(load(r0 / part), load(r1 / part))
+    assert torch.equal(load(r0 / part), load(r0 / "root.model.layers.1.mlp/output.pth"))
+    rot = r0 / "root.model.layers.2.self_attn.rotary_emb"  # in place: inputs are the outputs
+    assert torch.equal(load(rot / "input_1.pth"), load(rot / "output_0.pth"))
+    assert torch.equal(load(rot / "input_2.pth"), load(rot / "output_1.pth"))
+
+
+def test_msit_fused_moe_layout(tiny_model: Path, tmp_path: Path) -> None:
+    """The older layout (vllm-ascend releases): FusedMoE partial sums, per-layer mlp.gate."""
+    opts = DumpOptions(tool="msit", dump_path=tmp_path, token_range=[0])
+    res = run_offline(
+        tiny_model, tp=2, prompts=PROMPTS, max_tokens=1, dump=opts, layout="fused_moe"
+    )
+    folders = sorted((res.dump_root / "torch_tensors").iterdir())
+    expected = expected_msit_modules(tiny_model, "fused_moe") - {
+        n for n in expected_msit_modules(tiny_model, "fused_moe") if "kronecker" in n
+    }
+    for f in folders:
+        assert {p.name for p in (f / "0").iterdir()} == expected
+    r0, r1 = (f / "0" for f in folders)
     part = "root.model.layers.1.mlp.experts/output.pth"
     total = load(r0 / part) + load(r1 / part)
     assert not torch.allclose(load(r0 / part), load(r1 / part))  # partial sums differ
@@ -138,9 +165,9 @@ def test_msit_statistics_only(tiny_model: Path, tmp_path: Path) -> None:
     res = run_offline(tiny_model, tp=2, prompts=PROMPTS, max_tokens=1, dump=opts)
     rank_dir = next((res.dump_root / "torch_tensors").iterdir())
     mods = sorted(p.name for p in (rank_dir / "0").iterdir())
-    assert mods == [
+    assert mods == [  # the shared rotary_emb is named after layer 2: not selected
         f"root.model.layers.1.self_attn.{m}"
-        for m in ("attn", "k_norm", "o_proj", "q_norm", "qkv_proj", "rotary_emb")
+        for m in ("attn", "k_norm", "o_proj", "q_norm", "qkv_proj")
     ]
     qkv = rank_dir / "0/root.model.layers.1.self_attn.qkv_proj"
     assert sorted(p.name for p in qkv.iterdir()) == ["statistics.csv"]
@@ -173,8 +200,10 @@ def test_msprobe_layout(tiny_model: Path, tmp_path: Path) -> None:
             assert {
                 f"{key}.input.0.pt",
                 f"{key}.output.0.pt",
-                "Module.model.layers.1.mlp.experts.FusedMoE.forward.0.kwargs.hidden_states.pt",
-                "Module.model.layers.1.mlp.experts.FusedMoE.forward.0.output.0.pt",
+                "Module.model.layers.1.mlp.experts.MoERunner.forward.0.kwargs.hidden_states.pt",
+                "Module.model.layers.1.mlp.experts.MoERunner.forward.0.output.0.pt",
+                # msprobe names the twice-registered router after its first path
+                "Module.model.layers.1.mlp.gate.GateLinear.forward.0.output.0.pt",
             } <= names
     a = root / "step0/rank0/dump_tensor_data"
     b = root / "step0/rank1/dump_tensor_data"

@@ -63,3 +63,26 @@ def test_dumped_topk_ids_are_cross_checked(workspace, tmp_path) -> None:
 
     with pytest.raises(StudioError, match="dumped top-k ids differ"):
         load_from_dump(workspace, run_id, top_k=3)
+
+
+def test_counts_from_vllm032_layout_router_under_experts_gate(workspace, tmp_path) -> None:
+    """Real vLLM 0.32 dumps its router (GateLinear) as mlp.experts.gate only: expert load and
+    per-token routing come from there, equal to numpy's top-k of the same logits."""
+    from backend.dumps import synthetic_vllm
+    from backend.moe.from_dump import router_module
+
+    cfg = synthetic.SynthConfig(layers=3, experts=6, dense_layers=(0,))
+    truth = synthetic_vllm.make_truth(cfg, tokens=[6, 1], seed=4)
+    root = synthetic_vllm.write_msit(tmp_path / "dump", cfg, truth, tp=2)
+    run_id = ingest_dump(workspace, root, name="vllm032")
+    load = load_from_dump(workspace, run_id, top_k=2, norm_topk_prob=False)
+    assert load.meta["router_modules"] == ["mlp.experts.gate"]
+    store.save(workspace, load, "v032")
+    got = store.counts_by_step(workspace, "v032")
+    for step in range(2):
+        for layer in (1, 2):
+            logits = truth[(step, f"model.layers.{layer}.mlp.experts.gate", "output", 0)]
+            sel = got[(got.step == step) & (got.layer == layer)].sort_values("expert")
+            assert sel["count"].tolist() == _numpy_counts(logits, 2).tolist()
+    assert set(got.layer) == {1, 2}
+    assert router_module(workspace, run_id, 1) == "model.layers.1.mlp.experts.gate"

@@ -46,7 +46,9 @@ def test_counts_from_real_tp2_run(workspace, tmp_path) -> None:
     store.save(workspace, load, "real")
     got = store.counts_by_step(workspace, "real")
     weights = load_file(str(model / "model.safetensors"))
-    gates = query.find_tensors(workspace, run_id, module_regex=r"mlp\.gate$")
+    # the engine's current-vLLM layout dumps its router (GateLinear) as mlp.experts.gate
+    gates = query.find_tensors(workspace, run_id, module_regex=r"mlp\.experts\.gate$")
+    assert load.meta["router_modules"] == ["mlp.experts.gate"]
     checked = 0
     for layer in cfg.moe_layers:
         w = weights[f"model.layers.{layer}.mlp.gate.weight"].double().numpy()

@@ -1,9 +1,10 @@
 """Which stitch rule applies to a (module, class, io, index): class first, then name.
 
-vLLM Qwen3-MoE semantics (REFERENCE.md section 2). The override table is consulted first
-(regex on the module path), then the module CLASS (model_tree.json / construct.json), then the
-module NAME. Anything unmatched gets 'auto': kept only if all ranks are proven equal, flagged
-otherwise.
+vLLM Qwen3-MoE semantics (REFERENCE.md sections 2 and 2b). The override table is consulted
+first (regex on the module path), then the module CLASS (model_tree.json / construct.json),
+then the module PATH and NAME (real vLLM clobbers model_tree.json, so names must suffice).
+Anything unmatched gets 'auto': kept only if all ranks are proven equal, flagged otherwise.
+The rules say how a tensor is sharded; the data decide whether that holds (stitcher.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 #   q_heads      q heads on dim -2 ([T, heads, head_dim]); kv_heads: same with de-dup
 #   qkv          QKVParallelLinear output: split each rank's [q|k|v], concat Q's, K's, V's
 #   gate_up      MergedColumnParallelLinear output: split each rank's [gate|up]
-#   partial_sum  FusedMoE(reduce_results=False) output: sum over ranks, verify vs parent output
+#   partial_sum  MoE experts output: equal on all ranks -> already reduced (MoERunner, vLLM
+#                0.32), kept as replicated; ranks differ -> partial sums (FusedMoE with
+#                reduce_results=False): summed, then verified against the parent block's output
 #   auto         unknown: equal on all ranks -> replicated (verified), else flagged 'unknown'
 IoRules = dict[str, dict[int, str] | str]
 
@@ -29,9 +32,14 @@ CLASS_RULES: dict[str, IoRules] = {
     "RowParallelLinear": {"input": {0: "concat_last"}, "output": "replicated"},
     "ReplicatedLinear": {"input": "replicated", "output": "replicated"},
     "FusedMoE": {"input": "replicated", "output": {0: "partial_sum"}},
+    # vLLM 0.32: the experts' runner all-reduces itself; its router is a ReplicatedLinear
+    "MoERunner": {"input": "replicated", "output": "replicated"},
+    "GateLinear": {"input": "replicated", "output": "replicated"},
     "VocabParallelEmbedding": {"input": "replicated", "output": "replicated"},
     "RMSNorm": {"input": "replicated", "output": "replicated"},
+    # attn(q, k, v): head-sharded q, k, v (KV replicas de-duplicated when tp > num_kv_heads)
     "Attention": {"input": {0: "concat_last", 1: "kv_cols", 2: "kv_cols"}, "output": "concat_last"},
+    # rotary_emb(positions, q, k) rotates q and k in place and returns (q, k)
     "RotaryEmbedding": {"input": {0: "replicated", 1: "concat_last", 2: "kv_cols"},
                         "output": {0: "concat_last", 1: "kv_cols"}},
     "Qwen3MoeSparseMoeBlock": {"input": "replicated", "output": "replicated"},
@@ -68,6 +76,12 @@ CLASS_RULES.update({
 # layer) returns the MLP output, so the sum stays 'assumed' (unverified).
 NO_PARENT_CHECK: frozenset[str] = frozenset({"Qwen3MoeAttention(unreduced)"})
 
+# Module-path fallback when the class is unknown, before the last-component names below.
+PATH_CLASSES: list[tuple[re.Pattern[str], str]] = [
+    # vLLM 0.32's router: one GateLinear registered as mlp.gate and mlp.experts.gate
+    (re.compile(r"(^|\.)mlp\.experts\.gate$"), "GateLinear"),
+]
+
 # Module-name fallback (last path component) when the class is unknown.
 NAME_CLASSES: dict[str, str] = {
     "qkv_proj": "QKVParallelLinear",
@@ -75,7 +89,7 @@ NAME_CLASSES: dict[str, str] = {
     "o_proj": "RowParallelLinear",
     "down_proj": "RowParallelLinear",
     "gate": "ReplicatedLinear",
-    "experts": "FusedMoE",
+    "experts": "FusedMoE",  # partial_sum: the data tell FusedMoE from MoERunner
     "embed_tokens": "VocabParallelEmbedding",
     "input_layernorm": "RMSNorm",
     "post_attention_layernorm": "RMSNorm",
@@ -95,6 +109,19 @@ OVERRIDES: list[tuple[re.Pattern[str], IoRules]] = [
     (re.compile(r"(^|\.)k_norm$"), {"input": "kv_heads", "output": "kv_heads"}),
 ]
 
+# Shared modules (shared.py). One object registered under two paths of a layer: (the path it
+# is dumped as, the other path, its class, whether the dump must name that class). vLLM 0.32
+# registers its router as mlp.gate and mlp.experts.gate and calls it inside the experts: msit
+# dumps it as mlp.experts.gate (that name alone tells), msprobe as mlp.gate (class GateLinear).
+KNOWN_ALIASES: list[tuple[str, str, str, bool]] = [
+    ("mlp.experts.gate", "mlp.gate", "GateLinear", False),
+    ("mlp.gate", "mlp.experts.gate", "GateLinear", True),
+]
+# Modules that modify inputs in place: (path regex, [(input idx, output idx) that alias]).
+IN_PLACE: list[tuple[re.Pattern[str], list[tuple[int, int]]]] = [
+    (re.compile(r"(^|\.)rotary_emb$"), [(1, 0), (2, 1)]),  # rotary_emb(positions, q, k) -> (q, k)
+]
+
 _LAYER_MODULE = re.compile(r"(^|\.)layers\.\d+$")
 _MLP = re.compile(r"(^|\.)layers\.\d+\.mlp$")
 
@@ -110,6 +137,9 @@ def effective_class(module: str, module_class: str | None) -> tuple[str | None, 
     """The class used for the rule and where it came from."""
     if module_class and module_class in CLASS_RULES:
         return module_class, "class"
+    for pattern, cls in PATH_CLASSES:
+        if pattern.search(module):
+            return cls, "name"
     last = module.rsplit(".", 1)[-1]
     if last in NAME_CLASSES:
         return NAME_CLASSES[last], "name"

@@ -48,11 +48,60 @@ class StitchResult:
     max_abs_diff: float | None = None
     detail: str = ""
 
+    def __post_init__(self) -> None:
+        # A tensor whose stitch failed (or is unknown) is never handed on as if it were true:
+        # the rank tensors stay available, the stitched one does not exist.
+        if self.verdict in ("failed", "unknown"):
+            self.tensor = None
+            self.parts, self.part_slices = {}, {}
+
+
+# Replicas may differ by this many ulp of the tensor's magnitude (another rounding order).
+# Calibrated on real vLLM 0.32 on CPU (REFERENCE.md 2b; tests/dumps/fixtures/vllm032_tiny_kv2):
+# at TP=4 replicated K/V heads differ by up to 2.4 ulp of max|x| (1.2e-7 .. 8.3e-7), the
+# already-reduced experts output by <= 3e-9; 8 leaves room for deeper models, while a wrong
+# head or shard differs by orders of magnitude more.
+ULPS = 8.0
+
 
 def tolerance(dtype: torch.dtype, scale: float, terms: int = 1) -> float:
-    """Allowed |difference| for sums computed in another order (about 4 ulp per term)."""
+    """Allowed |difference| for values computed in another order: ``ULPS`` ulp of ``scale`` per
+    term (``terms``: how many partial results were added)."""
     eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
-    return 4.0 * eps * max(scale, 1e-30) * max(terms, 1)
+    return ULPS * eps * max(scale, 1e-30) * max(terms, 1)
+
+
+def absmax(t: torch.Tensor) -> float:
+    """Largest |x| (0 for an empty tensor; NaNs ignored)."""
+    if t.numel() == 0:
+        return 0.0
+    lo, hi = torch.aminmax(t.float().nan_to_num(nan=0.0))
+    return max(abs(float(lo)), abs(float(hi)))
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How far replicas are apart: the max |difference| and whether that is rounding only."""
+
+    diff: float
+    ok: bool
+    tol: float
+
+    def describe(self) -> str:
+        if self.diff == 0:
+            return "bit-identical"
+        return f"equal within rounding (max |diff| {self.diff:.3g} <= {self.tol:.3g})"
+
+
+def agree(shards: list[torch.Tensor], terms: int = 1) -> Agreement:
+    """Compare every shard with the first: bitwise, else within ``tolerance`` of the magnitude."""
+    diff = max((max_diff(shards[0], s) for s in shards[1:]), default=0.0)
+    if diff == 0:
+        return Agreement(0.0, True, 0.0)
+    if not shards[0].dtype.is_floating_point:
+        return Agreement(diff, False, 0.0)
+    tol = tolerance(shards[0].dtype, max(absmax(s) for s in shards), terms)
+    return Agreement(diff, diff <= tol, tol)
 
 
 _CHUNK = 1 << 20  # words per numpy call (8 MB): few GIL round trips, early exit for big tensors
@@ -104,14 +153,33 @@ def _replica_groups(
     return None
 
 
+def groups_from_data(shards: list[torch.Tensor]) -> list[list[int]] | None:
+    """Replica groups read from the data (no config): runs of consecutive ranks that agree.
+
+    vLLM gives KV head ``r // (tp / num_kv_heads)`` to rank r, so replicas are consecutive and
+    every group has the same size; anything else is not a replication pattern (None).
+    """
+    groups: list[list[int]] = [[0]]
+    for r in range(1, len(shards)):
+        if agree([shards[groups[-1][0]], shards[r]]).ok:
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    sizes = {len(g) for g in groups}
+    return groups if len(sizes) == 1 else None
+
+
 def _dedup(
     shards: list[torch.Tensor], groups: list[list[int]], dim: int
-) -> tuple[torch.Tensor, float]:
-    """Concatenate one shard per replica group along ``dim``; max diff inside the groups."""
-    worst = 0.0
+) -> tuple[torch.Tensor | None, Agreement]:
+    """Concatenate one shard per replica group along ``dim`` once the replicas agree."""
+    worst = Agreement(0.0, True, 0.0)
     for g in groups:
-        for r in g[1:]:
-            worst = max(worst, max_diff(shards[g[0]], shards[r]))
+        a = agree([shards[r] for r in g])
+        if not a.ok:
+            return None, a
+        if a.diff > worst.diff:
+            worst = a
     return torch.cat([shards[g[0]] for g in groups], dim=dim), worst
 
 
@@ -162,27 +230,9 @@ def stitch(
         return StitchResult(rule, "failed", ranks, detail=f"shape mismatch: {err}")
 
     if rule in ("replicated", "auto"):
-        diff = max(max_diff(shards[0], s) for s in shards[1:])
-        ok = diff == 0
-        if not ok and shards[0].dtype.is_floating_point:  # the scale costs a pass: only if needed
-            scale = float(shards[0].float().abs().max()) if shards[0].numel() else 0.0
-            ok = diff <= tolerance(shards[0].dtype, scale)
-        if ok:
-            detail = "identical on all ranks" if diff == 0 else "equal on all ranks within rounding"
-            if rule == "auto":
-                detail += (
-                    f" (class {choice.module_class or 'unknown'} has no rule: kept as replicated)"
-                )
-            return StitchResult(
-                "replicated", "verified", ranks, shards[0], max_abs_diff=diff, detail=detail
-            )
-        if rule == "auto":
-            return StitchResult("auto", "unknown", ranks, max_abs_diff=diff,
-                                detail=f"no rule for class {choice.module_class or 'unknown'} and ranks "
-                                "differ: not stitched (add an override)")  # fmt: skip
-        return StitchResult(rule, "failed", ranks, shards[0], max_abs_diff=diff,
-                            detail="ranks differ although the output should be replicated")  # fmt: skip
-
+        return _replicated(choice, shards, ranks)
+    if rule == "partial_sum":
+        return _partial_sum(choice, shards, ranks)
     if rule == "concat_last":
         return StitchResult(rule, "assumed", ranks, torch.cat(shards, dim=-1), max_abs_diff=0.0,
                             detail="sharded on the last dim: concatenated in rank order")  # fmt: skip
@@ -190,28 +240,7 @@ def stitch(
         return StitchResult(rule, "assumed", ranks, torch.cat(shards, dim=-2), max_abs_diff=0.0,
                             detail="q heads concatenated in rank order")  # fmt: skip
     if rule in ("kv_cols", "kv_heads"):
-        dim = -1 if rule == "kv_cols" else -2
-        per_rank = shards[0].shape[-2] if rule == "kv_heads" else None
-        if heads is not None and rule == "kv_cols":
-            per_rank = shards[0].shape[-1] // heads.head_dim
-        groups = _replica_groups(tp, heads, per_rank)
-        if groups is None:
-            return StitchResult(rule, "unknown", ranks,
-                                detail="one KV head per rank: replication unknown without config.json "
-                                "(pass --model-config)")  # fmt: skip
-        full, diff = _dedup(shards, groups, dim)
-        if diff > 0:
-            return StitchResult(
-                rule, "failed", ranks, full, max_abs_diff=diff, detail="KV replicas differ"
-            )
-        dedup = len(groups) < tp
-        verdict = "verified" if dedup else "assumed"
-        detail = (
-            f"KV replicas de-duplicated ({tp // len(groups)} ranks per head), replicas equal"
-            if dedup
-            else "KV heads concatenated in rank order"
-        )
-        return StitchResult(rule, verdict, ranks, full, max_abs_diff=diff, detail=detail)
+        return _kv(rule, shards, ranks, tp, heads)
     if rule == "qkv":
         return _stitch_qkv(shards, ranks, tp, heads)
     if rule == "gate_up":
@@ -223,13 +252,71 @@ def stitch(
         res = StitchResult(rule, "verified" if tp == 1 else "assumed", ranks, full, max_abs_diff=0.0,
                            detail="each rank's [gate|up] split in halves, then concatenated")  # fmt: skip
         return _with_parts(res, {"gate": h * tp, "up": h * tp})
-    if rule == "partial_sum":
-        acc = shards[0].to(torch.float32, copy=True)  # never add into a rank's own tensor
-        for s in shards[1:]:
-            acc.add_(s)  # promotes in the kernel: no float32 temporary per rank
-        return StitchResult(rule, "assumed", ranks, acc.to(shards[0].dtype),
-                            detail="partial sums added over ranks; awaiting the parent block's output")  # fmt: skip
     return StitchResult(rule, "unknown", ranks, detail=f"no stitcher for rule {rule!r}")
+
+
+def _replicated(choice: RuleChoice, shards: list[torch.Tensor], ranks: list[int]) -> StitchResult:
+    """Keep one copy once every rank agrees (within rounding); never keep one when they don't."""
+    a = agree(shards)
+    if a.ok:
+        detail = "identical on all ranks" if a.diff == 0 else f"all ranks {a.describe()}"
+        if choice.rule == "auto":
+            detail += f" (class {choice.module_class or 'unknown'} has no rule: kept as replicated)"
+        return StitchResult("replicated", "verified", ranks, shards[0], max_abs_diff=a.diff,
+                            detail=detail)  # fmt: skip
+    if choice.rule == "auto":
+        return StitchResult("auto", "unknown", ranks, max_abs_diff=a.diff,
+                            detail=f"no rule for class {choice.module_class or 'unknown'} and ranks "
+                            "differ: not stitched (add an override)")  # fmt: skip
+    return StitchResult(choice.rule, "failed", ranks, max_abs_diff=a.diff,
+                        detail=f"ranks differ (max |diff| {a.diff:.3g} > {a.tol:.3g}) although the "
+                        "tensor should be replicated: not stitched, see the rank tensors")  # fmt: skip
+
+
+def _partial_sum(choice: RuleChoice, shards: list[torch.Tensor], ranks: list[int]) -> StitchResult:
+    """Experts output: already reduced when the ranks agree (vLLM >= 0.32 MoERunner), else a
+    partial sum per rank (FusedMoE with reduce_results=False), added and checked later against
+    the parent block's output."""
+    a = agree(shards)
+    if a.ok:
+        return StitchResult("replicated", "verified", ranks, shards[0], max_abs_diff=a.diff,
+                            detail=f"all ranks {a.describe()}: the output is already reduced, "
+                            "kept as replicated (not summed)")  # fmt: skip
+    acc = shards[0].to(torch.float32, copy=True)  # never add into a rank's own tensor
+    for s in shards[1:]:
+        acc.add_(s)  # promotes in the kernel: no float32 temporary per rank
+    return StitchResult("partial_sum", "assumed", ranks, acc.to(shards[0].dtype),
+                        detail="ranks differ: partial sums added over ranks; awaiting the parent "
+                        "block's output")  # fmt: skip
+
+
+def _kv(
+    rule: str, shards: list[torch.Tensor], ranks: list[int], tp: int, heads: Heads | None
+) -> StitchResult:
+    dim = -1 if rule == "kv_cols" else -2
+    per_rank = shards[0].shape[-2] if rule == "kv_heads" else None
+    if heads is not None and rule == "kv_cols":
+        per_rank = shards[0].shape[-1] // heads.head_dim
+    groups = _replica_groups(tp, heads, per_rank)
+    source = "config"
+    if groups is None:
+        groups, source = groups_from_data(shards), "data"
+        if groups is None:
+            return StitchResult(rule, "unknown", ranks,
+                                detail="one KV head per rank and no config.json: which ranks hold "
+                                "replicas is unknown (pass --model-config)")  # fmt: skip
+    full, a = _dedup(shards, groups, dim)
+    if full is None:
+        return StitchResult(rule, "failed", ranks, max_abs_diff=a.diff,
+                            detail=f"KV replicas differ (max |diff| {a.diff:.3g} > {a.tol:.3g}): "
+                            "not stitched, see the rank tensors")  # fmt: skip
+    dedup = len(groups) < tp
+    if dedup:
+        detail = (f"KV replicas de-duplicated ({tp // len(groups)} ranks per head, groups from "
+                  f"the {source}), replicas {a.describe()}")  # fmt: skip
+        return StitchResult(rule, "verified", ranks, full, max_abs_diff=a.diff, detail=detail)
+    return StitchResult(rule, "assumed", ranks, full, max_abs_diff=0.0,
+                        detail="KV heads concatenated in rank order")  # fmt: skip
 
 
 def _stitch_qkv(
@@ -250,26 +337,26 @@ def _stitch_qkv(
     vs = [s[..., q_r + kv_r :] for s in shards]
     groups = _replica_groups(tp, heads, None)
     assert groups is not None
-    diff = 0.0
+    worst = Agreement(0.0, True, 0.0)
     for g in groups:
-        for r in g[1:]:
-            diff = max(diff, max_diff(ks[g[0]], ks[r]), max_diff(vs[g[0]], vs[r]))
+        for part in (ks, vs):
+            a = agree([part[r] for r in g])
+            if not a.ok:
+                return StitchResult("qkv", "failed", ranks, max_abs_diff=a.diff,
+                                    detail=f"KV replicas differ across ranks (max |diff| {a.diff:.3g} "
+                                    f"> {a.tol:.3g}): not stitched, see the rank tensors")  # fmt: skip
+            worst = a if a.diff > worst.diff else worst
     keep = [g[0] for g in groups]
     full = torch.cat(qs + [ks[r] for r in keep] + [vs[r] for r in keep], dim=-1)  # one copy
     widths = {"q": q_r * tp, "k": kv_r * len(keep), "v": kv_r * len(keep)}
-    if diff > 0:
-        res = StitchResult("qkv", "failed", ranks, full, max_abs_diff=diff,
-                           detail="KV replicas differ across ranks")  # fmt: skip
-        return _with_parts(res, widths)
     dedup = len(groups) < tp
     detail = "split per rank into q|k|v, concatenated per part" + (
-        f"; KV replicas ({tp // len(groups)} ranks per head) verified equal and de-duplicated"
+        f"; KV replicas ({tp // len(groups)} ranks per head) {worst.describe()}, de-duplicated"
         if dedup
         else ""
     )
-    res = StitchResult(
-        "qkv", "verified", ranks, full, max_abs_diff=diff, detail=detail + "; widths match config"
-    )
+    res = StitchResult("qkv", "verified", ranks, full, max_abs_diff=worst.diff,
+                       detail=detail + "; widths match config")  # fmt: skip
     return _with_parts(res, widths)
 
 

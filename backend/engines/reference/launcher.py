@@ -22,6 +22,7 @@ import torch
 
 from backend.engines.reference import parallel
 from backend.engines.reference.dumping import DumpOptions
+from backend.engines.reference.layout import resolve_layout
 from backend.errors import InputError, StudioError
 from backend.models.config import read_config
 from backend.procs import clean_main_for_spawn
@@ -47,6 +48,7 @@ def _rank_main(
     dump: DumpOptions | None,
     ready: mp.synchronize.Event,
     dump_root_box: mp.Queue,
+    layout: str | None = None,
 ) -> None:
     _die_with_parent()
     stopping = threading.Event()
@@ -61,7 +63,7 @@ def _rank_main(
         from backend.engines.reference.runner import ModelRunner
 
         kron = bool(dump and (dump.kronecker or "npu_kronecker_quant" in dump.api_list))
-        runner = ModelRunner(model_dir, kronecker_observe=kron)
+        runner = ModelRunner(model_dir, kronecker_observe=kron, layout=layout)
         runner.warm_up()
         if dump is not None:
             from backend.engines.reference.dumping import install
@@ -143,9 +145,12 @@ def start_server(
     port: int = 8000,
     host: str = "127.0.0.1",
     dump: DumpOptions | None = None,
+    layout: str | None = None,
 ) -> ServerHandle:
-    """Spawn the rank processes; call ``wait_ready()`` before sending requests."""
+    """Spawn the rank processes; call ``wait_ready()`` before sending requests. ``layout``:
+    the module layout (model.py ``LAYOUTS``; default ``$STUDIO_REFERENCE_LAYOUT`` or vllm)."""
     model_dir = Path(model_dir).expanduser().resolve()
+    layout = resolve_layout(layout)
     cfg = read_config(model_dir)
     if tp < 1 or cfg.num_attention_heads % tp:
         raise InputError(tp, f"--tp must divide num_attention_heads={cfg.num_attention_heads}")
@@ -159,7 +164,7 @@ def start_server(
     procs = [
         ctx.Process(
             target=_rank_main,
-            args=(r, tp, pg_port, str(model_dir), host, port, dump, ready, box),
+            args=(r, tp, pg_port, str(model_dir), host, port, dump, ready, box, layout),
             name=f"reference-rank{r}",
         )
         for r in range(tp)

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.engines.reference import kronecker
 from backend.engines.reference.parallel import all_gather_last, all_reduce, tp_rank, tp_size
 
 DEFAULT_VOCAB_PADDING_SIZE = 64  # vLLM pads the vocabulary to a multiple of this
@@ -83,6 +82,11 @@ class LinearBase(nn.Module):
 
 class ReplicatedLinear(LinearBase):
     """Full weight on every rank (the MoE router ``mlp.gate``)."""
+
+
+class GateLinear(ReplicatedLinear):
+    """vLLM 0.32's MoE router: one object registered as ``mlp.gate`` and ``mlp.experts.gate``,
+    called inside the experts (REFERENCE.md 2b)."""
 
 
 class ColumnParallelLinear(LinearBase):
@@ -158,9 +162,12 @@ class RMSNorm(nn.Module):
 class RotaryEmbedding(nn.Module):
     """Neox-style rotary embedding over ``positions`` (vLLM's get_rope for Qwen3)."""
 
-    def __init__(self, head_size: int, max_position: int, base: float) -> None:
+    def __init__(
+        self, head_size: int, max_position: int, base: float, in_place: bool = False
+    ) -> None:
         super().__init__()
         self.head_size = head_size
+        self.in_place = in_place  # current vLLM rotates q and k in place (REFERENCE.md 2b)
         inv_freq = 1.0 / (
             base ** (torch.arange(0, head_size, 2, dtype=torch.int64).float() / head_size)
         )
@@ -183,7 +190,12 @@ class RotaryEmbedding(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         cos, sin = self.cos_sin_cache[positions].chunk(2, dim=-1)
         cos, sin = cos.to(query.dtype), sin.to(query.dtype)
-        return self._rotate(query, cos, sin), self._rotate(key, cos, sin)
+        q, k = self._rotate(query, cos, sin), self._rotate(key, cos, sin)
+        if self.in_place:
+            query.copy_(q)
+            key.copy_(k)
+            return query, key
+        return q, k
 
 
 class SiluAndMul(nn.Module):
@@ -243,68 +255,6 @@ class Attention(nn.Module):
             self.kv_cache.clear()
         for s in slots or []:
             self.kv_cache.pop(s, None)
-
-
-# --------------------------------------------------------------------------- MoE
-class FusedMoE(nn.Module):
-    """All experts of a layer, each with this rank's slice of the intermediate dimension.
-
-    ``reduce_results=False`` as in vLLM's Qwen3-MoE: the output is this rank's PARTIAL sum;
-    the parent Qwen3MoeSparseMoeBlock all-reduces it. ``w13_weight`` is ``[E, 2*I/tp, H]``
-    (gate rows then up rows), ``w2_weight`` ``[E, H, I/tp]``.
-    """
-
-    def __init__(
-        self,
-        num_experts: int,
-        top_k: int,
-        hidden_size: int,
-        intermediate_size: int,
-        renormalize: bool,
-        reduce_results: bool = False,
-        kronecker_observe: bool = False,
-    ) -> None:
-        super().__init__()
-        self.global_num_experts = num_experts
-        self.top_k = top_k
-        self.renormalize = renormalize
-        self.reduce_results = reduce_results
-        self.intermediate_size_per_partition = divide(intermediate_size, tp_size())
-        i = self.intermediate_size_per_partition
-        self.w13_weight = nn.Parameter(
-            torch.empty(num_experts, 2 * i, hidden_size), requires_grad=False
-        )
-        self.w2_weight = nn.Parameter(torch.empty(num_experts, hidden_size, i), requires_grad=False)
-        self.kronecker = kronecker.KroneckerFactors(hidden_size) if kronecker_observe else None
-
-    def select_experts(self, router_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probs = torch.softmax(router_logits, dim=-1, dtype=torch.float32)
-        weights, ids = torch.topk(probs, self.top_k, dim=-1)
-        if self.renormalize:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-        return weights, ids
-
-    def forward(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
-        if self.kronecker is not None:
-            # FlatQuant-style activation quantization, OBSERVED only: the result is not used,
-            # so numerics are unchanged; msit's api mode dumps its three inputs.
-            kronecker.npu_kronecker_quant(hidden_states, self.kronecker.left, self.kronecker.right)
-        weights, ids = self.select_experts(router_logits)
-        out = torch.zeros_like(hidden_states)
-        i = self.intermediate_size_per_partition
-        for e in ids.unique().tolist():
-            tok, which = torch.where(ids == e)
-            x = hidden_states[tok]
-            gate_up = F.linear(x, self.w13_weight[e])
-            act = F.silu(gate_up[:, :i]) * gate_up[:, i:]
-            y = F.linear(act, self.w2_weight[e])
-            out.index_add_(0, tok, y * weights[tok, which, None].to(y.dtype))
-        if self.reduce_results and tp_size() > 1:
-            out = all_reduce(out)
-        return out
-
-    def maybe_all_reduce_tensor_model_parallel(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.reduce_results or tp_size() == 1 else all_reduce(x)
 
 
 # --------------------------------------------------------------------------- vocab

@@ -6,6 +6,16 @@ mlp.{gate_up_proj, down_proj, act_fn}}``, ``model.norm``, ``lm_head``, ``logits_
 Call conventions follow vLLM too (they decide what dump tools can see): decoder layers are
 called positionally ``(positions, hidden_states, residual)``, attention and experts with
 keyword arguments (so msit writes no input files for them).
+
+Two layouts (``LAYOUTS``; REFERENCE.md 2 and 2b), chosen per model, default ``vllm``:
+- ``vllm`` (current vLLM, 0.32): ``mlp.experts`` is a ``MoERunner`` whose output is already
+  all-reduced; the router ``GateLinear`` is ONE object registered as ``mlp.gate`` and
+  ``mlp.experts.gate`` and called inside the experts; ``rotary_emb`` is one object shared by
+  every layer and rotates q and k in place.
+- ``fused_moe`` (older vLLM, vllm-ascend releases): ``mlp.experts`` is a ``FusedMoE`` with
+  ``reduce_results=False`` (partial sums, all-reduced by the block), ``mlp.gate`` a
+  ``ReplicatedLinear`` called by the block, one ``rotary_emb`` per layer, out of place.
+``STUDIO_REFERENCE_LAYOUT`` picks the layout where no caller names one.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from torch import nn
 
 from backend.engines.reference.layers import (
     Attention,
-    FusedMoE,
+    GateLinear,
     LogitsProcessor,
     MergedColumnParallelLinear,
     ParallelLMHead,
@@ -28,6 +38,8 @@ from backend.engines.reference.layers import (
     VocabParallelEmbedding,
     divide,
 )
+from backend.engines.reference.layout import resolve_layout
+from backend.engines.reference.moe import FusedMoE, MoERunner
 from backend.engines.reference.parallel import tp_size
 from backend.models.config import Qwen3MoeConfig
 
@@ -47,9 +59,26 @@ class Qwen3MoeMLP(nn.Module):
 
 
 class Qwen3MoeSparseMoeBlock(nn.Module):
-    def __init__(self, config: Qwen3MoeConfig, kronecker_observe: bool = False) -> None:
+    def __init__(
+        self, config: Qwen3MoeConfig, kronecker_observe: bool = False, layout: str = "vllm"
+    ) -> None:
         super().__init__()
         self.tp_size = tp_size()
+        self.layout = layout
+        if layout == "vllm":
+            # gate first: msit names a module registered twice after its LAST path
+            # (mlp.experts.gate), msprobe after its first (mlp.gate), as with real vLLM 0.32
+            self.gate: nn.Module = GateLinear(config.hidden_size, config.num_experts)
+            self.experts: nn.Module = MoERunner(
+                self.gate,  # type: ignore[arg-type]
+                num_experts=config.num_experts,
+                top_k=config.num_experts_per_tok,
+                hidden_size=config.hidden_size,
+                intermediate_size=config.moe_intermediate_size,
+                renormalize=config.norm_topk_prob,
+                kronecker_observe=kronecker_observe,
+            )
+            return
         self.experts = FusedMoE(
             num_experts=config.num_experts,
             top_k=config.num_experts_per_tok,
@@ -64,6 +93,9 @@ class Qwen3MoeSparseMoeBlock(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         orig_shape = hidden_states.shape
         hidden_states = hidden_states.view(-1, orig_shape[-1])
+        if self.layout == "vllm":  # the runner routes and all-reduces itself
+            final = self.experts(hidden_states=hidden_states, router_logits=hidden_states)
+            return final.view(orig_shape)
         router_logits, _ = self.gate(hidden_states)
         final = self.experts(hidden_states=hidden_states, router_logits=router_logits)
         if self.tp_size > 1:
@@ -72,7 +104,7 @@ class Qwen3MoeSparseMoeBlock(nn.Module):
 
 
 class Qwen3MoeAttention(nn.Module):
-    def __init__(self, config: Qwen3MoeConfig) -> None:
+    def __init__(self, config: Qwen3MoeConfig, rotary_emb: RotaryEmbedding | None = None) -> None:
         super().__init__()
         tp = tp_size()
         self.head_dim = config.head_dim
@@ -90,7 +122,8 @@ class Qwen3MoeAttention(nn.Module):
         self.o_proj = RowParallelLinear(
             config.num_attention_heads * self.head_dim, config.hidden_size
         )
-        self.rotary_emb = RotaryEmbedding(
+        # vllm layout: one shared instance for every layer (vLLM's get_rope cache)
+        self.rotary_emb = rotary_emb or RotaryEmbedding(
             self.head_dim, config.max_position_embeddings, config.rope_theta
         )
         self.attn = Attention(self.num_heads, self.head_dim, self.scaling, self.num_kv_heads)
@@ -114,11 +147,18 @@ class Qwen3MoeAttention(nn.Module):
 
 
 class Qwen3MoeDecoderLayer(nn.Module):
-    def __init__(self, config: Qwen3MoeConfig, layer_idx: int, kronecker_observe: bool) -> None:
+    def __init__(
+        self,
+        config: Qwen3MoeConfig,
+        layer_idx: int,
+        kronecker_observe: bool,
+        layout: str = "vllm",
+        rotary_emb: RotaryEmbedding | None = None,
+    ) -> None:
         super().__init__()
-        self.self_attn = Qwen3MoeAttention(config)
+        self.self_attn = Qwen3MoeAttention(config, rotary_emb)
         if config.is_moe_layer(layer_idx):
-            self.mlp: nn.Module = Qwen3MoeSparseMoeBlock(config, kronecker_observe)
+            self.mlp: nn.Module = Qwen3MoeSparseMoeBlock(config, kronecker_observe, layout)
         else:
             self.mlp = Qwen3MoeMLP(config.hidden_size, config.intermediate_size)
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
@@ -139,11 +179,18 @@ class Qwen3MoeDecoderLayer(nn.Module):
 
 
 class Qwen3MoeModel(nn.Module):
-    def __init__(self, config: Qwen3MoeConfig, kronecker_observe: bool = False) -> None:
+    def __init__(
+        self, config: Qwen3MoeConfig, kronecker_observe: bool = False, layout: str = "vllm"
+    ) -> None:
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
+        rope = None
+        if layout == "vllm":
+            rope = RotaryEmbedding(
+                config.head_dim, config.max_position_embeddings, config.rope_theta, in_place=True
+            )
         self.layers = nn.ModuleList(
-            Qwen3MoeDecoderLayer(config, i, kronecker_observe)
+            Qwen3MoeDecoderLayer(config, i, kronecker_observe, layout, rope)
             for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
@@ -158,10 +205,13 @@ class Qwen3MoeModel(nn.Module):
 
 
 class Qwen3MoeForCausalLM(nn.Module):
-    def __init__(self, config: Qwen3MoeConfig, kronecker_observe: bool = False) -> None:
+    def __init__(
+        self, config: Qwen3MoeConfig, kronecker_observe: bool = False, layout: str | None = None
+    ) -> None:
         super().__init__()
         self.config = config
-        self.model = Qwen3MoeModel(config, kronecker_observe)
+        self.layout = resolve_layout(layout)
+        self.model = Qwen3MoeModel(config, kronecker_observe, self.layout)
         self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size)
         self.logits_processor = LogitsProcessor(config.vocab_size)
 

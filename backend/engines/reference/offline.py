@@ -15,6 +15,7 @@ import torch
 
 from backend.engines.reference import parallel
 from backend.engines.reference.dumping import DumpOptions
+from backend.engines.reference.layout import resolve_layout
 from backend.errors import InputError, StudioError
 from backend.models.config import read_config
 from backend.procs import clean_main_for_spawn
@@ -61,13 +62,14 @@ def _worker(
     out_file: str,
     profile_dir: str | None = None,
     trace_dir: str | None = None,
+    layout: str | None = None,
 ) -> None:
     torch.set_num_threads(1)
     parallel.init_group(rank, tp, port)
     try:
         from backend.engines.reference.runner import ModelRunner
 
-        runner = ModelRunner(model_dir, kronecker_observe=kronecker)
+        runner = ModelRunner(model_dir, kronecker_observe=kronecker, layout=layout)
         runner.warm_up()
         root = None
         if dump is not None:
@@ -119,12 +121,15 @@ def run_offline(
     timeout: float = 300.0,
     profile_dir: str | Path | None = None,
     trace_dir: str | Path | None = None,
+    layout: str | None = None,
 ) -> OfflineResult:
     """Run ``prompts`` batched on ``tp`` rank processes; greedy; EOS ignored so the number of
     steps is exactly ``max_tokens`` (step 0 prefill, then decodes). With ``profile_dir`` every
     rank writes a module-annotated torch.profiler trace ``trace_rank<R>.json`` there; with
-    ``trace_dir`` every rank writes its module calls (``calls_rank<R>.pt``) there."""
+    ``trace_dir`` every rank writes its module calls (``calls_rank<R>.pt``) there. ``layout``:
+    the module layout (model.py ``LAYOUTS``; default ``$STUDIO_REFERENCE_LAYOUT`` or vllm)."""
     model_dir = Path(model_dir).resolve()
+    layout = resolve_layout(layout)
     cfg = read_config(model_dir)
     if tp < 1 or cfg.num_attention_heads % tp:
         raise InputError(tp, f"tp must divide num_attention_heads={cfg.num_attention_heads}")
@@ -152,6 +157,7 @@ def run_offline(
                     out_file,
                     str(profile_dir) if profile_dir is not None else None,
                     str(trace_dir) if trace_dir is not None else None,
+                    layout,
                 ),  # fmt: skip
                 daemon=True,
             )

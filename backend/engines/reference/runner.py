@@ -34,12 +34,18 @@ class Generation:
 
 class ModelRunner:
     def __init__(
-        self, model_dir: str | Path, dtype: str | None = None, kronecker_observe: bool = False
+        self,
+        model_dir: str | Path,
+        dtype: str | None = None,
+        kronecker_observe: bool = False,
+        layout: str | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.config: Qwen3MoeConfig = read_config(self.model_dir)
         self.dtype = getattr(torch, dtype or self.config.dtype)
-        self.model = Qwen3MoeForCausalLM(self.config, kronecker_observe=kronecker_observe)
+        self.model = Qwen3MoeForCausalLM(
+            self.config, kronecker_observe=kronecker_observe, layout=layout
+        )  # layout None: $STUDIO_REFERENCE_LAYOUT or 'vllm' (model.py)
         load_weights(self.model, self.model_dir, self.dtype)
         self.model.eval()
         self.before_step: StepHook | None = None
