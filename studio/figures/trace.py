@@ -36,19 +36,28 @@ def class_counts_bar(df: pd.DataFrame) -> go.Figure:
 
 
 def top_bar(df: pd.DataFrame, title: str) -> go.Figure:
-    """Total time of the top kernels/ops (``analysis.top``)."""
+    """Self and total time of the top kernels/ops (``analysis.top``), in the table's order."""
     labels = [_short(n) for n in df["name"]]
+    custom = df[["calls", "avg_us", "share", "self_us", "total_us"]].to_numpy()
+    hover = (
+        "%{hovertext}<br>self %{customdata[3]:.1f} µs (%{customdata[2]:.1%})"
+        "<br>total %{customdata[4]:.1f} µs<br>calls %{customdata[0]}"
+        "<br>avg total %{customdata[1]:.2f} µs<extra></extra>"
+    )
     fig = go.Figure(
-        go.Bar(
-            x=df["total_us"], y=labels, orientation="h", marker_color=theme.ACCENT,
-            customdata=df[["calls", "avg_us", "share"]].to_numpy(), hovertext=df["name"],
-            hovertemplate="%{hovertext}<br>total %{x:.1f} µs<br>calls %{customdata[0]}"
-            "<br>avg %{customdata[1]:.2f} µs<br>share %{customdata[2]:.1%}<extra></extra>",
-        )
+        [
+            go.Bar(name="self", x=df["self_us"], y=labels, orientation="h",
+                   marker_color=theme.ACCENT, customdata=custom, hovertext=df["name"],
+                   hovertemplate=hover),
+            go.Bar(name="total (with children)", x=df["total_us"], y=labels, orientation="h",
+                   marker_color=theme.ACCENT, opacity=0.35, customdata=custom,
+                   hovertext=df["name"], hovertemplate=hover),
+        ]
     )  # fmt: skip
     fig.update_layout(
-        title=title, xaxis_title="total time (µs)", yaxis={"autorange": "reversed"},
-        height=max(280, 24 * len(df) + 100), margin={"l": 10, "r": 10, "t": 40, "b": 40},
+        title=title, xaxis_title="time (µs)", yaxis={"autorange": "reversed"}, barmode="group",
+        height=max(280, 34 * len(df) + 100), margin={"l": 10, "r": 10, "t": 40, "b": 40},
+        legend={"orientation": "h", "y": -0.15},
     )  # fmt: skip
     return fig
 
