@@ -57,3 +57,43 @@ def test_experts_dump_without_top_k_and_non_dump_folder(tmp_path, workspace_dir,
     assert main(["experts", str(empty), "--workspace", str(workspace_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"studio experts: {empty}") and "Traceback" not in err
+
+
+def test_experts_on_a_real_msit_dump(tmp_path, workspace_dir, capsys) -> None:
+    """A dump msit really wrote (reference engine, tp=1): `studio experts DUMP_DIR` routes the
+    dumped router logits (top-k from the dump's config.json); counts equal numpy's."""
+    import pytest
+
+    pytest.importorskip("msit_llm")
+    from backend.dumps import query
+    from backend.engines.reference.dumping import DumpOptions
+    from backend.engines.reference.offline import run_offline
+    from backend.models.config import read_config
+    from backend.models.create import create_model
+    from backend.workspace import open_workspace
+
+    model = create_model(tmp_path / "tiny", preset="tiny", seed=3)
+    cfg = read_config(model)
+    res = run_offline(model, tp=1, prompts=[[11, 57, 203, 9, 100]], max_tokens=2,
+                      dump=DumpOptions(tool="msit", dump_path=tmp_path / "dump",
+                                       token_range=[0, 1]))  # fmt: skip
+    assert (
+        main(["experts", str(tmp_path / "dump"), "--json", "--workspace", str(workspace_dir)]) == 0
+    )
+    src = json.loads(capsys.readouterr().out)["sources"][0]
+    assert src["top_k"] == cfg.num_experts_per_tok and src["num_experts"] == cfg.num_experts
+    ws = open_workspace(workspace_dir)
+    try:
+        run_id = src["source"].removeprefix("dump-")
+        gates = query.find_tensors(ws, run_id, module_regex=r"mlp\.gate$", io="output")
+        checked = 0
+        for r in gates[gates.idx == 0].itertuples():
+            logits = query.load_tensor(ws, int(r.tensor_id)).float().numpy()
+            want = _numpy_counts(logits, cfg.num_experts_per_tok)
+            got = sorted((c["expert"], c["count"]) for c in src["counts"]
+                         if c["step"] == r.step and c["layer"] == r.layer)  # fmt: skip
+            assert [n for _, n in got] == want.tolist()
+            checked += 1
+    finally:
+        ws.close()
+    assert checked == len(cfg.moe_layers) * 2 and res.dump_root.is_dir()
