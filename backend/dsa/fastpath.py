@@ -35,7 +35,9 @@ import numpy as np
 _TIER = "STRUCT(bytes_read BIGINT, read_ops INTEGER, latency_us BIGINT, batch_size INTEGER)"
 # What DuckDB's JSON reader is asked for (the exact path too; selected_block_ids only there).
 STEP_COLUMNS = {
-    "event": "VARCHAR", "run_name": "VARCHAR", "dataset": "VARCHAR", "rank": "INTEGER",
+    # optional identity fields as JSON: their type is checked (OPTIONAL_TYPE_CHECK) instead of
+    # letting the reader cast "3" or true to a number, as the line-by-line validator would not
+    "event": "VARCHAR", "run_name": "JSON", "dataset": "JSON", "rank": "JSON",
     "request_id": "BIGINT", "layer_id": "INTEGER", "step_idx": "BIGINT",
     "seq_len_current": "BIGINT", "unique_token_pos_count": "INTEGER", "offset_min": "BIGINT",
     "offset_p50": "BIGINT", "offset_max": "BIGINT", "block_size_tokens": "INTEGER",
@@ -46,7 +48,7 @@ STEP_COLUMNS = {
     " prefix_key VARCHAR, intersection_ratio DOUBLE)",
     "scores_stats": "STRUCT(min DOUBLE, mean DOUBLE, max DOUBLE)",
     # optional; read only to report which lines lack them (the arrays arrive cut to [])
-    "world_size": "INTEGER", "selected_token_pos": "JSON", "scores_topk": "JSON",
+    "world_size": "JSON", "selected_token_pos": "JSON", "scores_topk": "JSON",
 }  # fmt: skip
 # Seed 004's key fields, down to the struct members stored: a row where one is missing or null
 # is refused here and judged line by line by schema.validate_record (both paths agree).
@@ -70,13 +72,21 @@ GAP_COUNTS = (
     " count(*) FILTER (WHERE selected_token_pos IS NULL),"
     " count(*) FILTER (WHERE scores_topk IS NULL AND scores_stats IS NULL)"
 )
-EXTRA_CHECK = "event IS DISTINCT FROM 'dsa_topk' OR block_size_tokens <= 0"  # rows to refuse
+_INTS = "('UBIGINT', 'BIGINT')"
+OPTIONAL_TYPE_CHECK = (
+    "json_type(run_name) <> 'VARCHAR' OR json_type(dataset) <> 'VARCHAR'"
+    f" OR json_type(rank) NOT IN {_INTS} OR json_type(world_size) NOT IN {_INTS}"
+)  # NULL (absent) compares as NULL: not refused
+# rows to refuse (then judged line by line)
+EXTRA_CHECK = (
+    f"event IS DISTINCT FROM 'dsa_topk' OR block_size_tokens <= 0 OR {OPTIONAL_TYPE_CHECK}"
+)
 # The fast path parses selected_block_ids itself: DuckDB reads the rest.
 FAST_COLUMNS = {k: v for k, v in STEP_COLUMNS.items() if k != "selected_block_ids"}
 FAST_REQUIRED = tuple(c for c in STEP_REQUIRED if c != "selected_block_ids")
 # dsa_steps' columns after (trace_id, line_no, byte_offset), from the reader's columns ``c``.
 STEP_VALUES = """
-       c.rank, c.request_id, c.layer_id, c.step_idx,
+       c.rank::INTEGER, c.request_id, c.layer_id, c.step_idx,
        c.seq_len_current, c.unique_token_pos_count, c.offset_min, c.offset_p50, c.offset_max,
        c.block_size_tokens, c.unique_blocks,
        c.tokens_per_touched_block.mean, c.tokens_per_touched_block.p50,
@@ -375,7 +385,8 @@ def parse_scalars(prep: Prepared) -> bool:
         tmp.write(prep.stripped)
     try:
         tb = con.sql(
-            f"SELECT {STEP_VALUES}, run_name, dataset, rank, world_size,"  # noqa: S608 - constants
+            f"SELECT {STEP_VALUES}, run_name->>'$' AS run_name, dataset->>'$' AS dataset,"  # noqa: S608 - constants
+            " (rank IS NOT NULL OR NULL) AS rank, (world_size IS NOT NULL OR NULL) AS world_size,"
             # presence as true / NULL: GAP_COUNTS reads these columns as it reads the chunk's
             " (selected_token_pos IS NOT NULL OR NULL) AS selected_token_pos,"
             " (scores_stats IS NOT NULL OR NULL) AS scores_stats,"

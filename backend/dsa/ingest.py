@@ -464,8 +464,9 @@ class Ingestor:
                 self._add_gaps(cur, "dsa_chunk")
                 cur.execute(
                     "UPDATE dsa_traces SET rows = rows + ?,"
-                    " run_name = coalesce(run_name, (SELECT any_value(run_name) FROM dsa_chunk)),"
-                    " dataset = coalesce(dataset, (SELECT any_value(dataset) FROM dsa_chunk)),"
+                    " run_name = coalesce(run_name,"
+                    "   (SELECT any_value(run_name->>'$') FROM dsa_chunk)),"
+                    " dataset = coalesce(dataset, (SELECT any_value(dataset->>'$') FROM dsa_chunk)),"
                     " block_size = coalesce(block_size,"
                     "   (SELECT any_value(block_size_tokens) FROM dsa_chunk))"
                     " WHERE trace_id = ?",

@@ -92,6 +92,12 @@ def _mixed_trace(tmp_path: Path) -> bytes:
             raw = orjson.dumps({k: v for k, v in rec.items() if k != "prefix"})  # a key field
         if i == 55:
             raw = json.dumps({**rec, "prefix": {**rec["prefix"], "prefix_key": None}}).encode()
+        if i == 62:  # optional fields of the wrong type: bad lines on both paths
+            raw = json.dumps({**rec, "run_name": 5}).encode()
+        if i == 64:
+            raw = orjson.dumps({**rec, "rank": "3"})
+        if i == 66:
+            raw = json.dumps({**rec, "world_size": 2.0}).encode()
         if i == 58:
             raw = json.dumps({k: v for k, v in rec.items() if k != "offset_p50"}).encode()
         if i == 52:
@@ -221,7 +227,7 @@ def test_fast_path_matches_json_oracle(workspace, tmp_path: Path, monkeypatch, m
     gaps = _gap_oracle(data)
     assert meta[-1] == gaps and gaps["run_name"] == 2 and gaps["selected_token_pos"] == 3
     # line number = i + 3 (a blank line and a broken one come before): 49, 55, 58 are bad
-    assert {47, 52, 58, 61, 63} & set(want_bad) == {52, 58, 61}
+    assert {47, 52, 58, 61, 63, 65, 67, 69} & set(want_bad) == {52, 58, 61, 65, 67, 69}
     if mode == "single":
         assert calls and chunks["worker"] == 0  # the fast path ran here
     if mode == "workers":
