@@ -160,8 +160,11 @@ if ws is not None:
                         st.dataframe(
                             top[["name", "calls", "self_us", "total_us", "share"]],
                             hide_index=True, width="stretch", key=f"top_table_{pid}",
-                            column_config={"share": st.column_config.NumberColumn(
-                                "self share", format="percent")},
+                            column_config={
+                                "self_us": st.column_config.NumberColumn("self µs", format="%.1f"),
+                                "total_us": st.column_config.NumberColumn("total µs", format="%.1f"),
+                                "share": st.column_config.NumberColumn("self share", format="percent"),
+                            },
                         )  # fmt: skip
                         st.plotly_chart(
                             figs.family_bar(analysis.families(ws, pid, kind=kind)),

@@ -122,23 +122,26 @@ def top(
 def families(
     ws: Workspace, profile_id: str, *, kind: str = "auto", table: list | None = None
 ) -> pd.DataFrame:
-    """Time per family (regex table, first match wins): family, calls, total_us, share."""
+    """Time per family (regex table, first match wins): family, calls, total_us, share.
+
+    The time summed is each event's self time (for kernels, their duration), so an op nested
+    in another (aten::mm in aten::matmul in aten::linear) is not counted twice.
+    """
     where = _kind_filter(ws, profile_id, kind)
-    case, params = family_sql("name", table)
-    return (
-        ws.cursor()
-        .execute(
-            f"""
-        SELECT family, count(*) AS calls, sum(dur_ns) / 1e3 AS total_us,
-               sum(dur_ns) / sum(sum(dur_ns)) OVER () AS share
-        FROM (SELECT {case} AS family, dur_ns FROM profile_events
-              WHERE profile_id = ? AND {where})
+    case, params = family_sql("e.name", table)
+    cur = ws.cursor()
+    rel = _self_relation(cur, profile_id)
+    return cur.execute(
+        f"""
+        SELECT family, count(*) AS calls, sum(self_ns) / 1e3 AS total_us,
+               sum(self_ns) / sum(sum(self_ns)) OVER () AS share
+        FROM (SELECT {case} AS family, s.self_ns FROM profile_events e JOIN {rel} s
+                  ON s.profile_id = e.profile_id AND s.event_id = e.event_id
+              WHERE e.profile_id = ? AND {where})
         GROUP BY family ORDER BY total_us DESC, family
         """,  # noqa: S608
-            [*params, profile_id],
-        )
-        .df()
-    )
+        [*params, profile_id],
+    ).df()
 
 
 def _attr_kind(ws: Workspace, profile_id: str, kind: str) -> str:

@@ -44,20 +44,24 @@ def top_bar(df: pd.DataFrame, title: str) -> go.Figure:
         "<br>total %{customdata[4]:.1f} µs<br>calls %{customdata[0]}"
         "<br>avg total %{customdata[1]:.2f} µs<extra></extra>"
     )
-    fig = go.Figure(
-        [
-            go.Bar(name="self", x=df["self_us"], y=labels, orientation="h",
-                   marker_color=theme.ACCENT, customdata=custom, hovertext=df["name"],
-                   hovertemplate=hover),
+    bars = [
+        go.Bar(name="self", x=df["self_us"], y=labels, orientation="h",
+               marker_color=theme.ACCENT, customdata=custom, hovertext=df["name"],
+               hovertemplate=hover),
+    ]  # fmt: skip
+    nested = bool((df["total_us"] > df["self_us"]).any())
+    if nested:  # kernels (and leaf ops) have self = total: one bar says it all
+        bars.append(
             go.Bar(name="total (with children)", x=df["total_us"], y=labels, orientation="h",
                    marker_color=theme.ACCENT, opacity=0.35, customdata=custom,
-                   hovertext=df["name"], hovertemplate=hover),
-        ]
-    )  # fmt: skip
+                   hovertext=df["name"], hovertemplate=hover)
+        )  # fmt: skip
+    fig = go.Figure(bars)
     fig.update_layout(
         title=title, xaxis_title="time (µs)", yaxis={"autorange": "reversed"}, barmode="group",
-        height=max(280, 34 * len(df) + 100), margin={"l": 10, "r": 10, "t": 40, "b": 40},
-        legend={"orientation": "h", "y": -0.15},
+        height=max(280, (34 if nested else 24) * len(df) + 120),
+        margin={"l": 10, "r": 10, "t": 60, "b": 40}, showlegend=nested,
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
     )  # fmt: skip
     return fig
 
@@ -72,7 +76,7 @@ def family_bar(df: pd.DataFrame) -> go.Figure:
         )
     )  # fmt: skip
     fig.update_layout(
-        title="Time by family", yaxis_title="total time (µs)", height=340,
+        title="Time by family", yaxis_title="time (µs, self)", height=340,
         margin={"l": 10, "r": 10, "t": 40, "b": 40},
     )  # fmt: skip
     return fig

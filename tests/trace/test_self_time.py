@@ -73,3 +73,25 @@ def test_profiles_ingested_before_self_times_get_them_computed(workspace, real_p
     again = analysis.top(workspace, pid, kind="cpu", n=None)
     pd_equal = stored.reset_index(drop=True).equals(again.reset_index(drop=True))
     assert pd_equal
+
+
+def test_families_count_nested_ops_once(workspace, real_profile) -> None:
+    """Time by family sums self times: the family total of cpu ops is their self-time total,
+    at most the time of the top-level ops (inclusive sums would count aten::mm in aten::matmul
+    in aten::linear three times)."""
+    path, ka = real_profile
+    pid = ingest_profile(workspace, path)
+    fam = analysis.families(workspace, pid, kind="cpu_op")
+    ops_self = sum(v[1] for k, v in ka.items() if k.startswith("aten::"))
+    assert fam["total_us"].sum() == pytest.approx(ops_self, abs=1e-3)
+    top_level = analysis.attribution(workspace, pid, kind="cpu_op")["dur_us"].sum()
+    assert fam["total_us"].sum() <= top_level + 1e-6
+    inclusive = (
+        workspace.cursor()
+        .execute(
+            "SELECT sum(dur_ns) / 1e3 FROM profile_events WHERE profile_id = ? AND cat = 'cpu_op'",
+            [pid],
+        )
+        .fetchone()[0]
+    )
+    assert inclusive > top_level  # the double counting the families no longer do
