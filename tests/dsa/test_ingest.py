@@ -262,6 +262,9 @@ def test_trace_with_only_seed_004_key_fields(workspace, trace, tmp_path, monkeyp
     want = {"run_name": n, "dataset": n, "rank": n, "world_size": n,
             "selected_token_pos": len(range(0, n, 4))}  # fmt: skip
     assert res.missing_optional == want
+    from backend.dsa.summary import summarize_file
+
+    assert summarize_file(path)["optional_fields_missing"] == want  # studio dsa summarize
     assert res.describe().endswith(
         "optional fields absent: run_name (90 of 90 rows), dataset (90 of 90 rows), rank (90 of"
         " 90 rows), world_size (90 of 90 rows), selected_token_pos (23 of 90 rows)"
