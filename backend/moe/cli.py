@@ -54,7 +54,7 @@ def import_source(
 ) -> list[str]:
     """Import a path or dump run; returns the stored source names (MindIE: one per phase).
 
-    A dump folder (msit / msprobe, or any folder inside one), like ``studio stats`` and
+    A dump folder (msit, msprobe, SGLang; or any folder inside one), like ``studio stats`` and
     ``studio stitch`` take, is ingested (or found, if it already is) and its router logits
     routed, exactly as ``dump:RUN_ID``; the source is named ``dump-<run id>``, and an existing
     source of that name is reused.
@@ -76,7 +76,8 @@ def import_source(
         except InputError:
             raise InputError(
                 path,
-                "neither a dump (msit torch_tensors/, msprobe step<N>/) nor an expert-load"
+                "neither a dump (msit torch_tensors/, msprobe step<N>/, SGLang TP*_PP*_Rank*"
+                " folders or dumper records) nor an expert-load"
                 f" recording (SGLang recorder .pt files, MindIE CSV folder): {exc.problem}",
             ) from exc
         return [_from_dump(ws, run_id, name, devices, top_k)]
@@ -89,9 +90,12 @@ def import_source(
 
 
 def _is_dump(path: Path) -> bool:
-    from backend.dumps.formats import msit, msprobe
+    from backend.dumps.formats import msit, msprobe, sglang_dumper, sglang_hook
 
-    return msit.is_msit(path) or msprobe.is_msprobe(path)
+    return (
+        msit.is_msit(path) or msprobe.is_msprobe(path) or sglang_hook.is_sglang_hook(path)
+        or sglang_dumper.is_sglang_dumper(path)
+    )  # fmt: skip
 
 
 def _ingest(ws: Workspace, path: Path) -> str:

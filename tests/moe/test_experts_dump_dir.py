@@ -97,3 +97,28 @@ def test_experts_on_a_real_msit_dump(tmp_path, workspace_dir, capsys) -> None:
     finally:
         ws.close()
     assert checked == len(cfg.moe_layers) * 2 and res.dump_root.is_dir()
+
+
+def test_experts_on_an_sglang_hook_dump(tmp_path, workspace_dir, capsys) -> None:
+    """SGLang's --debug-tensor-dump-output-folder layout (tests/dumps/sglang_docs_fixture.py,
+    written from SGLang's documented structure): routed like any dump; per layer, the counts
+    summed over all forwards equal numpy's top-k of the true router logits."""
+    from tests.dumps.sglang_docs_fixture import write_hook_dump
+
+    d = write_hook_dump(tmp_path / "sg", tp=2, passes=2)
+    k = d["config"]["num_experts_per_tok"]
+    assert main(["experts", str(d["dump_dir"]), "--json", "--workspace", str(workspace_dir)]) == 0
+    src = json.loads(capsys.readouterr().out)["sources"][0]
+    assert src["top_k"] == k and src["num_devices"] == 2
+    want: dict[int, np.ndarray] = {}
+    for key, t in d["truth"].items():
+        if len(key) == 2 and key[1].endswith(".mlp.gate"):
+            layer = int(key[1].split(".")[2])
+            want[layer] = want.get(layer, 0) + _numpy_counts(t.float().numpy(), k)
+    got: dict[int, dict[int, int]] = {}
+    for c in src["counts"]:
+        got.setdefault(c["layer"], {}).setdefault(c["expert"], 0)
+        got[c["layer"]][c["expert"]] += c["count"]
+    assert want and set(got) == set(want)
+    for layer, w in want.items():
+        assert [got[layer].get(e, 0) for e in range(len(w))] == w.tolist()
