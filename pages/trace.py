@@ -124,9 +124,16 @@ if ws is not None:
                 index=1 if len(compare) > 1 else 0,
                 key="profile_b",
             )
-            kind = st.radio(
+            k_col, r_col = st.columns(2)
+            kind = k_col.radio(
                 "Time of", ["auto", "kernel", "cpu_op"], horizontal=True, key="profile_kind",
-                help="auto: device kernels when the profile has them, else top-level cpu ops",
+                help="auto: device kernels when the profile has them, else cpu ops",
+            )  # fmt: skip
+            rank_by = r_col.radio(
+                "Rank by", ["self", "total"], horizontal=True, key="profile_rank_by",
+                help="self: an op's time minus its children's (torch.profiler's default table);"
+                " total: inclusive time, which counts nested ops (aten::linear, aten::matmul,"
+                " aten::mm) once each",
             )  # fmt: skip
             with guarded("Analysing the profile"):
                 info = analysis.profile_info(ws, a)
@@ -145,10 +152,19 @@ if ws is not None:
                 for pid, col in zip(sides, cols, strict=True):
                     with col:
                         st.markdown(f"**{names[pid]}**")
-                        top = analysis.top(ws, pid, kind=kind, n=15)
+                        top = analysis.top(ws, pid, kind=kind, n=15, by=rank_by)
                         st.plotly_chart(
-                            figs.top_bar(top, "Top kernels / ops by total time"),
+                            figs.top_bar(top, f"Top kernels / ops by {rank_by} time"),
                             width="stretch", key=f"top_{pid}",
+                        )  # fmt: skip
+                        st.dataframe(
+                            top[["name", "calls", "self_us", "total_us", "share"]],
+                            hide_index=True, width="stretch", key=f"top_table_{pid}",
+                            column_config={
+                                "self_us": st.column_config.NumberColumn("self µs", format="%.1f"),
+                                "total_us": st.column_config.NumberColumn("total µs", format="%.1f"),
+                                "share": st.column_config.NumberColumn("self share", format="percent"),
+                            },
                         )  # fmt: skip
                         st.plotly_chart(
                             figs.family_bar(analysis.families(ws, pid, kind=kind)),

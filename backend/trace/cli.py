@@ -72,7 +72,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     ws = open_workspace(args.workspace)
     try:
         pid = ingest_profile(ws, args.path, name=args.name, fmt=args.format)
-        df = analysis.top(ws, pid, kind=args.kind, n=args.top)
+        df = analysis.top(ws, pid, kind=args.kind, n=args.top, by=args.rank_by)
     finally:
         ws.close()
     if not args.json:
@@ -99,7 +99,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     table = load_families(args.families)
     views = {
-        "top": lambda ws: analysis.top(ws, args.profile, kind=args.kind, n=args.top),
+        "top": lambda ws: analysis.top(
+            ws, args.profile, kind=args.kind, n=args.top, by=args.rank_by
+        ),
         "families": lambda ws: analysis.families(ws, args.profile, kind=args.kind, table=table),
         "modules": lambda ws: analysis.by_module(ws, args.profile, kind=args.kind),
         "layers": lambda ws: analysis.per_layer(ws, args.profile, kind=args.kind, table=table),
@@ -155,12 +157,18 @@ def _common(p: argparse.ArgumentParser, top: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print JSON records")
     p.add_argument(
         "--kind",
-        choices=("auto", "kernel", "cpu_op"),
+        choices=("auto", "kernel", "cpu_op", "cpu"),
         default="auto",
-        help="device kernels or cpu ops (auto: kernels when the profile has any)",
+        help="device kernels or cpu ops (auto: kernels when the profile has any); cpu: every"
+        " host event torch.profiler's key_averages lists (top table only)",
     )
     if top:
         p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
+        p.add_argument(
+            "--rank-by", choices=("self", "total"), default="self",
+            help="order of the top table: self time (default, as torch.profiler's table) or"
+            " total (inclusive) time",
+        )  # fmt: skip
 
 
 def _families_arg(p: argparse.ArgumentParser) -> None:
