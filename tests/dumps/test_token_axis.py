@@ -1,0 +1,253 @@
+"""Token axis on dumps that msit_llm and msprobe really wrote of a transformers Qwen3-MoE model.
+
+The oracle is numpy on the same tensors reshaped by hand ([batch, seq, hidden] ->
+[batch*seq, hidden]; q_norm [batch, seq, heads, head_dim] -> [batch*seq, heads*head_dim]) and
+what plain torch forward hooks saw in the same run (``tests/dumps/hf_tiny.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.analysis import compare, lod, outliers, source
+from backend.analysis.source import Selected
+from backend.dumps import axis_store, query
+from backend.dumps.ingest import ingest_dump
+from backend.workspace import open_workspace
+
+pytest.importorskip("transformers")
+pytest.importorskip("msprobe")
+pytest.importorskip("msit_llm")
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKENS, HIDDEN = 14, 64  # batch 2 x seq 7
+SPIKE_TOKEN, SPIKE_CHANNEL = 9, 5  # batch 1, position 2 (token id 77), embedding channel 5
+
+
+@pytest.fixture(scope="module")
+def dumps(tmp_path_factory) -> dict[str, Path]:
+    """The tiny model dumped by msit, msprobe (tensors) and msprobe (statistics only)."""
+    base = tmp_path_factory.mktemp("hf")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "kernels")])}
+    out = {}
+    for tool in ("msit", "msprobe", "msprobe-stats"):
+        subprocess.run(
+            [sys.executable, "-m", "tests.dumps.hf_tiny", tool, str(base / tool)],
+            cwd=ROOT, env=env, check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+        out[tool] = base / tool
+    return out
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    w = open_workspace(tmp_path_factory.mktemp("ws"))
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def runs(dumps, ws) -> dict[str, str]:
+    return {tool: ingest_dump(ws, d / "dump") for tool, d in dumps.items()}
+
+
+def _row(ws, run: str, module: str, io: str = "output", idx: int = 0):
+    df = query.find_tensors(ws, run, module_regex=f"^{module.replace('.', '[.]')}$", io=io)
+    df = df[(df.idx == idx) & df.part.isna() & df.arg_name.isna()]
+    assert len(df) == 1, df
+    return df.iloc[0]
+
+
+def _stats(ws, tid: int) -> dict:
+    return ws.cursor().execute("SELECT * FROM dump_stats WHERE tensor_id = ?", [tid]).df().iloc[0]
+
+
+def _kurtosis(m: np.ndarray) -> float:
+    d = m.astype(np.float64).reshape(-1)
+    d = d - d.mean()
+    return float((d**4).mean() / (d**2).mean() ** 2)
+
+
+def _file_of(dump: Path, module: str, tool: str) -> Path:
+    if tool == "msit":
+        return next(dump.glob(f"dump/msit_dump_*/torch_tensors/*/0/root.{module}/output*.pth"))
+    return next(
+        dump.glob(f"dump/step0/*/dump_tensor_data/Module.{module}.[A-Z]*.forward.0.output.0.pt")
+    )
+
+
+@pytest.mark.parametrize("tool", ["msit", "msprobe"])
+def test_axes_decided_per_layout(tool: str, runs, ws) -> None:
+    run = runs[tool]
+    want = {
+        "model.embed_tokens": (2, "[batch, seq, hidden]"),
+        "model.layers.0.input_layernorm": (2, "[batch, seq, hidden]"),
+        "model.layers.0.self_attn.q_norm": (2, "[batch, seq, heads, head_dim]"),
+        "model.layers.0.self_attn.k_norm": (2, "[batch, seq, heads, head_dim]"),
+        "model.layers.0.self_attn.k_proj": (2, "[batch, seq, channels]"),
+        "model.layers.0.mlp.gate": (1, "[tokens, channels]"),  # the router sees flat tokens
+        "model.layers.0.mlp.experts": (1, "[tokens, hidden]"),
+        "lm_head": (2, "[batch, seq, channels]"),
+    }
+    for module, (k, layout) in want.items():
+        a = axis_store.get(ws, int(_row(ws, run, module).tensor_id))
+        assert (a.token_dims, a.layout) == (k, layout), module
+    ids = axis_store.get(ws, int(_row(ws, run, "model.embed_tokens", "input").tensor_id))
+    assert (ids.token_dims, ids.layout) == (2, "[batch, seq]")
+    assert (
+        "input ids are [2, 7]"
+        in ws.cursor()
+        .execute("SELECT reason FROM dump_axis_runs WHERE run_id = ?", [run])
+        .fetchone()[0]
+    )
+
+
+@pytest.mark.parametrize("tool", ["msit", "msprobe"])
+@pytest.mark.parametrize(
+    "module",
+    ["model.embed_tokens", "model.layers.0.input_layernorm", "model.layers.0.self_attn.q_norm",
+     "model.layers.1.mlp", "model.norm"],
+)  # fmt: skip
+def test_stats_equal_numpy_on_tokens(tool: str, module: str, dumps, runs, ws) -> None:
+    run = runs[tool]
+    row = _row(ws, run, module)
+    raw = torch.load(_file_of(dumps[tool], module, tool), weights_only=True).numpy()
+    assert raw.shape[:2] == (2, 7)
+    m = raw.reshape(TOKENS, -1)  # batch x seq are tokens; the rest (hidden, heads x head_dim)
+    np.testing.assert_array_equal(
+        m, np.load(dumps[tool] / "oracle" / f"{module}.npy").reshape(TOKENS, -1)
+    )
+    s = _stats(ws, int(row.tensor_id))
+    np.testing.assert_allclose(s.channel_absmax, np.abs(m).max(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(s.token_absmax, np.abs(m).max(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(s.channel_mean_abs, np.abs(m).mean(axis=0), rtol=1e-5)
+    assert len(s.channel_absmax) == m.shape[1] and len(s.token_absmax) == TOKENS
+    assert s["kurtosis"] + 3.0 == pytest.approx(_kurtosis(m), rel=1e-5)  # excess vs Pearson
+    top = (
+        ws.cursor()
+        .execute(
+            "SELECT token, channel, value FROM dump_outliers WHERE tensor_id = ? ORDER BY k LIMIT 1",
+            [int(row.tensor_id)],
+        )
+        .fetchone()
+    )
+    t, c = np.unravel_index(np.argmax(np.abs(m)), m.shape)
+    assert (top[0], top[1]) == (t, c)
+    assert top[2] == pytest.approx(float(m[t, c]))
+
+
+@pytest.mark.parametrize("tool", ["msit", "msprobe"])
+def test_planted_outliers_land_on_token_and_channel(tool: str, runs, ws, dumps) -> None:
+    run = runs[tool]
+    emb = _row(ws, run, "model.embed_tokens")
+    top = (
+        ws.cursor()
+        .execute(
+            "SELECT token, channel, value FROM dump_outliers WHERE tensor_id = ? AND k = 0",
+            [int(emb.tensor_id)],
+        )
+        .fetchone()
+    )
+    assert top == (SPIKE_TOKEN, SPIKE_CHANNEL, 40.0)  # not "token 1, channel 2*64+5"
+    # `studio stats` top channels: channel 3 of input_layernorm (weight 50x) for every token
+    from backend.dumps.cli import stats_records
+
+    rec = stats_records(ws, run, r"layers\.0\.input_layernorm$", None, False)
+    out = next(r for r in rec if r["io"] == "output")
+    assert out["top_channels"][0]["channel"] == 3
+    assert out["token_axis"] == "[batch, seq, hidden]" and out["tokens"] == TOKENS
+    # the page's view: surface grid and tables on [14, 64]
+    sel = Selected(run, 0, "model.layers.0.input_layernorm", "output", 0, None)
+    x = source.matrix(ws, sel)
+    raw = np.load(dumps[tool] / "oracle" / "model.layers.0.input_layernorm.npy")
+    np.testing.assert_array_equal(x.numpy(), raw.reshape(TOKENS, HIDDEN))
+    grid = lod.build_grid(x, max_tokens=400, max_channels=800)
+    assert grid.source_shape == (TOKENS, HIDDEN) and not grid.pooled
+    np.testing.assert_array_equal(grid.raw, raw.reshape(TOKENS, HIDDEN))
+    assert outliers.channel_table(x, 1)["channel"].iloc[0] == 3
+    assert outliers.summarize(x).top_channel == 3
+
+
+def test_q_norm_view_is_tokens_by_heads_times_head_dim(runs, ws, dumps) -> None:
+    sel = Selected(runs["msprobe"], 0, "model.layers.0.self_attn.q_norm", "output", 0, None)
+    x = source.matrix(ws, sel)
+    raw = np.load(dumps["msprobe"] / "oracle" / "model.layers.0.self_attn.q_norm.npy")
+    assert raw.shape == (2, 7, 4, 16)
+    np.testing.assert_array_equal(x.numpy(), raw.reshape(14, 64))  # channel = head*16 + d
+
+
+def test_compare_msit_and_msprobe_runs_on_the_token_axis(runs, ws) -> None:
+    a = source.matrix(ws, Selected(runs["msit"], 0, "model.layers.1.mlp", "output", 0, None))
+    b = source.matrix(ws, Selected(runs["msprobe"], 0, "model.layers.1.mlp", "output", 0, None))
+    assert tuple(a.shape) == tuple(b.shape) == (TOKENS, HIDDEN)
+    m = compare.compare(b, a, k=4)
+    na, nb = a.double().numpy(), b.double().numpy()
+    assert m.cosine == pytest.approx(
+        float((na * nb).sum() / np.linalg.norm(na) / np.linalg.norm(nb))
+    )
+    assert m.topk_jaccard == 1.0 and m.absmax_spearman == pytest.approx(1.0)
+    assert m.max_abs_error == pytest.approx(float(np.abs(na - nb).max()), abs=1e-12)
+
+
+def test_override_changes_stats_and_back(runs, ws, dumps) -> None:
+    run = runs["msprobe"]
+    row = _row(ws, run, "model.layers.0.input_layernorm")
+    tid = int(row.tensor_id)
+    counts = axis_store.set_override(ws, run, r"layers\.0\.input_layernorm$", 1)
+    assert counts == {"tensors": 2, "changed": 2, "skipped": 0}
+    assert axis_store.restat(ws, run) == 2
+    a = axis_store.get(ws, tid)
+    assert (a.token_dims, a.source) == (1, "override")
+    raw = np.load(dumps["msprobe"] / "oracle" / "model.layers.0.input_layernorm.npy")
+    np.testing.assert_allclose(
+        _stats(ws, tid).channel_absmax, np.abs(raw.reshape(2, 7 * 64)).max(0), rtol=1e-6
+    )
+    axis_store.set_override(ws, run, r"layers\.0\.input_layernorm$", None)
+    axis_store.restat(ws, run)
+    a = axis_store.get(ws, tid)
+    assert (a.token_dims, a.source) == (2, "format")
+    assert len(_stats(ws, tid).channel_absmax) == HIDDEN
+
+
+def test_statistics_only_msprobe_dump(runs, ws, dumps) -> None:
+    """task: statistics writes dump.json (Max/Min/Mean/Norm) and no tensors: all kept, equal to
+    numpy on the tensors the tensor-mode run of the same model wrote."""
+    run = runs["msprobe-stats"]
+    assert query.find_tensors(ws, run).empty
+    assert not list(dumps["msprobe-stats"].glob("dump/step0/*/dump_tensor_data"))
+    tool = query.tool_stats(ws, run)
+    raw_json = json.loads(next(dumps["msprobe-stats"].glob("dump/step0/*/dump.json")).read_text())
+    n_json = 0
+    for key, entry in raw_json["data"].items():
+        for group in ("input_args", "output"):
+            n_json += sum(1 for t in entry.get(group) or [] if isinstance(t, dict) and "Max" in t)
+    assert len(tool) >= n_json  # plus keyword inputs and named outputs
+    files = sorted(dumps["msprobe"].glob("dump/step0/*/dump_tensor_data/*.pt"))
+    checked = 0
+    for f in files:
+        name = f.name
+        if ".parameters." in name:
+            continue
+        from backend.dumps.formats.msprobe import parse_name
+
+        module, _cls, _call, io, idx, arg = parse_name(name)
+        r = tool[(tool.module == module) & (tool.io == io) & (tool.idx == idx)]
+        r = r[r.arg_name.isna()] if arg is None else r[r.arg_name == arg]
+        assert len(r) == 1, name
+        t = torch.load(f, weights_only=True)
+        x = t.double().numpy()
+        assert r["max"].iloc[0] == pytest.approx(float(x.max()), rel=1e-6, abs=1e-6), name
+        assert r["min"].iloc[0] == pytest.approx(float(x.min()), rel=1e-6, abs=1e-6), name
+        if t.is_floating_point():
+            assert r["norm"].iloc[0] == pytest.approx(float(np.linalg.norm(x)), rel=1e-5), name
+            assert r["mean"].iloc[0] == pytest.approx(float(x.mean()), rel=1e-4, abs=1e-6), name
+        checked += 1
+    assert checked > 60
