@@ -27,6 +27,11 @@ FLAT_FORMATS = frozenset({"vllm", "sglang", "sglang-dumper", "sglang_dump", "sgl
 _HEAD_NORM = re.compile(r"(?:^|\.)(q_norm|k_norm)$")
 _IDS = re.compile(r"(input_ids|position_ids|positions|embed_tokens)")
 _DECODER = re.compile(r"(?:^|\.)layers\.\d+$")
+_LAYER_NORM = re.compile(r"(?:^|\.)(input_layernorm|post_attention_layernorm|norm)$")
+EVIDENCE_SQL = (  # the rows batch_evidence looks at
+    "(module LIKE '%embed_tokens' OR arg_name = 'input_ids' OR regexp_matches(module, "
+    "'(^|\\.)(layers\\.\\d+|input_layernorm|post_attention_layernorm|norm)$'))"
+)
 _TOP = frozenset({"root", "model", ""})  # the top module: a causal LM's first input is its ids
 
 
@@ -187,15 +192,16 @@ def batch_evidence(
     """Is the run batch-first? From (module, io, idx, arg_name, shape) of its tensors.
 
     The embedding's token ids (``[batch, seq]`` vs ``[tokens]``) decide; failing that the
-    decoder layers' hidden states (3-D vs 2-D).
+    hidden states (3-D vs 2-D) of the decoder layers, then of the layer norms.
     """
     for module, io, _idx, arg, shape in rows:
         if io == "input" and (module.endswith("embed_tokens") or (arg or "") == "input_ids"):
             if len(shape) in (1, 2):
                 b = len(shape) == 2
                 return b, f"{module} input ids are {list(shape)}"
-    for module, io, _idx, _arg, shape in rows:
-        if _DECODER.search(module) and io == "output" and len(shape) in (2, 3):
-            b = len(shape) == 3
-            return b, f"{module} output is {list(shape)}"
+    for pattern in (_DECODER, _LAYER_NORM):
+        for module, io, _idx, _arg, shape in rows:
+            if pattern.search(module) and io == "output" and len(shape) in (2, 3):
+                b = len(shape) == 3
+                return b, f"{module} output is {list(shape)}"
     return None, ""

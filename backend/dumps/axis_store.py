@@ -34,10 +34,8 @@ def run_facts(ws: Workspace, run_id: str) -> tuple[ax.RunFacts, bool]:
     fmt, raw_cfg = row
     cfg = json.loads(raw_cfg) if isinstance(raw_cfg, str) else raw_cfg
     rows = cur.execute(
-        "SELECT module, io, idx, arg_name, shape FROM dump_tensors WHERE run_id = ? "
-        "AND rank IS NULL AND part IS NULL AND (module LIKE '%embed_tokens' "
-        "OR arg_name = 'input_ids' OR regexp_matches(module, '(^|\\.)layers\\.\\d+$')) "
-        "ORDER BY step, module, io, idx",
+        "SELECT module, io, idx, arg_name, shape FROM dump_tensors WHERE run_id = ? "  # noqa: S608
+        f"AND rank IS NULL AND part IS NULL AND {ax.EVIDENCE_SQL} ORDER BY step, module, io, idx",
         [run_id],
     ).fetchall()
     batched, why = (

@@ -251,3 +251,29 @@ def test_statistics_only_msprobe_dump(runs, ws, dumps) -> None:
             assert r["mean"].iloc[0] == pytest.approx(float(x.mean()), rel=1e-4, abs=1e-6), name
         checked += 1
     assert checked > 60
+
+
+def test_vllm_layout_tokens_first_and_heads(synth_dump, tmp_path: Path) -> None:
+    """A vLLM-shaped msit dump (tp=2): [tokens, hidden] and q_norm [tokens, heads, head_dim]."""
+    session, truth, cfg = synth_dump(2, tokens=(5,))
+    w = open_workspace(tmp_path / "ws_vllm")
+    try:
+        run = ingest_dump(w, session)
+        assert w.cursor().execute(
+            "SELECT batched FROM dump_axis_runs WHERE run_id = ?", [run]
+        ).fetchone() == (False,)
+        q = truth[(0, "model.layers.0.self_attn.q_norm", "output", 0)]
+        assert q.ndim == 3
+        row = _row(w, run, "model.layers.0.self_attn.q_norm")
+        a = axis_store.get(w, int(row.tensor_id))
+        assert (a.token_dims, a.layout) == (1, "[tokens, heads, head_dim]")
+        m = q.reshape(q.shape[0], -1)
+        np.testing.assert_allclose(_stats(w, int(row.tensor_id)).channel_absmax, np.abs(m).max(0))
+        ln = _row(w, run, "model.layers.0.input_layernorm")
+        a = axis_store.get(w, int(ln.tensor_id))
+        assert (a.token_dims, a.layout) == (1, "[tokens, hidden]")
+        x = truth[(0, "model.layers.0.input_layernorm", "output", 0)]
+        sel = Selected(run, 0, "model.layers.0.input_layernorm", "output", 0, None)
+        np.testing.assert_array_equal(source.matrix(w, sel).numpy(), x)
+    finally:
+        w.close()
