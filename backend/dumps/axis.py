@@ -179,8 +179,8 @@ def decide(t: TensorFacts, run: RunFacts) -> Axis:
     raise AssertionError("the rule table ends with a catch-all")  # pragma: no cover
 
 
-def overridden(shape: tuple[int, ...], token_dims: int, regex: str) -> Axis:
-    heads = len(shape) - token_dims == 2 and len(shape) >= 3
+def overridden(shape: tuple[int, ...], token_dims: int, regex: str, module: str = "") -> Axis:
+    heads = len(shape) - token_dims == 2 and bool(_HEAD_NORM.search(module))
     return Axis(
         token_dims, describe(shape, token_dims, heads), "override", f"set by the user for /{regex}/"
     )

@@ -66,7 +66,7 @@ def axis_for(facts: ax.TensorFacts, run: ax.RunFacts, overrides_: list[tuple[str
     """Override (the last matching one that fits the tensor's rank) or the rule table."""
     for regex, k in reversed(overrides_):
         if re.search(regex, facts.module) and 0 <= k <= len(facts.shape):
-            return ax.overridden(facts.shape, k, regex)
+            return ax.overridden(facts.shape, k, regex, facts.module)
     return ax.decide(facts, run)
 
 

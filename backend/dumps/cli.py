@@ -353,7 +353,7 @@ def cmd_token_axis(args: argparse.Namespace) -> int:
         rows = find_tensors(ws, run, module_regex=args.module).merge(axes(ws, run), on="tensor_id")
         for r in rows.drop_duplicates(["module", "io", "idx", "arg_name", "part"]).itertuples():
             io = f"{r.io}[{r.idx}]" + (f" {r.arg_name}" if isinstance(r.arg_name, str) else "")
-            print(f"{r.module} {io}: {list(r.shape)} as {r.layout} ({r.source})")
+            print(f"{r.module} {io}: {[int(x) for x in r.shape]} as {r.layout} ({r.source})")
         print(f"run {run}: {counts['changed']} of {counts['tensors']} tensor(s) changed axis"
               + (f", {counts['skipped']} kept (fewer dims than {args.token_dims})" if counts["skipped"] else ""))  # fmt: skip
     finally:

@@ -277,3 +277,93 @@ def test_vllm_layout_tokens_first_and_heads(synth_dump, tmp_path: Path) -> None:
         np.testing.assert_array_equal(source.matrix(w, sel).numpy(), x)
     finally:
         w.close()
+
+
+def test_cli_token_axis_and_statistics_only_stats(dumps, workspace_dir: Path, capsys) -> None:
+    from backend.cli import main
+
+    probe = str(dumps["msprobe"] / "dump")
+    assert (
+        main(["token-axis", probe, "--module", r"layers\.0\.input_layernorm$", "--token-dims", "1"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert (
+        "model.layers.0.input_layernorm output[0]: [2, 7, 64] as [tokens, c0, c1] (override)" in out
+    )
+    assert "2 of 2 tensor(s) changed axis" in out
+    assert main(["stats", probe, "--json", "--module", r"layers\.0\.input_layernorm$"]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(r["tokens"], r["channels"], r["axis_source"]) for r in recs] == [
+        (2, 448, "override")
+    ] * 2
+    assert main(["token-axis", probe, "--module", r"layers\.0\.input_layernorm$", "--auto"]) == 0
+    capsys.readouterr()
+    assert main(["stats", probe, "--json", "--module", r"layers\.0\.input_layernorm$"]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(r["tokens"], r["channels"], r["token_axis"]) for r in recs] == [
+        (TOKENS, HIDDEN, "[batch, seq, hidden]")
+    ] * 2
+    assert recs[1]["top_channels"][0]["channel"] == 3
+    assert main(["token-axis", probe, "--module", "nothing_like_this$", "--token-dims", "1"]) == 2
+    assert "matches no tensor" in capsys.readouterr().err
+    # a statistics-only dump: `studio stats` shows what the tool wrote
+    stats_dump = dumps["msprobe-stats"] / "dump"
+    assert main(["stats", str(stats_dump), "--json", "--module", r"^model\.norm$"]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    entry = next(
+        v for k, v in json.loads(next(stats_dump.glob("step0/*/dump.json")).read_text())["data"].items()
+        if k.startswith("Module.model.norm.")
+    )  # fmt: skip
+    assert [(r["io"], r["source"]) for r in recs] == [("input", "tool"), ("output", "tool")]
+    assert (
+        recs[1]["max"] == entry["output"][0]["Max"]
+        and recs[1]["norm"] == entry["output"][0]["Norm"]
+    )
+    assert main(["stats", str(stats_dump)]) == 0
+    assert "statistics written by the dump tool" in capsys.readouterr().out
+
+
+def test_page_token_axis_widget_and_statistics_only(dumps, workspace_dir: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from studio.navigation import ROOT as APP
+
+    w = open_workspace(workspace_dir)
+    run = ingest_dump(w, dumps["msprobe"] / "dump")
+    stats_run = ingest_dump(w, dumps["msprobe-stats"] / "dump")
+    w.close()
+    page = str(APP / "pages/activations.py")
+    at = AppTest.from_file(page, default_timeout=120)
+    at.query_params["run"] = run
+    at.query_params["pattern"] = r"layers\.0\.input_layernorm"
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="act_axis").value == 2
+    assert any("[batch, seq, hidden]" in c.value for c in at.caption)
+    assert {m.label: m.value for m in at.metric}["top channel"] == "3"
+    top = at.dataframe[0].value
+    assert (top["token"].iloc[0], top["channel"].iloc[0]) == (int(np.argmax(np.abs(
+        np.load(dumps["msprobe"] / "oracle" / "model.layers.0.input_layernorm.npy").reshape(TOKENS, HIDDEN)
+    )) // HIDDEN), 3)  # fmt: skip
+    at.selectbox(key="act_axis").set_value(1).run()  # view [2, 7*64]: flat "channels"
+    assert not at.exception, at.exception
+    assert int({m.label: m.value for m in at.metric}["top channel"]) % HIDDEN == 3
+    at.button(key="act_axis_save").click().run()
+    assert not at.exception, at.exception
+    w = open_workspace(workspace_dir)
+    try:
+        tid = int(_row(w, run, "model.layers.0.input_layernorm").tensor_id)
+        assert axis_store.get(w, tid).source == "override"
+        assert len(_stats(w, tid).channel_absmax) == 7 * HIDDEN
+    finally:
+        w.close()
+    # statistics-only run: the tool's statistics instead of a surface
+    at2 = AppTest.from_file(page, default_timeout=120)
+    at2.query_params["run"] = stats_run
+    at2.run()
+    assert not at2.exception, at2.exception
+    assert any("statistics-only dump" in i.value for i in at2.info)
+    table = at2.dataframe[0].value
+    assert {"max", "min", "mean", "norm", "absmax"} <= set(table.columns) and len(table) > 60
