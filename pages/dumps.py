@@ -157,6 +157,16 @@ with guarded("Reading the dumps"):
             ranks=shown.ranks.map(lambda r: ",".join(map(str, r)))
         )
         st.dataframe(verdict_style(shown), hide_index=True, width="stretch")
+    else:
+        tool = query.tool_stats(ws, run_id)
+        if not tool.empty:  # a statistics-only dump: the tool's own numbers are all there is
+            st.subheader("Statistics written by the dump tool")
+            st.caption(
+                "No tensor files in this dump (msprobe `task: statistics` / msit "
+                "`dump_statistics_mode=1`): Max, Min, Mean and Norm per tensor as the tool wrote "
+                "them. The Activations page charts them."
+            )
+            st.dataframe(tool.drop(columns=["source_file"]), hide_index=True, width="stretch")
     errors = query.ingest_errors(ws, run_id)
     st.subheader(f"Ingest errors ({len(errors)})")
     if errors.empty:
