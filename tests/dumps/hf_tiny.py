@@ -1,7 +1,7 @@
 """A tiny Hugging Face Qwen3MoeForCausalLM run under the real msit_llm / msprobe dump hooks.
 
 Run as a script in a fresh process (both tools keep process-wide singletons):
-``python -m tests.dumps.hf_tiny msit|msprobe|msprobe-stats OUT``. The hooks are installed as the
+``python -m tests.dumps.hf_tiny msit|msit-stats|msprobe|msprobe-stats OUT``. The hooks are installed as the
 tools' docs say (msit: ``DumpConfig`` + ``register_hook``; msprobe: ``PrecisionDebugger`` with a
 JSON config, ``start(model=...)`` / ``stop()`` / ``step()``). Besides the dump, ``OUT/oracle/``
 gets what plain torch forward hooks saw (numpy), and ``OUT/config.json`` the model config.
@@ -76,11 +76,13 @@ def main(tool: str, out: Path) -> None:
     model, ids = build()
     (out / "config.json").write_text(json.dumps(config_dict()))
     np.save(out / "ids.npy", ids.numpy())
-    if tool == "msit":
+    if tool in ("msit", "msit-stats"):
         from msit_llm import DumpConfig, register_hook
 
         dump = out / "dump"
-        register_hook(model, DumpConfig(dump_path=str(dump), token_range=[0], mode=["module"]))
+        mode = 1 if tool == "msit-stats" else 0  # dump_statistics_mode 1: statistics.csv only
+        register_hook(model, DumpConfig(dump_path=str(dump), token_range=[0], mode=["module"],
+                                        dump_statistics_mode=mode))  # fmt: skip
         _oracle_hooks(model, out)
         with torch.no_grad():
             model(ids)

@@ -38,7 +38,7 @@ def dumps(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("hf")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "kernels")])}
     out = {}
-    for tool in ("msit", "msprobe", "msprobe-stats"):
+    for tool in ("msit", "msprobe", "msprobe-stats", "msit-stats"):
         subprocess.run(
             [sys.executable, "-m", "tests.dumps.hf_tiny", tool, str(base / tool)],
             cwd=ROOT, env=env, check=True, capture_output=True, timeout=300,
@@ -217,38 +217,41 @@ def test_override_changes_stats_and_back(runs, ws, dumps) -> None:
     assert len(_stats(ws, tid).channel_absmax) == HIDDEN
 
 
-def test_statistics_only_msprobe_dump(runs, ws, dumps) -> None:
-    """task: statistics writes dump.json (Max/Min/Mean/Norm) and no tensors: all kept, equal to
-    numpy on the tensors the tensor-mode run of the same model wrote."""
-    run = runs["msprobe-stats"]
-    assert query.find_tensors(ws, run).empty
-    assert not list(dumps["msprobe-stats"].glob("dump/step0/*/dump_tensor_data"))
-    tool = query.tool_stats(ws, run)
-    raw_json = json.loads(next(dumps["msprobe-stats"].glob("dump/step0/*/dump.json")).read_text())
-    n_json = 0
-    for key, entry in raw_json["data"].items():
-        for group in ("input_args", "output"):
-            n_json += sum(1 for t in entry.get(group) or [] if isinstance(t, dict) and "Max" in t)
-    assert len(tool) >= n_json  # plus keyword inputs and named outputs
-    files = sorted(dumps["msprobe"].glob("dump/step0/*/dump_tensor_data/*.pt"))
-    checked = 0
-    for f in files:
-        name = f.name
-        if ".parameters." in name:
-            continue
-        from backend.dumps.formats.msprobe import parse_name
+@pytest.mark.parametrize("tool", ["msprobe", "msit"])
+def test_statistics_only_dump(tool: str, runs, ws, dumps) -> None:
+    """msprobe ``task: statistics`` (dump.json Max/Min/Mean/Norm) and msit
+    ``dump_statistics_mode=1`` (statistics.csv) write no tensors: their numbers are all kept,
+    and equal numpy on the tensors the tensor-mode run of the same model wrote."""
+    from backend.dumps.formats import msit, msprobe
 
-        module, _cls, _call, io, idx, arg = parse_name(name)
-        r = tool[(tool.module == module) & (tool.io == io) & (tool.idx == idx)]
+    run = runs[f"{tool}-stats"]
+    assert query.find_tensors(ws, run).empty
+    assert not [p for p in dumps[f"{tool}-stats"].rglob("*.pt*")]
+    stats = query.tool_stats(ws, run)
+    if tool == "msprobe":
+        files = sorted(dumps[tool].glob("dump/step0/*/dump_tensor_data/*.pt"))
+        refs = [msprobe.parse_name(f.name) for f in files]
+        keys = [None if r is None else (r[0], r[3], r[4], r[5]) for r in refs]
+    else:
+        files = sorted(dumps[tool].glob("dump/msit_dump_*/torch_tensors/*/0/*/*.pth"))
+        refs = [msit.parse_file(f) for f in files]
+        keys = [None if r is None or r.arg_name else (r.module, r.io, r.idx, None) for r in refs]
+    checked = 0
+    for f, key in zip(files, keys, strict=True):
+        if key is None:  # parameters (msprobe), nested outputs (msit: not in statistics.csv)
+            continue
+        module, io, idx, arg = key
+        r = stats[(stats.module == module) & (stats.io == io) & (stats.idx == idx)]
         r = r[r.arg_name.isna()] if arg is None else r[r.arg_name == arg]
-        assert len(r) == 1, name
+        assert len(r) == 1, f.name
         t = torch.load(f, weights_only=True)
         x = t.double().numpy()
-        assert r["max"].iloc[0] == pytest.approx(float(x.max()), rel=1e-6, abs=1e-6), name
-        assert r["min"].iloc[0] == pytest.approx(float(x.min()), rel=1e-6, abs=1e-6), name
+        assert r["max"].iloc[0] == pytest.approx(float(x.max()), rel=1e-6, abs=1e-6), f.name
+        assert r["min"].iloc[0] == pytest.approx(float(x.min()), rel=1e-6, abs=1e-6), f.name
+        assert r["absmax"].iloc[0] == pytest.approx(float(np.abs(x).max()), rel=1e-6), f.name
         if t.is_floating_point():
-            assert r["norm"].iloc[0] == pytest.approx(float(np.linalg.norm(x)), rel=1e-5), name
-            assert r["mean"].iloc[0] == pytest.approx(float(x.mean()), rel=1e-4, abs=1e-6), name
+            assert r["norm"].iloc[0] == pytest.approx(float(np.linalg.norm(x)), rel=1e-5), f.name
+            assert r["mean"].iloc[0] == pytest.approx(float(x.mean()), rel=1e-4, abs=1e-6), f.name
         checked += 1
     assert checked > 60
 
