@@ -375,3 +375,40 @@ def test_page_token_axis_widget_and_statistics_only(dumps, workspace_dir: Path) 
     assert not at3.exception, at3.exception
     assert any(h.value == "Statistics written by the dump tool" for h in at3.subheader)
     assert len(at3.dataframe[-1].value) == len(table)
+
+
+@pytest.mark.slow
+def test_reference_engine_msprobe_dump_is_tokens_first(tmp_path: Path) -> None:
+    """The reference engine (vLLM's Qwen3-MoE modules) under msprobe: flat [tokens, ...]."""
+    offline = pytest.importorskip("backend.engines.reference.offline")
+    from backend.engines.reference.dumping import DumpOptions
+    from backend.models.create import create_model
+
+    tiny = create_model(tmp_path / "tiny", preset="tiny", seed=0)
+    opts = DumpOptions(tool="msprobe", dump_path=tmp_path / "probe", token_range=[0])
+    root = offline.run_offline(tiny, tp=1, prompts=[[11, 57, 203, 9, 100], [3, 480, 4]],
+                               max_tokens=1, dump=opts).dump_root  # fmt: skip
+    w = open_workspace(tmp_path / "ws")
+    try:
+        run = ingest_dump(w, root)
+        assert w.cursor().execute(
+            "SELECT batched, reason FROM dump_axis_runs WHERE run_id = ?", [run]
+        ).fetchone() == (False, "model.embed_tokens input ids are [8]")
+        want = {
+            ("model.embed_tokens", "input"): (1, "[tokens]"),
+            ("model.layers.0.input_layernorm", "output"): (1, "[tokens, hidden]"),
+            ("model.layers.0.self_attn.q_norm", "output"): (1, "[tokens, heads, head_dim]"),
+            ("model.layers.0.self_attn.k_norm", "input"): (1, "[tokens, heads, head_dim]"),
+        }
+        for (module, io), (k, layout) in want.items():
+            row = _row(w, run, module, io)
+            a = axis_store.get(w, int(row.tensor_id))
+            assert (a.token_dims, a.layout) == (k, layout), module
+            t = query.load_tensor(w, int(row.tensor_id))
+            if t.is_floating_point():
+                m = t.float().numpy().reshape(8, -1)
+                s = _stats(w, int(row.tensor_id))
+                np.testing.assert_allclose(s.channel_absmax, np.abs(m).max(0), rtol=1e-6)
+                assert len(s.token_absmax) == 8
+    finally:
+        w.close()
