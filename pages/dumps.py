@@ -153,8 +153,14 @@ with guarded("Reading the dumps"):
         shown = report[report.step == step]
         if only_bad:
             shown = shown[shown.verdict.isin(["failed", "unknown"])]
-        shown = shown.drop(columns=["tensor_id"]).assign(
-            ranks=shown.ranks.map(lambda r: ",".join(map(str, r)))
+        # the token axis each stitched tensor is viewed with (statistics, surfaces)
+        axes = query.axes(ws, run_id)[["tensor_id", "layout"]].rename(
+            columns={"layout": "token axis"}
+        )
+        shown = (
+            shown.merge(axes, on="tensor_id", how="left")
+            .drop(columns=["tensor_id"])
+            .assign(ranks=shown.ranks.map(lambda r: ",".join(map(str, r))).to_numpy())
         )
         st.dataframe(verdict_style(shown), hide_index=True, width="stretch")
     else:

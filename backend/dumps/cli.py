@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--idle-exit", type=float, metavar="S", help="with --watch: stop after S idle seconds"
     )
     p.add_argument("--no-stats", action="store_true", help="skip statistics (stitch only)")
+    p.add_argument("--token-axis", action="append", default=[], metavar="REGEX=N",
+                   help="modules matching REGEX have N leading token dims (1 = [tokens, ...], "
+                   "2 = [batch, seq, ...]); repeatable; default: decided per tensor")  # fmt: skip
     p.add_argument("--stats-workers", type=int, default=0, metavar="N",
                    help="compute statistics in N processes (without --watch; default: in-process)")  # fmt: skip
     p.set_defaults(func=cmd_ingest)
@@ -128,11 +131,29 @@ def _summary(ws, run_id: str) -> str:
     return f"run {run_id}: {v}; {errors} ingest error(s)"
 
 
+def _axis_specs(specs: list[str]) -> list[tuple[str, int | None]]:
+    """``REGEX=N`` (or ``REGEX=auto``) pairs of ``--token-axis``."""
+    out: list[tuple[str, int | None]] = []
+    for spec in specs:
+        regex, sep, n = spec.rpartition("=")
+        if not sep or not regex or not (n.isdigit() or n == "auto"):
+            raise InputError(
+                f"--token-axis {spec}", "expected REGEX=N (N leading token dims) or REGEX=auto"
+            )
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise InputError(regex, f"not a valid regular expression ({exc})") from None
+        out.append((regex, None if n == "auto" else int(n)))
+    return out
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from backend.dumps.ingest import ingest_dump
     from backend.dumps.watch import DumpWatcher
 
     cfg = _config(args.model_config)
+    axis_specs = _axis_specs(getattr(args, "token_axis", None) or [])
     ws = open_workspace(args.workspace)
     try:
         with _bar() as bar:
@@ -169,6 +190,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 if w.run_id is None:
                     raise InputError(args.dump, "no dump appeared in this folder while watching")
                 run = w.run_id
+        if axis_specs:
+            from backend.dumps import axis_store
+
+            for regex, k in axis_specs:
+                counts = axis_store.set_override(ws, run, regex, k)
+                print(f"token axis /{regex}/ -> {k if k is not None else 'auto'}: "
+                      f"{counts['changed']} of {counts['tensors']} tensor(s) changed")  # fmt: skip
+            if not args.no_stats:
+                axis_store.restat(ws, run)
         print(_summary(ws, run))
     finally:
         ws.close()

@@ -308,6 +308,12 @@ def test_cli_token_axis_and_statistics_only_stats(dumps, workspace_dir: Path, ca
         (TOKENS, HIDDEN, "[batch, seq, hidden]")
     ] * 2
     assert recs[1]["top_channels"][0]["channel"] == 3
+    # the same override given at ingest time (a fresh workspace)
+    assert main(["--workspace", str(workspace_dir.parent / "ws2"), "ingest", probe,
+                 "--token-axis", r"q_norm$=1"]) == 0  # fmt: skip
+    assert "token axis /q_norm$/ -> 1: 4 of 4 tensor(s) changed" in capsys.readouterr().out
+    assert main(["ingest", probe, "--token-axis", "q_norm"]) == 2
+    assert "expected REGEX=N" in capsys.readouterr().err
     assert main(["token-axis", probe, "--module", "nothing_like_this$", "--token-dims", "1"]) == 2
     assert "matches no tensor" in capsys.readouterr().err
     # a statistics-only dump: `studio stats` shows what the tool wrote
