@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any
 
+import pyarrow as pa
+
 from backend.dumps import axis as ax
 from backend.errors import InputError, StudioError
 from backend.workspace import Workspace
@@ -101,10 +103,21 @@ def assign(ws: Workspace, run_id: str) -> int:
             "INSERT OR REPLACE INTO dump_axis_runs VALUES (?, ?, ?)",
             [run_id, run.batched, run.batched_reason],
         )
-        if new:
-            w.executemany("INSERT OR REPLACE INTO dump_axes VALUES (?, ?, ?, ?, ?)", new)
+        _put_axes(w, new)
         _drop_stats(w, moved)
     return len(new)
+
+
+def _put_axes(w, rows: list[tuple]) -> None:  # noqa: ANN001 - a DuckDB cursor
+    """Insert or replace axis rows in one statement (executemany is row by row: slow)."""
+    if not rows:
+        return
+    cols = ["tensor_id", "token_dims", "layout", "source", "reason"]
+    w.register("_new_axes", pa.Table.from_pylist([dict(zip(cols, r, strict=True)) for r in rows]))
+    try:
+        w.execute("INSERT OR REPLACE INTO dump_axes BY NAME SELECT * FROM _new_axes")
+    finally:
+        w.unregister("_new_axes")
 
 
 def _drop_stats(w, ids: list[int]) -> None:  # noqa: ANN001 - a DuckDB cursor
@@ -159,7 +172,7 @@ def set_override(
         if old_k != a.token_dims:
             moved.append(tid)
     with ws.transaction() as w:
-        w.executemany("INSERT OR REPLACE INTO dump_axes VALUES (?, ?, ?, ?, ?)", new)
+        _put_axes(w, new)
         _drop_stats(w, moved)
     return {"tensors": len(rows), "changed": len(moved), "skipped": skipped}
 
