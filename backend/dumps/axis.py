@@ -23,7 +23,7 @@ import torch
 from backend.errors import InputError
 
 # Formats whose writers never add a batch dim (the engines' own flattened token layout).
-FLAT_FORMATS = frozenset({"vllm", "sglang", "sglang-dumper", "sglang_dump", "sglang_dumper"})
+FLAT_FORMATS = frozenset({"sglang_hook", "sglang_dumper"})  # backend/dumps/detect.py names
 _HEAD_NORM = re.compile(r"(?:^|\.)(q_norm|k_norm)$")
 _IDS = re.compile(r"(input_ids|position_ids|positions|embed_tokens)")
 _DECODER = re.compile(r"(?:^|\.)layers\.\d+$")

@@ -9,7 +9,7 @@ from backend.dumps import axis_store
 
 HF = ax.RunFacts("msprobe", True, "ids [2, 7]", frozenset({(4, 16), (2, 16)}), 64)
 VLLM = ax.RunFacts("msit", False, "ids [14]", frozenset({(4, 16), (2, 16)}), 64)
-SGL = ax.RunFacts("sglang", None, "", frozenset(), None)
+SGL = ax.RunFacts("sglang_hook", None, "", frozenset(), None)
 
 
 def _k(shape, module="model.layers.0.mlp", run=HF, integer=False, io="output", arg=None):
@@ -74,3 +74,29 @@ def test_late_evidence_redecides_and_drops_stale_stats(workspace) -> None:
     assert "input ids are [6]" in a.reason
     assert cur.execute("SELECT count(*) FROM dump_stats").fetchone() == (0,)
     assert cur.execute("SELECT count(*) FROM dump_outliers").fetchone() == (0,)
+
+
+def test_sglang_hook_dump_is_flat(tmp_path, workspace) -> None:
+    """SGLang's hook layout (fixture written from SGLang's source by another author): every
+    tensor is [tokens, ...]; q_norm [tokens, heads, head_dim]."""
+    import numpy as np
+
+    from backend.dumps import query
+    from backend.dumps.ingest import ingest_dump
+    from tests.dumps.sglang_docs_fixture import write_hook_dump
+
+    fx = write_hook_dump(tmp_path / "sg", tp=2, passes=1)
+    run = ingest_dump(workspace, fx["dump_dir"])
+    df = query.find_tensors(workspace, run).merge(query.axes(workspace, run), on="tensor_id")
+    assert len(df) == len(query.find_tensors(workspace, run))  # every stitched tensor has one
+    multi = df[df["shape"].map(len) >= 2]
+    assert set(multi["token_dims"]) == {1}
+    q = df[df.module.str.endswith("q_norm")].iloc[0]
+    assert (q.layout, q.source) == ("[tokens, heads, head_dim]", "module")
+    x = query.load_tensor(workspace, int(q.tensor_id)).float().numpy()
+    s = (
+        workspace.cursor()
+        .execute("SELECT channel_absmax FROM dump_stats WHERE tensor_id = ?", [int(q.tensor_id)])
+        .fetchone()[0]
+    )
+    np.testing.assert_allclose(s, np.abs(x.reshape(x.shape[0], -1)).max(0), rtol=1e-6)
