@@ -11,6 +11,7 @@ import streamlit as st
 from backend import hardware
 from backend.launch import ingest
 from backend.launch.capture import list_captures
+from backend.launch.commands import vllm_ascend
 from backend.launch.spec import DUMP_TOOLS, ENGINES, EXPERT_RECORDER_MODES, DumpSettings, LaunchSpec
 from studio.navigation import ROOT
 from studio.services_launch import launch_service
@@ -22,6 +23,12 @@ STATUS_ICON = {
     "stopping": ":material/hourglass_bottom:", "stopped": ":material/stop_circle:",
     "exited": ":material/logout:", "crashed": ":material/error:", "lost": ":material/help:",
 }  # fmt: skip
+
+
+def _default_tool() -> None:
+    """Picking an engine preselects its default dump tool (vllm-ascend: msprobe, its own hook)."""
+    engine = st.session_state.get("engine")
+    st.session_state["tool"] = vllm_ascend.DEFAULT_DUMP_TOOL if engine == "vllm-ascend" else "none"
 
 
 def _present(module: str) -> bool:
@@ -71,6 +78,7 @@ with guarded("Opening the launch service"):
         "Engine",
         ENGINES,
         key="engine",
+        on_change=_default_tool,
         help="reference runs on CPU; vllm-ascend and sglang need their hardware",
     )
     model_dir = c2.text_input(
