@@ -85,7 +85,7 @@ def test_experts_on_a_real_msit_dump(tmp_path, workspace_dir, capsys) -> None:
     ws = open_workspace(workspace_dir)
     try:
         run_id = src["source"].removeprefix("dump-")
-        gates = query.find_tensors(ws, run_id, module_regex=r"mlp\.gate$", io="output")
+        gates = query.find_tensors(ws, run_id, module_regex=r"mlp\.(experts\.)?gate$", io="output")
         checked = 0
         for r in gates[gates.idx == 0].itertuples():
             logits = query.load_tensor(ws, int(r.tensor_id)).float().numpy()
