@@ -147,7 +147,8 @@ def describe(ws: Workspace, name: str, with_counts: bool = True) -> dict[str, An
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
-    ws = open_workspace(args.workspace)
+    # Showing a stored source only reads: it works while the studio owns the workspace.
+    ws = open_workspace(args.workspace, read_only=True)
     try:
         known = set(store.sources(ws)["source"])
         names = [args.source] if args.source in known else import_source(
