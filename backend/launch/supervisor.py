@@ -27,12 +27,14 @@ import duckdb
 from backend.errors import InputError, StudioError
 from backend.launch import procs
 from backend.launch.commands import Command, build
+from backend.launch.diagnose import diagnose
 from backend.launch.logtail import tail
 from backend.launch.spec import LaunchSpec, validate
 from backend.workspace import Workspace
 
 ACTIVE = ("starting", "ready", "stopping")
 CRASH_LINES = 30
+DIAGNOSE_LINES = 400  # a vLLM traceback from a worker is long; its cause comes early
 _COLUMN_NAMES = (
     "launch_id", "engine", "model_dir", "host", "port", "tp", "spec", "argv", "env",
     "dump_tool", "dump_path", "log_path", "pid", "pgid", "proc_start", "status", "exit_code",
@@ -274,6 +276,11 @@ class Supervisor:
             self._finish(launch.launch_id, "stopped", rc, "stopped from the studio")
             return
         last = "\n".join(tail(launch.log_path, CRASH_LINES))
+        found = diagnose(tail(launch.log_path, DIAGNOSE_LINES))
+        label = "last log lines"
+        if found.hints or found.lines:  # why first: a worker's traceback scrolls it out
+            last = f"{found.text()}\nlast log lines:\n{last}"
+            label = "why and last log lines"
         if rc == 0:
             self._finish(
                 launch.launch_id, "exited", rc, f"the server exited by itself (exit code 0)\n{last}"
@@ -291,7 +298,7 @@ class Supervisor:
                 launch.launch_id,
                 "crashed",
                 rc,
-                f"the server crashed ({why}); last log lines:\n{last}",
+                f"the server crashed ({why}); {label}:\n{last}",
             )
 
     def _finish(self, launch_id: str, status: str, rc: int | None, message: str) -> None:
