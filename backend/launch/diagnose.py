@@ -27,7 +27,7 @@ HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
         "vLLM on CPU needs VLLM_CPU_KVCACHE_SPACE (GiB of KV cache), e.g. 1",
     ),
     (
-        re.compile(r"number of CPU id list .* doesn't match|auto CPU binding|NUMA node"),
+        re.compile(r"number of CPU id list .* doesn.t match|doesn.t support auto CPU binding"),
         "VLLM_CPU_OMP_THREADS_BIND needs one CPU list per rank, e.g. `0|1` for TP=2 "
         "(`0|1|0|1` for TP=4 on two CPUs)",
     ),
@@ -37,7 +37,7 @@ HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
         "(--python, or STUDIO_VLLM_PYTHON; default <checkout>/.venv-vllm/bin/python)",
     ),
     (
-        re.compile(r"[Hh]ead ?(size|_dim)\b.*(not supported|unsupported|[Ss]upported head)"),
+        re.compile(r"Unsupported CPU attention configuration: head_dim="),
         "vLLM's CPU attention supports head_dim 32, 64, 80, 96, 112, 128, 160, 192, 224, 256 "
         "and 512 only: use a model such as preset tiny-d32",
     ),
@@ -50,12 +50,29 @@ HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
         "not enough memory: a smaller --max-model-len, a smaller TP, or fewer other servers",
     ),
 )
-# Lines worth showing: errors, exceptions, the plugin's own lines.
-_IMPORTANT = re.compile(
-    r"\b(ERROR|CRITICAL|FATAL)\b|Traceback \(most recent call last\)|^\S*(Error|Exception)\b|"
-    r"\b\w+(Error|Exception): |\[studio-dump\]"
+# vLLM's prefix: "(VllmWorker-0 pid=8285) ERROR 12-06 13:25:21 [file.py:953] message"
+_PREFIX = re.compile(
+    r"^(?:\([^)]*pid=\d+\)\s+)?(?:(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+)?"
+    r"(?:\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?\s+\[[^\]]*\]\s?)?"
 )
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
 MAX_LINES = 12
+
+
+def important(line: str) -> str | None:
+    """The message of a line worth showing (an exception, an error that is not a traceback
+    frame, a plugin line), or None."""
+    if "[studio-dump]" in line:
+        return line.strip()
+    m = _PREFIX.match(line)
+    level = m.group("level") if m else None
+    msg = line[m.end() :] if m else line
+    if _EXCEPTION.match(msg):
+        return msg.strip()
+    if level in ("ERROR", "CRITICAL") and msg.strip() and not msg[0].isspace():
+        if not msg.startswith("Traceback") and set(msg.strip()) - set("^~ "):
+            return msg.strip()
+    return None
 
 
 @dataclass
@@ -77,9 +94,9 @@ def diagnose(log_lines: list[str]) -> Diagnosis:
     for pattern, advice in HINTS:
         if any(pattern.search(line) for line in log_lines) and advice not in hints:
             hints.append(advice)
-    important: list[str] = []
+    lines: list[str] = []
     for line in log_lines:
-        text = line.rstrip()
-        if _IMPORTANT.search(text) and text not in important:
-            important.append(text)
-    return Diagnosis(hints=hints, lines=important[-MAX_LINES:])
+        text = important(line.rstrip())
+        if text and text not in lines:  # each rank repeats the same exception
+            lines.append(text)
+    return Diagnosis(hints=hints, lines=lines[-MAX_LINES:])
