@@ -22,6 +22,11 @@ from typing import Any
 
 log = logging.getLogger("studio.vllm_plugin")
 PREFIX = "[studio-dump]"
+NOUNS = {
+    "msit": "msit dump hooks",
+    "msprobe": "msprobe PrecisionDebugger",
+    "trace": "module call tracer",
+}
 
 
 def say(level: int, msg: str) -> None:
@@ -30,11 +35,11 @@ def say(level: int, msg: str) -> None:
     print(f"{PREFIX} {msg}", file=sys.stderr, flush=True)
 
 
-def load_config(path: str) -> dict[str, Any]:
+def load_config(path: str, key: str = "dump_path") -> dict[str, Any]:
     with open(path, encoding="utf-8") as fh:
         cfg = json.load(fh)
-    if not isinstance(cfg, dict) or "dump_path" not in cfg:
-        raise ValueError(f"{path}: expected a JSON object with dump_path")
+    if not isinstance(cfg, dict) or key not in cfg:
+        raise ValueError(f"{path}: expected a JSON object with {key}")
     return cfg
 
 
@@ -185,12 +190,49 @@ def install_msprobe(model: Any, cfg_path: str, cfg: dict[str, Any], rank: int) -
     return str(Path(cfg["dump_path"]).resolve()), f"rank{rank}"
 
 
+def install_trace(model: Any, cfg: dict[str, Any], rank: int) -> tuple[str, str]:
+    """Seed 003's module call trace of the wanted forward steps (``studio trace modules
+    --engine vllm``): ``<out_dir>/calls_rank<R>_step<S>.pt``, a list of ModuleCall dicts."""
+    from dataclasses import asdict
+
+    import torch
+
+    from backend.trace.module_tracer import ModuleTracer
+
+    out = Path(cfg["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = sorted(set(cfg.get("steps") or [0]))
+    state = {"step": 0}
+    tracer = ModuleTracer(model, rank=rank)
+
+    def before(module: Any, args: Any) -> None:
+        tracer.calls = []  # one step per file; seq and parents count from this step's root
+
+    def after(module: Any, args: Any, output: Any) -> None:
+        step = state["step"]
+        state["step"] += 1
+        if step in wanted:
+            calls = [asdict(c) for c in tracer.calls]
+            torch.save(calls, out / f"calls_rank{rank}_step{step}.pt")
+        if state["step"] > wanted[-1]:
+            tracer.__exit__(None, None, None)  # nothing more to record: hooks off
+            pre.remove()
+            post.remove()
+
+    # The step hooks wrap the tracer's own: registered first (pre) and last (post).
+    pre = model.register_forward_pre_hook(before, prepend=True)
+    tracer.__enter__()
+    post = model.register_forward_hook(after)
+    return str(out), f"calls_rank{rank}"
+
+
 def _describe(installed: list[Installed], model_dir: str | None) -> None:
     """ranks.json (folder -> rank) and config.json in each dump root: the dump describes itself."""
     roots: dict[str, dict[str, int]] = {}
     for item in installed:
-        for root, folder in item.roots.values():
-            roots.setdefault(root, {})[folder] = item.rank
+        for tool, (root, folder) in item.roots.items():
+            if tool != "trace":
+                roots.setdefault(root, {})[folder] = item.rank
     for root, ranks in roots.items():
         path = Path(root)
         path.mkdir(parents=True, exist_ok=True)
@@ -216,6 +258,8 @@ def install(worker: Any, configs: dict[str, tuple[str, dict[str, Any]]]) -> Inst
             try:
                 if tool == "msit":
                     done.roots[tool] = install_msit(model, cfg)
+                elif tool == "trace":
+                    done.roots[tool] = install_trace(model, cfg, rank)
                 else:
                     done.roots[tool] = install_msprobe(model, path, cfg, rank)
             except Exception as exc:  # noqa: BLE001 - serving goes on; the log says why
@@ -241,14 +285,14 @@ def _report(worker: Any, model: Any, done: Installed) -> None:
             "dump will hold model_tree.json and no step folders; launch with --enforce-eager",
         )
     for tool, (root, folder) in done.roots.items():
-        noun = "msit dump hooks" if tool == "msit" else "msprobe PrecisionDebugger"
+        noun = NOUNS[tool]
         say(
             logging.INFO,
             f"{who}: {noun} registered on {type(model).__name__} after warm-up; "
             f"writes {root} ({folder})",
         )
     for tool, why in done.errors.items():
-        noun = "msit dump hooks" if tool == "msit" else "msprobe PrecisionDebugger"
+        noun = NOUNS[tool]
         say(logging.ERROR, f"{who}: {noun} NOT registered: {why}")
     if not done.roots:
         say(logging.ERROR, f"!!! {who}: NOTHING HOOKED: this worker writes no dump !!!")

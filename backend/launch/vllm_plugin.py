@@ -28,7 +28,8 @@ from backend.launch.vllm_dumpers import say
 
 ENV = "STUDIO_MSIT_DUMP_CONFIG"
 MSPROBE_ENV = "STUDIO_MSPROBE_DUMP_CONFIG"
-TOOL_ENVS = {"msit": ENV, "msprobe": MSPROBE_ENV}
+TRACE_ENV = "STUDIO_TRACE_MODULES_CONFIG"  # {"out_dir": ..., "steps": [0]}: studio trace modules
+TOOL_ENVS = {"msit": ENV, "msprobe": MSPROBE_ENV, "trace": TRACE_ENV}
 # module -> worker classes whose warm-up we wrap (vLLM V1 CPU/GPU/XPU workers serve both model
 # runners, V1 and V2; vllm-ascend 0.23+ and older releases).
 WORKER_CLASSES: dict[str, tuple[str, ...]] = {
@@ -45,8 +46,8 @@ MARK = "_studio_msit_patched"
 DONE = "_studio_dump_installed"  # on a worker instance: a subclass calling super() hooks once
 
 
-def load_config(path: str) -> dict[str, Any]:
-    return vllm_dumpers.load_config(path)
+def load_config(path: str, key: str = "dump_path") -> dict[str, Any]:
+    return vllm_dumpers.load_config(path, key)
 
 
 def active_configs() -> dict[str, tuple[str, dict[str, Any]]]:
@@ -57,7 +58,7 @@ def active_configs() -> dict[str, tuple[str, dict[str, Any]]]:
         if not path:
             continue
         try:
-            out[tool] = (path, load_config(path))
+            out[tool] = (path, load_config(path, "out_dir" if tool == "trace" else "dump_path"))
         except (OSError, ValueError) as exc:
             say(logging.ERROR, f"cannot read {env}={path}: {exc}; {tool} dump disabled")
     return out

@@ -1,0 +1,95 @@
+"""Seed 003's module trace on the REAL vLLM: launch it, trace one step on every rank, store.
+
+The studio launches real vLLM (engine ``vllm``) with ``STUDIO_TRACE_MODULES_CONFIG`` in its
+environment; the studio's plugin then records, after warm-up, every module call of the
+wanted forward step in each worker (``backend.launch.vllm_dumpers.install_trace``). One
+request with the prompt runs ``step + 1`` forwards (step 0 = the prefill, 1 = the first
+decode step), the server is stopped, and each rank's calls become one stored trace.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backend.errors import InputError, StudioError
+from backend.launch.spec import LaunchSpec
+from backend.trace.ingest import store_trace
+from backend.trace.module_tracer import ModuleCall
+from backend.workspace import Workspace
+
+READY_TIMEOUT_S = 900.0  # a cold start with TP=4 on two loaded cores takes minutes
+
+
+@dataclass
+class VllmTraceOptions:
+    tp: int = 1
+    step: int = 0  # 0: the prefill; N: the N-th decode step
+    port: int = 8029
+    python: str | None = None
+    dtype: str = "auto"
+    max_model_len: int = 256
+
+
+def _complete(base_url: str, model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+            "ignore_eos": True}  # fmt: skip
+    req = urllib.request.Request(  # noqa: S310 - the loopback server we launched
+        f"{base_url}/v1/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=600) as r:  # noqa: S310
+        return json.loads(r.read())
+
+
+def trace_vllm(
+    ws: Workspace, model_dir: Path, prompt: str, opts: VllmTraceOptions, name: str | None = None
+) -> list[tuple[str, list[ModuleCall]]]:
+    """[(trace id, calls)] per rank, rank 0 first, for step ``opts.step`` of ``prompt``."""
+    from backend.launch.supervisor import Supervisor
+    from backend.launch.vllm_plugin import TRACE_ENV
+
+    if opts.step < 0:
+        raise InputError(f"step {opts.step}", "must be 0 (prefill) or a decode step number")
+    spec = LaunchSpec(
+        engine="vllm", model_dir=str(model_dir), tp=opts.tp, port=opts.port,
+        max_model_len=opts.max_model_len, dtype=opts.dtype, python=opts.python,
+    )  # fmt: skip
+    sup = Supervisor(ws)
+    launch = None
+    try:
+        launch_id, launch_dir, cmd = sup.prepare(spec)
+        out_dir = launch_dir / "module_trace"
+        cfg_path = launch_dir / "trace_config.json"
+        cmd.files[str(cfg_path)] = json.dumps({"out_dir": str(out_dir), "steps": [opts.step]})
+        cmd.env[TRACE_ENV] = str(cfg_path)
+        launch = sup.start(spec, command=cmd)
+        launch = sup.wait_status(launch.launch_id, ("ready",), READY_TIMEOUT_S)
+        if launch.status != "ready":
+            raise StudioError(f"vLLM did not start ({launch.status}): {launch.message}")
+        _complete(launch.base_url, str(model_dir), prompt, opts.step + 1)
+    finally:
+        if launch is not None and sup.get(launch.launch_id).active:
+            sup.stop(launch.launch_id)
+        sup.close()
+    files = [out_dir / f"calls_rank{r}_step{opts.step}.pt" for r in range(opts.tp)]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        log = "\n".join(Path(launch.log_path).read_text(errors="replace").splitlines()[-20:])
+        raise StudioError(
+            f"the plugin wrote no trace for {', '.join(missing)} (is the studio installed in "
+            f"vLLM's venv, so its plugin loads?); server log {launch.log_path}:\n{log}"
+        )
+    out = []
+    for rank, f in enumerate(files):
+        calls = [ModuleCall(**c) for c in torch.load(f, weights_only=True)]
+        label = (name or model_dir.name) + f" (vLLM tp={opts.tp}, rank {rank}, step {opts.step})"
+        trace_id = store_trace(ws, calls, name=label, model=str(model_dir), prompt=prompt)
+        out.append((trace_id, calls))
+    return out
