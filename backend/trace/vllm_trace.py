@@ -61,12 +61,12 @@ def trace_vllm(
         engine="vllm", model_dir=str(model_dir), tp=opts.tp, port=opts.port,
         max_model_len=opts.max_model_len, dtype=opts.dtype, python=opts.python,
     )  # fmt: skip
-    sup = Supervisor(ws)
+    sup = Supervisor(ws, reattach=False)  # watch only this launch (a page may run its own)
     launch = None
     try:
-        launch_id, launch_dir, cmd = sup.prepare(spec)
-        out_dir = launch_dir / "module_trace"
-        cfg_path = launch_dir / "trace_config.json"
+        launch_id, _, cmd = sup.prepare(spec)
+        out_dir = ws.root / "vllm_traces" / launch_id
+        cfg_path = out_dir / "trace_config.json"
         cmd.files[str(cfg_path)] = json.dumps({"out_dir": str(out_dir), "steps": [opts.step]})
         cmd.env[TRACE_ENV] = str(cfg_path)
         launch = sup.start(spec, command=cmd)

@@ -245,3 +245,28 @@ def test_unreadable_config_disables_that_tool(site, tmp_path, monkeypatch, capfd
     vllm_plugin.register()
     assert not any(isinstance(f, vllm_plugin.WorkerFinder) for f in sys.meta_path)
     assert "expected a JSON object with dump_path; msprobe dump disabled" in capfd.readouterr().err
+
+
+def test_module_trace_of_the_wanted_step(site, tmp_path, monkeypatch, capfd) -> None:
+    _configs(tmp_path, monkeypatch, tools=())
+    (tmp_path / "trace.json").write_text(json.dumps({"out_dir": str(tmp_path / "tr"),
+                                                     "steps": [1]}))  # fmt: skip
+    monkeypatch.setenv(vllm_plugin.TRACE_ENV, str(tmp_path / "trace.json"))
+    vllm_plugin.register()
+    gpu = importlib.import_module("vllm.v1.worker.gpu_worker")
+    worker = gpu.Worker(rank=0)
+    worker.compile_or_warm_up_model()
+    model = worker.get_model()
+    model(torch.ones(3, 2))  # step 0: not recorded
+    model(torch.ones(1, 2))  # step 1
+    model(torch.ones(1, 2))  # step 2: hooks already removed
+    assert sorted(p.name for p in (tmp_path / "tr").iterdir()) == ["calls_rank0_step1.pt"]
+    calls = torch.load(tmp_path / "tr" / "calls_rank0_step1.pt", weights_only=True)
+    assert [(c["seq"], c["module"], c["module_class"], c["parent_seq"]) for c in calls] == [
+        (0, "", "Model", None),
+        (1, "lin", "Linear", 0),
+    ]
+    assert calls[1]["in_shapes"] == [[1, 2]] and calls[1]["out_shapes"] == [[1, 2]]
+    assert not model._forward_hooks and not model.lin._forward_pre_hooks
+    assert "module call tracer registered on Model after warm-up" in capfd.readouterr().err
+    assert not (tmp_path / "tr" / "ranks.json").exists()  # a trace is not a dump

@@ -3,8 +3,8 @@
 Real vLLM lives in its own venv (``make vllm-venv``: ``<checkout>/.venv-vllm``, or the
 interpreter named by ``STUDIO_VLLM_PYTHON``); without it every test here is skipped with that
 reason. TP sizes: ``STUDIO_REAL_VLLM_TP`` (default ``1,2``; ``1,2,4`` adds TP=4, about a minute
-more on 2 cores). Each server dumps with msit AND msprobe at once (the plugin reads both
-variables) and answers ONE greedy request for ``PROMPT_IDS``; tests read what it wrote.
+more on 2 cores). Each server dumps with msit AND msprobe at once and records a module trace (the
+plugin reads all three variables) and answers ONE greedy request for ``PROMPT_IDS``; tests read what it wrote.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from backend.launch.commands import vllm as vllm_cmd
 from backend.launch.commands.vllm_ascend import msprobe_config
 from backend.launch.engine_python import default_python, probe_vllm
 from backend.launch.spec import DumpSettings, LaunchSpec
+from backend.launch.vllm_plugin import TRACE_ENV
 from backend.models.create import create_model
 
 PROMPT_IDS = [11, 42, 7, 99, 150, 3, 77, 200]
@@ -55,6 +56,7 @@ class RealServer:
     tokens: list[int]  # greedy completion token ids
     msit_root: Path  # msit_dump_<ts>/ folder
     msprobe_root: Path  # msprobe's dump_path
+    trace_dir: Path  # calls_rank<R>_step<S>.pt of the plugin's module tracer
 
 
 def _post(url: str, body: dict[str, Any], timeout: float = 300.0) -> dict[str, Any]:
@@ -107,6 +109,10 @@ def _start(sup: Any, python: str, model: Path, tp: int, root: Path) -> RealServe
     probe_cfg = root / f"msprobe_tp{tp}.json"
     cmd.files[str(probe_cfg)] = json.dumps(msprobe_config(probe_dump))
     cmd.env[vllm_cmd.MSPROBE_ENV] = str(probe_cfg)
+    # ... and records seed 003's module trace of steps 0 and 1 (studio trace modules' route).
+    trace_dir, trace_cfg = root / f"trace_tp{tp}", root / f"trace_tp{tp}.json"
+    cmd.files[str(trace_cfg)] = json.dumps({"out_dir": str(trace_dir), "steps": [0, 1]})
+    cmd.env[TRACE_ENV] = str(trace_cfg)
     Path(probe_dump.dump_path).mkdir(parents=True)
     launch = sup.start(spec, command=cmd)
     launch = sup.wait_status(launch.launch_id, ("ready",), READY_TIMEOUT_S)
@@ -122,7 +128,7 @@ def _start(sup: Any, python: str, model: Path, tp: int, root: Path) -> RealServe
     sessions = sorted(Path(dump.dump_path).glob("msit_dump_*"))
     assert len(sessions) == 1, f"expected one msit session, found {sessions}"
     log = Path(launch.log_path).read_text(errors="replace")
-    return RealServer(tp, launch, log, tokens, sessions[0], Path(probe_dump.dump_path))
+    return RealServer(tp, launch, log, tokens, sessions[0], Path(probe_dump.dump_path), trace_dir)
 
 
 @pytest.fixture(scope="session")
