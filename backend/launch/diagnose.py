@@ -20,7 +20,7 @@ HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(r"torchvision::nms does not exist|libnvrtc|libcudart"),
         "CUDA builds of torchvision/torchaudio/torchcodec break every vLLM import on CPU: "
         "`pip uninstall -y torchvision torchaudio torchcodec` in the engine's venv "
-        "(`make vllm-venv` does it)",
+        "(`make vllm` does it)",
     ),
     (
         re.compile(r"less than desired CPU memory utilization|VLLM_CPU_KVCACHE_SPACE"),

@@ -1,7 +1,7 @@
 """Which interpreter runs each engine, and what that interpreter has installed.
 
 Real vLLM pins its own torch and transformers, so it lives in its own venv next to the
-studio's (``<checkout>/.venv-vllm``, made by ``make vllm-venv``). An engine's interpreter is,
+studio's (``<checkout>/.venv-vllm``, made by ``make vllm``). An engine's interpreter is,
 in order: the launch's own ``python`` field (``--python`` / the page), the environment variable
 ``STUDIO_<ENGINE>_PYTHON`` (``STUDIO_VLLM_PYTHON``), ``<checkout>/.venv-<engine>/bin/python``
 when it exists, else the studio's own interpreter.

