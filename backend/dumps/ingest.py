@@ -30,7 +30,6 @@ from backend.dumps.detect import DumpLayout, detect
 from backend.dumps.formats import msit, msprobe
 from backend.dumps.formats.common import TensorRef, layer_of, load_tensor_file
 from backend.dumps.formats.torch_zip import FileEnds, read_ends
-from backend.dumps.no_steps import require_steps
 from backend.dumps.stitch.rules import choose
 from backend.dumps.stitch.stitcher import Heads, StitchResult, max_diff, stitch, tolerance
 from backend.errors import InputError
@@ -866,6 +865,8 @@ def ingest_dump(
     memory-mapped from the store and returns only the numbers to this, the single writer).
     """
     layout = detect(dump_root, model_config)
+    from backend.dumps.no_steps import require_steps
+
     require_steps(layout)  # a compiled engine's dump: say why, do not "ingest" nothing
     pool = None
     if stats_workers > 0:
