@@ -2,8 +2,8 @@
 
 Real vLLM lives in its own venv (``make vllm``: ``<checkout>/.venv-vllm``, or the
 interpreter named by ``STUDIO_VLLM_PYTHON``); without it every test here is skipped with that
-reason. TP sizes: ``STUDIO_REAL_VLLM_TP`` (default ``1,2``; ``1,2,4`` adds TP=4, about a minute
-more on 2 cores). Each server dumps with msit AND msprobe at once and records a module trace (the
+reason. TP sizes: ``STUDIO_REAL_VLLM_TP`` (default ``1,2,4``; TP=4 binds two ranks per core and
+replicates the KV heads; ``1,2`` saves about a minute). Each server dumps with msit AND msprobe at once and records a module trace (the
 plugin reads all three variables) and answers ONE greedy request for ``PROMPT_IDS``; tests read what it wrote.
 """
 
@@ -44,7 +44,7 @@ def vllm_python() -> str | None:
 
 
 def tp_sizes() -> list[int]:
-    raw = os.environ.get("STUDIO_REAL_VLLM_TP", "1,2")
+    raw = os.environ.get("STUDIO_REAL_VLLM_TP", "1,2,4")
     return sorted({int(x) for x in raw.split(",") if x.strip()})
 
 
