@@ -26,6 +26,7 @@ NOUNS = {
     "msit": "msit dump hooks",
     "msprobe": "msprobe PrecisionDebugger",
     "trace": "module call tracer",
+    "annotate": "module annotations for the profiler",
 }
 
 
@@ -226,12 +227,28 @@ def install_trace(model: Any, cfg: dict[str, Any], rank: int) -> tuple[str, str]
     return str(out), f"calls_rank{rank}"
 
 
+def install_annotate(model: Any, cfg: dict[str, Any], rank: int) -> tuple[str, str]:
+    """Every module call inside ``record_function(<module path>)``, so that a torch profile
+    taken meanwhile (vLLM's ``--profiler-config``, ``/start_profile``) attributes each op and
+    kernel to its module (``studio profile run --engine vllm``)."""
+    from backend.trace.module_tracer import ModuleTracer
+
+    tracer = ModuleTracer(model, annotate=True, rank=rank)
+
+    def forget(module: Any, args: Any) -> None:
+        tracer.calls = []  # annotations only: keep no call list across steps
+
+    model.register_forward_pre_hook(forget, prepend=True)
+    tracer.__enter__()
+    return str(cfg["out_dir"]), f"annotations_rank{rank}"
+
+
 def _describe(installed: list[Installed], model_dir: str | None) -> None:
     """ranks.json (folder -> rank) and config.json in each dump root: the dump describes itself."""
     roots: dict[str, dict[str, int]] = {}
     for item in installed:
         for tool, (root, folder) in item.roots.items():
-            if tool != "trace":
+            if tool in ("msit", "msprobe"):
                 roots.setdefault(root, {})[folder] = item.rank
     for root, ranks in roots.items():
         path = Path(root)
@@ -260,6 +277,8 @@ def install(worker: Any, configs: dict[str, tuple[str, dict[str, Any]]]) -> Inst
                     done.roots[tool] = install_msit(model, cfg)
                 elif tool == "trace":
                     done.roots[tool] = install_trace(model, cfg, rank)
+                elif tool == "annotate":
+                    done.roots[tool] = install_annotate(model, cfg, rank)
                 else:
                     done.roots[tool] = install_msprobe(model, path, cfg, rank)
             except Exception as exc:  # noqa: BLE001 - serving goes on; the log says why

@@ -29,7 +29,8 @@ from backend.launch.vllm_dumpers import say
 ENV = "STUDIO_MSIT_DUMP_CONFIG"
 MSPROBE_ENV = "STUDIO_MSPROBE_DUMP_CONFIG"
 TRACE_ENV = "STUDIO_TRACE_MODULES_CONFIG"  # {"out_dir": ..., "steps": [0]}: studio trace modules
-TOOL_ENVS = {"msit": ENV, "msprobe": MSPROBE_ENV, "trace": TRACE_ENV}
+ANNOTATE_ENV = "STUDIO_ANNOTATE_MODULES_CONFIG"  # {"out_dir": ...}: studio profile run
+TOOL_ENVS = {"msit": ENV, "msprobe": MSPROBE_ENV, "trace": TRACE_ENV, "annotate": ANNOTATE_ENV}
 # module -> worker classes whose warm-up we wrap (vLLM V1 CPU/GPU/XPU workers serve both model
 # runners, V1 and V2; vllm-ascend 0.23+ and older releases).
 WORKER_CLASSES: dict[str, tuple[str, ...]] = {
@@ -58,7 +59,10 @@ def active_configs() -> dict[str, tuple[str, dict[str, Any]]]:
         if not path:
             continue
         try:
-            out[tool] = (path, load_config(path, "out_dir" if tool == "trace" else "dump_path"))
+            out[tool] = (
+                path,
+                load_config(path, "out_dir" if tool in ("trace", "annotate") else "dump_path"),
+            )
         except (OSError, ValueError) as exc:
             say(logging.ERROR, f"cannot read {env}={path}: {exc}; {tool} dump disabled")
     return out

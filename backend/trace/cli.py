@@ -144,6 +144,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     model_dir = existing_dir(args.model, "model directory")
     out = Path(args.out).expanduser().resolve() if args.out else None
     ws = open_workspace(args.workspace)
+    if args.engine == "vllm":
+        from backend.trace.vllm_trace import VllmTraceOptions, profile_vllm
+
+        try:
+            opts = VllmTraceOptions(tp=args.tp, port=args.port, python=args.python)
+            done = profile_vllm(ws, model_dir, args.prompt, args.max_tokens, opts)
+            for pid, trace in done:
+                print(f"profile {pid} (Chrome trace {trace})")
+                _print_table(analysis.by_module(ws, pid).head(args.top), args.json)
+        finally:
+            ws.close()
+        return 0
     try:
         pid, trace = profile_model_dir(
             ws, model_dir, prompt=args.prompt, max_tokens=args.max_tokens, tp=args.tp, out=out,
@@ -261,11 +273,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--max-tokens", type=int, default=2, help="tokens to generate")
     run.add_argument(
         "--engine",
-        choices=("reference", "transformers"),
+        choices=("reference", "transformers", "vllm"),
         default="reference",
         help="reference: the studio's engine with vLLM's module layout (Qwen3-MoE checkpoints); "
-        "transformers: AutoModelForCausalLM (any causal LM)",
+        "transformers: AutoModelForCausalLM (any causal LM); vllm: the real vLLM's own torch "
+        "profiler (one profile per trace file vLLM writes)",
     )
+    run.add_argument("--port", type=int, default=8029, help="vllm: port of the profiled server")
+    run.add_argument("--python", help="vllm: its interpreter (default as `studio launch`)")
     run.add_argument("--out", help="where to write the Chrome trace (default: in the workspace)")
     run.add_argument("--top", type=int, default=20, help="modules to print")
     run.add_argument("--json", action="store_true", help="print JSON records")

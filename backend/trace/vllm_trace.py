@@ -10,6 +10,7 @@ decode step), the server is stopped, and each rank's calls become one stored tra
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,43 +49,75 @@ def _complete(base_url: str, model: str, prompt: str, max_tokens: int) -> dict[s
         return json.loads(r.read())
 
 
-def trace_vllm(
-    ws: Workspace, model_dir: Path, prompt: str, opts: VllmTraceOptions, name: str | None = None
-) -> list[tuple[str, list[ModuleCall]]]:
-    """[(trace id, calls)] per rank, rank 0 first, for step ``opts.step`` of ``prompt``."""
-    from backend.launch.supervisor import Supervisor
-    from backend.launch.vllm_plugin import TRACE_ENV
+def _post(url: str) -> None:
+    req = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310 - our loopback server
+    with urllib.request.urlopen(req, timeout=600) as r:  # noqa: S310
+        r.read()
 
-    if opts.step < 0:
-        raise InputError(f"step {opts.step}", "must be 0 (prefill) or a decode step number")
+
+def _serve_once(
+    ws: Workspace,
+    model_dir: Path,
+    opts: VllmTraceOptions,
+    env: dict[str, str],
+    files: dict[str, str],
+    extra_args: tuple[str, ...],
+    run: Any,
+) -> Any:
+    """Launch real vLLM with ``env``/``files`` added, call ``run(base_url)``, always stop it.
+    Returns the launch row (its log stays in the workspace)."""
+    from backend.launch.supervisor import Supervisor
+
     spec = LaunchSpec(
         engine="vllm", model_dir=str(model_dir), tp=opts.tp, port=opts.port,
         max_model_len=opts.max_model_len, dtype=opts.dtype, python=opts.python,
+        extra_args=extra_args,
     )  # fmt: skip
     sup = Supervisor(ws, reattach=False)  # watch only this launch (a page may run its own)
     launch = None
     try:
-        launch_id, _, cmd = sup.prepare(spec)
-        out_dir = ws.root / "vllm_traces" / launch_id
-        cfg_path = out_dir / "trace_config.json"
-        cmd.files[str(cfg_path)] = json.dumps({"out_dir": str(out_dir), "steps": [opts.step]})
-        cmd.env[TRACE_ENV] = str(cfg_path)
+        _, _, cmd = sup.prepare(spec)
+        cmd.env.update(env)
+        cmd.files.update(files)
         launch = sup.start(spec, command=cmd)
         launch = sup.wait_status(launch.launch_id, ("ready",), READY_TIMEOUT_S)
         if launch.status != "ready":
             raise StudioError(f"vLLM did not start ({launch.status}): {launch.message}")
-        _complete(launch.base_url, str(model_dir), prompt, opts.step + 1)
+        run(launch.base_url)
     finally:
         if launch is not None and sup.get(launch.launch_id).active:
             sup.stop(launch.launch_id)
+        if launch is not None:
+            launch = sup.get(launch.launch_id)
         sup.close()
+    return launch
+
+
+def _log_tail(launch: Any) -> str:
+    return "\n".join(Path(launch.log_path).read_text(errors="replace").splitlines()[-20:])
+
+
+def trace_vllm(
+    ws: Workspace, model_dir: Path, prompt: str, opts: VllmTraceOptions, name: str | None = None
+) -> list[tuple[str, list[ModuleCall]]]:
+    """[(trace id, calls)] per rank, rank 0 first, for step ``opts.step`` of ``prompt``."""
+    from backend.launch.vllm_plugin import TRACE_ENV
+
+    if opts.step < 0:
+        raise InputError(f"step {opts.step}", "must be 0 (prefill) or a decode step number")
+    out_dir = ws.root / "vllm_traces" / time.strftime("T%Y%m%d-%H%M%S")
+    cfg_path = out_dir / "trace_config.json"
+    cfg = json.dumps({"out_dir": str(out_dir), "steps": [opts.step]})
+    launch = _serve_once(
+        ws, model_dir, opts, {TRACE_ENV: str(cfg_path)}, {str(cfg_path): cfg}, (),
+        lambda url: _complete(url, str(model_dir), prompt, opts.step + 1),
+    )  # fmt: skip
     files = [out_dir / f"calls_rank{r}_step{opts.step}.pt" for r in range(opts.tp)]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
-        log = "\n".join(Path(launch.log_path).read_text(errors="replace").splitlines()[-20:])
         raise StudioError(
             f"the plugin wrote no trace for {', '.join(missing)} (is the studio installed in "
-            f"vLLM's venv, so its plugin loads?); server log {launch.log_path}:\n{log}"
+            f"vLLM's venv, so its plugin loads?); server log {launch.log_path}:\n{_log_tail(launch)}"
         )
     out = []
     for rank, f in enumerate(files):
@@ -92,4 +125,46 @@ def trace_vllm(
         label = (name or model_dir.name) + f" (vLLM tp={opts.tp}, rank {rank}, step {opts.step})"
         trace_id = store_trace(ws, calls, name=label, model=str(model_dir), prompt=prompt)
         out.append((trace_id, calls))
+    return out
+
+
+def profile_vllm(
+    ws: Workspace,
+    model_dir: Path,
+    prompt: str,
+    max_tokens: int,
+    opts: VllmTraceOptions,
+    name: str | None = None,
+) -> list[tuple[str, Path]]:
+    """vLLM's own torch profiler (``--profiler-config``, ``/start_profile`` ... ``/stop_profile``)
+    around one request, modules annotated by the plugin; [(profile id, trace file)] per rank."""
+    from backend.launch.vllm_plugin import ANNOTATE_ENV
+    from backend.trace.ingest import ingest_profile
+
+    if max_tokens < 1:
+        raise InputError(f"max tokens {max_tokens}", "must be at least 1")
+    out_dir = ws.root / "vllm_profiles" / time.strftime("P%Y%m%d-%H%M%S")
+    cfg_path = out_dir / "annotate.json"
+    profiler = {"profiler": "torch", "torch_profiler_dir": str(out_dir / "torch")}
+
+    def run(url: str) -> None:
+        _post(f"{url}/start_profile")
+        _complete(url, str(model_dir), prompt, max_tokens)
+        _post(f"{url}/stop_profile")
+
+    launch = _serve_once(
+        ws, model_dir, opts, {ANNOTATE_ENV: str(cfg_path)},
+        {str(cfg_path): json.dumps({"out_dir": str(out_dir)})},
+        ("--profiler-config", json.dumps(profiler)), run,
+    )  # fmt: skip
+    traces = sorted((out_dir / "torch").rglob("*.pt.trace.json*"))
+    if not traces:
+        raise StudioError(
+            f"vLLM wrote no torch profiler trace under {out_dir / 'torch'}; server log "
+            f"{launch.log_path}:\n{_log_tail(launch)}"
+        )
+    out = []
+    for trace in traces:
+        label = (name or model_dir.name) + f" (vLLM tp={opts.tp}, {trace.name.split('.')[0]})"
+        out.append((ingest_profile(ws, trace, name=label), trace))
     return out

@@ -270,3 +270,19 @@ def test_module_trace_of_the_wanted_step(site, tmp_path, monkeypatch, capfd) -> 
     assert not model._forward_hooks and not model.lin._forward_pre_hooks
     assert "module call tracer registered on Model after warm-up" in capfd.readouterr().err
     assert not (tmp_path / "tr" / "ranks.json").exists()  # a trace is not a dump
+
+
+def test_module_annotations_for_the_profiler(site, tmp_path, monkeypatch) -> None:
+    _configs(tmp_path, monkeypatch, tools=())
+    (tmp_path / "ann.json").write_text(json.dumps({"out_dir": str(tmp_path / "p")}))
+    monkeypatch.setenv(vllm_plugin.ANNOTATE_ENV, str(tmp_path / "ann.json"))
+    vllm_plugin.register()
+    gpu = importlib.import_module("vllm.v1.worker.gpu_worker")
+    worker = gpu.Worker(rank=0)
+    worker.compile_or_warm_up_model()
+    model = worker.get_model()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        model(torch.ones(1, 2))
+    names = {e.name for e in prof.events()}
+    assert "lin" in names and "Model" in names  # the module path (the root: its class)
+    assert any(e.name == "aten::linear" for e in prof.events())

@@ -101,3 +101,37 @@ def test_cli_trace_modules_on_real_vllm(real_vllm_python, real_model, tmp_path, 
     assert any("(vLLM tp=2, rank 1, step 1)" in x for x in labels), labels
     counts = at.dataframe[0].value
     assert dict(zip(counts["module_class"], counts["calls"], strict=True))["MoERunner"] == 2
+
+
+def test_cli_profile_run_on_real_vllm(real_vllm_python, real_model, tmp_path) -> None:
+    """vLLM's own torch profiler, modules annotated by the plugin: one profile per rank."""
+    from backend.trace import analysis
+    from backend.workspace import open_workspace
+    from tests.launch.conftest import free_port
+
+    ws_dir = tmp_path / "ws"
+    done = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "--workspace", str(ws_dir), "profile", "run",
+         "--engine", "vllm", "--model", str(real_model), "--tp", "2", "--max-tokens", "2",
+         "--prompt", "Tensor parallel inference", "--port", str(free_port()),
+         "--python", real_vllm_python, "--json"],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ws = open_workspace(ws_dir)
+    try:
+        rows = ws.cursor().execute("SELECT profile_id, name FROM profiles ORDER BY name").fetchall()
+        ranks = [(pid, name) for pid, name in rows if "_rank" in name]
+        assert [name.split("(")[-1] for _, name in ranks] == [
+            "vLLM tp=2, dp0_pp0_tp0_dcp0_ep0_rank0)",
+            "vLLM tp=2, dp0_pp0_tp1_dcp0_ep1_rank1)",
+        ]
+        expected = {f"model.layers.{i}.self_attn.{m}" for i in range(LAYERS)
+                    for m in ("qkv_proj", "attn", "o_proj")}  # fmt: skip
+        expected |= {"model.layers.0.mlp.down_proj", "model.layers.1.mlp.experts",
+                     "model.layers.2.mlp.experts"}  # fmt: skip
+        for pid, _ in ranks:
+            modules = set(analysis.by_module(ws, pid)["module"])
+            assert expected <= modules, sorted(expected - modules)
+    finally:
+        ws.close()
