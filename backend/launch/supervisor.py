@@ -145,10 +145,18 @@ class Supervisor:
         return launch_id, launch_dir, build(spec, launch_dir)
 
     def start(
-        self, spec: LaunchSpec, *, allow_remote: bool = False, command: Command | None = None
+        self,
+        spec: LaunchSpec,
+        *,
+        allow_remote: bool = False,
+        command: Command | None = None,
+        prepared: tuple[str, Path, Command] | None = None,
     ) -> Launch:
-        """Start ``spec`` (or ``command`` in its place: tests and custom servers) and watch it."""
-        launch_id, launch_dir, cmd = self.prepare(spec, allow_remote=allow_remote)
+        """Start ``spec`` (or ``command`` in its place: tests and custom servers) and watch it.
+
+        ``prepared``: what :meth:`prepare` returned, its command possibly extended (more
+        environment or files): the launch keeps that id and folder."""
+        launch_id, launch_dir, cmd = prepared or self.prepare(spec, allow_remote=allow_remote)
         cmd = command or cmd
         for other in self.list():
             if other.active and other.port == spec.port:

