@@ -54,11 +54,26 @@ if ws is not None:
         with left, st.form("trace_model"):
             model_dir = st.text_input("Model directory (HF format)")
             prompt = st.text_input("Prompt", value="Hello, world")
+            e1, e2, e3 = st.columns([2, 1, 1])
+            engine = e1.selectbox(
+                "Engine", ("transformers", "vllm"), key="trace_engine",
+                help="vllm: the real vLLM from its venv, launched for this trace (docs/TRACE.md)",
+            )  # fmt: skip
+            tp = e2.number_input("TP (vllm)", min_value=1, max_value=8, value=1, key="trace_tp")
+            step = e3.number_input("Step (vllm)", min_value=0, value=0, key="trace_step",
+                                   help="0: the prefill; 1: the first decode step")  # fmt: skip
             if st.form_submit_button("Trace module calls") and model_dir:
                 with guarded("Tracing the model"), st.spinner("Running one forward pass…"):
                     from backend.paths import existing_dir
 
-                    tid, calls = trace_model_dir(ws, existing_dir(model_dir), prompt)
+                    if engine == "vllm":
+                        from backend.trace.vllm_trace import VllmTraceOptions, trace_vllm
+
+                        opts = VllmTraceOptions(tp=int(tp), step=int(step))
+                        traced = trace_vllm(ws, existing_dir(model_dir), prompt, opts)
+                        tid, calls = traced[0]
+                    else:
+                        tid, calls = trace_model_dir(ws, existing_dir(model_dir), prompt)
                     st.success(f"Stored trace {tid} ({len(calls)} calls).")
                     st.rerun()
         with right, st.form("ingest_profile"):

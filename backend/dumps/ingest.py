@@ -957,6 +957,9 @@ def ingest_dump(
     memory-mapped from the store and returns only the numbers to this, the single writer).
     """
     layout = detect(dump_root, model_config)
+    from backend.dumps.no_steps import require_steps
+
+    require_steps(layout)  # a compiled engine's dump: say why, do not "ingest" nothing
     pool = None
     if stats_workers > 0:
         from backend.procs import SafeProcessPool
