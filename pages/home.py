@@ -45,35 +45,20 @@ with guarded("Opening the workspace"):
 
 st.subheader("Run the demo")
 st.caption(
-    "Creates a tiny Qwen3-MoE with planted massive activations, serves it with the CPU "
-    "reference engine at tp=2 with msit_llm dumps, sends a bundled text and stops the server: "
-    "a real two-rank dump lands in this workspace (well under a minute on 2 cores). "
+    "Creates a tiny Qwen3-MoE that looks like a real LLM inside (massive activations on the "
+    "first and delimiter tokens, long-tailed expert routing), serves it with the CPU reference "
+    "engine at tp=2 with msit_llm dumps, sends a bundled text, ingests the dump and fills the "
+    "expert load, a DSA trace, a profile and a module trace: every page has data. "
     "CLI twin: `studio demo`."
 )
 if st.button("Run the demo", icon=":material/play_arrow:"):
     with guarded("Running the demo"):
-        from backend.engines.demo import run_demo
+        from backend.engines.demo_fill import run_full_demo
 
-        ws = workspace()
         bar = st.progress(0.0, text="Starting")
-        result = run_demo(
-            ws.dumps_dir, ws.root / "models", lambda f, m: bar.progress(min(f, 1.0), text=m)
-        )
-        ws.log("demo", f"reference engine demo dump at {result.dump_root}")
-        done = [
-            f"Dump written to `{result.dump_root}` in {result.seconds:.0f} s "
-            f"({result.prompt_tokens} prompt tokens, {result.completion_tokens} generated)."
-        ]
-        try:
-            from backend.dumps.ingest import ingest_dump
-        except ImportError:
-            ingest_dump = None
-        if ingest_dump is not None:
-            bar.progress(1.0, text="Ingesting the dump")
-            run_id = ingest_dump(ws, result.dump_root, name="demo")
-            done.append(f"Ingested as run `{run_id}`: open the dump pages to explore it.")
-        # Rerun so the counts and activity above include the new dump.
-        st.session_state["demo_done"] = done
+        full = run_full_demo(workspace(), lambda f, m: bar.progress(min(f, 1.0), text=m))
+        # Rerun so the counts and activity above include the new data.
+        st.session_state["demo_done"] = full.lines
         st.rerun()
 for line in st.session_state.get("demo_done", []):
     st.success(line)

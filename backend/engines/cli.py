@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import signal
 import time
-from pathlib import Path
 
 from backend.engines.reference.dumping import TOOLS, DumpOptions
 from backend.errors import InputError
@@ -27,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = sub.add_parser(
         "demo",
-        help="create the tiny model, serve it with tp=2 and msit dumps, send the bundled "
-        "capture text and leave a real dump in the workspace",
+        help="create the tiny demo model, serve it with tp=2 and msit dumps, send the bundled "
+        "capture text, ingest the dump and fill expert load, a DSA trace, a profile and a "
+        "module trace: every page has data",
     )
     d.add_argument("--tp", type=int, default=2, help="tensor-parallel size")
     d.add_argument("--max-tokens", type=int, default=4, help="tokens to generate (= steps)")
@@ -119,37 +118,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # the parent package is not there (yet)
-        return False
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from backend.engines.demo import run_demo
+    from backend.engines.demo_fill import run_full_demo
     from backend.workspace import open_workspace
 
     ws = open_workspace(args.workspace)
     try:
-        dumps_dir, models_dir = ws.dumps_dir, ws.root / "models"
 
         def progress(frac: float, message: str) -> None:
             print(f"[{frac:4.0%}] {message}", flush=True)
 
-        result = run_demo(
-            Path(dumps_dir), models_dir, progress, tp=args.tp, max_tokens=args.max_tokens
-        )
-        ws.log("demo", f"reference engine demo dump at {result.dump_root}")
-        print(
-            f"done in {result.seconds:.1f} s: {result.prompt_tokens} prompt tokens, "
-            f"{result.completion_tokens} generated; dump at {result.dump_root}"
-        )
-        if _has_module("backend.dumps.ingest"):
-            from backend.dumps.ingest import ingest_dump
-
-            run_id = ingest_dump(ws, result.dump_root, name="demo")
-            print(f"ingested as run {run_id}")
+        full = run_full_demo(ws, progress, tp=args.tp, max_tokens=args.max_tokens)
     finally:
         ws.close()
+    for line in full.lines:
+        print(line.replace("`", ""))
     return 0

@@ -1,8 +1,9 @@
 """``studio demo``: a real multi-rank msit dump in one command, without any hardware.
 
-Creates the tiny model with planted outliers (once per workspace), serves it with tp=2 and
-msit_llm dumps, sends the bundled capture text as one completion request, stops the server and
-leaves the dump under the workspace's dumps directory.
+Creates the tiny model made to look like a real LLM inside (backend/models/realism.py; once
+per workspace), serves it with tp=2 and msit_llm dumps, sends the bundled capture text (after
+``<|im_start|>``, as a chat template starts a prompt) as one completion request, stops the server
+and leaves the dump under the workspace's dumps directory. ``demo_fill`` then fills every page.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from backend.models.create import create_model
 from backend.models.tokenizer import ASSETS
 
 CAPTURE_TEXT = ASSETS / "capture" / "demo_request.txt"
-DEMO_MODEL = "demo-tiny-outliers"
+FIRST_TOKEN = "<|im_start|>"  # noqa: S105 - a token: it carries the massive activations
+# v2: realistic demo model (massive tokens, skewed routing); an older workspace's v1 model stays.
+DEMO_MODEL = "demo-tiny-realistic"
 Progress = Callable[[float, str], None]
 
 
@@ -43,6 +46,11 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
+def demo_prompt() -> str:
+    """The demo request: the capture text after the start token."""
+    return FIRST_TOKEN + CAPTURE_TEXT.read_text(encoding="utf-8")
+
+
 def run_demo(
     dumps_dir: Path,
     models_dir: Path,
@@ -55,7 +63,7 @@ def run_demo(
     say = progress or (lambda f, m: None)
     model_dir = models_dir / DEMO_MODEL
     if not (model_dir / "config.json").is_file():
-        say(0.05, "Creating the tiny Qwen3-MoE model with planted outliers")
+        say(0.05, "Creating the tiny Qwen3-MoE model (massive activations, skewed routing)")
         create_model(model_dir, preset="tiny", seed=0, outliers=True)
     say(0.15, f"Starting the reference engine (tp={tp}, msit_llm dumps)")
     dump = DumpOptions(tool="msit", dump_path=dumps_dir, token_range=list(range(max_tokens)))
@@ -63,7 +71,7 @@ def run_demo(
     try:
         server.wait_ready()
         say(0.55, "Sending the capture request")
-        text = CAPTURE_TEXT.read_text(encoding="utf-8")
+        text = demo_prompt()
         out = _post(
             server.url + "/v1/completions",
             {"model": DEMO_MODEL, "prompt": text, "max_tokens": max_tokens, "temperature": 0},

@@ -1,8 +1,9 @@
 """Synthetic Hugging Face-format Qwen3-MoE checkpoints with random weights from a fixed seed.
 
 Weight names follow the hub layout (seed 001): separate q/k/v and gate/up projections, one
-folder of per-expert weights per MoE layer. ``outliers=True`` plants massive-activation
-channels so outlier views have something real to find.
+folder of per-expert weights per MoE layer. ``outliers=True`` makes the model look like a real
+LLM inside (backend/models/realism.py): massive activations on the first and delimiter tokens in
+fixed channels, token-dependent hidden states and long-tailed expert routing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from safetensors.torch import save_file
 
 from backend.errors import InputError
 from backend.models.config import Qwen3MoeConfig
-from backend.models.tokenizer import write_tokenizer
+from backend.models.realism import OUTLIER_MAGNITUDE, plant
+from backend.models.tokenizer import load_tokenizer, write_tokenizer
+
+__all__ = ["OUTLIER_MAGNITUDE", "create_model"]
 
 # Presets. tiny: fast CPU tests (num_kv_heads=2 so tp=4 replicates KV heads; layer 0 dense via
 # mlp_only_layers, MoE elsewhere). tiny-d32, tiny-d32-kv2: the same shape with head_dim 32, which
@@ -109,8 +113,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 # The tokenizer is trained on a small corpus: larger vocabularies are padded with unused ids.
 TOKENIZER_VOCAB = {"tiny": 512, "tiny-d32": 512, "tiny-d32-kv2": 512, "small": 1024, "wide": 2048}
-OUTLIER_MAGNITUDE = 600.0  # |x| > 100 and ~1000x the median |x|: massive activations (Sun et al.)
-OUTLIER_NORM_GAIN = 3.0  # RMSNorm weight on those channels: > 6 after norm (LLM.int8 threshold)
 SHARD_BYTES = 2 * 1024**3
 
 
@@ -189,41 +191,6 @@ def random_weights(cfg: Qwen3MoeConfig, seed: int, dtype: torch.dtype) -> dict[s
     return out
 
 
-def plant_outliers(
-    cfg: Qwen3MoeConfig, weights: dict[str, torch.Tensor], seed: int
-) -> dict[str, Any]:
-    """Massive activations in a few fixed channels of the residual stream (as in real LLMs they
-    act like a per-channel bias): the embedding columns of those channels are raised to about
-    +-OUTLIER_MAGNITUDE for every token, and every pre-attention / pre-MLP RMSNorm scales them
-    up so the inputs of qkv_proj / gate_up_proj carry per-channel outliers too."""
-    g = torch.Generator().manual_seed(seed + 7919)
-    channels = sorted(torch.randperm(cfg.hidden_size, generator=g)[:2].tolist())
-    signs = [1.0, -1.0]
-    emb = weights["model.embed_tokens.weight"]
-    dtype = emb.dtype
-    emb = emb.float()
-    for c, s in zip(channels, signs, strict=True):
-        emb[:, c] = s * OUTLIER_MAGNITUDE + emb[:, c]
-    weights["model.embed_tokens.weight"] = emb.to(dtype)
-    for i in range(cfg.num_hidden_layers):
-        for name in ("input_layernorm", "post_attention_layernorm"):
-            key = f"model.layers.{i}.{name}.weight"
-            t = weights[key].float()
-            t[channels] *= OUTLIER_NORM_GAIN
-            weights[key] = t.to(dtype)
-    return {
-        "channels": channels,
-        "signs": signs,
-        "embedding_magnitude": OUTLIER_MAGNITUDE,
-        "norm_gain": OUTLIER_NORM_GAIN,
-        "planted_in": [
-            "model.embed_tokens.weight",
-            "model.layers.*.input_layernorm.weight",
-            "model.layers.*.post_attention_layernorm.weight",
-        ],
-    }
-
-
 def save_weights(out_dir: Path, weights: dict[str, torch.Tensor]) -> None:
     """model.safetensors, or shards + model.safetensors.index.json beyond SHARD_BYTES."""
     total = sum(t.numel() * t.element_size() for t in weights.values())
@@ -271,7 +238,8 @@ def create_model(
     weights = random_weights(cfg, seed, dtype)
     info: dict[str, Any] = {"preset": preset, "seed": seed, "outliers": None}
     if outliers:
-        info["outliers"] = plant_outliers(cfg, weights, seed)
+        tok = load_tokenizer(out)
+        info["outliers"] = plant(cfg, weights, seed, tok.get_vocab())
     save_weights(out, weights)
     (out / "config.json").write_text(json.dumps(raw, indent=2), encoding="utf-8")
     gen = {"eos_token_id": eos_id, "do_sample": False, "max_new_tokens": 32}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -76,13 +77,55 @@ def test_deterministic_and_seeded(tmp_path: Path) -> None:
 
 
 def test_outlier_channels_are_massive(tiny: Path) -> None:
+    """Massive values only in the embedding rows of the start and delimiter tokens, in two
+    fixed channels (Sun et al. 2024); every other row stays ordinary."""
     info = json.loads((tiny / "studio_model.json").read_text())["outliers"]
-    emb = load_file(str(tiny / "model.safetensors"))["model.embed_tokens.weight"]
-    col_mean = emb.abs().mean(dim=0)
-    top = sorted(col_mean.topk(2).indices.tolist())
-    assert top == info["channels"]
-    assert col_mean[top].min() > OUTLIER_MAGNITUDE * 0.99
-    assert emb.abs().median() < OUTLIER_MAGNITUDE / 1000
+    vocab = load_tokenizer(tiny).get_vocab()
+    emb = load_file(str(tiny / "model.safetensors"))["model.embed_tokens.weight"].numpy()
+    absx = np.abs(emb)
+    rows = sorted(int(r) for r in np.nonzero(absx.max(axis=1) > 100)[0])
+    assert rows == sorted(vocab[t] for t in ("<|im_start|>", ".", "Ċ"))
+    assert absx[vocab["<|im_start|>"]].max() == pytest.approx(OUTLIER_MAGNITUDE)
+    for r in rows:
+        assert sorted(np.argsort(-absx[r])[:2].tolist()) == info["channels"]
+        assert absx[r, info["channels"]].min() > 1000 * np.median(absx)
+    assert np.median(absx) < OUTLIER_MAGNITUDE / 1000
+
+
+def test_demo_model_looks_like_a_real_llm(tiny: Path) -> None:
+    """transformers runs the checkpoint (an independent engine): hidden states vary along the
+    tokens, the massive activations sit on the start / delimiter tokens in the planted channels
+    in every layer, and top-2 routing of the router logits spreads over the experts unevenly."""
+    from transformers import AutoModelForCausalLM
+
+    from backend.engines.demo import demo_prompt
+
+    info = json.loads((tiny / "studio_model.json").read_text())["outliers"]
+    ids = load_tokenizer(tiny).encode(demo_prompt()).ids
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), output_hidden_states=True, output_router_logits=True)
+    massive = [i for i, t in enumerate(ids) if str(t) in info["tokens"]]
+    assert massive[0] == 0 and len(massive) >= 3
+    ordinary = np.setdiff1d(np.arange(len(ids)), massive)
+    for hs in out.hidden_states[:-1]:  # the residual stream before each layer and after the last
+        x = hs[0].numpy()
+        norms = np.linalg.norm(x[ordinary], axis=1)
+        assert norms.std() / norms.mean() > 0.2
+        absx = np.abs(x)
+        assert sorted(np.nonzero(absx.max(axis=1) > 100)[0].tolist()) == massive
+        big = absx[np.ix_(massive, info["channels"])]
+        assert big.min() > 100 and big.min() > 1000 * np.median(absx)
+    e = model.config.num_experts
+    for logits in out.router_logits:
+        if logits is None:
+            continue
+        top = np.argsort(-logits.float().numpy(), axis=1)[:, : model.config.num_experts_per_tok]
+        counts = np.bincount(top.ravel(), minlength=e)
+        assert (counts > 0).sum() >= 0.75 * e
+        dev = counts.reshape(2, e // 2).sum(axis=1)  # two devices, contiguous experts
+        assert 0 < dev.mean() / dev.max() < 1
+        assert counts.max() < 0.5 * counts.sum()  # no expert takes everything
 
 
 def test_tokenizer_round_trip(tiny: Path) -> None:
