@@ -1,4 +1,4 @@
-"""Home's "Run the demo" button produces a real dump in the studio's workspace."""
+"""Home's "Run the demo" button produces a real dump and every page's data in the workspace."""
 
 from __future__ import annotations
 
@@ -22,3 +22,13 @@ def test_home_demo_button(workspace_dir: Path) -> None:
     [root] = list((workspace_dir / "dumps").glob("msit_dump_*"))
     assert any(str(root) in s.value for s in at.success)
     assert len(list((root / "torch_tensors").iterdir())) == 2
+    assert any("Every page has data now" in s.value for s in at.success)
+    from backend.workspace import open_workspace
+
+    ws = open_workspace(workspace_dir, read_only=True)
+    try:
+        cur = ws.cursor()
+        for table in ("dump_runs", "moe_sources", "dsa_traces", "profiles", "trace_runs"):
+            assert cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0, table  # noqa: S608
+    finally:
+        ws.close()
