@@ -53,7 +53,7 @@ def run_full_demo(
     run_id = ingest_dump(ws, demo.dump_root, name="demo")
     lines.append(f"Ingested as dump run `{run_id}`.")
     say(0.6, "Routing the dumped router logits (expert load)")
-    (source,) = import_source(ws, f"dump:{run_id}", name=f"demo-{run_id}")
+    (source,) = import_source(ws, f"dump:{run_id}")  # dump-<run id>, as `studio experts`
     lines.append(f"Expert load stored as source `{source}`.")
 
     say(0.65, "Tracing DSA top-k selections on needle prompts")
