@@ -15,7 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", required=True, metavar="DIR", help="new (or empty) output directory")
     c.add_argument("--layers", type=int, default=None, help="number of decoder layers")
     c.add_argument("--seed", type=int, default=0, help="random seed for the weights")
-    c.add_argument("--outliers", action="store_true", help="plant massive-activation channels")
+    c.add_argument(
+        "--outliers",
+        action="store_true",
+        help="look like a real LLM inside: massive activations on the start and delimiter tokens "
+        "in two fixed channels, token-dependent hidden states, long-tailed expert routing",
+    )
     c.set_defaults(func=cmd_create)
 
 

@@ -35,8 +35,9 @@ OUTLIER_NORM_GAIN = 3.0  # RMSNorm weight on those channels: > 6 after norm (LLM
 MASSIVE_TOKENS: dict[str, float] = {"<|im_start|>": 1.0, ".": 0.6, "Ċ": 0.45}
 ROW_SCALE_SIGMA = 0.5  # log-normal sigma of the embedding row scales (per-token norm CV ~0.5)
 MEAN_SHARE = 1.0  # |common mean| / |per-token noise| of an embedding row (cos ~0.7)
-ROUTER_NOISE_STD = 0.06  # router weight std: token-dependent logits of std ~0.5
-ROUTER_SKEW = 0.03
+# Router rows, in logit units (divided by sqrt(hidden): a normed hidden state has norm ~sqrt(h)).
+ROUTER_LOGIT_STD = 0.5  # token-dependent part of the router logits
+ROUTER_SKEW = 0.24  # bias along u per log(expert rank + 1): a long-tailed load
 
 
 def plant(
@@ -77,8 +78,8 @@ def plant(
         if k in weights:
             e = weights[k].shape[0]
             rank = torch.randperm(e, generator=g).float()  # this layer's hot-expert order
-            bias = ROUTER_SKEW * torch.log1p(rank)
-            noise = ROUTER_NOISE_STD * torch.randn(e, h, generator=g)
+            bias = ROUTER_SKEW / h**0.5 * torch.log1p(rank)
+            noise = ROUTER_LOGIT_STD / h**0.5 * torch.randn(e, h, generator=g)
             noise -= (noise @ u)[:, None] * u[None, :]  # the skew along u is bias_e alone
             weights[k] = (noise - bias[:, None] * u[None, :]).to(weights[k].dtype)
     return {
