@@ -104,5 +104,24 @@ def test_demo_fills_every_page_with_a_realistic_model(
         for table in TABLES:
             assert cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0, table  # noqa: S608
         assert cur.execute("SELECT count(*) FROM trace_runs").fetchone()[0] == 2  # one per rank
+        # module trace: every decoder layer's attention and MLP, on both ranks
+        for r in (0, 1):
+            traced = {m for (m,) in cur.execute(
+                "SELECT DISTINCT module FROM trace_calls WHERE rank = ?", [r]).fetchall()}  # fmt: skip
+            for i in range(cfg["num_hidden_layers"]):
+                assert {f"model.layers.{i}.self_attn", f"model.layers.{i}.mlp"} <= traced
+        # DSA: the table holds every line of the trace file the run wrote
+        ((path,),) = cur.execute("SELECT path FROM dsa_traces").fetchall()
+        lines = [json.loads(line) for line in Path(path).read_text().splitlines()]
+        stored = cur.execute("SELECT request_id, layer_id, step_idx FROM dsa_steps").fetchall()
+        assert sorted(stored) == sorted(
+            (x["request_id"], x["layer_id"], x["step_idx"]) for x in lines
+        )
+        assert {x["layer_id"] for x in lines} == set(range(cfg["num_hidden_layers"]))
+        # profile: kernels attributed to every layer
+        layers = {
+            n for (n,) in cur.execute("SELECT DISTINCT layer FROM profile_attribution").fetchall()
+        }
+        assert set(range(cfg["num_hidden_layers"])) <= layers
     finally:
         ws.close()
