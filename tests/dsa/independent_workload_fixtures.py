@@ -136,6 +136,8 @@ def ruler_cases() -> list[tuple[dict, str]]:
     """A handful of RULER lines (several tasks, model templates, a non-ASCII context)."""
     return [
         niah_line("obsequious-lamp", "7340321", 4, 2, "meta-llama3"),
+        # same shape: niah.py gives it the same "index" (the answer's character offset)
+        niah_line("humorous-chair1", "1180044", 4, 2, "meta-llama3"),
         niah_line("caf\u00e9-\u00fcber", "1180044", 3, 0, "base"),
         qa_line(
             2, ["Paris is the capital of France.", "\u6771\u4eac is big."], "Capital?", "Paris"
@@ -174,7 +176,7 @@ def longbench_items() -> list[dict]:
             "choice_C": "A proof",
             "choice_D": "None of the above",
             "answer": "B",
-            "context": "Paper one.\n\n\u7b2c\u4e8c\u7bc7\u8bba\u6587\u3002 Caf\u00e9 na\u00efve r\u00e9sum\u00e9.",
+            "context": "Paper one/two.\n\n\u7b2c\u4e8c\u7bc7\u8bba\u6587\u3002 Caf\u00e9 na\u00efve r\u00e9sum\u00e9.",
         },
         {
             "_id": "671b3cabbb02136c067d5252",

@@ -51,6 +51,9 @@ def test_ruler_prompts_equal_input_plus_answer_prefix(ruler_file):
     path, expected = ruler_file
     requests = load_ruler(path)
     assert [r.prompt for r in requests] == expected
+    # niah.py's "index" repeats across same-shaped samples; requests stay distinct
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert lines[0]["index"] == lines[1]["index"]
     assert len({r.request_id for r in requests}) == len(expected)
 
 
@@ -78,7 +81,8 @@ def test_longbench_v2_record_lines_export_reads_the_same(tmp_path: Path):
     items = fx.longbench_items()
     path = tmp_path / "data.jsonl"
     fx.write_longbench_jsonl(path, items)
-    assert path.read_bytes().isascii()
+    raw = path.read_bytes()
+    assert raw.isascii() and b"one\\/two" in raw  # pandas escapes non-ASCII and "/"
     requests = load_longbench_v2(path, limit=2)
     assert [r.prompt for r in requests] == [fx.longbench_prompt(i) for i in items[:2]]
 
@@ -109,18 +113,31 @@ def test_longbench_v2_placeholders_replace_in_pred_py_order(tmp_path: Path):
     assert load_longbench_v2(path)[0].prompt == fx.longbench_prompt(item)
 
 
-@pytest.mark.parametrize("workload", ["ruler", "longbenchv2"])
-def test_cli_runs_on_the_original_formats(tmp_path: Path, workload: str):
-    if workload == "ruler":
-        src = tmp_path / "validation.jsonl"
-        fx.write_ruler(src, [line for line, _ in fx.ruler_cases()])
-    else:
-        src = tmp_path / "data.json"
-        fx.write_longbench_json(src, fx.longbench_items())
+def _run_cli(tmp_path: Path, workload: str, src: Path, *extra: str) -> dict[int, int]:
+    """``studio dsa run`` with one decode step: request id -> the decode step's position, which
+    is the prompt's length in the tiny model's byte tokens."""
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "backend.cli", "dsa", "run", "--workload", workload]
-    cmd += ["--input", str(src), "--out", str(out), "--limit", "2"]
-    cmd += ["--max-new-tokens", "1", "--layers", "1", "--workspace", str(tmp_path / "ws")]
+    cmd += ["--input", str(src), "--out", str(out), "--max-new-tokens", "1", "--layers", "1"]
+    cmd += ["--workspace", str(tmp_path / "ws"), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert any(p.is_file() for p in out.rglob("*"))
+    records = [json.loads(x) for x in (out / "trace_steps.jsonl").read_text().splitlines()]
+    assert {r["dataset"] for r in records} == {workload}
+    return {r["request_id"]: r["step_idx"] for r in records}
+
+
+def test_cli_ruler_prompt_lengths(tmp_path: Path):
+    src = tmp_path / "validation.jsonl"
+    cases = fx.ruler_cases()
+    fx.write_ruler(src, [line for line, _ in cases])
+    got = _run_cli(tmp_path, "ruler", src, "--limit", "2")
+    assert got == {i: len(p.encode()) for i, (_, p) in enumerate(cases[:2])}
+
+
+def test_cli_longbench_v2_prompt_lengths_and_middle_cut(tmp_path: Path):
+    src = tmp_path / "data.json"
+    items = fx.longbench_items()
+    fx.write_longbench_json(src, items)
+    got = _run_cli(tmp_path, "longbenchv2", src, "--limit", "3", "--max-prompt-tokens", "350")
+    assert got == {i: min(len(fx.longbench_prompt(it).encode()), 350) for i, it in enumerate(items)}
