@@ -239,6 +239,7 @@ def write_checkpoint(
     sym: bool = True,
     shards: int = 1,
     config_in: str = "config",
+    drop_keys: tuple[str, ...] = (),
     seed: int = 0,
 ) -> Fixture:
     """Write config.json + safetensors (``shards`` files with an index when > 1).
@@ -297,6 +298,9 @@ def write_checkpoint(
         }
         auto_gptq = {k: v for k, v in qcfg.items() if k not in ("quant_method",)}
         sidecar = ("quantize_config.json", auto_gptq)
+    for key in drop_keys:  # older writers leave keys out (e.g. checkpoint_format before v2)
+        qcfg.pop(key)
+        sidecar[1].pop(key, None)
     if config_in == "config":
         config["quantization_config"] = qcfg
     else:

@@ -25,6 +25,9 @@ VARIANTS = {
     "gptq-sym-desc-act": dict(method="gptq", sym=True, desc_act=True),
     "gptq-quantize-config-json": dict(method="gptq", sym=True, config_in="sidecar"),
     "awq-quant-config-json": dict(method="awq", config_in="sidecar"),
+    "gptq-no-checkpoint-format": dict(
+        method="gptq", sym=False, desc_act=True, drop_keys=("checkpoint_format",)
+    ),
 }
 
 
