@@ -105,3 +105,22 @@ def test_inspect_checkpoint_reports_ok_and_layout(ckpt):
     sidecar = "quant_config.json" if method == "awq" else "quantize_config.json"
     in_config = variant.get("config_in", "config") == "config"
     assert Path(layout["quant_config"]).name == ("config.json" if in_config else sidecar)
+
+
+@pytest.mark.parametrize("method", ["awq", "gptq"])
+def test_inspect_checkpoint_names_a_missing_tensor(tmp_path: Path, method: str):
+    """The contrast to ``ok``: one expert's zero points left out."""
+    from safetensors.numpy import load_file, save_file
+
+    fix = fx.write_checkpoint(tmp_path / method, method)
+    shard = fix.path / "model.safetensors"
+    tensors = load_file(str(shard))
+    missing = "model.layers.1.mlp.experts.2.up_proj.qzeros"
+    del tensors[missing]
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    cmd = [sys.executable, "-m", "backend.cli", "inspect-checkpoint", str(fix.path), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False
+    assert missing in proc.stdout
