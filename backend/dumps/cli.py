@@ -173,9 +173,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     raise InputError(args.dump, "no dump appeared in this folder while watching")
                 run = w.run_id
         print(_summary(ws, run))
+        errors = (
+            ws.cursor()
+            .execute("SELECT count(*) FROM dump_ingest_errors WHERE run_id = ?", [run])
+            .fetchone()[0]
+        )
     finally:
         ws.close()
-    return 0
+    return 1 if errors else 0  # docs/RELIABILITY.md: finished, with problems it reported
 
 
 def cmd_stitch(args: argparse.Namespace) -> int:

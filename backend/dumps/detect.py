@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.dumps import expected
 from backend.dumps.formats import msit, msprobe, sglang_dumper, sglang_hook
 from backend.dumps.formats.common import RankFolder, TensorRef
 from backend.errors import InputError
@@ -29,7 +30,14 @@ class DumpLayout:
 
     @property
     def tp_size(self) -> int:
-        return max(len(set(self.ranks.values())), 1)
+        # the expected tp (backend/dumps/expected.py), never fewer than the folders present
+        exp = self.extra.get("expected")
+        return max(len(set(self.ranks.values())), exp.tp if exp is not None else 1, 1)
+
+    @property
+    def missing_ranks(self) -> list[int]:
+        """Ranks the run must have (expected tp) that no folder provides."""
+        return sorted(set(range(self.tp_size)) - set(self.ranks.values()))
 
     def tensor_files(self) -> list[Path]:
         if self.format == "msit":
@@ -93,8 +101,8 @@ class DumpLayout:
 
     def refresh(self) -> bool:
         """Re-read rank folders (new ones appear while a dump is written); True if changed."""
-        fresh = detect(self.root)
-        changed = fresh.ranks != self.ranks
+        fresh = detect(self.root, self.model_config)
+        changed = fresh.ranks != self.ranks or fresh.tp_size != self.tp_size
         self.ranks, self.folders = fresh.ranks, fresh.folders
         self.model_config = self.model_config or fresh.model_config
         if "reader" in self.extra and "reader" in fresh.extra:  # keep notes not yet taken
@@ -123,11 +131,40 @@ def _ranks_json_names(ranks_json: Any) -> set[str] | None:
     return None
 
 
+def _is_rank(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().isdigit()
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def ranks_json_problem(ranks_json: Any) -> str | None:
+    """What is wrong with a ranks.json (already unwrapped from {"ranks": ...}), or None."""
+    if ranks_json is None:
+        return None
+    if isinstance(ranks_json, list):
+        if not all(isinstance(n, str) for n in ranks_json):
+            return "its list must hold rank folder names (strings)"
+        dup = sorted({n for n in ranks_json if ranks_json.count(n) > 1})
+        return f"folder(s) {dup} listed twice" if dup else None
+    if isinstance(ranks_json, dict):
+        odd = [v for v in ranks_json.values() if not _is_rank(v)]
+        if odd:
+            return f"ranks must be non-negative integers, got {odd[:3]!r}"
+        vals = [int(v) for v in ranks_json.values()]
+        dup = sorted({v for v in vals if vals.count(v) > 1})
+        return f"rank(s) {dup} given to more than one folder" if dup else None
+    return f"expected a list of folders or {{folder: rank}}, got {type(ranks_json).__name__}"
+
+
 def _assign_ranks(folders: list[RankFolder], ranks_json: Any) -> tuple[dict[str, int], str]:
     """Rank of each folder: ranks.json if given, else device id order, else PID order (noted)."""
     names = [f.folder for f in folders]
     if isinstance(ranks_json, dict) and isinstance(ranks_json.get("ranks"), dict | list):
         ranks_json = ranks_json["ranks"]
+    bad = ranks_json_problem(ranks_json)
+    if bad:  # a broken ranks.json is reported and ignored: the folders decide, as without one
+        ranks, note = _assign_ranks(folders, None)
+        return ranks, f"ranks.json ignored: {bad}" + (f"; {note}" if note else "")
     if isinstance(ranks_json, list):
         return {n: i for i, n in enumerate(ranks_json) if n in names}, "ranks.json"
     if isinstance(ranks_json, dict):
@@ -202,7 +239,11 @@ def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> Dum
     if "reader" in extra and isinstance(cfg, dict):  # SGLang's TP semantics depend on the model
         archs = cfg.get("architectures")
         extra["reader"].architectures = [str(a) for a in archs] if isinstance(archs, list) else None
-    return DumpLayout(
+    layout = DumpLayout(
         fmt, root, ranks, {f.folder: f for f in folders}, cfg if isinstance(cfg, dict) else None,
         note if note not in ("ranks.json", "rank folders", "device ids") else "", extra,
     )  # fmt: skip
+    layout.extra["expected"] = expected.of_layout(
+        layout, None if note.startswith("ranks.json ignored") else ranks_json
+    )
+    return layout

@@ -125,6 +125,8 @@ def read_dump_json_stats(path: Path) -> list[dict[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8")).get("data", {})
     except (OSError, ValueError, AttributeError) as exc:
         raise InputError(path, f"unreadable dump.json ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(path, f"dump.json 'data' is {type(data).__name__}, not an object")
     rows = []
     for key, entry in data.items():
         if not key.startswith("Module.") or ".forward." not in key or not isinstance(entry, dict):
@@ -132,6 +134,11 @@ def read_dump_json_stats(path: Path) -> list[dict[str, Any]]:
         left = key[len("Module.") :].rsplit(".forward.", 1)[0]
         module, cls = left.rsplit(".", 1) if "." in left else ("root", left)
         for io, items in (("input", entry.get("input_args")), ("output", entry.get("output"))):
+            if isinstance(items, dict):  # one tensor written without its list
+                items = [items]
+            elif items is not None and not isinstance(items, list):
+                raise InputError(path, f"dump.json entry {key!r} has {io} {items!r}: expected a "
+                                 "list of tensor records")  # fmt: skip
             for i, t in enumerate(items or []):
                 if isinstance(t, dict) and "Max" in t:
                     rows.append({
