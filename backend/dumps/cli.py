@@ -173,14 +173,27 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     raise InputError(args.dump, "no dump appeared in this folder while watching")
                 run = w.run_id
         print(_summary(ws, run))
-        errors = (
-            ws.cursor()
-            .execute("SELECT count(*) FROM dump_ingest_errors WHERE run_id = ?", [run])
-            .fetchone()[0]
-        )
+        errors = _print_errors(ws, run)
     finally:
         ws.close()
     return 1 if errors else 0  # docs/RELIABILITY.md: finished, with problems it reported
+
+
+def _print_errors(ws, run_id: str, limit: int = 8) -> int:
+    """One line per kind of problem on stderr (the first path and message, and how many);
+    returns the number of error rows."""
+    import sys
+
+    from backend.cli import safe_text
+
+    rows = ws.cursor().execute(
+        "SELECT kind, count(*), arg_min(path, id), arg_min(message, id) FROM dump_ingest_errors "
+        "WHERE run_id = ? GROUP BY kind ORDER BY min(id)", [run_id],
+    ).fetchall()  # fmt: skip
+    for kind, n, path, message in rows[:limit]:
+        more = f" (and {n - 1} more)" if n > 1 else ""
+        print(safe_text(f"studio ingest: {kind}: {path}: {message}{more}"), file=sys.stderr)
+    return sum(r[1] for r in rows)
 
 
 def cmd_stitch(args: argparse.Namespace) -> int:

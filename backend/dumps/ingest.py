@@ -490,10 +490,13 @@ class Ingestor:
 
     def _write_catalog(self, entries: list[CatalogEntry]) -> None:
         rows, files = [], []
-        changed = sorted({str(e.ref.path) for e in entries if e.relpath in self._done})
+        changed = [e.ref for e in entries if e.relpath in self._done]
         if changed:  # rewritten since ingested: the old rows and stitches go, never duplicated
             self._flush_now()
-            revisions.forget_sources(self.ws, self.run_id, changed)
+            keys = [_stitch_key(self.run_id, r.step, r.module, r.io, r.idx, r.arg_name,
+                                r.call_index) for r in changed]  # fmt: skip
+            revisions.forget_sources(self.ws, self.run_id, sorted({str(r.path) for r in changed}),
+                                     keys)  # fmt: skip
         self._clear_stale([e for e in entries if e.error is None])
         for e in entries:
             ref = e.ref

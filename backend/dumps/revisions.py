@@ -43,9 +43,11 @@ def reset_stitched(ws: Workspace, run_id: str) -> int:
     return len(keys)
 
 
-def forget_sources(ws: Workspace, run_id: str, files: list[str]) -> int:
+def forget_sources(ws: Workspace, run_id: str, files: list[str], keys: list[str]) -> int:
     """Forget the rank tensors read from ``files`` (rewritten since) and every stitch made from
-    them; the new content is catalogued and stitched afresh. Returns rank rows dropped."""
+    them or of their tensors (``keys``: a stitch that failed for want of this file); the new
+    content is catalogued and stitched afresh. Returns rank rows dropped."""
+    _drop_keys(ws, run_id, sorted(set(keys)))
     if not files:
         return 0
     cur = ws.cursor()
@@ -69,8 +71,18 @@ def _drop_keys(ws: Workspace, run_id: str, keys: list[str]) -> None:
     if not keys:
         return
     run_checks.drop_stitched(ws, run_id, keys)  # stitched tensor, parts, statistics, store file
+    # the error rows of those stitches start "<module> step <step> <io>[<idx>]:" (ingest.py)
+    prefixes = []
+    for k in keys:
+        _run, step, module, io, idx, *_rest = k.split("|")
+        prefixes.append(f"{module} step {step} {io}[{idx}]:")
     with ws.transaction() as w:
         w.execute(
             "DELETE FROM dump_stitch_report WHERE run_id = ? AND list_contains(?, stitch_key)",
             [run_id, keys],
+        )
+        w.execute(
+            "DELETE FROM dump_ingest_errors WHERE run_id = ? AND list_contains(?, kind) AND "
+            "list_contains(?, split_part(message, ':', 1) || ':')",
+            [run_id, list(STITCH_ERRORS), prefixes],
         )

@@ -173,6 +173,10 @@ class DumpWatcher:
     def _rescan(self) -> None:
         if self.ingestor is None:
             return
+        # a rank folder moved in whole fires one folder event, none per file: look for it
+        if self.ingestor.layout.refresh():
+            with self.ws.transaction() as cur:
+                self.ingestor._write_ranks(cur)  # noqa: SLF001 - the ingestor's own writer
         for p in self.ingestor.layout.tensor_files():
             if self.ingestor.is_new(p):
                 self._seen(p)
