@@ -272,6 +272,16 @@ def stats_of(store_root: str, group_file: str | None, name: str | None, source: 
     return stats_of_stored(store_root, group_file, name)
 
 
+def stats_or_problem(
+    store_root: str, group_file: str | None, name: str | None, source: str | None
+) -> stats_mod.TensorStats | str:
+    """``stats_of``, or why it failed: one bad tensor must not stop the run's statistics."""
+    try:
+        return stats_of(store_root, group_file, name, source)
+    except (InputError, OSError, RuntimeError, ValueError) as exc:
+        return f"statistics failed ({type(exc).__name__}: {exc})"
+
+
 def stats_of_stored(store_root: str, group_file: str, name: str) -> stats_mod.TensorStats:
     """Statistics of one stored tensor, read memory-mapped (a pure function for a process pool)."""
     from safetensors import safe_open
@@ -305,6 +315,7 @@ class Ingestor:
         self.on_progress = on_progress
         self._lock = threading.RLock()
         self._unknown_noted: set[str] = set()
+        self._stats_failed: set[int] = set()  # tensor ids whose statistics failed this session
         self._mapped: dict[str, Any] = {}  # source file -> memory-mapped tensor awaiting stitch
         # ingest_all: rank files per tensor seen so far, and the tensors whose ranks are complete
         self._groups: dict[str, StitchJob] | None = None
@@ -951,8 +962,9 @@ class Ingestor:
             .execute(
                 "SELECT t.tensor_id, t.store_group, t.store_name, t.source_file FROM dump_tensors t "
                 "LEFT JOIN dump_stats s USING (tensor_id) WHERE t.run_id = ? AND t.rank IS NULL AND t.part IS NULL "
-                "AND s.tensor_id IS NULL ORDER BY t.tensor_id LIMIT ?",
-                [self.run_id, limit if limit is not None else 1 << 62],
+                "AND s.tensor_id IS NULL AND NOT list_contains(?, t.tensor_id) "
+                "ORDER BY t.tensor_id LIMIT ?",
+                [self.run_id, sorted(self._stats_failed), limit if limit is not None else 1 << 62],
             )
             .fetchall()
         )
@@ -965,13 +977,19 @@ class Ingestor:
             for _, g, n, src in todo
         ]  # fmt: skip
         if self.stats_pool is not None:
-            results = list(self.stats_pool.map(stats_of, *zip(*args, strict=True)))
+            results = list(self.stats_pool.map(stats_or_problem, *zip(*args, strict=True)))
         elif self.workers > 1 and len(args) > 1:
             with _pool(self.workers) as pool:
-                results = list(pool.map(stats_of, *zip(*args, strict=True)))
+                results = list(pool.map(stats_or_problem, *zip(*args, strict=True)))
         else:
-            results = [stats_of(*a) for a in args]
-        self._write_stats([t[0] for t in todo], results)
+            results = [stats_or_problem(*a) for a in args]
+        for (tid, _g, _n, src), res in zip(todo, results, strict=True):
+            if isinstance(res, str):  # recorded once; not retried until the next ingest
+                self._stats_failed.add(tid)
+                self._error(src or f"tensor {tid}", "stats_failed", res, once=True)
+        good = [(t[0], r) for t, r in zip(todo, results, strict=True) if not isinstance(r, str)]
+        if good:
+            self._write_stats([g[0] for g in good], [g[1] for g in good])
         return len(todo)
 
     def _write_stats(self, ids: list[int], results: list[stats_mod.TensorStats]) -> None:

@@ -321,3 +321,26 @@ def test_config_with_zero_heads(clean, tmp_path) -> None:
     assert without(snap["report"], lambda k: k in qkv) == without(
         clean["report"], lambda k: k in qkv
     )
+
+
+def test_one_tensor_whose_statistics_fail_does_not_stop_the_rest(clean, tmp_path) -> None:
+    """A stitched tensor read from its rank file (replicated), deleted before its statistics:
+    one `stats_failed` row, every other tensor gets its statistics, the run ends done."""
+    session = make_msit(tmp_path)
+    ws = tmp_path / "ws"
+    assert_clear(studio(ws, "ingest", str(session), "--no-stats"), 0)
+    con = duckdb.connect(str(ws / "studio.duckdb"), read_only=True)
+    step, module, io, idx, src = con.execute(
+        "SELECT step, module, io, idx, source_file FROM dump_tensors WHERE rank IS NULL "
+        "AND source_file IS NOT NULL ORDER BY tensor_id LIMIT 1"
+    ).fetchone()
+    con.close()
+    Path(src).unlink()
+    out = studio(ws, "ingest", str(session))
+    assert_clear(out, 1, "stats_failed", src)
+    snap = snapshot(ws)
+    key = (step, module, io, idx)
+    assert snap["run"] == [("done", 2)] and snap["stitched"][key][1] is None
+    assert without(snap["stitched"], lambda k: k == key) == without(
+        clean["stitched"], lambda k: k == key
+    )
