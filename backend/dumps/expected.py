@@ -77,6 +77,7 @@ def tp_from_widths(
     """tp from the width of a sharded projection: (tp, why) for the first shape that decides."""
     if heads is None:
         return None
+    found: list[tuple[int, str]] = []
     for module, io, idx, shape in shapes:
         if not shape or idx != 0:
             continue
@@ -86,8 +87,9 @@ def tp_from_widths(
         ]
         if len(fits) == 1:
             full = width_for(heads, module, io, 1)
-            return fits[0], f"{module} {io} width {width} of {full} (config.json)"
-    return None
+            found.append((fits[0], f"{module} {io} width {width} of {full} (config.json)"))
+    # probes that disagree mean the config does not describe these shards: no evidence
+    return found[0] if found and len({tp for tp, _ in found}) == 1 else None
 
 
 def ranks_json_count(ranks_json: Any) -> int | None:
