@@ -325,6 +325,7 @@ class Ingestor:
         old_tp = revisions.stored_tp(ws, self.run_id)
         if old_tp is not None and old_tp != layout.tp_size:  # stitched at another tp: redo
             revisions.reset_stitched(ws, self.run_id)
+        self._stitched_tp = layout.tp_size  # the tp every stitch of this run was made at
         self._ensure_run(name)
         cur = ws.cursor()
         self._done = self._load_done()
@@ -819,7 +820,8 @@ class Ingestor:
             if found is not None:
                 exp = expected.Expected(max(found[0], exp.tp), f"shard width: {found[1]}", True)
                 self.layout.extra["expected"] = exp
-        if revisions.stored_tp(self.ws, self.run_id) != self.layout.tp_size:
+        if self._stitched_tp != self.layout.tp_size:  # a late rank folder, or widths seen
+            self._stitched_tp = self.layout.tp_size
             self._flush_now()
             revisions.reset_stitched(self.ws, self.run_id)
             with self.ws.transaction() as cur:

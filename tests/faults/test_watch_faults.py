@@ -46,14 +46,20 @@ def _wait(p: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
-def test_late_rank_folder_is_pending_then_stitched_at_tp2(clean, tmp_path) -> None:
-    session = make_msit(tmp_path)
+@pytest.mark.parametrize("config", [True, False])
+def test_late_rank_folder_is_pending_then_stitched_at_tp2(clean, tmp_path, config) -> None:
+    """With config.json the shard widths say tp=2 before rank 1 is there (its tensors wait);
+    without it rank 0 alone is stitched at tp=1 and restitched at tp=2 when rank 1 arrives."""
+    session = make_msit(tmp_path, config_json=config)
+    if not config:  # the reference: a plain ingest of the complete dump, also without config
+        assert studio(tmp_path / "ref", "ingest", str(session)).returncode == 0
+        clean = snapshot(tmp_path / "ref")
     r1 = _rank_dirs(session)[1]
     staged = tmp_path / "staged"
     shutil.move(r1, staged)  # rank 1 writes its folder a few seconds after rank 0
     ws = tmp_path / "ws"
     p = _watch(ws, session, idle=4)
-    time.sleep(3)
+    time.sleep(6)  # start-up and rank 0's files are in (stitched at tp=1 without config)
     shutil.copytree(staged, r1)
     out = _wait(p, timeout=90)
     assert_clear(out, 0)
