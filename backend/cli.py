@@ -36,21 +36,42 @@ def _present(module: str) -> bool:
         return False
 
 
+# Global options: accepted before the command (`studio --workspace W info`) and after it, at
+# any depth (`studio info --workspace W`, `studio dsa ingest F --workspace W`).
+GLOBAL_OPTIONS = (
+    (("--workspace",), {"metavar": "DIR",
+                        "help": "workspace directory (default: $STUDIO_WORKSPACE or ./workspace)"}),
+)  # fmt: skip
+
+
+def _add_globals_below(parser: argparse.ArgumentParser, seen: set[int]) -> None:
+    """Give every sub-command parser the global options. Their default is SUPPRESS, so a
+    sub-command that is not given one keeps the value parsed before the command."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for sub in action.choices.values():
+            if id(sub) in seen:  # aliases share one parser
+                continue
+            seen.add(id(sub))
+            for flags, kw in GLOBAL_OPTIONS:
+                if not any(f in sub._option_string_actions for f in flags):
+                    sub.add_argument(*flags, **kw, default=argparse.SUPPRESS)
+            _add_globals_below(sub, seen)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="studio",
         description="Inference Inspection Studio: see inside a served LLM.",
     )
-    parser.add_argument(
-        "--workspace",
-        metavar="DIR",
-        default=None,
-        help="workspace directory (default: $STUDIO_WORKSPACE or ./workspace)",
-    )
+    for flags, kw in GLOBAL_OPTIONS:
+        parser.add_argument(*flags, **kw, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         if _present(name):
             importlib.import_module(name).register(sub)
+    _add_globals_below(parser, set())
     return parser
 
 

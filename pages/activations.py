@@ -10,6 +10,8 @@ import streamlit as st
 
 from backend.analysis import compare, kronecker, outliers, source
 from backend.analysis.source import Selected
+from backend.dumps.axis import describe as axis_describe
+from backend.dumps.axis import matrix_shape as axis_matrix
 from studio import services_activations as svc
 from studio.figures import activations as figs
 from studio.widgets import guarded
@@ -113,7 +115,20 @@ with guarded("Reading the dump runs"):
     all_rows = svc.rows(run_id, None, None, None)
     steps = sorted(int(s) for s in all_rows["step"].unique())
     if not steps:
-        st.warning("This run has no stitched tensors yet (still ingesting, or stitching failed).")
+        tool = svc.tool_stats(run_id)
+        if tool.empty:
+            st.warning(
+                "This run has no stitched tensors yet (still ingesting, or stitching failed)."
+            )
+        else:
+            st.info(
+                "A statistics-only dump (msprobe `task: statistics` / msit "
+                "`dump_statistics_mode=1`): the tool wrote Max, Min, Mean and Norm per tensor and "
+                "no tensors, so there is no surface. Its statistics:"
+            )
+            st.plotly_chart(figs.tool_stats_figure(tool), key="tool_stats_fig")
+            st.dataframe(tool.drop(columns=["source_file"]), hide_index=True, width="stretch")
+            st.download_button("Download CSV", _csv(tool), "tool_statistics.csv", "text/csv")
         st.stop()
     step = _pick("Step (0 = prefill)", steps, "step", container=side)
     pattern = side.text_input(
@@ -185,8 +200,40 @@ with guarded("Reading the dump runs"):
         key="act_tokenizer",
     )
 
-    x = svc.tensor(sel)
+    # Token axis: decided at ingest from the format, the module and config.json; overridable.
+    auto = svc.axis(sel)
+    shape = tuple(svc.raw(sel).shape)
+    ks = list(range(len(shape) + 1))
+    want = link.get("axis")
+    k_default = (
+        int(want) if want is not None and want.isdigit() and int(want) in ks else auto.token_dims
+    )
+    token_dims = side.selectbox(
+        "Token axis", ks, index=ks.index(min(k_default, len(shape))), key="act_axis",
+        format_func=lambda k: f"{axis_describe(shape, k)} -> {axis_matrix(shape, k)[0]} tokens x {axis_matrix(shape, k)[1]} channels",
+        help="Which leading dims index tokens (the rest are channels). Hugging Face models dumped "
+        "by msit/msprobe hold [batch, seq, hidden]; vLLM [tokens, hidden]; q_norm/k_norm "
+        "[..., heads, head_dim].",
+    )  # fmt: skip
+    side.caption(
+        f"Stored: **{auto.layout}** ({auto.source}{': ' + auto.reason if auto.reason else ''})"
+    )
+    if token_dims != auto.token_dims:
+        qp["axis"] = str(token_dims)
+        if side.button("Save for this module", key="act_axis_save",
+                       help="Store the override (statistics, render and other views use it)"):  # fmt: skip
+            svc.save_axis(run_id, f"^{re.escape(module)}$", int(token_dims))
+            st.rerun()
+    elif auto.source == "override" and side.button("Back to automatic", key="act_axis_auto"):
+        svc.save_axis(run_id, f"^{re.escape(module)}$", None)
+        st.rerun()
+
+    x = svc.tensor(sel, int(token_dims))
     n_tok, n_ch = x.shape
+    st.caption(
+        f"`{sel.label}`: shape {list(shape)} viewed as {axis_describe(shape, int(token_dims))} = "
+        f"{n_tok} tokens x {n_ch} channels."
+    )
     t_range = (0, n_tok)
     if n_tok > 1:
         t_range = side.slider("Token range", 0, n_tok, (0, n_tok), key="act_tokens")

@@ -189,11 +189,27 @@ with guarded("Reading the dumps"):
         shown = report[report.step == step]
         if only_bad:
             shown = shown[shown.verdict.isin(["failed", "unknown"])]
-        shown = shown.drop(columns=["tensor_id"]).assign(
-            ranks=shown.ranks.map(lambda r: ",".join(map(str, r)))
+        # the token axis each stitched tensor is viewed with (statistics, surfaces)
+        axes = query.axes(ws, run_id)[["tensor_id", "layout"]].rename(
+            columns={"layout": "token axis"}
+        )
+        shown = (
+            shown.merge(axes, on="tensor_id", how="left")
+            .drop(columns=["tensor_id"])
+            .assign(ranks=shown.ranks.map(lambda r: ",".join(map(str, r))).to_numpy())
         )
         st.dataframe(verdict_style(shown), hide_index=True, width="stretch")
         _failed_section(ws, run_id, step, report[report.step == step])
+    else:
+        tool = query.tool_stats(ws, run_id)
+        if not tool.empty:  # a statistics-only dump: the tool's own numbers are all there is
+            st.subheader("Statistics written by the dump tool")
+            st.caption(
+                "No tensor files in this dump (msprobe `task: statistics` / msit "
+                "`dump_statistics_mode=1`): Max, Min, Mean and Norm per tensor as the tool wrote "
+                "them. The Activations page charts them."
+            )
+            st.dataframe(tool.drop(columns=["source_file"]), hide_index=True, width="stretch")
     _shared_section(ws, run_id)
     errors = query.ingest_errors(ws, run_id)
     st.subheader(f"Ingest errors ({len(errors)})")

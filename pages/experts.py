@@ -94,7 +94,10 @@ def _tokens_section(ws, name: str, agg, info: dict) -> None:
     expert = c2.number_input("Expert", 0, int(info["num_experts"]) - 1, 0, key="moe_tok_expert")
     tok = store.tokens_for_expert(ws, name, int(layer), int(expert))
     if tok.empty:
-        st.info("This source has no per-token routing (only dumps and SGLang per_token do).")
+        if store.has_tokens(ws, name):
+            st.info(f"Expert {int(expert)} received no tokens in layer {layer} of this source.")
+        else:
+            st.info("This source has no per-token routing (only dumps and SGLang per_token do).")
         return
     st.dataframe(tok, hide_index=True, width="stretch", height=240)
     meta = info.get("meta")

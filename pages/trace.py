@@ -54,11 +54,26 @@ if ws is not None:
         with left, st.form("trace_model"):
             model_dir = st.text_input("Model directory (HF format)")
             prompt = st.text_input("Prompt", value="Hello, world")
+            e1, e2, e3 = st.columns([2, 1, 1])
+            engine = e1.selectbox(
+                "Engine", ("transformers", "vllm"), key="trace_engine",
+                help="vllm: the real vLLM from its venv, launched for this trace (docs/TRACE.md)",
+            )  # fmt: skip
+            tp = e2.number_input("TP (vllm)", min_value=1, max_value=8, value=1, key="trace_tp")
+            step = e3.number_input("Step (vllm)", min_value=0, value=0, key="trace_step",
+                                   help="0: the prefill; 1: the first decode step")  # fmt: skip
             if st.form_submit_button("Trace module calls") and model_dir:
                 with guarded("Tracing the model"), st.spinner("Running one forward pass…"):
                     from backend.paths import existing_dir
 
-                    tid, calls = trace_model_dir(ws, existing_dir(model_dir), prompt)
+                    if engine == "vllm":
+                        from backend.trace.vllm_trace import VllmTraceOptions, trace_vllm
+
+                        opts = VllmTraceOptions(tp=int(tp), step=int(step))
+                        traced = trace_vllm(ws, existing_dir(model_dir), prompt, opts)
+                        tid, calls = traced[0]
+                    else:
+                        tid, calls = trace_model_dir(ws, existing_dir(model_dir), prompt)
                     st.success(f"Stored trace {tid} ({len(calls)} calls).")
                     st.rerun()
         with right, st.form("ingest_profile"):
@@ -124,9 +139,16 @@ if ws is not None:
                 index=1 if len(compare) > 1 else 0,
                 key="profile_b",
             )
-            kind = st.radio(
+            k_col, r_col = st.columns(2)
+            kind = k_col.radio(
                 "Time of", ["auto", "kernel", "cpu_op"], horizontal=True, key="profile_kind",
-                help="auto: device kernels when the profile has them, else top-level cpu ops",
+                help="auto: device kernels when the profile has them, else cpu ops",
+            )  # fmt: skip
+            rank_by = r_col.radio(
+                "Rank by", ["self", "total"], horizontal=True, key="profile_rank_by",
+                help="self: an op's time minus its children's (torch.profiler's default table);"
+                " total: inclusive time, which counts nested ops (aten::linear, aten::matmul,"
+                " aten::mm) once each",
             )  # fmt: skip
             with guarded("Analysing the profile"):
                 info = analysis.profile_info(ws, a)
@@ -145,10 +167,19 @@ if ws is not None:
                 for pid, col in zip(sides, cols, strict=True):
                     with col:
                         st.markdown(f"**{names[pid]}**")
-                        top = analysis.top(ws, pid, kind=kind, n=15)
+                        top = analysis.top(ws, pid, kind=kind, n=15, by=rank_by)
                         st.plotly_chart(
-                            figs.top_bar(top, "Top kernels / ops by total time"),
+                            figs.top_bar(top, f"Top kernels / ops by {rank_by} time"),
                             width="stretch", key=f"top_{pid}",
+                        )  # fmt: skip
+                        st.dataframe(
+                            top[["name", "calls", "self_us", "total_us", "share"]],
+                            hide_index=True, width="stretch", key=f"top_table_{pid}",
+                            column_config={
+                                "self_us": st.column_config.NumberColumn("self µs", format="%.1f"),
+                                "total_us": st.column_config.NumberColumn("total µs", format="%.1f"),
+                                "share": st.column_config.NumberColumn("self share", format="percent"),
+                            },
                         )  # fmt: skip
                         st.plotly_chart(
                             figs.family_bar(analysis.families(ws, pid, kind=kind)),

@@ -13,6 +13,7 @@ import torch
 
 from backend.analysis import lod, source
 from backend.analysis.source import Selected
+from backend.dumps.axis import Axis, to_matrix
 from studio.state import workspace
 
 
@@ -59,14 +60,50 @@ def raw(sel: Selected) -> torch.Tensor:
     return _raw(_root(), sel)
 
 
+@st.cache_data(show_spinner=False, max_entries=64, ttl=30)
+def _axis(root: str, sel: Selected) -> Axis:
+    return source.axis_of(workspace(), sel)
+
+
+def axis(sel: Selected) -> Axis:
+    """The selection's token axis as decided at ingest (or overridden)."""
+    return _axis(_root(), sel)
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _tensor(root: str, sel: Selected) -> torch.Tensor:
-    return lod.as_matrix(raw(sel), keep_float=True).contiguous()
+def _tensor(root: str, sel: Selected, token_dims: int) -> torch.Tensor:
+    return lod.as_matrix(to_matrix(raw(sel), token_dims), keep_float=True).contiguous()
 
 
-def tensor(sel: Selected) -> torch.Tensor:
-    """``[tokens, channels]`` view of the selection (bf16 kept: pooling is exact in it)."""
-    return _tensor(_root(), sel)
+def tensor(sel: Selected, token_dims: int | None = None) -> torch.Tensor:
+    """``[tokens, channels]`` view of the selection on its token axis (``token_dims`` leading
+    dims are tokens; default the stored axis). bf16 is kept: pooling is exact in it."""
+    k = axis(sel).token_dims if token_dims is None else token_dims
+    return _tensor(_root(), sel, min(k, raw(sel).dim()))
+
+
+@st.cache_data(show_spinner=False, max_entries=16, ttl=30)
+def _tool_stats(root: str, run_id: str) -> pd.DataFrame:
+    from backend.dumps.query import tool_stats
+
+    return tool_stats(workspace(), run_id)
+
+
+def tool_stats(run_id: str) -> pd.DataFrame:
+    """Statistics the dump tool wrote (all a statistics-only dump holds)."""
+    return _tool_stats(_root(), run_id)
+
+
+def save_axis(run_id: str, module_regex: str, token_dims: int | None) -> dict[str, int]:
+    """Store an override (None clears it) and recompute the statistics it changed."""
+    from backend.dumps import axis_store
+
+    counts = axis_store.set_override(workspace(), run_id, module_regex, token_dims)
+    axis_store.restat(workspace(), run_id)
+    _axis.clear()
+    _layer_stats.clear()
+    _persistence.clear()
+    return counts
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -71,3 +71,24 @@ def test_socket_removed_when_the_studio_closes(tmp_path: Path) -> None:
     assert sock.exists()
     ws.close()
     assert not sock.exists() and not (ws.root / "owner.json").exists()
+
+
+def test_stored_expert_load_is_shown_while_the_studio_runs(tmp_path: Path) -> None:
+    import torch
+
+    from backend.moe.cli import describe, import_source
+
+    load = tmp_path / "load.pt"
+    torch.save(torch.tensor([[5, 0, 3, 1], [2, 2, 2, 2]]), str(load))
+    ws = open_workspace(tmp_path / "ws", owner=True)
+    try:
+        [name] = import_source(ws, str(load), name="vllm-load")
+        want = json.loads(json.dumps(describe(ws, name), default=str))
+        out = studio(ws.root, "experts", name, "--json")
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout)["sources"][0]
+        assert got["counts"] == want["counts"] and got["layers"] == want["layers"]
+        refused = studio(ws.root, "experts", str(load), "--name", "again")
+        assert refused.returncode == 2 and "owned by the running studio" in refused.stderr
+    finally:
+        ws.close()

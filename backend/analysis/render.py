@@ -99,7 +99,7 @@ def render(
     cfg = source.run_config(ws, run_id)
     jobs = []
     for sel in sels:
-        x = source.load(ws, sel, cfg)
+        x = source.matrix(ws, sel, cfg)  # on the tensor's token axis
         grid = lod.build_grid(
             x, max_tokens=max_tokens, max_channels=max_channels, absolute=absolute, log=log
         )

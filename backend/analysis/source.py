@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from backend.analysis import outliers, parts
+from backend.dumps.axis import Axis, to_matrix
 from backend.errors import InputError, StudioError
 from backend.workspace import Workspace
 
@@ -116,16 +117,52 @@ def load(ws: Workspace, sel: Selected, config: dict | None = None) -> torch.Tens
     return t
 
 
+def _row_of(ws: Workspace, sel: Selected) -> int:
+    """The tensor id the selection reads (its stored part, else the whole tensor)."""
+    rows = tensors(ws, sel.run_id, step=sel.step, pattern=f"^{re.escape(sel.module)}$", io=sel.io)
+    rows = rows[rows["idx"] == sel.idx]
+    if sel.part is not None and not rows[rows["part"] == sel.part].empty:
+        return int(rows[rows["part"] == sel.part].iloc[0]["tensor_id"])
+    whole = rows[rows["part"].isna()]
+    if whole.empty:
+        raise StudioError(f"{sel.label}: not in run {sel.run_id}")
+    return int(whole.iloc[0]["tensor_id"])
+
+
+def axis_of(ws: Workspace, sel: Selected) -> Axis:
+    """The token axis of the selection (decided at ingest or overridden; a part split here
+    from a 2-D fused output is 2-D too)."""
+    from backend.dumps import axis_store
+
+    a = axis_store.get(ws, _row_of(ws, sel))
+    return a
+
+
+def matrix(
+    ws: Workspace, sel: Selected, config: dict | None = None, token_dims: int | None = None
+) -> torch.Tensor:
+    """The selection as ``[tokens, channels]`` on its token axis (``token_dims`` overrides)."""
+    t = load(ws, sel, config)
+    k = token_dims if token_dims is not None else axis_of(ws, sel).token_dims
+    return to_matrix(t, min(k, t.dim()))
+
+
+def stored_matrix(ws: Workspace, tensor_id: int) -> torch.Tensor:
+    """One stored tensor as ``[tokens, channels]`` on its token axis."""
+    from backend.dumps import axis_store
+    from backend.dumps.query import load_tensor
+
+    return to_matrix(load_tensor(ws, tensor_id), axis_store.get(ws, tensor_id).token_dims)
+
+
 def layer_stats(
     ws: Workspace, run_id: str, *, step: int, io: str, pattern: str | None = None
 ) -> pd.DataFrame:
     """One row per whole (not part) floating tensor: layer, kind, module, absmax, kurtosis, counts."""
-    from backend.dumps.query import load_tensor
-
     rows = tensors(ws, run_id, step=step, pattern=pattern, io=io)
     out = []
     for r in rows[rows["part"].isna()].itertuples():
-        t = load_tensor(ws, int(r.tensor_id))
+        t = stored_matrix(ws, int(r.tensor_id))
         if not t.is_floating_point() or t.numel() == 0:
             continue
         s = outliers.summarize(t)
@@ -144,12 +181,10 @@ def layer_stats(
 
 def persistence(ws: Workspace, stats: pd.DataFrame, kind: str, *, k: int = 16) -> pd.DataFrame:
     """Layer x channel absmax for the channels that are top-K in any layer of one module kind."""
-    from backend.dumps.query import load_tensor
-
     sub = stats[(stats["kind"] == kind) & stats["layer"].notna()].sort_values("layer")
     per_layer: dict[int, np.ndarray] = {}
     for r in sub.itertuples():
-        per_layer[int(r.layer)] = outliers.channel_absmax(load_tensor(ws, int(r.tensor_id)))
+        per_layer[int(r.layer)] = outliers.channel_absmax(stored_matrix(ws, int(r.tensor_id)))
     if not per_layer:
         return pd.DataFrame()
     widths = {a.size for a in per_layer.values()}

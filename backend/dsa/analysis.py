@@ -45,6 +45,13 @@ def trace_summary_json(ws: Workspace, trace_id: str) -> dict[str, Any] | None:
     return json.loads(row[0]) if row and row[0] else None
 
 
+def field_gaps(ws: Workspace, trace_id: str) -> dict[str, int]:
+    """Optional seed-004 field -> ingested records lacking it (none: every record has it)."""
+    from backend.dsa.ingest import missing_fields
+
+    return missing_fields(ws, trace_id)
+
+
 def bad_lines(ws: Workspace, trace_id: str, limit: int = 50) -> pd.DataFrame:
     return _q(
         ws,

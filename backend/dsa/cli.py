@@ -82,10 +82,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         res = ingest_path(ws, path, name=args.name, follow_s=args.follow)
     finally:
         ws.close()
-    msg = f"{res.kind} {res.trace_id}: {res.rows} rows"
-    if res.bad_lines:
-        msg += f", {res.bad_lines} bad lines (first: line {res.first_bad_line}: {res.first_bad})"
-    print(msg)
+    print(res.describe())
     return 0
 
 

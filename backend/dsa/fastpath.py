@@ -35,7 +35,9 @@ import numpy as np
 _TIER = "STRUCT(bytes_read BIGINT, read_ops INTEGER, latency_us BIGINT, batch_size INTEGER)"
 # What DuckDB's JSON reader is asked for (the exact path too; selected_block_ids only there).
 STEP_COLUMNS = {
-    "event": "VARCHAR", "run_name": "VARCHAR", "dataset": "VARCHAR", "rank": "INTEGER",
+    # optional identity fields as JSON: their type is checked (OPTIONAL_TYPE_CHECK) instead of
+    # letting the reader cast "3" or true to a number, as the line-by-line validator would not
+    "event": "VARCHAR", "run_name": "JSON", "dataset": "JSON", "rank": "JSON",
     "request_id": "BIGINT", "layer_id": "INTEGER", "step_idx": "BIGINT",
     "seq_len_current": "BIGINT", "unique_token_pos_count": "INTEGER", "offset_min": "BIGINT",
     "offset_p50": "BIGINT", "offset_max": "BIGINT", "block_size_tokens": "INTEGER",
@@ -45,18 +47,46 @@ STEP_COLUMNS = {
     "prefix": "STRUCT(prefix_cache_hit BOOLEAN, prefix_cached_blocks INTEGER,"
     " prefix_key VARCHAR, intersection_ratio DOUBLE)",
     "scores_stats": "STRUCT(min DOUBLE, mean DOUBLE, max DOUBLE)",
+    # optional; read only to report which lines lack them (the arrays arrive cut to [])
+    "world_size": "JSON", "selected_token_pos": "JSON", "scores_topk": "JSON",
 }  # fmt: skip
+# Seed 004's key fields, down to the struct members stored: a row where one is missing or null
+# is refused here and judged line by line by schema.validate_record (both paths agree).
+_TIER_REQUIRED = tuple(
+    f"kv_fetch.{t}.{k}"
+    for t in ("hbm", "local_pool", "remote_pool")
+    for k in ("bytes_read", "read_ops", "batch_size")
+)
 STEP_REQUIRED = (
-    "request_id", "layer_id", "step_idx", "seq_len_current", "block_size_tokens",
-    "selected_block_ids", "unique_blocks",
+    "request_id", "layer_id", "step_idx", "seq_len_current", "unique_token_pos_count",
+    "offset_min", "offset_p50", "offset_max", "block_size_tokens", "selected_block_ids",
+    "unique_blocks", "tokens_per_touched_block.mean", "tokens_per_touched_block.p50",
+    "tokens_per_touched_block.p95", *_TIER_REQUIRED, "prefix.prefix_cache_hit",
+    "prefix.prefix_cached_blocks", "prefix.prefix_key", "prefix.intersection_ratio",
 )  # fmt: skip
-EXTRA_CHECK = "event IS DISTINCT FROM 'dsa_topk' OR block_size_tokens <= 0"  # rows to refuse
+# Lines lacking each optional field (schema.OPTIONAL_FIELDS order), over a chunk's rows.
+GAP_FIELDS = ("run_name", "dataset", "rank", "world_size", "selected_token_pos", "scores")
+GAP_COUNTS = (
+    "count(*) FILTER (WHERE run_name IS NULL), count(*) FILTER (WHERE dataset IS NULL),"
+    " count(*) FILTER (WHERE rank IS NULL), count(*) FILTER (WHERE world_size IS NULL),"
+    " count(*) FILTER (WHERE selected_token_pos IS NULL),"
+    " count(*) FILTER (WHERE scores_topk IS NULL AND scores_stats IS NULL)"
+)
+_INTS = "('UBIGINT', 'BIGINT')"
+OPTIONAL_TYPE_CHECK = (
+    "json_type(run_name) <> 'VARCHAR' OR json_type(dataset) <> 'VARCHAR'"
+    f" OR json_type(rank) NOT IN {_INTS} OR json_type(world_size) NOT IN {_INTS}"
+)  # NULL (absent) compares as NULL: not refused
+# rows to refuse (then judged line by line)
+EXTRA_CHECK = (
+    f"event IS DISTINCT FROM 'dsa_topk' OR block_size_tokens <= 0 OR {OPTIONAL_TYPE_CHECK}"
+)
 # The fast path parses selected_block_ids itself: DuckDB reads the rest.
 FAST_COLUMNS = {k: v for k, v in STEP_COLUMNS.items() if k != "selected_block_ids"}
 FAST_REQUIRED = tuple(c for c in STEP_REQUIRED if c != "selected_block_ids")
 # dsa_steps' columns after (trace_id, line_no, byte_offset), from the reader's columns ``c``.
 STEP_VALUES = """
-       c.rank, c.request_id, c.layer_id, c.step_idx,
+       c.rank::INTEGER, c.request_id, c.layer_id, c.step_idx,
        c.seq_len_current, c.unique_token_pos_count, c.offset_min, c.offset_p50, c.offset_max,
        c.block_size_tokens, c.unique_blocks,
        c.tokens_per_touched_block.mean, c.tokens_per_touched_block.p50,
@@ -355,7 +385,13 @@ def parse_scalars(prep: Prepared) -> bool:
         tmp.write(prep.stripped)
     try:
         tb = con.sql(
-            f"SELECT {STEP_VALUES}, run_name, dataset, ({nulls} OR {EXTRA_CHECK}) AS refuse"  # noqa: S608 - constants
+            f"SELECT {STEP_VALUES}, run_name->>'$' AS run_name, dataset->>'$' AS dataset,"  # noqa: S608 - constants
+            " (rank IS NOT NULL OR NULL) AS rank, (world_size IS NOT NULL OR NULL) AS world_size,"
+            # presence as true / NULL: GAP_COUNTS reads these columns as it reads the chunk's
+            " (selected_token_pos IS NOT NULL OR NULL) AS selected_token_pos,"
+            " (scores_stats IS NOT NULL OR NULL) AS scores_stats,"
+            " (scores_topk IS NOT NULL OR NULL) AS scores_topk,"
+            f" ({nulls} OR {EXTRA_CHECK}) AS refuse"
             f" FROM read_json(?, format='newline_delimited', columns={cols}) c",
             params=[tmp.name],
         ).to_arrow_table()
@@ -371,7 +407,9 @@ def parse_scalars(prep: Prepared) -> bool:
         got = tb.column(col).to_numpy(zero_copy_only=False).astype(np.int64)
         if not np.array_equal(got, getattr(prep, k)):
             return False
-    names = [f"v{i}" for i in range(tb.num_columns - 3)] + ["run_name", "dataset", "refuse"]
+    extra = ["run_name", "dataset", "rank", "world_size", "selected_token_pos", "scores_stats",
+             "scores_topk", "refuse"]  # fmt: skip
+    names = [f"v{i}" for i in range(tb.num_columns - len(extra))] + extra
     tb = tb.rename_columns(names).drop_columns(["refuse"])
     tb = tb.append_column("idx", pa.array(np.arange(prep.n_lines, dtype=np.int64)))
     prep.table = tb.append_column("off", pa.array(prep.starts))

@@ -28,7 +28,7 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,22 @@ class IngestResult:
     bad_lines: int
     first_bad_line: int | None = None
     first_bad: str | None = None
+    # optional field -> ingested rows lacking it (schema.OPTIONAL_FIELDS; absent: none lack it)
+    missing_optional: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line for people: rows, bad lines, and the optional fields rows lack."""
+        msg = f"{self.kind} {self.trace_id}: {self.rows} rows"
+        if self.bad_lines:
+            msg += (
+                f", {self.bad_lines} bad lines (first: line {self.first_bad_line}:"
+                f" {self.first_bad})"
+            )
+        if self.missing_optional:
+            msg += "; optional fields absent: " + ", ".join(
+                f"{k} ({n} of {self.rows} rows)" for k, n in self.missing_optional.items()
+            )
+        return msg
 
 
 def trace_id_for(path: Path) -> str:
@@ -377,6 +393,7 @@ class Ingestor:
                     {"trace": self.trace_id, "line0": self.lines + 1, "base": base},
                 )
                 cur.execute(HEAT_INSERT, {"trace": self.trace_id})
+                self._add_gaps(cur, "dsa_fast")
                 cur.execute(
                     "UPDATE dsa_traces SET rows = rows + $n, lines_read = lines_read + $n,"
                     " bytes_read = $end, updated_at = current_timestamp,"
@@ -444,11 +461,12 @@ class Ingestor:
                 cur.unregister("dsa_meta")
             if self.kind == "steps":
                 self._insert_heat(cur)
-            if self.kind == "steps":
+                self._add_gaps(cur, "dsa_chunk")
                 cur.execute(
                     "UPDATE dsa_traces SET rows = rows + ?,"
-                    " run_name = coalesce(run_name, (SELECT any_value(run_name) FROM dsa_chunk)),"
-                    " dataset = coalesce(dataset, (SELECT any_value(dataset) FROM dsa_chunk)),"
+                    " run_name = coalesce(run_name,"
+                    "   (SELECT any_value(run_name->>'$') FROM dsa_chunk)),"
+                    " dataset = coalesce(dataset, (SELECT any_value(dataset->>'$') FROM dsa_chunk)),"
                     " block_size = coalesce(block_size,"
                     "   (SELECT any_value(block_size_tokens) FROM dsa_chunk))"
                     " WHERE trace_id = ?",
@@ -459,6 +477,18 @@ class Ingestor:
                     "UPDATE dsa_traces SET rows = rows + ? WHERE trace_id = ?", [n, self.trace_id]
                 )
         return int(n)
+
+    def _add_gaps(self, cur: duckdb.DuckDBPyConnection, table: str) -> None:
+        """Count the chunk's rows lacking each optional field into ``dsa_field_gaps``."""
+        counts = cur.execute(f"SELECT {fastpath.GAP_COUNTS} FROM {table}").fetchone()  # noqa: S608 - constants
+        assert counts is not None
+        for name, n in zip(fastpath.GAP_FIELDS, counts, strict=True):
+            if n:
+                cur.execute(
+                    "INSERT INTO dsa_field_gaps VALUES (?, ?, ?) ON CONFLICT (trace_id, field)"
+                    " DO UPDATE SET lines = lines + excluded.lines",
+                    [self.trace_id, name, int(n)],
+                )
 
     def _insert_heat(self, cur: duckdb.DuckDBPyConnection) -> None:
         """The block-level aggregate of this chunk (numpy: dense scatter + bit packing)."""
@@ -533,7 +563,18 @@ class Ingestor:
         return IngestResult(
             self.trace_id, self.kind, int(rows), int(nbad),
             first[0] if first else None, first[1] if first else None,
+            missing_fields(self.ws, self.trace_id),
         )  # fmt: skip
+
+
+def missing_fields(ws: Workspace, trace_id: str) -> dict[str, int]:
+    """Optional field -> ingested rows of the trace lacking it, in schema order."""
+    got = dict(
+        ws.cursor()
+        .execute("SELECT field, lines FROM dsa_field_gaps WHERE trace_id = ?", [trace_id])
+        .fetchall()
+    )
+    return {k: int(got[k]) for k in fastpath.GAP_FIELDS if got.get(k)}
 
 
 PARALLEL_MIN_CHUNKS = 2  # below this many chunks a poll runs in this process only

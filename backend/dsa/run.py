@@ -120,18 +120,25 @@ def run_engine_requests(
     return summary
 
 
+WORKLOADS = ("ruler", "longbenchv2", "sharegpt", "burstgpt", "needle")  # seed 004's names
+
+
 def register_run(dsa: argparse._SubParsersAction) -> None:
     p = dsa.add_parser("run", help="trace a workload through the tiny DSA model (CPU, torch)")
-    p.add_argument("--workload", choices=("sharegpt", "burstgpt", "needle"), required=True,
-                   help="ShareGPT JSON, BurstGPT CSV or synthetic needle prompts")  # fmt: skip
-    p.add_argument("--input", default="", help="ShareGPT .json / BurstGPT .csv (local file)")
+    p.add_argument("--workload", choices=WORKLOADS, required=True,
+                   help="RULER .jsonl, LongBench v2 data.json, ShareGPT JSON, BurstGPT CSV or"
+                   " synthetic needle prompts")  # fmt: skip
+    p.add_argument("--input", default="",
+                   help="local file: RULER <task>/<subset>.jsonl, LongBench v2 data.json,"
+                   " ShareGPT .json or BurstGPT .csv")  # fmt: skip
     p.add_argument("--out", required=True, help="trace output directory")
     p.add_argument("--sharegpt-turn-mode", choices=("full", "per_user_turn"), default="full",
                    help="one request per conversation or per user turn")  # fmt: skip
     p.add_argument("--limit", type=int, default=16, help="at most this many requests")
     p.add_argument("--batch-size", type=int, default=2, help="requests decoded together")
     p.add_argument("--max-new-tokens", type=int, default=8, help="decode steps per request")
-    p.add_argument("--max-prompt-tokens", type=int, default=1024, help="prompt bytes kept")
+    p.add_argument("--max-prompt-tokens", type=int, default=1024,
+                   help="prompt tokens kept (RULER / LongBench v2 prompts lose their middle)")  # fmt: skip
     p.add_argument("--context-chars", type=int, default=1500, help="needle prompt length")
     p.add_argument("--layers", type=int, default=4, help="model layers")
     p.add_argument("--index-topk", type=int, default=64, help="tokens the indexer selects")
@@ -159,6 +166,14 @@ def load_workload(args: argparse.Namespace) -> list[Request]:
     if not args.input:
         raise InputError("--input", f"the {args.workload} workload needs a local file")
     path = existing_file(args.input)
+    if args.workload == "ruler":
+        from backend.dsa.workloads.ruler import load_ruler
+
+        return load_ruler(path, args.limit, args.max_prompt_tokens)
+    if args.workload == "longbenchv2":
+        from backend.dsa.workloads.longbench import load_longbench_v2
+
+        return load_longbench_v2(path, args.limit, args.max_prompt_tokens)
     if args.workload == "sharegpt":
         from backend.dsa.workloads.sharegpt import load_sharegpt
 

@@ -1,8 +1,7 @@
 """Seed 004's trace schema: one ``dsa_topk`` record per decode step x request x layer.
 
-Field groups (seed 004):
-  identity  event, run_name, dataset, rank, world_size, request_id, layer_id, step_idx,
-            seq_len_current
+Field groups (seed 004's key fields; a record needs every one of them):
+  identity  event, request_id, layer_id, step_idx, seq_len_current
   A (top-k) selected_token_pos (optional, at most index_topk), unique_token_pos_count,
             offset_min / offset_p50 / offset_max  (offset = seq_len_current - 1 - position)
   B (block) block_size_tokens, selected_block_ids (sorted, unique), unique_blocks,
@@ -11,7 +10,9 @@ Field groups (seed 004):
             batch_size}
   D (prefix) prefix.{prefix_cache_hit, prefix_cached_blocks, prefix_key, intersection_ratio,
             intersection_blocks}
-  optional  scores_topk (with --trace-store-scores) else scores_stats {min, mean, max}
+Optional (checked only when present and not null; ``missing_optional`` names the absent ones):
+  run_name, dataset, rank, world_size (our tracer writes them; seed 004 does not list them),
+  selected_token_pos, and scores_topk (with --trace-store-scores) else scores_stats.
 
 Validation is plain Python (no torch, no jsonschema) so ``studio dsa selfcheck`` runs anywhere.
 """
@@ -25,16 +26,20 @@ EVENT = "dsa_topk"
 TIERS = ("hbm", "local_pool", "remote_pool")
 TIER_FIELDS = ("hit_blocks", "bytes_read", "read_ops", "latency_us", "batch_size")
 TOP_KEYS = (
-    "event", "run_name", "dataset", "rank", "world_size", "request_id", "layer_id", "step_idx",
-    "seq_len_current", "unique_token_pos_count", "offset_min", "offset_p50", "offset_max",
-    "block_size_tokens", "selected_block_ids", "unique_blocks", "tokens_per_touched_block",
-    "kv_fetch", "prefix",
+    "event", "request_id", "layer_id", "step_idx", "seq_len_current", "unique_token_pos_count",
+    "offset_min", "offset_p50", "offset_max", "block_size_tokens", "selected_block_ids",
+    "unique_blocks", "tokens_per_touched_block", "kv_fetch", "prefix",
 )  # fmt: skip
 INT_KEYS = (
-    "rank", "world_size", "request_id", "layer_id", "step_idx", "seq_len_current",
-    "unique_token_pos_count", "offset_min", "offset_p50", "offset_max", "block_size_tokens",
-    "unique_blocks",
+    "request_id", "layer_id", "step_idx", "seq_len_current", "unique_token_pos_count",
+    "offset_min", "offset_p50", "offset_max", "block_size_tokens", "unique_blocks",
 )  # fmt: skip
+# Optional fields and the type they must have when present (null counts as absent).
+OPTIONAL_STR = ("run_name", "dataset")
+OPTIONAL_INT = ("rank", "world_size")
+# What ``missing_optional`` reports; "scores" is absent when neither scores_topk nor scores_stats
+# is there.
+OPTIONAL_FIELDS = (*OPTIONAL_STR, *OPTIONAL_INT, "selected_token_pos", "scores")
 PREFIX_KEYS = (
     "prefix_cache_hit", "prefix_cached_blocks", "prefix_key", "intersection_ratio",
     "intersection_blocks",
@@ -78,9 +83,12 @@ def validate_record(rec: Any) -> list[str]:
         return errors
     if rec["event"] != EVENT:
         errors.append(f"event is {rec['event']!r}, expected {EVENT!r}")
-    for k in ("run_name", "dataset"):
-        if not isinstance(rec[k], str):
+    for k in OPTIONAL_STR:
+        if rec.get(k) is not None and not isinstance(rec[k], str):
             errors.append(f"{k} is not a string")
+    for k in OPTIONAL_INT:
+        if rec.get(k) is not None and not _is_int(rec[k]):
+            errors.append(f"{k} is not an integer")
     errors += [f"{k} is not an integer" for k in INT_KEYS if not _is_int(rec[k])]
     if errors:
         return errors
@@ -104,17 +112,25 @@ def validate_record(rec: Any) -> list[str]:
     errors += _validate_kv_fetch(rec["kv_fetch"])
     errors += _validate_prefix(rec["prefix"], blocks if _int_list(blocks) else [])
     errors += _validate_positions(rec)
-    if "scores_topk" in rec:
+    if rec.get("scores_topk") is not None:
         s = rec["scores_topk"]
         if not isinstance(s, list) or not all(_is_num(x) for x in s):
             errors.append("scores_topk is not a list of numbers")
-    if "scores_stats" in rec:
+    if rec.get("scores_stats") is not None:
         s = rec["scores_stats"]
         if not isinstance(s, Mapping) or set(s) != {"min", "mean", "max"}:
             errors.append("scores_stats must have exactly min, mean, max")
         elif not all(_is_num(s[k]) for k in s):
             errors.append("scores_stats values must be numbers")
     return errors
+
+
+def missing_optional(rec: Mapping[str, Any]) -> list[str]:
+    """The optional fields (``OPTIONAL_FIELDS``) a record lacks or holds as null."""
+    out = [k for k in OPTIONAL_FIELDS[:-1] if rec.get(k) is None]
+    if rec.get("scores_topk") is None and rec.get("scores_stats") is None:
+        out.append("scores")
+    return out
 
 
 def _validate_kv_fetch(kv: Any) -> list[str]:
@@ -159,7 +175,7 @@ def _validate_prefix(p: Any, blocks: Sequence[int]) -> list[str]:
 
 
 def _validate_positions(rec: Mapping[str, Any]) -> list[str]:
-    if "selected_token_pos" not in rec:
+    if rec.get("selected_token_pos") is None:
         return []
     pos = rec["selected_token_pos"]
     if not _int_list(pos):

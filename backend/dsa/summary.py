@@ -14,6 +14,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
+from backend.dsa.schema import OPTIONAL_FIELDS, missing_optional
 from backend.dsa.tracer import (
     _add_counts,
     counts_distribution,
@@ -50,6 +51,7 @@ def summarize_file(path: Path) -> dict[str, Any]:
     block_size = None
     bad = 0
     missing_positions = 0
+    gaps: dict[str, int] = {}
     for _, line in iter_lines(path):
         try:
             rec = orjson.loads(line)
@@ -61,7 +63,9 @@ def summarize_file(path: Path) -> dict[str, Any]:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             bad += 1
             continue
-        run_name, dataset, block_size = rec.get("run_name", ""), rec.get("dataset", ""), bs
+        run_name, dataset, block_size = rec.get("run_name") or "", rec.get("dataset") or "", bs
+        for k in missing_optional(rec):
+            gaps[k] = gaps.get(k, 0) + 1
         unique_blocks.append(len(blocks))
         pos = rec.get("selected_token_pos")
         if pos is None:
@@ -88,6 +92,9 @@ def summarize_file(path: Path) -> dict[str, Any]:
     }
     if bad:
         out["bad_lines"] = bad
+    if gaps:
+        # seed 004's key fields are all a record needs; say which optional ones were absent
+        out["optional_fields_missing"] = {k: gaps[k] for k in OPTIONAL_FIELDS if k in gaps}
     if missing_positions:
         # Without selected_token_pos, token-level distributions cover only records that had it.
         out["records_without_positions"] = missing_positions

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--idle-exit", type=float, metavar="S", help="with --watch: stop after S idle seconds"
     )
     p.add_argument("--no-stats", action="store_true", help="skip statistics (stitch only)")
+    p.add_argument("--token-axis", action="append", default=[], metavar="REGEX=N",
+                   help="modules matching REGEX have N leading token dims (1 = [tokens, ...], "
+                   "2 = [batch, seq, ...]); repeatable; default: decided per tensor")  # fmt: skip
     p.add_argument("--stats-workers", type=int, default=0, metavar="N",
                    help="compute statistics in N processes (without --watch; default: in-process)")  # fmt: skip
     p.set_defaults(func=cmd_ingest)
@@ -61,6 +64,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model-config", metavar="FILE", help="config.json with head counts (QKV split)"
     )
     t.set_defaults(func=cmd_stats)
+
+    a = sub.add_parser(
+        "token-axis",
+        help="override which leading dims of a dump's tensors index tokens (statistics follow)",
+    )
+    a.add_argument("dump", metavar="DUMP", help="the dump folder or any folder inside it")
+    a.add_argument("--module", required=True, metavar="REGEX", help="modules matching this regex")
+    g = a.add_mutually_exclusive_group()
+    g.add_argument("--token-dims", type=int, metavar="N",
+                   help="N leading dims are tokens: 1 = [tokens, ...], 2 = [batch, seq, ...]")  # fmt: skip
+    g.add_argument("--auto", action="store_true", help="drop the override: decide by the rules")
+    a.set_defaults(func=cmd_token_axis)
 
     k = sub.add_parser(
         "pack",
@@ -131,11 +146,29 @@ def _summary(ws, run_id: str) -> str:
     return out
 
 
+def _axis_specs(specs: list[str]) -> list[tuple[str, int | None]]:
+    """``REGEX=N`` (or ``REGEX=auto``) pairs of ``--token-axis``."""
+    out: list[tuple[str, int | None]] = []
+    for spec in specs:
+        regex, sep, n = spec.rpartition("=")
+        if not sep or not regex or not (n.isdigit() or n == "auto"):
+            raise InputError(
+                f"--token-axis {spec}", "expected REGEX=N (N leading token dims) or REGEX=auto"
+            )
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise InputError(regex, f"not a valid regular expression ({exc})") from None
+        out.append((regex, None if n == "auto" else int(n)))
+    return out
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from backend.dumps.ingest import ingest_dump
     from backend.dumps.watch import DumpWatcher
 
     cfg = _config(args.model_config)
+    axis_specs = _axis_specs(getattr(args, "token_axis", None) or [])
     ws = open_workspace(args.workspace)
     try:
         with _bar() as bar:
@@ -172,6 +205,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 if w.run_id is None:
                     raise InputError(args.dump, "no dump appeared in this folder while watching")
                 run = w.run_id
+        if axis_specs:
+            from backend.dumps import axis_store
+
+            for regex, k in axis_specs:
+                counts = axis_store.set_override(ws, run, regex, k)
+                print(f"token axis /{regex}/ -> {k if k is not None else 'auto'}: "
+                      f"{counts['changed']} of {counts['tensors']} tensor(s) changed")  # fmt: skip
+            if not args.no_stats:
+                axis_store.restat(ws, run)
         print(_summary(ws, run))
         errors = _print_errors(ws, run)
     finally:
@@ -247,12 +289,18 @@ def stats_records(
                 ["step", "module", "io", "idx", "rank"], na_position="first", kind="stable"
             )
         )
+    from backend.dumps import axis_store
+    from backend.dumps.axis import matrix_shape
+
     out = []
     for row in df.itertuples(index=False):
+        a = axis_store.get(ws, int(row.tensor_id))
         if row.tensor_id in st.index:
             s = st.loc[row.tensor_id].to_dict()
         else:
-            s = stats_mod.compute(load_tensor(ws, int(row.tensor_id))).as_row()
+            t = load_tensor(ws, int(row.tensor_id))
+            s = stats_mod.compute(t, token_dims=min(a.token_dims, t.dim())).as_row()
+        n_tok, n_ch = matrix_shape(list(row.shape), min(a.token_dims, len(row.shape)))
         ch = [] if s.get("channel_absmax") is None else list(s["channel_absmax"])
         top = sorted(range(len(ch)), key=lambda c: -ch[c])[:TOP_CHANNELS]
         rec = {
@@ -260,6 +308,7 @@ def stats_records(
             "io": row.io, "index": int(row.idx),
             "rank": "stitched" if pd.isna(row.rank) else int(row.rank),
             "dtype": row.dtype, "shape": [int(x) for x in row.shape],
+            "token_axis": a.layout, "axis_source": a.source, "tokens": n_tok, "channels": n_ch,
         }  # fmt: skip
         for k in ("min", "max", "mean", "std", "absmax", "nan_count", "inf_count", "kurtosis", "over6_count",
                   "massive_count"):  # fmt: skip
@@ -277,8 +326,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
     try:
         run = ingest_dump(ws, args.dump, model_config=_config(args.model_config))
         records = stats_records(ws, run, args.module, args.step, args.ranks)
+        tool = None if records else tool_records(ws, run, args.module, args.step)
     finally:
         ws.close()
+    if tool is not None and tool:
+        return _print_tool(tool, args.json)
     if args.json:
         for r in records:
             print(json.dumps(r))
@@ -287,13 +339,88 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(
-        "step", "module", "io", "rank", "shape", "absmax", "std", "kurtosis", ">6", "massive"
-    )
+        "step", "module", "io", "rank", "shape", "token axis", "absmax", "std", "kurtosis", ">6",
+        "massive",
+    )  # fmt: skip
     for r in records:
         table.add_row(str(r["step"]), r["module"], f"{r['io']}[{r['index']}]", str(r["rank"]), str(r["shape"]),
+                      f"{r['token_axis']} {r['tokens']}x{r['channels']}",
                       f"{r['absmax']:.4g}", f"{r['std']:.4g}", f"{r['kurtosis']:.3g}" if r["kurtosis"] is not None
                       else "-", str(r["over6_count"]), str(r["massive_count"]))  # fmt: skip
     Console().print(table)
+    return 0
+
+
+def tool_records(ws, run_id: str, module: str | None, step: int | None) -> list[dict[str, Any]]:
+    """The dump tool's own statistics (a statistics-only dump holds nothing else)."""
+    from backend.dumps.query import tool_stats
+
+    if module:
+        try:
+            re.compile(module)
+        except re.error as exc:
+            raise InputError(module, f"not a valid regular expression ({exc})") from exc
+    df = tool_stats(ws, run_id, step=step, module_regex=module)
+    out = []
+    for r in df.itertuples(index=False):
+        out.append({
+            "step": None if pd.isna(r.step) else int(r.step), "module": r.module, "io": r.io,
+            "index": int(r.idx), "arg_name": r.arg_name if isinstance(r.arg_name, str) else None,
+            "rank": None if pd.isna(r.rank) else int(r.rank), "dtype": r.dtype, "shape": r.shape,
+            "max": _clean(_f(r.max)), "min": _clean(_f(r.min)), "mean": _clean(_f(r.mean)),
+            "norm": _clean(_f(r.norm)), "source": "tool",
+        })  # fmt: skip
+    return out
+
+
+def _f(v: Any) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
+
+
+def _print_tool(records: list[dict[str, Any]], as_json: bool) -> int:
+    if as_json:
+        for r in records:
+            print(json.dumps(r))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    def g(v: Any) -> str:
+        return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    table = Table("step", "module", "io", "rank", "dtype", "shape", "max", "min", "mean", "norm",
+                  title="statistics written by the dump tool (no tensors in this dump)")  # fmt: skip
+    for r in records:
+        io = f"{r['io']}[{r['index']}]" + (f" {r['arg_name']}" if r["arg_name"] else "")
+        table.add_row(g(r["step"]), r["module"], io, g(r["rank"]), str(r["dtype"]), str(r["shape"]),
+                      g(r["max"]), g(r["min"]), g(r["mean"]), g(r["norm"]))  # fmt: skip
+    Console().print(table)
+    return 0
+
+
+def cmd_token_axis(args: argparse.Namespace) -> int:
+    from backend.dumps import axis_store
+    from backend.dumps.ingest import ingest_dump
+
+    if args.token_dims is None and not args.auto:
+        raise InputError("token-axis", "give --token-dims N or --auto")
+    ws = open_workspace(args.workspace)
+    try:
+        run = ingest_dump(ws, args.dump)
+        counts = axis_store.set_override(
+            ws, run, args.module, None if args.auto else args.token_dims
+        )
+        axis_store.restat(ws, run)
+        from backend.dumps.query import axes, find_tensors
+
+        rows = find_tensors(ws, run, module_regex=args.module).merge(axes(ws, run), on="tensor_id")
+        for r in rows.drop_duplicates(["module", "io", "idx", "arg_name", "part"]).itertuples():
+            io = f"{r.io}[{r.idx}]" + (f" {r.arg_name}" if isinstance(r.arg_name, str) else "")
+            print(f"{r.module} {io}: {[int(x) for x in r.shape]} as {r.layout} ({r.source})")
+        print(f"run {run}: {counts['changed']} of {counts['tensors']} tensor(s) changed axis"
+              + (f", {counts['skipped']} kept (fewer dims than {args.token_dims})" if counts["skipped"] else ""))  # fmt: skip
+    finally:
+        ws.close()
     return 0
 
 

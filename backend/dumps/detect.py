@@ -10,6 +10,7 @@ from typing import Any
 from backend.dumps import expected
 from backend.dumps.formats import msit, msprobe, sglang_dumper, sglang_hook
 from backend.dumps.formats.common import RankFolder, TensorRef
+from backend.dumps.ranks_json import find_ranks
 from backend.errors import InputError
 from backend.paths import existing_dir
 
@@ -123,52 +124,13 @@ def _find_json(start: Path, name: str, up: int = 3) -> dict[str, Any] | list[Any
     return None
 
 
-def _ranks_json_names(ranks_json: Any) -> set[str] | None:
-    if isinstance(ranks_json, dict) and isinstance(ranks_json.get("ranks"), dict | list):
-        ranks_json = ranks_json["ranks"]
-    if isinstance(ranks_json, dict | list):
-        return {str(n) for n in ranks_json}
-    return None
-
-
-def _is_rank(v: Any) -> bool:
-    if isinstance(v, str):
-        return v.strip().isdigit()
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def ranks_json_problem(ranks_json: Any) -> str | None:
-    """What is wrong with a ranks.json (already unwrapped from {"ranks": ...}), or None."""
-    if ranks_json is None:
-        return None
-    if isinstance(ranks_json, list):
-        if not all(isinstance(n, str) for n in ranks_json):
-            return "its list must hold rank folder names (strings)"
-        dup = sorted({n for n in ranks_json if ranks_json.count(n) > 1})
-        return f"folder(s) {dup} listed twice" if dup else None
-    if isinstance(ranks_json, dict):
-        odd = [v for v in ranks_json.values() if not _is_rank(v)]
-        if odd:
-            return f"ranks must be non-negative integers, got {odd[:3]!r}"
-        vals = [int(v) for v in ranks_json.values()]
-        dup = sorted({v for v in vals if vals.count(v) > 1})
-        return f"rank(s) {dup} given to more than one folder" if dup else None
-    return f"expected a list of folders or {{folder: rank}}, got {type(ranks_json).__name__}"
-
-
-def _assign_ranks(folders: list[RankFolder], ranks_json: Any) -> tuple[dict[str, int], str]:
+def _assign_ranks(
+    folders: list[RankFolder], ranks_json: dict[str, int] | None
+) -> tuple[dict[str, int], str]:
     """Rank of each folder: ranks.json if given, else device id order, else PID order (noted)."""
     names = [f.folder for f in folders]
-    if isinstance(ranks_json, dict) and isinstance(ranks_json.get("ranks"), dict | list):
-        ranks_json = ranks_json["ranks"]
-    bad = ranks_json_problem(ranks_json)
-    if bad:  # a broken ranks.json is reported and ignored: the folders decide, as without one
-        ranks, note = _assign_ranks(folders, None)
-        return ranks, f"ranks.json ignored: {bad}" + (f"; {note}" if note else "")
-    if isinstance(ranks_json, list):
-        return {n: i for i, n in enumerate(ranks_json) if n in names}, "ranks.json"
-    if isinstance(ranks_json, dict):
-        return {n: int(r) for n, r in ranks_json.items() if n in names}, "ranks.json"
+    if ranks_json is not None:
+        return {n: r for n, r in ranks_json.items() if n in names}, "ranks.json"
     if all(f.rank is not None for f in folders):  # msprobe rank<R>, SGLang TP ranks
         return {f.folder: int(f.rank) for f in folders}, "rank folders"
     if all(f.device_id is not None for f in folders):
@@ -184,14 +146,14 @@ def _assign_ranks(folders: list[RankFolder], ranks_json: Any) -> tuple[dict[str,
 def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> DumpLayout:
     """The layout of the dump that ``start`` is (or lies inside)."""
     path = existing_dir(start, "dump folder")
-    ranks_json: Any = None
+    ranks_json: dict[str, int] | None = None
     if msit.is_msit(path):
         root = cfg_start = msit.find_torch_tensors(path)
         folders = msit.list_rank_folders(root)
         fmt = "msit"
         extra: dict[str, Any] = {}
-        ranks_json = _find_json(root, "ranks.json")
-        names = _ranks_json_names(ranks_json)
+        ranks_json = find_ranks(root)
+        names = set(ranks_json) if ranks_json is not None else None
         have = {f.folder for f in folders}
         if names is None or not names <= have:
             more = msit.sibling_rank_folders(root, names - have if names is not None else None)
@@ -201,7 +163,7 @@ def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> Dum
                 root = root.parent.parent
                 for f in more:  # rank 0's session may hold ranks.json and config.json
                     if ranks_json is None:
-                        ranks_json = _find_json(f.path.parent, "ranks.json", up=1)
+                        ranks_json = find_ranks(f.path.parent, up=1)
                     if cfg_start.parent == root or not (cfg_start.parent / "config.json").exists():
                         cfg_start = (
                             f.path.parent
@@ -213,7 +175,7 @@ def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> Dum
         folders = msprobe.list_rank_folders(root)
         fmt = "msprobe"
         extra = {"classes": msprobe.collect_classes(root)}
-        ranks_json = _find_json(root, "ranks.json")
+        ranks_json = find_ranks(root)
         cfg_start = root
     elif sglang_hook.is_sglang_hook(path):
         root = cfg_start = sglang_hook.find_root(path)
@@ -243,7 +205,5 @@ def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> Dum
         fmt, root, ranks, {f.folder: f for f in folders}, cfg if isinstance(cfg, dict) else None,
         note if note not in ("ranks.json", "rank folders", "device ids") else "", extra,
     )  # fmt: skip
-    layout.extra["expected"] = expected.of_layout(
-        layout, None if note.startswith("ranks.json ignored") else ranks_json
-    )
+    layout.extra["expected"] = expected.of_layout(layout, ranks_json)
     return layout

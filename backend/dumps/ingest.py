@@ -265,29 +265,63 @@ class Location:
     source_file: str | None
 
 
-def stats_of(store_root: str, group_file: str | None, name: str | None, source: str | None):
+def stats_of(
+    store_root: str,
+    group_file: str | None,
+    name: str | None,
+    source: str | None,
+    token_dims: int | None = None,
+):
     """Statistics of one stitched tensor, read memory-mapped (pure: fits a process pool)."""
     if group_file is None:
-        return stats_mod.compute(load_source(source))
-    return stats_of_stored(store_root, group_file, name)
+        return stats_mod.compute(load_source(source), token_dims=token_dims)
+    return stats_of_stored(store_root, group_file, name, token_dims)
 
 
 def stats_or_problem(
-    store_root: str, group_file: str | None, name: str | None, source: str | None
+    store_root: str,
+    group_file: str | None,
+    name: str | None,
+    source: str | None,
+    token_dims: int | None = None,
 ) -> stats_mod.TensorStats | str:
     """``stats_of``, or why it failed: one bad tensor must not stop the run's statistics."""
     try:
-        return stats_of(store_root, group_file, name, source)
+        return stats_of(store_root, group_file, name, source, token_dims)
     except (InputError, OSError, RuntimeError, ValueError) as exc:
         return f"statistics failed ({type(exc).__name__}: {exc})"
 
 
-def stats_of_stored(store_root: str, group_file: str, name: str) -> stats_mod.TensorStats:
+def stats_of_stored(
+    store_root: str, group_file: str, name: str, token_dims: int | None = None
+) -> stats_mod.TensorStats:
     """Statistics of one stored tensor, read memory-mapped (a pure function for a process pool)."""
     from safetensors import safe_open
 
     with safe_open(str(Path(store_root) / group_file), framework="pt") as f:
-        return stats_mod.compute(f.get_tensor(name))
+        return stats_mod.compute(f.get_tensor(name), token_dims=token_dims)
+
+
+def write_stats(ws: Workspace, ids: list[int], results: list[stats_mod.TensorStats]) -> None:
+    """Record statistics and top outliers of the given tensors (replacing older ones)."""
+    rows, outliers = [], []
+    for tid, st in zip(ids, results, strict=True):
+        rows.append({"tensor_id": tid, **st.as_row()})
+        outliers += [
+            {"tensor_id": tid, "k": k, "token": tok, "channel": ch, "value": v}
+            for k, (tok, ch, v) in enumerate(st.top)
+        ]
+    with ws.transaction() as cur:
+        cur.register("_new_stats", pd.DataFrame(rows))
+        cur.execute("INSERT OR REPLACE INTO dump_stats BY NAME SELECT * FROM _new_stats")
+        cur.unregister("_new_stats")
+        cur.execute(
+            "DELETE FROM dump_outliers WHERE list_contains(?, tensor_id)", [[int(i) for i in ids]]
+        )
+        if outliers:
+            cur.register("_new_outliers", pd.DataFrame(outliers))
+            cur.execute("INSERT OR REPLACE INTO dump_outliers BY NAME SELECT * FROM _new_outliers")
+            cur.unregister("_new_outliers")
 
 
 class Ingestor:
@@ -730,10 +764,12 @@ class Ingestor:
             with self.ws.transaction() as cur:
                 for r in rows:
                     cur.execute(
-                        "INSERT INTO dump_tool_stats VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "INSERT INTO dump_tool_stats (run_id, rank, step, module, module_class, io, idx, "
+                        "dtype, shape, max, min, mean, l2, source_file, arg_name) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         [self.run_id, self.layout.ranks.get(folder), int(step_s) if step_s.isdigit() else None,
                          r["module"], r["module_class"], r["io"], r["idx"], r["dtype"], r["shape"],
-                         r["max"], r["min"], r["mean"], r["l2"], str(f)],
+                         r["max"], r["min"], r["mean"], r["l2"], str(f), r.get("arg_name")],
                     )  # fmt: skip
                 cur.execute(
                     "INSERT OR REPLACE INTO dump_ingest_files (run_id, relpath, content_key, size, status) "
@@ -959,10 +995,14 @@ class Ingestor:
     # -- statistics ----------------------------------------------------------------------
     def compute_stats(self, limit: int | None = None) -> int:
         """Statistics for stitched tensors that have none yet (at most ``limit``; a pool if given)."""
+        from backend.dumps import axis_store
+
+        axis_store.assign(self.ws, self.run_id)  # statistics are computed on the token axis
         todo = (
             self.ws.cursor()
             .execute(
-                "SELECT t.tensor_id, t.store_group, t.store_name, t.source_file FROM dump_tensors t "
+                "SELECT t.tensor_id, t.store_group, t.store_name, t.source_file, a.token_dims "
+                "FROM dump_tensors t LEFT JOIN dump_axes a USING (tensor_id) "
                 "LEFT JOIN dump_stats s USING (tensor_id) WHERE t.run_id = ? AND t.rank IS NULL AND t.part IS NULL "
                 "AND s.tensor_id IS NULL AND NOT list_contains(?, t.tensor_id) "
                 "ORDER BY t.tensor_id LIMIT ?",
@@ -975,8 +1015,8 @@ class Ingestor:
         root = str(self.ws.tensors.root)
         args = [
             (root, str(self.ws.tensors.path(g).relative_to(self.ws.tensors.root)) if g else None,
-             n, src)
-            for _, g, n, src in todo
+             n, src, k)
+            for _, g, n, src, k in todo
         ]  # fmt: skip
         if self.stats_pool is not None:
             results = list(self.stats_pool.map(stats_or_problem, *zip(*args, strict=True)))
@@ -985,7 +1025,7 @@ class Ingestor:
                 results = list(pool.map(stats_or_problem, *zip(*args, strict=True)))
         else:
             results = [stats_or_problem(*a) for a in args]
-        for (tid, _g, _n, src), res in zip(todo, results, strict=True):
+        for (tid, _g, _n, src, _k), res in zip(todo, results, strict=True):
             if isinstance(res, str):  # recorded once; not retried until the next ingest
                 self._stats_failed.add(tid)
                 self._error(src or f"tensor {tid}", "stats_failed", res, once=True)
@@ -995,24 +1035,8 @@ class Ingestor:
         return len(todo)
 
     def _write_stats(self, ids: list[int], results: list[stats_mod.TensorStats]) -> None:
-        rows, outliers = [], []
-        for tid, st in zip(ids, results, strict=True):
-            rows.append({"tensor_id": tid, **st.as_row()})
-            outliers += [
-                {"tensor_id": tid, "k": k, "token": tok, "channel": ch, "value": v}
-                for k, (tok, ch, v) in enumerate(st.top)
-            ]
-        with self.ws.transaction() as cur:
-            cur.register("_new_stats", pd.DataFrame(rows))
-            cur.execute("INSERT OR REPLACE INTO dump_stats BY NAME SELECT * FROM _new_stats")
-            cur.unregister("_new_stats")
-            if outliers:
-                cur.register("_new_outliers", pd.DataFrame(outliers))
-                cur.execute(
-                    "INSERT OR REPLACE INTO dump_outliers BY NAME SELECT * FROM _new_outliers"
-                )
-                cur.unregister("_new_outliers")
-        self.progress.stats_done += len(rows)
+        write_stats(self.ws, ids, results)
+        self.progress.stats_done += len(ids)
         self._notify()
 
     def finish(self, status: str = "done") -> None:
@@ -1041,6 +1065,9 @@ def ingest_dump(
     memory-mapped from the store and returns only the numbers to this, the single writer).
     """
     layout = detect(dump_root, model_config)
+    from backend.dumps.no_steps import require_steps
+
+    require_steps(layout)  # a compiled engine's dump: say why, do not "ingest" nothing
     pool = None
     if stats_workers > 0:
         from backend.procs import SafeProcessPool

@@ -229,3 +229,39 @@ def rank_comparison(
             "max_abs_diff_vs_first_rank": diff, "tensor_id": int(tid), "file": src,
         })  # fmt: skip
     return pd.DataFrame(out)
+
+
+def tool_stats(
+    ws: Workspace, run_id: str, *, step: int | None = None, module_regex: str | None = None
+) -> pd.DataFrame:
+    """Statistics the dump tool wrote itself (msprobe dump.json Max/Min/Mean/Norm, msit
+    statistics.csv), one row per tensor: all a statistics-only dump holds. ``absmax`` is
+    max(|Max|, |Min|)."""
+    where, params = ["run_id = ?"], [run_id]
+    if step is not None:
+        where.append("step = ?")
+        params.append(int(step))
+    if module_regex:
+        where.append("regexp_matches(module, ?)")
+        params.append(module_regex)
+    sql = (
+        "SELECT step, rank, module, module_class, io, idx, arg_name, dtype, shape, "  # noqa: S608
+        "max, min, mean, l2 AS norm, greatest(abs(max), abs(min)) AS absmax, source_file "
+        "FROM dump_tool_stats WHERE " + " AND ".join(where) + " "
+        "ORDER BY step, rank NULLS FIRST, module, io, idx, arg_name NULLS FIRST"
+    )
+    return ws.cursor().execute(sql, params).df()
+
+
+def axes(ws: Workspace, run_id: str) -> pd.DataFrame:
+    """The token axis of each stitched tensor (``backend/dumps/axis.py``): tensor_id,
+    token_dims, layout, source ('format', 'module', 'config', 'shape', 'override'), reason."""
+    return (
+        ws.cursor()
+        .execute(
+            "SELECT a.* FROM dump_axes a JOIN dump_tensors t USING (tensor_id) "
+            "WHERE t.run_id = ? ORDER BY a.tensor_id",
+            [run_id],
+        )
+        .df()
+    )

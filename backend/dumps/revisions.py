@@ -62,7 +62,7 @@ def forget_sources(ws: Workspace, run_id: str, files: list[str], keys: list[str]
     ids = [r[0] for r in rows]
     _drop_keys(ws, run_id, sorted({r[1] for r in rows}))
     with ws.transaction() as w:
-        for table in ("dump_stats", "dump_outliers", "dump_tensors"):
+        for table in ("dump_stats", "dump_outliers", "dump_axes", "dump_tensors"):
             w.execute(f"DELETE FROM {table} WHERE tensor_id IN (SELECT unnest(?::BIGINT[]))", [ids])  # noqa: S608 - constant table names
     return len(ids)
 

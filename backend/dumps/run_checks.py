@@ -6,10 +6,8 @@ leave no stitched tensor behind, and shared modules must be flagged once all fil
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from backend.dumps.detect import DumpLayout
-from backend.dumps.formats.common import load_tensor_file
+from backend.dumps.formats.common import load_source
 from backend.dumps.stitch import shared
 from backend.workspace import Workspace
 
@@ -39,7 +37,7 @@ def flag_shared_modules(ws: Workspace, run_id: str, layout: DumpLayout) -> int:
         calls[module] = int(n)
         if cls:
             tree.setdefault(module, cls)
-    flags = shared.detect(rows, tree, lambda f: load_tensor_file(Path(f)), calls)
+    flags = shared.detect(rows, tree, load_source, calls)
     with ws.transaction() as cur:
         cur.execute("DELETE FROM dump_shared_modules WHERE run_id = ?", [run_id])
         if flags:

@@ -1,7 +1,9 @@
 """Statistics of one tensor (numpy-checked in tests).
 
-Tensors are seen as ``[tokens, channels]``: the first dim is tokens and the remaining dims are
-flattened into channels (a 1-D tensor is one token). bf16/fp16 tensors (what dumps hold) get
+Tensors are seen as ``[tokens, channels]``: the first ``token_dims`` dims are flattened into
+tokens and the remaining dims into channels (``backend/dumps/axis.py`` decides ``token_dims`` per
+tensor: 2 for a Hugging Face ``[batch, seq, hidden]``; without it, the first dim is tokens and a
+1-D tensor is one token). bf16/fp16 tensors (what dumps hold) get
 their scalar statistics from a histogram of the 65536 bit patterns (one counting pass, exact
 float64 moments); other dtypes from float32 residuals summed in float64. NaN and Inf are
 counted, not propagated.
@@ -47,7 +49,11 @@ class TensorStats:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "top"}
 
 
-def as_2d(t: torch.Tensor) -> torch.Tensor:
+def as_2d(t: torch.Tensor, token_dims: int | None = None) -> torch.Tensor:
+    if token_dims is not None:
+        from backend.dumps.axis import to_matrix
+
+        return to_matrix(t, token_dims)
     if t.dim() == 0:
         return t.reshape(1, 1)
     if t.dim() == 1:
@@ -66,14 +72,14 @@ def _patterns(dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return ids, v, np.abs(v), np.argsort(np.abs(v), kind="stable")
 
 
-def _compute_16bit(t: torch.Tensor, top_k: int) -> TensorStats | None:
+def _compute_16bit(t: torch.Tensor, top_k: int, token_dims: int | None) -> TensorStats | None:
     """bf16/fp16: the scalar statistics from a histogram of the 65536 bit patterns.
 
     One counting pass replaces the moment, min/max, threshold and median passes, and the
     moments are exact float64 sums over the distinct values (numpy: 65536 bins are too small
     to be worth torch's thread pool). None if a value is not finite.
     """
-    x = as_2d(t)
+    x = as_2d(t, token_dims)
     bits = x.reshape(-1).view(torch.int16).to(torch.int32)
     bits.bitwise_and_(0xFFFF)
     counts = torch.bincount(bits, minlength=1 << 16).numpy()
@@ -121,18 +127,19 @@ def _top(
     return [(int(r), int(c), float(x[r, c])) for r, c in zip(tok, ch, strict=True)]
 
 
-def compute(t: torch.Tensor, top_k: int = TOP_K) -> TensorStats:
-    """All statistics of ``t`` (any dtype; integers and bf16 are widened to float32).
+def compute(t: torch.Tensor, top_k: int = TOP_K, token_dims: int | None = None) -> TensorStats:
+    """All statistics of ``t`` (any dtype; integers and bf16 are widened to float32), viewed
+    with its first ``token_dims`` dims as tokens.
 
     Central moments come from float32 residuals summed in float64 (accurate without a float64
     copy of the tensor). A finite sum proves there is no NaN/Inf, so the masks are only built
     when needed.
     """
     if t.dtype in (torch.bfloat16, torch.float16) and t.numel():
-        fast = _compute_16bit(t, top_k)
+        fast = _compute_16bit(t, top_k, token_dims)
         if fast is not None:
             return fast
-    x = as_2d(t).to(torch.float32)
+    x = as_2d(t, token_dims).to(torch.float32)
     n = x.numel()
     if n == 0:
         nan = float("nan")

@@ -19,13 +19,19 @@ from backend.launch.spec import (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "launch",
-        help="start an inference server (reference, vllm-ascend, sglang) with dump hooks",
+        help="start an inference server (reference, vllm, vllm-ascend, sglang) with dump hooks",
         description="Start a server in its own process group, supervised through the workspace. "
         "Arguments after `--` are passed to the engine unchanged.",
     )
     p.add_argument("--engine", choices=ENGINES, required=True, help="which server to start")
     p.add_argument(
         "--model", required=True, metavar="DIR", help="Hugging Face checkpoint directory"
+    )
+    p.add_argument(
+        "--python",
+        metavar="EXE",
+        help="the engine's Python interpreter (vllm default: STUDIO_VLLM_PYTHON, else "
+        "<checkout>/.venv-vllm/bin/python when present, else this studio's python)",
     )
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
     p.add_argument("--port", type=int, default=8017, help="port (default 8017)")
@@ -149,7 +155,7 @@ def spec_from_args(args: argparse.Namespace) -> LaunchSpec:
         engine=args.engine, model_dir=args.model, tp=args.tp, port=args.port, host=args.host,
         max_model_len=args.max_model_len, enforce_eager=not args.no_enforce_eager,
         dtype=args.dtype, extra_args=tuple(extra), dump=dump, ascend=not args.no_ascend,
-        expert_recorder_mode=args.recorder_mode,
+        expert_recorder_mode=args.recorder_mode, python=args.python,
     )  # fmt: skip
 
 

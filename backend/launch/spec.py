@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from backend.errors import InputError
 
-ENGINES = ("reference", "vllm-ascend", "sglang")
+ENGINES = ("reference", "vllm", "vllm-ascend", "sglang")
 DUMP_TOOLS = ("msit", "msprobe", "sglang-tensor-dump")
 EXPERT_RECORDER_MODES = ("stat", "stat_approx", "per_pass", "per_token")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -59,6 +60,7 @@ class LaunchSpec:
     dump: DumpSettings = field(default_factory=DumpSettings)
     ascend: bool = True  # sglang: add seed 002's Ascend backends
     expert_recorder_mode: str | None = None  # sglang's expert distribution recorder
+    python: str | None = None  # the engine's interpreter (None: engine_python.default_python)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -128,6 +130,13 @@ def validate(
         raise InputError(f"tp {spec.tp!r}", "must be an integer between 1 and 64")
     check_port(spec.port)
     check_host(spec.host, allow_remote)
+    if spec.python is not None:
+        if spec.engine == "reference":
+            raise InputError("python", "the reference engine runs with the studio's interpreter")
+        exe = Path(spec.python).expanduser()
+        if not exe.is_file() or not os.access(exe, os.X_OK):
+            raise InputError(exe, "is not an executable file (the engine's Python interpreter)")
+        spec.python = str(exe)
     if spec.max_model_len is not None and spec.max_model_len < 1:
         raise InputError(f"max-model-len {spec.max_model_len}", "must be positive")
     if spec.dtype not in DTYPES:

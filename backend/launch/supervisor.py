@@ -27,12 +27,14 @@ import duckdb
 from backend.errors import InputError, StudioError
 from backend.launch import procs
 from backend.launch.commands import Command, build
+from backend.launch.diagnose import diagnose
 from backend.launch.logtail import tail
 from backend.launch.spec import LaunchSpec, validate
 from backend.workspace import Workspace
 
 ACTIVE = ("starting", "ready", "stopping")
 CRASH_LINES = 30
+DIAGNOSE_LINES = 400  # a vLLM traceback from a worker is long; its cause comes early
 _COLUMN_NAMES = (
     "launch_id", "engine", "model_dir", "host", "port", "tp", "spec", "argv", "env",
     "dump_tool", "dump_path", "log_path", "pid", "pgid", "proc_start", "status", "exit_code",
@@ -143,10 +145,18 @@ class Supervisor:
         return launch_id, launch_dir, build(spec, launch_dir)
 
     def start(
-        self, spec: LaunchSpec, *, allow_remote: bool = False, command: Command | None = None
+        self,
+        spec: LaunchSpec,
+        *,
+        allow_remote: bool = False,
+        command: Command | None = None,
+        prepared: tuple[str, Path, Command] | None = None,
     ) -> Launch:
-        """Start ``spec`` (or ``command`` in its place: tests and custom servers) and watch it."""
-        launch_id, launch_dir, cmd = self.prepare(spec, allow_remote=allow_remote)
+        """Start ``spec`` (or ``command`` in its place: tests and custom servers) and watch it.
+
+        ``prepared``: what :meth:`prepare` returned, its command possibly extended (more
+        environment or files): the launch keeps that id and folder."""
+        launch_id, launch_dir, cmd = prepared or self.prepare(spec, allow_remote=allow_remote)
         cmd = command or cmd
         for other in self.list():
             if other.active and other.port == spec.port:
@@ -274,6 +284,11 @@ class Supervisor:
             self._finish(launch.launch_id, "stopped", rc, "stopped from the studio")
             return
         last = "\n".join(tail(launch.log_path, CRASH_LINES))
+        found = diagnose(tail(launch.log_path, DIAGNOSE_LINES))
+        label = "last log lines"
+        if found.hints or found.lines:  # why first: a worker's traceback scrolls it out
+            last = f"{found.text()}\nlast log lines:\n{last}"
+            label = "why and last log lines"
         if rc == 0:
             self._finish(
                 launch.launch_id, "exited", rc, f"the server exited by itself (exit code 0)\n{last}"
@@ -291,7 +306,7 @@ class Supervisor:
                 launch.launch_id,
                 "crashed",
                 rc,
-                f"the server crashed ({why}); last log lines:\n{last}",
+                f"the server crashed ({why}); {label}:\n{last}",
             )
 
     def _finish(self, launch_id: str, status: str, rc: int | None, message: str) -> None:

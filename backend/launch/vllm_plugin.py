@@ -1,113 +1,77 @@
-"""A vLLM general plugin (entry point group ``vllm.general_plugins``) that dumps with msit.
+"""A vLLM general plugin (entry point group ``vllm.general_plugins``) that dumps with msit/msprobe.
 
 Seed 000 edits vllm-ascend's worker to call msit_llm's ``register_hook`` at the end of
 ``compile_or_warm_up_model``, so that warm-up forwards are not dumped. This plugin does the
-same without touching site-packages: vLLM calls :func:`register` in every process it starts;
-when ``STUDIO_MSIT_DUMP_CONFIG`` names the studio's dump configuration (JSON with
-``msit_llm.DumpConfig`` keyword arguments), the NPU worker class is wrapped as soon as its
-module is imported: ``vllm_ascend.worker.worker`` (0.23 and later) or
-``vllm_ascend.worker.worker_v1`` (older releases). Without the variable it does nothing.
+same without touching site-packages, for every vLLM V1 worker class: vLLM calls
+:func:`register` in each of its processes; when ``STUDIO_MSIT_DUMP_CONFIG`` (msit_llm
+``DumpConfig`` keyword arguments as JSON) or ``STUDIO_MSPROBE_DUMP_CONFIG`` (a msprobe
+``PrecisionDebugger`` config) names a file, the worker classes below are wrapped as soon as
+their modules are imported. A worker class not in the table is wrapped when vLLM's
+``WorkerWrapperBase.init_worker`` creates it. Each worker prints one ``[studio-dump]`` line per
+tool it hooked, a loud line when it hooked nothing, and a warning when the engine is not eager.
+Without either variable the plugin does nothing.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.abc
 import importlib.machinery
-import inspect
-import json
 import logging
 import os
 import sys
 from types import ModuleType
 from typing import Any
 
+from backend.launch import vllm_dumpers
+from backend.launch.vllm_dumpers import say
+
 ENV = "STUDIO_MSIT_DUMP_CONFIG"
-WORKER_MODULES = ("vllm_ascend.worker.worker", "vllm_ascend.worker.worker_v1")
-WORKER_CLASS = "NPUWorker"
+MSPROBE_ENV = "STUDIO_MSPROBE_DUMP_CONFIG"
+TRACE_ENV = "STUDIO_TRACE_MODULES_CONFIG"  # {"out_dir": ..., "steps": [0]}: studio trace modules
+ANNOTATE_ENV = "STUDIO_ANNOTATE_MODULES_CONFIG"  # {"out_dir": ...}: studio profile run
+TOOL_ENVS = {"msit": ENV, "msprobe": MSPROBE_ENV, "trace": TRACE_ENV, "annotate": ANNOTATE_ENV}
+# module -> worker classes whose warm-up we wrap (vLLM V1 CPU/GPU/XPU workers serve both model
+# runners, V1 and V2; vllm-ascend 0.23+ and older releases).
+WORKER_CLASSES: dict[str, tuple[str, ...]] = {
+    "vllm.v1.worker.cpu_worker": ("CPUWorker",),
+    "vllm.v1.worker.gpu_worker": ("Worker",),
+    "vllm.v1.worker.xpu_worker": ("XPUWorker",),
+    "vllm_ascend.worker.worker": ("NPUWorker",),
+    "vllm_ascend.worker.worker_v1": ("NPUWorker",),
+}
+WRAPPER_MODULE = "vllm.v1.worker.worker_base"  # WorkerWrapperBase.init_worker: any worker class
+WORKER_MODULES = (*WORKER_CLASSES, WRAPPER_MODULE)
 METHOD = "compile_or_warm_up_model"
 MARK = "_studio_msit_patched"
-
-log = logging.getLogger("studio.vllm_plugin")
-
-
-def _say(level: int, msg: str) -> None:
-    # vLLM's worker processes may not propagate our logger: also print to the server log.
-    log.log(level, msg)
-    print(f"[studio-dump] {msg}", file=sys.stderr, flush=True)
+DONE = "_studio_dump_installed"  # on a worker instance: a subclass calling super() hooks once
 
 
-def load_config(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        cfg = json.load(fh)
-    if not isinstance(cfg, dict) or "dump_path" not in cfg:
-        raise ValueError(f"{path}: expected a JSON object with dump_path")
-    return cfg
+def load_config(path: str, key: str = "dump_path") -> dict[str, Any]:
+    return vllm_dumpers.load_config(path, key)
 
 
-def resolve_api(name: str) -> Any:
-    """``torch_npu.npu_kronecker_quant`` -> the function object msit wraps."""
-    module, _, attr = name.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
+def active_configs() -> dict[str, tuple[str, dict[str, Any]]]:
+    """tool -> (config path, config) for each tool whose variable is set and readable."""
+    out = {}
+    for tool, env in TOOL_ENVS.items():
+        path = os.environ.get(env)
+        if not path:
+            continue
+        try:
+            out[tool] = (
+                path,
+                load_config(path, "out_dir" if tool in ("trace", "annotate") else "dump_path"),
+            )
+        except (OSError, ValueError) as exc:
+            say(logging.ERROR, f"cannot read {env}={path}: {exc}; {tool} dump disabled")
+    return out
 
 
-def dump_config_kwargs(cfg: dict[str, Any], accepted: set[str] | None) -> dict[str, Any]:
-    """DumpConfig keyword arguments: APIs resolved, keys this msit version lacks dropped."""
-    kwargs = dict(cfg)
-    if kwargs.get("api_list"):
-        kwargs["api_list"] = [resolve_api(n) for n in kwargs["api_list"]]
-    if accepted is not None:
-        dropped = sorted(set(kwargs) - accepted)
-        if dropped:
-            _say(logging.WARNING, f"this msit_llm's DumpConfig ignores {', '.join(dropped)}")
-        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    return kwargs
-
-
-def _accepted_params(cls: type) -> set[str] | None:
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return set(params)
-
-
-def _model_of(worker: Any) -> Any:
-    runner = getattr(worker, "model_runner", None)
-    model = getattr(runner, "model", None)
-    if model is None and hasattr(worker, "get_model"):
-        model = worker.get_model()
-    if model is None:
-        raise RuntimeError("the worker has no model_runner.model")
-    return model
-
-
-def register_hooks(worker: Any, cfg: dict[str, Any]) -> None:
-    """What seed 000 adds to the worker: msit's hooks on the loaded model."""
-    from msit_llm import DumpConfig, register_hook
-
-    model = _model_of(worker)
-    dump_config = DumpConfig(**dump_config_kwargs(cfg, _accepted_params(DumpConfig)))
-    register_hook(model, dump_config)
-    _say(
-        logging.INFO,
-        f"msit dump hooks registered on {type(model).__name__} after warm-up "
-        f"(pid {os.getpid()}, layers {cfg.get('layer_name')}, dump_path {cfg['dump_path']})",
-    )
-
-
-def patch_worker_module(module: ModuleType, cfg: dict[str, Any]) -> bool:
-    """Wrap ``NPUWorker.compile_or_warm_up_model`` in ``module``; True when (already) patched."""
-    cls = getattr(module, WORKER_CLASS, None)
-    original = getattr(cls, METHOD, None) if cls is not None else None
+def patch_class(cls: type, configs: dict[str, tuple[str, dict[str, Any]]]) -> bool:
+    """Wrap ``cls.compile_or_warm_up_model``; True when (already) patched."""
+    original = getattr(cls, METHOD, None)
     if original is None:
-        _say(
-            logging.WARNING,
-            f"{module.__name__} has no {WORKER_CLASS}.{METHOD}: msit dump not hooked",
-        )
         return False
     if getattr(original, MARK, False):
         return True
@@ -115,36 +79,88 @@ def patch_worker_module(module: ModuleType, cfg: dict[str, Any]) -> bool:
     @functools.wraps(original)
     def compile_or_warm_up_model(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = original(self, *args, **kwargs)  # warm-up first: it must not be dumped
-        try:
-            register_hooks(self, cfg)
-        except Exception as exc:  # noqa: BLE001 - serving goes on; the log says why nothing dumps
-            _say(logging.ERROR, f"msit dump hooks NOT registered: {type(exc).__name__}: {exc}")
+        if not getattr(self, DONE, False):
+            setattr(self, DONE, True)
+            try:
+                vllm_dumpers.install(self, configs)
+            except Exception as exc:  # noqa: BLE001 - serving goes on; the log says why
+                say(
+                    logging.ERROR,
+                    f"!!! NOTHING HOOKED in pid {os.getpid()} ({type(self).__name__}): "
+                    f"{type(exc).__name__}: {exc} !!!",
+                )
         return result
 
     setattr(compile_or_warm_up_model, MARK, True)
     setattr(cls, METHOD, compile_or_warm_up_model)
-    _say(logging.INFO, f"patched {module.__name__}.{WORKER_CLASS}.{METHOD}")
     return True
 
 
+def _patch_init_worker(module: ModuleType, configs: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    cls = getattr(module, "WorkerWrapperBase", None)
+    original = getattr(cls, "init_worker", None)
+    if original is None or getattr(original, MARK, False):
+        return
+
+    @functools.wraps(original)
+    def init_worker(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        worker = getattr(self, "worker", None)
+        if worker is not None:
+            wcls = type(worker)
+            if getattr(getattr(wcls, METHOD, None), MARK, False):
+                pass  # a known class, patched when its module was imported
+            elif patch_class(wcls, configs):
+                say(logging.INFO, f"patched {wcls.__module__}.{wcls.__name__}.{METHOD}")
+            else:
+                say(
+                    logging.ERROR,
+                    f"!!! NOTHING HOOKED in pid {os.getpid()}: worker class "
+                    f"{wcls.__module__}.{wcls.__name__} has no {METHOD} !!!",
+                )
+        return result
+
+    setattr(init_worker, MARK, True)
+    cls.init_worker = init_worker
+
+
+def patch_worker_module(module: ModuleType, configs: dict[str, Any] | None = None) -> bool:
+    """Wrap the worker classes of ``module``; True when one was (already) patched."""
+    configs = active_configs() if configs is None else configs
+    if module.__name__ == WRAPPER_MODULE:
+        _patch_init_worker(module, configs)
+        return True
+    patched = False
+    for name in WORKER_CLASSES.get(module.__name__, ()):
+        cls = getattr(module, name, None)
+        if cls is None or getattr(cls, METHOD, None) is None:
+            say(logging.WARNING, f"{module.__name__} has no {name}.{METHOD}: not hooked")
+            continue
+        already = getattr(getattr(cls, METHOD), MARK, False)
+        patched = patch_class(cls, configs) or patched
+        if not already:
+            say(logging.INFO, f"patched {module.__name__}.{name}.{METHOD}")
+    return patched
+
+
 class _PatchingLoader(importlib.abc.Loader):
-    def __init__(self, inner: importlib.abc.Loader, cfg: dict[str, Any]) -> None:
+    def __init__(self, inner: importlib.abc.Loader, configs: dict[str, Any]) -> None:
         self.inner = inner
-        self.cfg = cfg
+        self.configs = configs
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self.inner.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
         self.inner.exec_module(module)
-        patch_worker_module(module, self.cfg)
+        patch_worker_module(module, self.configs)
 
 
 class WorkerFinder(importlib.abc.MetaPathFinder):
-    """Patches the worker module right after it is imported (whenever that happens)."""
+    """Patches a worker module right after it is imported (whenever that happens)."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        self.cfg = cfg
+    def __init__(self, configs: dict[str, Any]) -> None:
+        self.configs = configs
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         if fullname not in WORKER_MODULES:
@@ -155,24 +171,19 @@ class WorkerFinder(importlib.abc.MetaPathFinder):
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _PatchingLoader(spec.loader, self.cfg)
+                    spec.loader = _PatchingLoader(spec.loader, self.configs)
                 return spec
         return None
 
 
 def register() -> None:
     """The entry point vLLM calls in each of its processes (may be called several times)."""
-    path = os.environ.get(ENV)
-    if not path:
-        return
-    try:
-        cfg = load_config(path)
-    except (OSError, ValueError) as exc:
-        _say(logging.ERROR, f"cannot read {ENV}={path}: {exc}; msit dump disabled")
+    configs = active_configs()
+    if not configs:
         return
     for name in WORKER_MODULES:
         module = sys.modules.get(name)
         if module is not None:
-            patch_worker_module(module, cfg)
+            patch_worker_module(module, configs)
     if not any(isinstance(f, WorkerFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, WorkerFinder(cfg))
+        sys.meta_path.insert(0, WorkerFinder(configs))

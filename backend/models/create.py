@@ -19,8 +19,9 @@ from backend.models.config import Qwen3MoeConfig
 from backend.models.tokenizer import write_tokenizer
 
 # Presets. tiny: fast CPU tests (num_kv_heads=2 so tp=4 replicates KV heads; layer 0 dense via
-# mlp_only_layers, MoE elsewhere). small: step 2 sparsity, dense and MoE alternate. wide:
-# Qwen3-30B-A3B widths with few layers, for benchmarks.
+# mlp_only_layers, MoE elsewhere). tiny-d32, tiny-d32-kv2: the same shape with head_dim 32, which
+# real vLLM serves on CPU (docs/ENGINE.md). small: step 2 sparsity, dense and MoE alternate.
+# wide: Qwen3-30B-A3B widths with few layers, for benchmarks.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "vocab_size": 512,
@@ -54,6 +55,41 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 4096,
         "dtype": "float32",
     },
+    # Servable by real vLLM on CPU (its attention needs head_dim >= 32): 4 KV heads, so TP=4
+    # holds one KV head per rank.
+    "tiny-d32": {
+        "vocab_size": 512,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "head_dim": 32,
+        "num_experts": 8,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 64,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [0],
+        "max_position_embeddings": 2048,
+        "dtype": "float32",
+    },
+    # As tiny-d32 with 2 KV heads: TP=4 replicates each KV head on two ranks.
+    "tiny-d32-kv2": {
+        "vocab_size": 512,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "num_experts": 8,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 64,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [0],
+        "max_position_embeddings": 2048,
+        "dtype": "float32",
+    },
     "wide": {
         "vocab_size": 151936,
         "hidden_size": 2048,
@@ -72,7 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 # The tokenizer is trained on a small corpus: larger vocabularies are padded with unused ids.
-TOKENIZER_VOCAB = {"tiny": 512, "small": 1024, "wide": 2048}
+TOKENIZER_VOCAB = {"tiny": 512, "tiny-d32": 512, "tiny-d32-kv2": 512, "small": 1024, "wide": 2048}
 OUTLIER_MAGNITUDE = 600.0  # |x| > 100 and ~1000x the median |x|: massive activations (Sun et al.)
 OUTLIER_NORM_GAIN = 3.0  # RMSNorm weight on those channels: > 6 after norm (LLM.int8 threshold)
 SHARD_BYTES = 2 * 1024**3

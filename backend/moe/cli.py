@@ -17,10 +17,14 @@ from backend.workspace import Workspace, open_workspace
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "experts",
-        help="import expert load (SGLang/vLLM .pt, MindIE folder, dump:RUN_ID) or show a stored "
-        "source: per (step, layer, expert) counts and per-layer balance metrics",
+        help="import expert load (SGLang/vLLM .pt, MindIE folder, a dump folder, dump:RUN_ID) or"
+        " show a stored source: per (step, layer, expert) counts and per-layer balance metrics",
     )
-    p.add_argument("source", help="a stored source name, a recorder file/folder, or dump:RUN_ID")
+    p.add_argument(
+        "source",
+        help="a stored source name, a recorder file/folder, a dump folder (routed from its"
+        " router logits; ingested first if needed) or dump:RUN_ID",
+    )
     p.add_argument("--name", help="name for the imported source (default: the file name)")
     p.add_argument("--devices", type=int, help="number of EP devices (default from the source)")
     p.add_argument("--expert-map", help="expert map JSON giving the physical placement")
@@ -48,22 +52,74 @@ def import_source(
     expert_map: str | None = None,
     top_k: int | None = None,
 ) -> list[str]:
-    """Import a path or dump run; returns the stored source names (MindIE: one per phase)."""
-    if source.startswith("dump:"):
-        from backend.moe.from_dump import load_from_dump
+    """Import a path or dump run; returns the stored source names (MindIE: one per phase).
 
-        run_id = source[5:]
-        load = load_from_dump(ws, run_id, top_k=top_k, num_devices=devices)
-        return [store.save(ws, load, name or f"dump-{run_id}")]
+    A dump folder (msit, msprobe, SGLang; or any folder inside one), like ``studio stats`` and
+    ``studio stitch`` take, is ingested (or found, if it already is) and its router logits
+    routed, exactly as ``dump:RUN_ID``; the source is named ``dump-<run id>``, and an existing
+    source of that name is reused.
+    """
+    if source.startswith("dump:"):
+        return [_from_dump(ws, source[5:], name, devices, top_k)]
     from backend.moe.detect import read_source
 
-    loads = read_source(source, num_devices=devices, expert_map_path=expert_map)
+    path = Path(source).expanduser()
+    if path.is_dir() and _is_dump(path):
+        return [_from_dump(ws, _ingest(ws, path), name, devices, top_k)]
+    try:
+        loads = read_source(source, num_devices=devices, expert_map_path=expert_map)
+    except InputError as exc:
+        if not path.is_dir():
+            raise
+        try:  # a dump format detect() knows beyond msit / msprobe
+            run_id = _ingest(ws, path)
+        except InputError:
+            raise InputError(
+                path,
+                "neither a dump (msit torch_tensors/, msprobe step<N>/, SGLang TP*_PP*_Rank*"
+                " folders or dumper records) nor an expert-load"
+                f" recording (SGLang recorder .pt files, MindIE CSV folder): {exc.problem}",
+            ) from exc
+        return [_from_dump(ws, run_id, name, devices, top_k)]
     base = name or Path(source).expanduser().resolve().name
     names = []
     for load in loads:
         suffix = "/" + load.kind.split("-", 1)[1] if len(loads) > 1 else ""
         names.append(store.save(ws, load, base + suffix))
     return names
+
+
+def _is_dump(path: Path) -> bool:
+    from backend.dumps.formats import msit, msprobe, sglang_dumper, sglang_hook
+
+    return (
+        msit.is_msit(path) or msprobe.is_msprobe(path) or sglang_hook.is_sglang_hook(path)
+        or sglang_dumper.is_sglang_dumper(path)
+    )  # fmt: skip
+
+
+def _ingest(ws: Workspace, path: Path) -> str:
+    """The dump's run id, ingesting it first if needed (stitch only: statistics are not needed
+    for routing; `studio stats` or the Dumps page add them)."""
+    from backend.dumps.ingest import ingest_dump
+
+    return ingest_dump(ws, path, with_stats=False)
+
+
+def _from_dump(
+    ws: Workspace, run_id: str, name: str | None, devices: int | None, top_k: int | None
+) -> str:
+    from backend.moe.from_dump import load_from_dump
+
+    name = name or f"dump-{run_id}"
+    if name in set(store.sources(ws)["source"]):
+        info = store.source_info(ws, name)
+        meta = info.get("meta")
+        meta = json.loads(meta) if isinstance(meta, str) and meta else (meta or {})
+        if info["kind"] == "dump" and meta.get("run_id") == run_id:
+            return name  # this dump was routed before: show it
+    load = load_from_dump(ws, run_id, top_k=top_k, num_devices=devices)
+    return store.save(ws, load, name)
 
 
 def describe(ws: Workspace, name: str, with_counts: bool = True) -> dict[str, Any]:
@@ -91,7 +147,8 @@ def describe(ws: Workspace, name: str, with_counts: bool = True) -> dict[str, An
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
-    ws = open_workspace(args.workspace)
+    # Showing a stored source only reads: it works while the studio owns the workspace.
+    ws = open_workspace(args.workspace, read_only=True)
     try:
         known = set(store.sources(ws)["source"])
         names = [args.source] if args.source in known else import_source(

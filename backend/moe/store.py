@@ -179,6 +179,12 @@ def counts_by_step(ws: Workspace, name: str) -> pd.DataFrame:
     )
 
 
+def has_tokens(ws: Workspace, name: str) -> bool:
+    """Whether the source holds per-token routing (dumps, SGLang per_token)."""
+    row = ws.cursor().execute("SELECT 1 FROM moe_tokens WHERE source = ? LIMIT 1", [name])
+    return row.fetchone() is not None
+
+
 def tokens_for_expert(ws: Workspace, name: str, layer: int, expert: int) -> pd.DataFrame:
     """Tokens routed to one expert of one layer (sources with per-token routing only)."""
     return (

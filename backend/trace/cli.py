@@ -27,12 +27,19 @@ def _cmd_trace_modules(args: argparse.Namespace) -> int:
     from backend.trace.model_trace import trace_engine_dir, trace_model_dir
     from backend.trace.module_tracer import format_counts, format_layer
 
-    if args.tp != 1 and args.engine != "reference":
+    if args.tp != 1 and args.engine == "transformers":
         raise StudioError("--engine transformers traces one process: use --tp 1")
     model_dir = existing_dir(args.model, "model directory")
     ws = open_workspace(args.workspace)
     try:
-        if args.engine == "reference":
+        if args.engine == "vllm":
+            from backend.trace.vllm_trace import VllmTraceOptions, trace_vllm
+
+            opts = VllmTraceOptions(tp=args.tp, step=args.step, port=args.port,
+                                    python=args.python)  # fmt: skip
+            traced = trace_vllm(ws, model_dir, args.prompt, opts, name=args.name)
+            trace_id, calls = traced[0]  # rank 0 printed; every rank is stored
+        elif args.engine == "reference":
             traced = trace_engine_dir(ws, model_dir, args.prompt, tp=args.tp, name=args.name)
             trace_id, calls = traced[0]  # rank 0 printed; every rank is stored
         else:
@@ -72,7 +79,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     ws = open_workspace(args.workspace)
     try:
         pid = ingest_profile(ws, args.path, name=args.name, fmt=args.format)
-        df = analysis.top(ws, pid, kind=args.kind, n=args.top)
+        df = analysis.top(ws, pid, kind=args.kind, n=args.top, by=args.rank_by)
     finally:
         ws.close()
     if not args.json:
@@ -99,7 +106,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     table = load_families(args.families)
     views = {
-        "top": lambda ws: analysis.top(ws, args.profile, kind=args.kind, n=args.top),
+        "top": lambda ws: analysis.top(
+            ws, args.profile, kind=args.kind, n=args.top, by=args.rank_by
+        ),
         "families": lambda ws: analysis.families(ws, args.profile, kind=args.kind, table=table),
         "modules": lambda ws: analysis.by_module(ws, args.profile, kind=args.kind),
         "layers": lambda ws: analysis.per_layer(ws, args.profile, kind=args.kind, table=table),
@@ -137,6 +146,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     model_dir = existing_dir(args.model, "model directory")
     out = Path(args.out).expanduser().resolve() if args.out else None
     ws = open_workspace(args.workspace)
+    if args.engine == "vllm":
+        from backend.trace.vllm_trace import VllmTraceOptions, profile_vllm
+
+        try:
+            opts = VllmTraceOptions(tp=args.tp, port=args.port, python=args.python)
+            done = profile_vllm(ws, model_dir, args.prompt, args.max_tokens, opts)
+            for pid, trace in done:
+                print(f"profile {pid} (Chrome trace {trace})")
+                _print_table(analysis.by_module(ws, pid).head(args.top), args.json)
+        finally:
+            ws.close()
+        return 0
     try:
         pid, trace = profile_model_dir(
             ws, model_dir, prompt=args.prompt, max_tokens=args.max_tokens, tp=args.tp, out=out,
@@ -155,12 +176,18 @@ def _common(p: argparse.ArgumentParser, top: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print JSON records")
     p.add_argument(
         "--kind",
-        choices=("auto", "kernel", "cpu_op"),
+        choices=("auto", "kernel", "cpu_op", "cpu"),
         default="auto",
-        help="device kernels or cpu ops (auto: kernels when the profile has any)",
+        help="device kernels or cpu ops (auto: kernels when the profile has any); cpu: every"
+        " host event torch.profiler's key_averages lists (top table only)",
     )
     if top:
         p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
+        p.add_argument(
+            "--rank-by", choices=("self", "total"), default="self",
+            help="order of the top table: self time (default, as torch.profiler's table) or"
+            " total (inclusive) time",
+        )  # fmt: skip
 
 
 def _families_arg(p: argparse.ArgumentParser) -> None:
@@ -178,11 +205,17 @@ def _modules_args(mod: argparse.ArgumentParser) -> None:
     )
     mod.add_argument(
         "--engine",
-        choices=("reference", "transformers"),
+        choices=("reference", "transformers", "vllm"),
         default="transformers",
         help="transformers: AutoModelForCausalLM (any causal LM); reference: the studio's engine "
-        "with vLLM's module layout (Qwen3-MoE checkpoints)",
+        "with vLLM's module layout (Qwen3-MoE checkpoints); vllm: the real vLLM, launched from "
+        "its venv (docs/TRACE.md)",
     )
+    mod.add_argument(
+        "--step", type=int, default=0, help="vllm: forward step to trace (0 prefill, 1 decode)"
+    )
+    mod.add_argument("--port", type=int, default=8029, help="vllm: port of the traced server")
+    mod.add_argument("--python", help="vllm: its interpreter (default as `studio launch`)")
     mod.add_argument("--layer", type=int, default=0, help="layer whose call order is printed")
     mod.add_argument("--name", help="name for the stored trace")
     mod.set_defaults(func=_cmd_trace_modules)
@@ -248,11 +281,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--max-tokens", type=int, default=2, help="tokens to generate")
     run.add_argument(
         "--engine",
-        choices=("reference", "transformers"),
+        choices=("reference", "transformers", "vllm"),
         default="reference",
         help="reference: the studio's engine with vLLM's module layout (Qwen3-MoE checkpoints); "
-        "transformers: AutoModelForCausalLM (any causal LM)",
+        "transformers: AutoModelForCausalLM (any causal LM); vllm: the real vLLM's own torch "
+        "profiler (one profile per trace file vLLM writes)",
     )
+    run.add_argument("--port", type=int, default=8029, help="vllm: port of the profiled server")
+    run.add_argument("--python", help="vllm: its interpreter (default as `studio launch`)")
     run.add_argument("--out", help="where to write the Chrome trace (default: in the workspace)")
     run.add_argument("--top", type=int, default=20, help="modules to print")
     run.add_argument("--json", action="store_true", help="print JSON records")

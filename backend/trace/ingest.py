@@ -14,6 +14,7 @@ import pyarrow as pa
 from backend.errors import InputError
 from backend.trace.attribution import DEVICE_CATS, attribute
 from backend.trace.formats import kineto, nsys, torch_npu
+from backend.trace.self_time import store_self_times
 from backend.workspace import Workspace
 
 if TYPE_CHECKING:  # the tracer imports torch; profile ingest does not need it
@@ -69,7 +70,7 @@ def _groups(items: Iterator[Any], size: int) -> Iterator[Iterator[Any]]:
 def _drop_orphans(ws: Workspace) -> None:
     """Remove events of an ingest that was killed before it finished (no `profiles` row)."""
     with ws.transaction() as cur:
-        for table in ("profile_events", "profile_attribution"):
+        for table in ("profile_events", "profile_attribution", "profile_self_time"):
             cur.execute(
                 f"DELETE FROM {table} WHERE profile_id NOT IN (SELECT profile_id FROM profiles)"  # noqa: S608
             )
@@ -111,6 +112,7 @@ def ingest_profile(
                 [profile_id],
             ).fetchone()[0]
             attribute(cur, profile_id)
+            store_self_times(cur, profile_id)
             cur.execute(
                 "INSERT INTO profiles (profile_id, name, source, format, n_events, has_device) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -120,6 +122,7 @@ def ingest_profile(
         with ws.transaction() as cur:
             cur.execute("DELETE FROM profile_events WHERE profile_id = ?", [profile_id])
             cur.execute("DELETE FROM profile_attribution WHERE profile_id = ?", [profile_id])
+            cur.execute("DELETE FROM profile_self_time WHERE profile_id = ?", [profile_id])
         raise
     ws.log("profile", f"ingested {fmt} profile {name or src.name} ({n_events:,} events)")
     return profile_id

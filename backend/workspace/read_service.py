@@ -119,24 +119,29 @@ class RemoteCursor:
         self._table = query(self._path, sql, params)
         return self
 
-    def _rows(self) -> list[tuple[Any, ...]]:
+    def _relation(self) -> duckdb.DuckDBPyConnection:
+        # Converted back by DuckDB itself, so rows, numpy arrays and DataFrames have exactly the
+        # types a local cursor gives (nullable integer columns, timestamps, lists).
         assert self._table is not None, "execute() first"
-        cols = [c.to_pylist() for c in self._table.columns]
-        return list(zip(*cols, strict=True)) if cols else []
+        con = duckdb.connect()
+        con.register("remote_result", self._table)
+        return con.execute("SELECT * FROM remote_result")
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        return self._rows()
+        return self._relation().fetchall()
 
     def fetchone(self) -> tuple[Any, ...] | None:
-        rows = self._rows()
-        return rows[0] if rows else None
+        return self._relation().fetchone()
 
     def fetch_arrow_table(self) -> pa.Table:
         assert self._table is not None, "execute() first"
         return self._table
 
+    def fetchnumpy(self) -> dict[str, Any]:
+        return self._relation().fetchnumpy()
+
     def df(self):  # noqa: ANN201 - pandas is imported lazily
-        return self.fetch_arrow_table().to_pandas()
+        return self._relation().df()
 
     fetchdf = df
 

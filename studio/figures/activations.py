@@ -245,3 +245,33 @@ def figure_html(fig: go.Figure, *, sync_cameras: bool = False) -> str:
         full_html=True,
         post_script=SYNC_CAMERAS_JS if sync_cameras else None,
     )
+
+
+def tool_stats_figure(stats: pd.DataFrame, *, height: int = 420) -> go.Figure:
+    """Statistics a dump tool wrote (statistics-only dumps): max and min per tensor, in dump
+    order, with the L2 norm on a second axis; hover names the module, io and index."""
+    df = stats.reset_index(drop=True)
+    label = (
+        df["module"] + " " + df["io"] + "[" + df["idx"].astype(str) + "]"
+        + df["arg_name"].fillna("").map(lambda a: f" {a}" if a else "")
+    )  # fmt: skip
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for col, color in (("max", "#d62728"), ("min", "#1f77b4")):
+        fig.add_trace(
+            go.Scatter(x=df.index, y=df[col], mode="markers", name=col, text=label,
+                       marker={"color": color, "size": 6},
+                       hovertemplate="%{text}<br>" + col + " %{y:.4g}<extra></extra>"),
+        )  # fmt: skip
+    fig.add_trace(
+        go.Scatter(x=df.index, y=df["norm"], mode="lines", name="L2 norm", text=label,
+                   line={"color": "#7f7f7f", "width": 1},
+                   hovertemplate="%{text}<br>norm %{y:.4g}<extra></extra>"),
+        secondary_y=True,
+    )  # fmt: skip
+    fig.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        title="Tool statistics per tensor (dump order)", xaxis_title="tensor #",
+    )  # fmt: skip
+    fig.update_yaxes(title_text="max / min", secondary_y=False)
+    fig.update_yaxes(title_text="L2 norm", secondary_y=True)
+    return fig

@@ -49,7 +49,7 @@ def _layout(fig: go.Figure, title: str, y: str, log_y: bool = False) -> go.Figur
     return fig
 
 
-def latency_bars(df: pd.DataFrame, log_y: bool = False) -> go.Figure:
+def latency_bars(df: pd.DataFrame, log_y: bool = False, where: str = "") -> go.Figure:
     """Median latency per batch, side by side per run/impl, with p20-p80 error bars."""
     fig = go.Figure()
     for i, (name, part, published) in enumerate(_series(df)):
@@ -72,7 +72,8 @@ def latency_bars(df: pd.DataFrame, log_y: bool = False) -> go.Figure:
             },
         )
     fig.update_layout(barmode="group")
-    return _layout(fig, "Latency per MoE layer (median, p20-p80)", "latency (us)", log_y)
+    title = "Latency per MoE layer (median, p20-p80)" + (f" · {where}" if where else "")
+    return _layout(fig, title, "latency (us)", log_y)
 
 
 def speedup_line(df: pd.DataFrame) -> go.Figure:
@@ -94,7 +95,7 @@ def speedup_line(df: pd.DataFrame) -> go.Figure:
     return _layout(fig, "Speedup over the reference (x)", "speedup (x)")
 
 
-def bandwidth_chart(df: pd.DataFrame) -> go.Figure:
+def bandwidth_chart(df: pd.DataFrame, where: str = "") -> go.Figure:
     """Achieved GB/s (minimum bytes / latency) with the measured-copy and datasheet lines."""
     fig = go.Figure()
     for i, (name, part, published) in enumerate(_series(df)):
@@ -122,7 +123,8 @@ def bandwidth_chart(df: pd.DataFrame) -> go.Figure:
                 annotation_text=f"datasheet, {run['device_name']}: {run['datasheet_gbps']:.0f} GB/s",
                 annotation_position="top right",
             )  # fmt: skip
-    return _layout(fig, "Achieved bandwidth (minimum bytes / median latency)", "GB/s")
+    title = "Achieved bandwidth (minimum bytes / median latency)" + (f" · {where}" if where else "")
+    return _layout(fig, title, "GB/s")
 
 
 def pct_copy_heatmap(df: pd.DataFrame) -> go.Figure:

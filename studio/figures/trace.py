@@ -36,19 +36,32 @@ def class_counts_bar(df: pd.DataFrame) -> go.Figure:
 
 
 def top_bar(df: pd.DataFrame, title: str) -> go.Figure:
-    """Total time of the top kernels/ops (``analysis.top``)."""
+    """Self and total time of the top kernels/ops (``analysis.top``), in the table's order."""
     labels = [_short(n) for n in df["name"]]
-    fig = go.Figure(
-        go.Bar(
-            x=df["total_us"], y=labels, orientation="h", marker_color=theme.ACCENT,
-            customdata=df[["calls", "avg_us", "share"]].to_numpy(), hovertext=df["name"],
-            hovertemplate="%{hovertext}<br>total %{x:.1f} µs<br>calls %{customdata[0]}"
-            "<br>avg %{customdata[1]:.2f} µs<br>share %{customdata[2]:.1%}<extra></extra>",
-        )
-    )  # fmt: skip
+    custom = df[["calls", "avg_us", "share", "self_us", "total_us"]].to_numpy()
+    hover = (
+        "%{hovertext}<br>self %{customdata[3]:.1f} µs (%{customdata[2]:.1%})"
+        "<br>total %{customdata[4]:.1f} µs<br>calls %{customdata[0]}"
+        "<br>avg total %{customdata[1]:.2f} µs<extra></extra>"
+    )
+    bars = [
+        go.Bar(name="self", x=df["self_us"], y=labels, orientation="h",
+               marker_color=theme.ACCENT, customdata=custom, hovertext=df["name"],
+               hovertemplate=hover),
+    ]  # fmt: skip
+    nested = bool((df["total_us"] > df["self_us"]).any())
+    if nested:  # kernels (and leaf ops) have self = total: one bar says it all
+        bars.append(
+            go.Bar(name="total (with children)", x=df["total_us"], y=labels, orientation="h",
+                   marker_color=theme.ACCENT, opacity=0.35, customdata=custom,
+                   hovertext=df["name"], hovertemplate=hover)
+        )  # fmt: skip
+    fig = go.Figure(bars)
     fig.update_layout(
-        title=title, xaxis_title="total time (µs)", yaxis={"autorange": "reversed"},
-        height=max(280, 24 * len(df) + 100), margin={"l": 10, "r": 10, "t": 40, "b": 40},
+        title=title, xaxis_title="time (µs)", yaxis={"autorange": "reversed"}, barmode="group",
+        height=max(280, (34 if nested else 24) * len(df) + 120),
+        margin={"l": 10, "r": 10, "t": 60, "b": 40}, showlegend=nested,
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
     )  # fmt: skip
     return fig
 
@@ -63,7 +76,7 @@ def family_bar(df: pd.DataFrame) -> go.Figure:
         )
     )  # fmt: skip
     fig.update_layout(
-        title="Time by family", yaxis_title="total time (µs)", height=340,
+        title="Time by family", yaxis_title="time (µs, self)", height=340,
         margin={"l": 10, "r": 10, "t": 40, "b": 40},
     )  # fmt: skip
     return fig

@@ -23,7 +23,13 @@ from backend.dsa.tracer import TraceConfig
 from backend.dsa.workloads import Request
 from backend.dsa.workloads.burstgpt import load_burstgpt, replay
 from backend.dsa.workloads.needle import needle_prompts
-from backend.dsa.workloads.samples import burstgpt_sample, mooncake_sample, sharegpt_sample
+from backend.dsa.workloads.samples import (
+    burstgpt_sample,
+    longbench_v2_sample,
+    mooncake_sample,
+    ruler_sample,
+    sharegpt_sample,
+)
 from backend.dsa.workloads.sharegpt import load_sharegpt
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "dsa"
@@ -138,4 +144,6 @@ def test_needle_and_shipped_samples() -> None:
     assert json.loads((ASSETS / "sharegpt_sample.json").read_text()) == sharegpt_sample()
     assert (ASSETS / "burstgpt_sample.csv").read_text() == burstgpt_sample()
     assert (ASSETS / "mooncake_sample.jsonl").read_text() == mooncake_sample()
+    assert (ASSETS / "ruler_sample.jsonl").read_text() == ruler_sample()
+    assert json.loads((ASSETS / "longbench_v2_sample.json").read_text()) == longbench_v2_sample()
     assert isinstance(Request(0, "x"), Request)

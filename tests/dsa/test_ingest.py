@@ -230,3 +230,49 @@ def test_strip_arrays_only_cuts_flat_number_arrays() -> None:
         "selected_token_pos": [], "kv_fetch": {"hbm": {"hit_blocks": []},
         "local_pool": {"hit_blocks": None, "y": [5]}}, "scores_topk": [[1]],
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_trace_with_only_seed_004_key_fields(workspace, trace, tmp_path, monkeypatch, exact):
+    """Issue 16: a trace carrying seed 004's key fields but not run_name, dataset, rank,
+    world_size (nor selected_token_pos on some lines) is valid on both paths; the result says
+    which optional fields its rows lack, and how many rows."""
+    from backend.dsa import fastpath
+
+    src, _ = trace
+    recs = _recs(src)
+    drop = ("run_name", "dataset", "rank", "world_size")
+    lines = []
+    for i, r in enumerate(recs):
+        r = {k: v for k, v in r.items() if k not in drop}
+        if i % 4 == 0:
+            del r["selected_token_pos"]
+        lines.append(json.dumps(r))
+    path = tmp_path / "keys_only" / "trace_steps.jsonl"
+    path.parent.mkdir()
+    path.write_text("\n".join(lines) + "\n")
+    if exact:
+        monkeypatch.setattr(fastpath, "prepare_chunk", lambda *a: None)
+    ing = Ingestor(workspace, path)
+    ing.poll()
+    res = ing.result()
+    n = len(recs)
+    assert n == 90 and ing.chunks["fast" if not exact else "exact"] == 1
+    assert (res.rows, res.bad_lines) == (n, 0)
+    want = {"run_name": n, "dataset": n, "rank": n, "world_size": n,
+            "selected_token_pos": len(range(0, n, 4))}  # fmt: skip
+    assert res.missing_optional == want
+    from backend.dsa.summary import summarize_file
+
+    assert summarize_file(path)["optional_fields_missing"] == want  # studio dsa summarize
+    assert res.describe().endswith(
+        "optional fields absent: run_name (90 of 90 rows), dataset (90 of 90 rows), rank (90 of"
+        " 90 rows), world_size (90 of 90 rows), selected_token_pos (23 of 90 rows)"
+    )
+    got = workspace.cursor().execute(
+        "SELECT request_id, layer_id, step_idx, unique_blocks, rank FROM dsa_steps"
+        " WHERE trace_id = ? ORDER BY line_no", [res.trace_id]
+    ).fetchall()  # fmt: skip
+    assert got == [
+        (r["request_id"], r["layer_id"], r["step_idx"], r["unique_blocks"], None) for r in recs
+    ]

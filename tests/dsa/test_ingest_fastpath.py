@@ -14,8 +14,8 @@ import pytest
 
 from backend.dsa import fastpath
 from backend.dsa import ingest as ingest_mod
-from backend.dsa.ingest import Ingestor
-from backend.dsa.schema import validate_record
+from backend.dsa.ingest import Ingestor, missing_fields
+from backend.dsa.schema import missing_optional, validate_record
 from backend.dsa.synthetic import generate_trace
 
 STEP_COLS = (
@@ -35,6 +35,9 @@ def _base_lines(tmp_path: Path, store_scores: bool = False) -> list[bytes]:
         kv_block_size=8, seed=11, store_scores=store_scores,
     )  # fmt: skip
     return (out / "trace_steps.jsonl").read_bytes().splitlines()
+
+
+OURS = ("run_name", "dataset", "rank", "world_size", "selected_token_pos")  # not key fields
 
 
 def _mixed_trace(tmp_path: Path) -> bytes:
@@ -83,6 +86,20 @@ def _mixed_trace(tmp_path: Path) -> bytes:
             raw = json.dumps(re_ordered).encode()
         if i == 47:
             raw = json.dumps({**rec, "run_name": 'a[1], "hit_blocks": [2] ]'}).encode()
+        if i in (44, 60):  # seed 004's key fields only: valid, optional fields reported missing
+            raw = json.dumps({k: v for k, v in rec.items() if k not in OURS}).encode()
+        if i == 49:
+            raw = orjson.dumps({k: v for k, v in rec.items() if k != "prefix"})  # a key field
+        if i == 55:
+            raw = json.dumps({**rec, "prefix": {**rec["prefix"], "prefix_key": None}}).encode()
+        if i == 62:  # optional fields of the wrong type: bad lines on both paths
+            raw = json.dumps({**rec, "run_name": 5}).encode()
+        if i == 64:
+            raw = orjson.dumps({**rec, "rank": "3"})
+        if i == 66:
+            raw = json.dumps({**rec, "world_size": 2.0}).encode()
+        if i == 58:
+            raw = json.dumps({k: v for k, v in rec.items() if k != "offset_p50"}).encode()
         if i == 52:
             rec2 = dict(rec)
             rec2.pop("selected_token_pos", None)  # optional
@@ -94,6 +111,20 @@ def _mixed_trace(tmp_path: Path) -> bytes:
     out.append(b"   ")
     out.extend(x for x in _base_lines(tmp_path, store_scores=True)[:20])  # scores_topk lines
     return b"\n".join(out) + b"\n" + lines[0][:57]  # a partial last line
+
+
+def _gap_oracle(data: bytes) -> dict[str, int]:
+    """Optional field -> valid lines lacking it (schema.missing_optional on json.loads)."""
+    out: dict[str, int] = {}
+    for line in data.split(b"\n")[:-1]:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if not validate_record(r):
+            for k in missing_optional(r):
+                out[k] = out.get(k, 0) + 1
+    return out
 
 
 def _oracle(data: bytes) -> tuple[list[tuple], dict[tuple[int, int, int], int], list[int]]:
@@ -118,7 +149,7 @@ def _oracle(data: bytes) -> tuple[list[tuple], dict[tuple[int, int, int], int], 
         for t in ("hbm", "local_pool", "remote_pool"):
             tiers += [kv[t][k] for k in ("batch_size", "bytes_read", "read_ops", "latency_us")]
         rows.append((
-            no, off, r["rank"], r["request_id"], r["layer_id"], r["step_idx"],
+            no, off, r.get("rank"), r["request_id"], r["layer_id"], r["step_idx"],
             r["seq_len_current"], r["unique_token_pos_count"], r["offset_min"], r["offset_p50"],
             r["offset_max"], r["block_size_tokens"], r["unique_blocks"], tpb["mean"], tpb["p50"],
             tpb["p95"], *tiers, pre["prefix_cache_hit"], pre["prefix_cached_blocks"],
@@ -151,7 +182,7 @@ def _tables(ws, tid: str) -> tuple[list[tuple], list[tuple], list[tuple], tuple]
         " FROM dsa_traces WHERE trace_id = ?",
         [tid],
     ).fetchone()
-    return steps, heat, bad, meta
+    return steps, heat, bad, (*meta, missing_fields(ws, tid))
 
 
 def _combined_heat(heat_rows: list[tuple]) -> dict[tuple[int, int, int], int]:
@@ -193,6 +224,10 @@ def test_fast_path_matches_json_oracle(workspace, tmp_path: Path, monkeypatch, m
     assert [b[0] for b in bad] == want_bad
     n_lines = data.count(b"\n")
     assert meta[:4] == (len(want_rows), len(want_bad), n_lines, data.rfind(b"\n") + 1)
+    gaps = _gap_oracle(data)
+    assert meta[-1] == gaps and gaps["run_name"] == 2 and gaps["selected_token_pos"] == 3
+    # line number = i + 3 (a blank line and a broken one come before): 49, 55, 58 are bad
+    assert {47, 52, 58, 61, 63, 65, 67, 69} & set(want_bad) == {52, 58, 61, 65, 67, 69}
     if mode == "single":
         assert calls and chunks["worker"] == 0  # the fast path ran here
     if mode == "workers":

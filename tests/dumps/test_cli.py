@@ -11,7 +11,8 @@ import pytest
 from backend.cli import main
 
 FIELDS = [
-    "step", "module", "io", "index", "rank", "dtype", "shape", "min", "max", "mean", "std", "absmax",
+    "step", "module", "io", "index", "rank", "dtype", "shape", "token_axis", "axis_source",
+    "tokens", "channels", "min", "max", "mean", "std", "absmax",
     "nan_count", "inf_count", "kurtosis", "over6_count", "massive_count", "top_channels",
 ]  # fmt: skip
 
@@ -85,6 +86,7 @@ def test_stats_json(synth_dump, workspace_dir: Path, capsys) -> None:
     x = truth[(0, "model.layers.1.input_layernorm", "input", 0)].astype(np.float64)
     r = recs[0]
     assert r["shape"] == list(x.shape) and r["dtype"] == "float32"
+    assert (r["token_axis"], r["tokens"], r["channels"]) == ("[tokens, hidden]", *x.shape)
     assert (
         r["absmax"] == 900.0
         and r["massive_count"] == 1

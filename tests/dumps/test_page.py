@@ -52,6 +52,12 @@ def test_page_with_a_run(synth_dump, workspace_dir: Path) -> None:
         and "layers.1.mlp.gate" in errors["message"].iloc[0]
     )
     assert any("1 file(s) or tensor(s) had problems" in e.value for e in at.error)
+    report = at.dataframe[2].value  # the stitch report (a Styler's data)
+    report = getattr(report, "data", report)
+    norms = report[report.module.str.endswith("input_layernorm") & (report.io == "output")]
+    assert set(norms["token axis"]) == {"[tokens, hidden]"}
+    q = report[report.module.str.endswith("q_norm")]
+    assert set(q["token axis"]) == {"[tokens, heads, head_dim]"}
 
 
 def test_page_failed_stitch_offers_rank_tensors_and_flags_shared(tmp_path, workspace_dir) -> None:

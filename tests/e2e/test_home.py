@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -42,8 +43,16 @@ def test_cli_names_the_running_studio(studio_factory, page, tmp_path: Path) -> N
     page.goto(server.url)
     wait_for_app(page)
     page.get_by_text("Schema version").wait_for()  # the server process now owns the workspace
+    # Reading commands are answered by the running studio (read service) ...
+    info = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "--workspace", str(ws_dir), "info", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["workspace"] == str(ws_dir.resolve())
+    # ... writing ones are refused, naming the studio.
     out = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "--workspace", str(ws_dir), "info"],
+        [sys.executable, "-m", "backend.cli", "--workspace", str(ws_dir), "ingest", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 2

@@ -50,6 +50,11 @@ def test_kernels_page(studio_factory, page, tmp_path: Path) -> None:
     legend = page.locator(".legendtext").all_text_contents()
     assert any("Ascend 910B (seed 002) / fused (published)" in t for t in legend)
     assert any("fused-torch-cpu" in t for t in legend)
+    # the CPU tiny-preset run and the published 910B Qwen3-30B series never share an axis
+    for plot in page.locator(".js-plotly-plot").all():
+        names = plot.locator(".legendtext").all_text_contents()
+        assert not (any("fused-torch-cpu" in n for n in names)
+                    and any("(published)" in n for n in names)), names  # fmt: skip
     assert fused_b1["median_us"] > 0
 
     page.locator("[data-testid='stExpander'] summary").first.click()

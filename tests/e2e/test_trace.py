@@ -42,3 +42,26 @@ def test_trace_page_shows_both_views(studio_factory, page, tmp_path: Path) -> No
     page.wait_for_timeout(1500)
     page.screenshot(path=str(tmp_path / "trace-profiles-all.png"))
     assert shot_calls.stat().st_size > 20_000 and shot.stat().st_size > 20_000
+
+
+def test_trace_page_self_time_of_a_cpu_profile(studio_factory, page, tmp_path: Path) -> None:
+    """A real CPU torch.profiler trace: ops ranked by self time, with self and total bars."""
+    from backend.trace.ingest import ingest_profile
+    from backend.workspace import open_workspace
+    from tests.trace.conftest import make_cpu_trace
+
+    ws_dir = tmp_path / "e2e-workspace"
+    ws = open_workspace(ws_dir)
+    ingest_profile(ws, make_cpu_trace(tmp_path / "cpu.json")[0], name="cpu-profile")
+    ws.close()
+    server = studio_factory(ws_dir)
+    page.goto(f"{server.url}/trace")
+    wait_for_app(page)
+    page.get_by_role("tab", name="Profiles").click()
+    page.get_by_text("Top kernels / ops by self time").first.wait_for()
+    page.get_by_text("total (with children)").first.wait_for(state="attached")
+    page.set_viewport_size({"width": 1400, "height": 2000})
+    page.wait_for_timeout(2000)
+    shot = tmp_path / "trace-self-time.png"
+    page.screenshot(path=str(shot))
+    assert "aten::mm" in page.inner_text("body") and shot.stat().st_size > 20_000

@@ -290,21 +290,23 @@ def test_msprobe_dump_json_with_a_number_for_output(tmp_path) -> None:
 @pytest.mark.parametrize(
     "ranks, words",
     [
-        ("dup", ("ranks.json ignored", "rank(s) [0] given to more than one folder")),
-        ("nonint", ("ranks.json ignored", "non-negative integers", "'a'")),
-        ("listdup", ("ranks.json ignored", "listed twice")),
+        ("dup", ("two folders claim the same rank",)),
+        ("nonint", ("rank of", "'a', not a non-negative integer")),
+        ("listdup", ("a folder is listed twice",)),
     ],
 )
-def test_bad_ranks_json_is_reported_and_ignored(clean, tmp_path, ranks, words) -> None:
+def test_bad_ranks_json_is_refused_with_one_line(tmp_path, ranks, words) -> None:
+    """A ranks.json that contradicts itself is refused before anything is stored (exit 2,
+    backend/dumps/ranks_json.py): guessing the rank order instead could stitch wrongly."""
     session = make_msit(tmp_path)
     r0, r1 = (d.name for d in _rank_dirs(session))
     body = {"dup": {r0: 0, r1: 0}, "nonint": {r0: "a", r1: 1}, "listdup": [r0, r0, r1]}[ranks]
     (session / "ranks.json").write_text(json.dumps(body))
     out = studio(tmp_path / "ws", "ingest", str(session))
-    assert_clear(out, 1, "rank_order", *words)
-    snap = snapshot(tmp_path / "ws")
-    assert snap["run"] == [("done", 2)]  # the folders decide, as without a ranks.json
-    assert snap["report"] == clean["report"] and snap["stitched"] == clean["stitched"]
+    assert_clear(out, 2, str(session / "ranks.json"), *words)
+    db = tmp_path / "ws" / "studio.duckdb"
+    if db.exists():
+        assert snapshot(tmp_path / "ws")["run"] == []
 
 
 def test_config_with_zero_heads(clean, tmp_path) -> None:

@@ -91,3 +91,29 @@ def test_route_dump_run_from_page(workspace_dir, tmp_path) -> None:
     at.run()
     links = [m.value for m in at.markdown if "/activations?" in m.value]
     assert links and f"run={run_id}" in links[0] and "model.layers.1.mlp.gate" in links[0]
+
+
+def test_expert_with_no_tokens_is_not_called_a_source_without_routing(workspace_dir) -> None:
+    import pandas as pd
+
+    from backend.moe import store
+    from backend.moe.records import COLUMNS, LoadSet
+
+    counts = pd.DataFrame(
+        [[0, -1, 0, e, 0, e, n] for e, n in enumerate([2, 1, 0])], columns=COLUMNS
+    )
+    tokens = pd.DataFrame(
+        {"step": [0, 0, 0], "token": [0, 0, 1], "layer": [0, 0, 0], "k": [0, 1, 0],
+         "expert": [0, 1, 0], "weight": [0.6, 0.4, 1.0], "input_id": [5, 5, 9],
+         "position": [0, 0, 1]}
+    )  # fmt: skip
+    ws = open_workspace(workspace_dir)
+    store.save(ws, LoadSet("dump", "x", counts, 3, 1, top_k=2, tokens=tokens), "routed")
+    assert store.has_tokens(ws, "routed")
+    assert store.tokens_for_expert(ws, "routed", 0, 2).empty
+    ws.close()
+    at = AppTest.from_file(str(ROOT / "pages/experts.py"), default_timeout=60).run()
+    [n for n in at.number_input if n.label == "Expert"][0].set_value(2).run()
+    assert not at.exception
+    info = " ".join(i.value for i in at.info)
+    assert "Expert 2 received no tokens in layer 0" in info and "no per-token" not in info

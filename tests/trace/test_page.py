@@ -53,3 +53,26 @@ def test_page_shows_calls_profiles_and_diff(workspace_dir, tmp_path) -> None:
     assert metrics["Format"] == "kineto"
     lost = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert json.loads(lost.to_json(orient="records"))[0]["calls"] == 3
+
+
+def test_page_ranks_ops_by_self_time(workspace_dir, cpu_trace) -> None:
+    """A real CPU profile: the top table shows self and total time, ranked by self time by
+    default (as torch.profiler's table) and by total on request, equal to analysis.top."""
+    from backend.trace import analysis
+
+    ws = open_workspace(workspace_dir)
+    pid = ingest_profile(ws, cpu_trace[0], name="cpu")
+    want_self = analysis.top(ws, pid, kind="cpu_op", n=15)
+    want_total = analysis.top(ws, pid, kind="cpu_op", n=15, by="total")
+    ws.close()
+    at = AppTest.from_file(str(ROOT / "pages/trace.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    top = next(d.value for d in at.dataframe if "self_us" in d.value.columns)
+    assert top["name"].tolist() == want_self["name"].tolist()
+    assert top["self_us"].tolist() == want_self["self_us"].tolist()
+    assert top["self_us"].is_monotonic_decreasing and top.iloc[0]["self_us"] < top["total_us"].max()
+    at.radio(key="profile_rank_by").set_value("total").run()
+    assert not at.exception, at.exception
+    top = next(d.value for d in at.dataframe if "self_us" in d.value.columns)
+    assert top["name"].tolist() == want_total["name"].tolist()
+    assert top["total_us"].is_monotonic_decreasing

@@ -62,12 +62,50 @@ def mooncake_sample(n: int = 40, seed: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ruler_sample(n: int = 4, seed: int = 0) -> str:
+    """RULER-format JSONL (niah-like: index, input, outputs, length, answer_prefix), SYNTHETIC."""
+    rng = random.Random(seed)
+    filler = "The grass is green. The sky is blue. The sun is yellow. Here we go. "
+    lines = []
+    for i in range(n):
+        key, num = f"synthetic-key-{i}", str(rng.randrange(10**6, 10**7))
+        hay = [filler] * 12
+        hay.insert(rng.randrange(13), f"One of the special magic numbers for {key} is: {num}. ")
+        text = ("Some special magic numbers are hidden within the following text. Make sure to"
+                " memorize it. I will quiz you about the numbers afterwards.\n" + "".join(hay)
+                + f"\nWhat is the special magic number for {key} mentioned in the provided text?")  # fmt: skip
+        rec = {"index": i, "input": text, "outputs": [num], "length": len(text.encode()),
+               "answer_prefix": f" The special magic number for {key} mentioned in the provided"
+               " text is", "synthetic": True}  # fmt: skip
+        lines.append(json.dumps(rec))
+    return "\n".join(lines) + "\n"
+
+
+def longbench_v2_sample(n: int = 3, seed: int = 0) -> list[dict]:
+    """LongBench v2 data.json items (a JSON list), SYNTHETIC."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        vals = [rng.randint(1, 99) for _ in range(4)]
+        ctx = " ".join(f"Region {c} sold {v} units." for c, v in zip("ABCD", vals, strict=True))
+        out.append({
+            "_id": f"synthetic-{seed}-{i}", "domain": "Long Structured Data Understanding",
+            "sub_domain": "Table QA", "difficulty": "easy", "length": "short",
+            "question": "Which region sold the most units?", "choice_A": "A", "choice_B": "B",
+            "choice_C": "C", "choice_D": "D", "answer": "ABCD"[vals.index(max(vals))],
+            "context": (ctx + " ") * 8, "synthetic": True,
+        })  # fmt: skip
+    return out
+
+
 def write_samples(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "sharegpt_sample.json": json.dumps(sharegpt_sample(), indent=1) + "\n",
         "burstgpt_sample.csv": burstgpt_sample(),
         "mooncake_sample.jsonl": mooncake_sample(),
+        "ruler_sample.jsonl": ruler_sample(),
+        "longbench_v2_sample.json": json.dumps(longbench_v2_sample(), indent=1) + "\n",
     }
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")

@@ -119,31 +119,61 @@ def _names(nodes: Any) -> list[str]:
     return []
 
 
+def _tensor_entries(item: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], dict]]:
+    """(path, entry) of every tensor statistics entry in a (nested) dump.json argument."""
+    if isinstance(item, dict) and "Max" in item and "type" in item:
+        return [(path, item)] if str(item.get("type", "")).endswith("Tensor") else []
+    if isinstance(item, dict):
+        return [e for k, v in item.items() for e in _tensor_entries(v, (*path, str(k)))]
+    if isinstance(item, list | tuple):
+        return [e for i, v in enumerate(item) for e in _tensor_entries(v, (*path, str(i)))]
+    return []
+
+
 def read_dump_json_stats(path: Path) -> list[dict[str, Any]]:
-    """Tool statistics (Max/Min/Mean/Norm) of every tensor entry in a dump.json."""
+    """Tool statistics (Max/Min/Mean/Norm) of every tensor entry in a dump.json.
+
+    Positional inputs and outputs are ``idx`` i; nested ones (a tuple member, a named field of
+    a model output) carry the rest of their path in ``arg_name`` (``0.last_hidden_state``),
+    keyword inputs are ``idx`` -1 with ``arg_name`` their name: the same keys the tensor file
+    names give (``...forward.0.kwargs.position_embeddings.1.pt``).
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8")).get("data", {})
     except (OSError, ValueError, AttributeError) as exc:
         raise InputError(path, f"unreadable dump.json ({exc})") from exc
     if not isinstance(data, dict):
-        raise InputError(path, f"dump.json 'data' is {type(data).__name__}, not an object")
+        raise InputError(path, "dump.json 'data' is not an object")
     rows = []
     for key, entry in data.items():
         if not key.startswith("Module.") or ".forward." not in key or not isinstance(entry, dict):
             continue
         left = key[len("Module.") :].rsplit(".forward.", 1)[0]
         module, cls = left.rsplit(".", 1) if "." in left else ("root", left)
-        for io, items in (("input", entry.get("input_args")), ("output", entry.get("output"))):
-            if isinstance(items, dict):  # one tensor written without its list
-                items = [items]
-            elif items is not None and not isinstance(items, list):
-                raise InputError(path, f"dump.json entry {key!r} has {io} {items!r}: expected a "
-                                 "list of tensor records")  # fmt: skip
-            for i, t in enumerate(items or []):
-                if isinstance(t, dict) and "Max" in t:
-                    rows.append({
-                        "module": module, "module_class": cls, "io": io, "idx": i,
-                        "dtype": t.get("dtype"), "shape": str(t.get("shape")), "max": t.get("Max"),
-                        "min": t.get("Min"), "mean": t.get("Mean"), "l2": t.get("Norm"),
-                    })  # fmt: skip
+        for field in ("input_args", "input_kwargs", "output"):
+            v = entry.get(field)
+            if v is not None and not isinstance(v, list | tuple | dict):  # "output": 7
+                raise InputError(path, f"dump.json entry {key!r} has {field} {v!r}: expected a "
+                                 "list or object of tensor records")  # fmt: skip
+        found = [("input", p, t) for p, t in _tensor_entries(entry.get("input_args") or [], ())]
+        found += [("kwargs", p, t) for p, t in _tensor_entries(entry.get("input_kwargs") or {}, ())]
+        found += [("output", p, t) for p, t in _tensor_entries(entry.get("output") or [], ())]
+        for kind, p, t in found:
+            if kind == "kwargs":
+                io, idx, arg = "input", -1, ".".join(p)
+            else:
+                io, idx, arg = kind, int(p[0]), ".".join(p) if len(p) > 1 else None
+            rows.append({
+                "module": module, "module_class": cls, "io": io, "idx": idx, "arg_name": arg,
+                "dtype": t.get("dtype"), "shape": str(t.get("shape")), "max": _num(t.get("Max")),
+                "min": _num(t.get("Min")), "mean": _num(t.get("Mean")), "l2": _num(t.get("Norm")),
+            })  # fmt: skip
     return rows
+
+
+def _num(v: Any) -> float | None:
+    """A statistic as float; msprobe writes null (integer tensors' mean) or strings like 'inf'."""
+    try:
+        return float(v) if v is not None and not isinstance(v, bool) else None
+    except (TypeError, ValueError):
+        return None

@@ -48,10 +48,17 @@ def build(spec: LaunchSpec, config_dir: Path) -> Command:
         from backend.launch.commands import reference
 
         return reference.build(spec)
+    if spec.engine == "vllm":
+        from backend.launch.commands import vllm
+
+        return vllm.build(spec, config_dir)
+    from backend.launch.engine_python import default_python
+
+    python = spec.python or default_python(spec.engine)
     if spec.engine == "vllm-ascend":
         from backend.launch.commands import vllm_ascend
 
-        return vllm_ascend.build(spec, config_dir)
+        return vllm_ascend.build(spec, config_dir, python)
     from backend.launch.commands import sglang
 
-    return sglang.build(spec)
+    return sglang.build(spec, python)

@@ -16,6 +16,9 @@ from backend.launch.commands import Command, reject_duplicates
 from backend.launch.spec import DumpSettings, LaunchSpec
 
 MSIT_ENV = "STUDIO_MSIT_DUMP_CONFIG"
+# msprobe first: vllm-ascend's own hook (no plugin, no site-packages edits); msit's llm dump
+# component is retired upstream in favour of msprobe (REFERENCE.md section 1).
+DEFAULT_DUMP_TOOL = "msprobe"
 OWNED = (
     "--host", "--port", "--tensor-parallel-size", "-tp", "--max-model-len", "--dtype",
     "--enforce-eager", "--trust-remote-code", "--additional-config",
