@@ -90,6 +90,7 @@ def clean_tool_row(r: dict[str, Any]) -> dict[str, Any]:
         "dtype": _text(r.get("dtype")), "shape": _text(r.get("shape")),
         "max": number(r.get("max")), "min": number(r.get("min")),
         "mean": number(r.get("mean")), "l2": number(r.get("l2")),
+        "arg_name": _text(r.get("arg_name")),
     }  # fmt: skip
 
 
