@@ -221,9 +221,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if errors else 0  # docs/RELIABILITY.md: finished, with problems it reported
 
 
+# notes, not problems: nothing was lost or left unstitched (exit 0 with only these)
+NOTE_KINDS = ("unknown_class", "rank_order", "shared_modules")
+
+
 def _print_errors(ws, run_id: str, limit: int = 8) -> int:
     """One line per kind of problem on stderr (the first path and message, and how many);
-    returns the number of error rows."""
+    returns the number of error rows that are problems (not ``NOTE_KINDS``)."""
     import sys
 
     from backend.cli import safe_text
@@ -235,7 +239,7 @@ def _print_errors(ws, run_id: str, limit: int = 8) -> int:
     for kind, n, path, message in rows[:limit]:
         more = f" (and {n - 1} more)" if n > 1 else ""
         print(safe_text(f"studio ingest: {kind}: {path}: {message}{more}"), file=sys.stderr)
-    return sum(r[1] for r in rows)
+    return sum(n for kind, n, _p, _m in rows if kind not in NOTE_KINDS)
 
 
 def cmd_stitch(args: argparse.Namespace) -> int:
