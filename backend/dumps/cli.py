@@ -215,9 +215,31 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             if not args.no_stats:
                 axis_store.restat(ws, run)
         print(_summary(ws, run))
+        errors = _print_errors(ws, run)
     finally:
         ws.close()
-    return 0
+    return 1 if errors else 0  # docs/RELIABILITY.md: finished, with problems it reported
+
+
+# notes, not problems: nothing was lost or left unstitched (exit 0 with only these)
+NOTE_KINDS = ("unknown_class", "rank_order", "shared_modules")
+
+
+def _print_errors(ws, run_id: str, limit: int = 8) -> int:
+    """One line per kind of problem on stderr (the first path and message, and how many);
+    returns the number of error rows that are problems (not ``NOTE_KINDS``)."""
+    import sys
+
+    from backend.cli import safe_text
+
+    rows = ws.cursor().execute(
+        "SELECT kind, count(*), arg_min(path, id), arg_min(message, id) FROM dump_ingest_errors "
+        "WHERE run_id = ? GROUP BY kind ORDER BY min(id)", [run_id],
+    ).fetchall()  # fmt: skip
+    for kind, n, path, message in rows[:limit]:
+        more = f" (and {n - 1} more)" if n > 1 else ""
+        print(safe_text(f"studio ingest: {kind}: {path}: {message}{more}"), file=sys.stderr)
+    return sum(n for kind, n, _p, _m in rows if kind not in NOTE_KINDS)
 
 
 def cmd_stitch(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.dumps import expected
 from backend.dumps.formats import msit, msprobe, sglang_dumper, sglang_hook
 from backend.dumps.formats.common import RankFolder, TensorRef
 from backend.dumps.ranks_json import find_ranks
@@ -30,7 +31,14 @@ class DumpLayout:
 
     @property
     def tp_size(self) -> int:
-        return max(len(set(self.ranks.values())), 1)
+        # the expected tp (backend/dumps/expected.py), never fewer than the folders present
+        exp = self.extra.get("expected")
+        return max(len(set(self.ranks.values())), exp.tp if exp is not None else 1, 1)
+
+    @property
+    def missing_ranks(self) -> list[int]:
+        """Ranks the run must have (expected tp) that no folder provides."""
+        return sorted(set(range(self.tp_size)) - set(self.ranks.values()))
 
     def tensor_files(self) -> list[Path]:
         if self.format == "msit":
@@ -94,8 +102,8 @@ class DumpLayout:
 
     def refresh(self) -> bool:
         """Re-read rank folders (new ones appear while a dump is written); True if changed."""
-        fresh = detect(self.root)
-        changed = fresh.ranks != self.ranks
+        fresh = detect(self.root, self.model_config)
+        changed = fresh.ranks != self.ranks or fresh.tp_size != self.tp_size
         self.ranks, self.folders = fresh.ranks, fresh.folders
         self.model_config = self.model_config or fresh.model_config
         if "reader" in self.extra and "reader" in fresh.extra:  # keep notes not yet taken
@@ -193,7 +201,9 @@ def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> Dum
     if "reader" in extra and isinstance(cfg, dict):  # SGLang's TP semantics depend on the model
         archs = cfg.get("architectures")
         extra["reader"].architectures = [str(a) for a in archs] if isinstance(archs, list) else None
-    return DumpLayout(
+    layout = DumpLayout(
         fmt, root, ranks, {f.folder: f for f in folders}, cfg if isinstance(cfg, dict) else None,
         note if note not in ("ranks.json", "rank folders", "device ids") else "", extra,
     )  # fmt: skip
+    layout.extra["expected"] = expected.of_layout(layout, ranks_json)
+    return layout

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from backend.dumps import run_checks
+from backend.dumps import expected, file_checks, revisions, run_checks
 from backend.dumps import stats as stats_mod
 from backend.dumps.detect import DumpLayout, detect
 from backend.dumps.formats import msit, msprobe
@@ -131,6 +131,9 @@ def catalog_file(ref: TensorRef, relpath: str, key: str, ends: FileEnds) -> Cata
     except InputError as exc:
         entry.error = exc
         return entry
+    if bad := file_checks.tensor_problem(t):
+        entry.error = InputError(ref.path, bad)
+        return entry
     entry.dtype = str(t.dtype).removeprefix("torch.")
     entry.shape = list(t.shape)
     entry.nbytes = t.numel() * t.element_size()
@@ -154,6 +157,9 @@ def catalog_members(
             t = resolve_member(obj, e.ref.member, e.ref.path)  # type: ignore[arg-type]
         except InputError as exc:
             e.error = exc
+            continue
+        if bad := file_checks.tensor_problem(t):
+            e.error = InputError(e.ref.path, bad)
             continue
         e.dtype = str(t.dtype).removeprefix("torch.")
         e.shape = list(t.shape)
@@ -272,6 +278,20 @@ def stats_of(
     return stats_of_stored(store_root, group_file, name, token_dims)
 
 
+def stats_or_problem(
+    store_root: str,
+    group_file: str | None,
+    name: str | None,
+    source: str | None,
+    token_dims: int | None = None,
+) -> stats_mod.TensorStats | str:
+    """``stats_of``, or why it failed: one bad tensor must not stop the run's statistics."""
+    try:
+        return stats_of(store_root, group_file, name, source, token_dims)
+    except (InputError, OSError, RuntimeError, ValueError) as exc:
+        return f"statistics failed ({type(exc).__name__}: {exc})"
+
+
 def stats_of_stored(
     store_root: str, group_file: str, name: str, token_dims: int | None = None
 ) -> stats_mod.TensorStats:
@@ -329,12 +349,17 @@ class Ingestor:
         self.on_progress = on_progress
         self._lock = threading.RLock()
         self._unknown_noted: set[str] = set()
+        self._stats_failed: set[int] = set()  # tensor ids whose statistics failed this session
         self._mapped: dict[str, Any] = {}  # source file -> memory-mapped tensor awaiting stitch
         # ingest_all: rank files per tensor seen so far, and the tensors whose ranks are complete
         self._groups: dict[str, StitchJob] | None = None
         self._complete: list[StitchJob] = []
         self._batched: dict[str, list] | None = None  # ingest_all: rows queued per table
         self._last_flush = time.monotonic()
+        old_tp = revisions.stored_tp(ws, self.run_id)
+        if old_tp is not None and old_tp != layout.tp_size:  # stitched at another tp: redo
+            revisions.reset_stitched(ws, self.run_id)
+        self._stitched_tp = layout.tp_size  # the tp every stitch of this run was made at
         self._ensure_run(name)
         cur = ws.cursor()
         self._done = self._load_done()
@@ -379,6 +404,26 @@ class Ingestor:
             self._write_ranks(cur)
         if self.layout.rank_order_note:
             self._error(self.layout.root, "rank_order", self.layout.rank_order_note, once=True)
+        self._note_expected(missing=False)
+
+    def _note_expected(self, missing: bool) -> None:
+        """Error rows for a missing rank (against the expected tp) and an unusable config."""
+        for problem in expected.config_problems(self.layout.model_config):
+            self._error(self.layout.root, "bad_config", f"{problem}; QKV cannot be split by "
+                        "heads and the shard widths are not checked", once=True)  # fmt: skip
+        if not missing:
+            return
+        missing = self.layout.missing_ranks
+        if not missing:  # a rank that was missing has arrived: its run-level row goes
+            with self.ws.transaction() as cur:
+                cur.execute("DELETE FROM dump_ingest_errors WHERE run_id = ? AND path = ? AND "
+                            "kind = 'missing_rank'", [self.run_id, str(self.layout.root)])  # fmt: skip
+        else:
+            exp = self.layout.extra.get("expected")
+            self._error(self.layout.root, "missing_rank",
+                        f"rank(s) {missing} of tp={self.layout.tp_size} have no folder "
+                        f"({exp.source if exp else 'expected'}); their shards cannot be "
+                        "stitched", once=True)  # fmt: skip
 
     def _write_ranks(self, cur) -> None:
         cur.execute("DELETE FROM dump_ranks WHERE run_id = ?", [self.run_id])
@@ -416,6 +461,10 @@ class Ingestor:
         """
         out = []
         for p in paths:
+            bad = file_checks.name_problem(p) or file_checks.not_regular(p)
+            if bad:  # never opened (a FIFO would block for good), nor recorded by its name
+                self._error(file_checks.printable(p), "skipped", bad, once=True)
+                continue
             try:
                 rel = str(p.relative_to(self.layout.root))
                 ends = read_ends(p)  # one read serves the key and the header
@@ -487,15 +536,23 @@ class Ingestor:
 
     def _write_catalog(self, entries: list[CatalogEntry]) -> None:
         rows, files = [], []
+        changed = [e.ref for e in entries if e.relpath in self._done]
+        if changed:  # rewritten since ingested: the old rows and stitches go, never duplicated
+            self._flush_now()
+            keys = [_stitch_key(self.run_id, r.step, r.module, r.io, r.idx, r.arg_name,
+                                r.call_index) for r in changed]  # fmt: skip
+            revisions.forget_sources(self.ws, self.run_id, sorted({str(r.path) for r in changed}),
+                                     keys)  # fmt: skip
+        self._clear_stale([e for e in entries if e.error is None])
         for e in entries:
             ref = e.ref
             rank = self.layout.ranks.get(ref.rank_folder)
             if e.error is not None:
                 kind = (
-                    "not_tensor"
-                    if "not a" in e.error.problem or "holds a" in e.error.problem
+                    "unsupported_dtype" if "complex dtype" in e.error.problem
+                    else "not_tensor" if "not a" in e.error.problem or "holds a" in e.error.problem
                     else "unreadable"
-                )
+                )  # fmt: skip
                 self._error(ref.path, kind, e.error.problem)
                 files.append((e.relpath, e.key, e.size, "error"))
                 continue
@@ -529,6 +586,22 @@ class Ingestor:
         for rel, key, _size, _status in files:
             self._done[rel] = key
         self.progress.files_done += len({f[0] for f in files})
+
+    def _flush_now(self) -> None:
+        if self._batched:
+            self._flush()
+
+    def _clear_stale(self, good: list[CatalogEntry]) -> None:
+        """A file that loads now clears the errors it had while it was being written."""
+        paths = sorted({str(e.ref.path) for e in good})
+        if not paths:
+            return
+        with self.ws.transaction() as cur:
+            cur.execute(
+                "DELETE FROM dump_ingest_errors WHERE run_id = ? AND list_contains(?, path) "
+                "AND kind IN ('unreadable', 'not_tensor', 'unsupported_dtype')",
+                [self.run_id, paths],
+            )
 
     def _write(self, **rows: list) -> None:
         """Record rows (tensors, files, modules, reports) now, or queue them while batched."""
@@ -614,7 +687,7 @@ class Ingestor:
                 "SELECT stitch_key FROM dump_stitch_report WHERE run_id = ?", [self.run_id]
             ).fetchall()
         }  # fmt: skip
-        heads, tp = Heads.from_config(self.layout.model_config), self.layout.tp_size
+        heads, tp = expected.heads_of(self.layout.model_config), self.layout.tp_size
         self._groups, self._complete, self._batched = {}, [], {}
         running: list[Future] = []
         try:
@@ -665,6 +738,10 @@ class Ingestor:
         else:
             files = []  # SGLang writes no statistics of its own
         for f in sorted(files):
+            bad = file_checks.name_problem(f) or file_checks.not_regular(f)
+            if bad:
+                self._error(file_checks.printable(f), "skipped", bad, once=True)
+                continue
             rel = str(f.relative_to(root))
             try:
                 key = content_key(f)
@@ -675,9 +752,11 @@ class Ingestor:
                     if self.layout.format == "msit"
                     else msprobe.read_dump_json_stats(f)
                 )
-            except (InputError, OSError) as exc:
-                self._error(f, "unreadable", str(getattr(exc, "problem", exc)))
+            except (InputError, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                err = file_checks.side_file_error(f, exc)
+                self._error(file_checks.printable(f), "unreadable", err.problem, once=True)
                 continue
+            rows = [file_checks.clean_tool_row(r) for r in rows]
             if self.layout.format == "msit":  # <rank>/<step>/<module>/statistics.csv
                 folder, step_s = f.parents[2].name, f.parents[1].name
             else:  # step<N>/<rank>/dump.json
@@ -735,8 +814,10 @@ class Ingestor:
 
     def stitch_ready(self, final: bool = False) -> int:
         """Stitch every tensor whose ranks are all present; with ``final`` flag the rest."""
+        if not self._settle_tp(final) and not final:
+            return 0  # watch mode: the tp is not known yet, so nothing counts as complete
         ready, incomplete = self._jobs()
-        heads = Heads.from_config(self.layout.model_config)
+        heads = expected.heads_of(self.layout.model_config)
         tp = self.layout.tp_size
         if ready:
             with _pool(self.workers) as pool:
@@ -763,6 +844,26 @@ class Ingestor:
                             f"shared-module check skipped: {exc}", once=True)  # fmt: skip
         self._notify()
         return len(ready)
+
+    def _settle_tp(self, final: bool) -> bool:
+        """Re-derive the expected tp (shard widths catalogued meanwhile, rank folders that
+        appeared); a change drops what was stitched at the old tp. True once the tp is known
+        (or cannot be learned from widths: no usable config)."""
+        exp = self.layout.extra.get("expected")
+        if exp is not None and not exp.known:
+            heads = expected.heads_of(self.layout.model_config)
+            found = expected.tp_from_widths(heads, expected.catalogued_shapes(self.ws, self.run_id))
+            if found is not None:
+                exp = expected.Expected(max(found[0], exp.tp), f"shard width: {found[1]}", True)
+                self.layout.extra["expected"] = exp
+        if self._stitched_tp != self.layout.tp_size:  # a late rank folder, or widths seen
+            self._stitched_tp = self.layout.tp_size
+            self._flush_now()
+            revisions.reset_stitched(self.ws, self.run_id)
+            with self.ws.transaction() as cur:
+                self._write_ranks(cur)
+        self._note_expected(missing=final)
+        return exp is None or exp.known or expected.heads_of(self.layout.model_config) is None
 
     def flag_shared_modules(self) -> int:
         """Record the run's shared modules (aliases, one object for every layer, in place)."""
@@ -903,8 +1004,9 @@ class Ingestor:
                 "SELECT t.tensor_id, t.store_group, t.store_name, t.source_file, a.token_dims "
                 "FROM dump_tensors t LEFT JOIN dump_axes a USING (tensor_id) "
                 "LEFT JOIN dump_stats s USING (tensor_id) WHERE t.run_id = ? AND t.rank IS NULL AND t.part IS NULL "
-                "AND s.tensor_id IS NULL ORDER BY t.tensor_id LIMIT ?",
-                [self.run_id, limit if limit is not None else 1 << 62],
+                "AND s.tensor_id IS NULL AND NOT list_contains(?, t.tensor_id) "
+                "ORDER BY t.tensor_id LIMIT ?",
+                [self.run_id, sorted(self._stats_failed), limit if limit is not None else 1 << 62],
             )
             .fetchall()
         )
@@ -917,13 +1019,19 @@ class Ingestor:
             for _, g, n, src, k in todo
         ]  # fmt: skip
         if self.stats_pool is not None:
-            results = list(self.stats_pool.map(stats_of, *zip(*args, strict=True)))
+            results = list(self.stats_pool.map(stats_or_problem, *zip(*args, strict=True)))
         elif self.workers > 1 and len(args) > 1:
             with _pool(self.workers) as pool:
-                results = list(pool.map(stats_of, *zip(*args, strict=True)))
+                results = list(pool.map(stats_or_problem, *zip(*args, strict=True)))
         else:
-            results = [stats_of(*a) for a in args]
-        self._write_stats([t[0] for t in todo], results)
+            results = [stats_or_problem(*a) for a in args]
+        for (tid, _g, _n, src, _k), res in zip(todo, results, strict=True):
+            if isinstance(res, str):  # recorded once; not retried until the next ingest
+                self._stats_failed.add(tid)
+                self._error(src or f"tensor {tid}", "stats_failed", res, once=True)
+        good = [(t[0], r) for t, r in zip(todo, results, strict=True) if not isinstance(r, str)]
+        if good:
+            self._write_stats([g[0] for g in good], [g[1] for g in good])
         return len(todo)
 
     def _write_stats(self, ids: list[int], results: list[stats_mod.TensorStats]) -> None:

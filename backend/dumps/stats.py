@@ -58,7 +58,8 @@ def as_2d(t: torch.Tensor, token_dims: int | None = None) -> torch.Tensor:
         return t.reshape(1, 1)
     if t.dim() == 1:
         return t.reshape(1, -1)
-    return t.reshape(t.shape[0], -1)
+    # explicit width: reshape(0, -1) is ambiguous (an MoE expert that got no tokens is [0, H])
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))
 
 
 @functools.cache

@@ -195,7 +195,11 @@ def read_statistics_csv(path: Path) -> list[dict[str, Any]]:
                     "mean": _num(r.get("Mean")), "l2": _num(r.get("L2Norm")),
                 })  # fmt: skip
             return rows
-    except (OSError, csv.Error, KeyError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"statistics.csv is not UTF-8 text (byte {exc.start})") from exc
+    except (AttributeError, TypeError) as exc:  # a short row: DictReader fills None
+        raise InputError(path, f"statistics.csv has a short or malformed row ({exc})") from exc
+    except (OSError, csv.Error, KeyError, ValueError) as exc:
         raise InputError(path, f"unreadable statistics.csv ({exc})") from exc
 
 

@@ -150,6 +150,11 @@ def read_dump_json_stats(path: Path) -> list[dict[str, Any]]:
             continue
         left = key[len("Module.") :].rsplit(".forward.", 1)[0]
         module, cls = left.rsplit(".", 1) if "." in left else ("root", left)
+        for field in ("input_args", "input_kwargs", "output"):
+            v = entry.get(field)
+            if v is not None and not isinstance(v, list | tuple | dict):  # "output": 7
+                raise InputError(path, f"dump.json entry {key!r} has {field} {v!r}: expected a "
+                                 "list or object of tensor records")  # fmt: skip
         found = [("input", p, t) for p, t in _tensor_entries(entry.get("input_args") or [], ())]
         found += [("kwargs", p, t) for p, t in _tensor_entries(entry.get("input_kwargs") or {}, ())]
         found += [("output", p, t) for p, t in _tensor_entries(entry.get("output") or [], ())]
