@@ -28,6 +28,55 @@ BATCH = 50_000
 
 
 _EMPTY: dict[str, Any] = {}
+# |ts| and dur in microseconds whose nanoseconds fit the int64 columns (about 292 years).
+MAX_US = 9.2e15
+
+
+class BadEvents:
+    """Events skipped as bad (a time that is not a finite number in range, a negative
+    duration): counted, the first one described; the ingest reports them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: str | None = None
+
+    def add(self, event_no: int, problem: str) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = f"event {event_no}: {problem}"[:300]
+
+
+def _us(value: Any) -> float | None:
+    """A time in microseconds: a number, or a string holding one (torch_npu writes strings)."""
+    if type(value) is bool:
+        return None
+    if type(value) is str:
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if not isinstance(value, int | float):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float range
+        return None
+    return value if -MAX_US < value < MAX_US else None  # NaN fails both tests
+
+
+def time_problem(ev: dict[str, Any]) -> str | None:
+    """Why ``ev``'s ts / dur cannot be stored (None: they can)."""
+    ts, dur = ev.get("ts"), ev.get("dur", 0)
+    if _us(ts) is None:
+        return f"ts {str(ts)[:40]!r} is not a finite number of microseconds in range"
+    if dur is None:
+        return None
+    d = _us(dur)
+    if d is None:
+        return f"dur {str(dur)[:40]!r} is not a finite number of microseconds in range"
+    if d < 0:
+        return f"negative duration (dur {dur})"
+    return None
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -97,13 +146,18 @@ def append_event(batch: dict[str, list[Any]], event_id: int, ev: dict[str, Any])
     batch["input_dims"].append(None if dims is None else json.dumps(dims, separators=(",", ":")))
 
 
-def read_batches(path: str | Path, batch_size: int = BATCH) -> Iterator[dict[str, list[Any]]]:
+def read_batches(
+    path: str | Path, batch_size: int = BATCH, bad: BadEvents | None = None
+) -> Iterator[dict[str, list[Any]]]:
     """Stream the kept events of a Chrome trace as column batches.
 
     Raises ``InputError`` naming the file for a missing ``traceEvents`` list, a truncated or
-    malformed document, or an event without the fields every event needs.
+    malformed document, or an event without the fields every event needs. An event whose
+    ts / dur is not a finite number in range, or whose duration is negative, is skipped and
+    counted in ``bad``.
     """
     path = Path(path)
+    bad = bad if bad is not None else BadEvents()
     try:
         stream = _open(path)
     except OSError as exc:
@@ -130,6 +184,16 @@ def read_batches(path: str | Path, batch_size: int = BATCH) -> Iterator[dict[str
                     continue
                 if "ts" not in ev or "name" not in ev:
                     raise InputError(path, f"event {n} ({ph!r}) has no 'ts' or 'name'")
+                ts, dur = ev["ts"], ev.get("dur", 0)
+                if not (
+                    (type(ts) is float or type(ts) is int)
+                    and (type(dur) is float or type(dur) is int)
+                    and -MAX_US < ts < MAX_US
+                    and 0 <= dur < MAX_US
+                ) and (problem := time_problem(ev)):
+                    bad.add(n, problem)
+                    n += 1
+                    continue
                 append_event(batch, n, ev)
                 n += 1
                 if len(batch["event_id"]) >= batch_size:
