@@ -91,7 +91,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     finally:
         ws.close()
     print(res.describe())
-    return 1 if res.truncated else 0  # docs/RELIABILITY.md: finished, with a reported problem
+    if res.truncated:
+        print(
+            f"studio dsa: {path}: FILE IS TRUNCATED: {res.truncated}"
+            f" ({res.rows} rows before the cut are kept)",
+            file=sys.stderr,
+        )
+        return 1  # docs/RELIABILITY.md: finished, with a reported problem
+    return 0
 
 
 __all__ = ["register", "InputError", "StudioError"]
