@@ -136,7 +136,12 @@ class Format:
     extra_check: str = ""  # SQL condition flagging rows the fast path must not accept
 
 
-STEPS = Format("steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT,), validate_record, EXTRA_CHECK)
+# A null inside selected_block_ids would become a garbage block id in dsa_block_heat (found by
+# tests/faults/test_fuzz_readers.py): such rows go to the line-by-line validator.
+STEPS = Format(
+    "steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT,), validate_record,
+    f"{EXTRA_CHECK} OR list_count(selected_block_ids) <> len(selected_block_ids)",
+)  # fmt: skip
 PREFIX = Format("prefix", PREFIX_COLUMNS, ("hash_ids",), (PREFIX_INSERT,), _validate_prefix_line)
 
 

@@ -142,7 +142,12 @@ def ingest_profile(
         for group in _groups(_batches(src, fmt, bad), BATCHES_PER_COMMIT):
             with ws.transaction() as cur:
                 for batch in group:
-                    table = pa.Table.from_pydict(batch, schema=_EVENT_SCHEMA)
+                    try:
+                        table = pa.Table.from_pydict(batch, schema=_EVENT_SCHEMA)
+                    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # the readers' net
+                        raise InputError(
+                            src, f"event values do not fit the profile tables ({exc})"
+                        ) from exc
                     cur.register("_events_batch", table)
                     try:
                         cur.execute(

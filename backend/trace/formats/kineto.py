@@ -96,13 +96,23 @@ def _first_char(stream: IO[bytes]) -> bytes:
             return ch
 
 
-def _int_or_none(value: Any) -> int | None:
-    if value is None or value == "":
+_I64 = 1 << 63
+
+
+def _int_or_none(value: Any, limit: int = _I64) -> int | None:
+    """An integer id (External id, correlation, stream, device) or None when it is not one that
+    fits its column (int64; device: int32)."""
+    if value is None or value == "" or type(value) is bool:
         return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        out = int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return out if -limit <= out < limit else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if value is None or type(value) is str else str(value)
 
 
 def _ns(value: Any) -> int:
@@ -118,9 +128,12 @@ def append_event(batch: dict[str, list[Any]], event_id: int, ev: dict[str, Any])
     """Append one trace event (already known to be of a kept phase) to a column batch."""
     # The hot loop of a large ingest: plain dict lookups, no helper calls on the common path.
     args = ev.get("args") or _EMPTY
+    if type(args) is not dict:  # a hand-edited file: no usable args
+        args = _EMPTY
     batch["event_id"].append(event_id)
     batch["ph"].append(ev["ph"])
-    batch["cat"].append(ev.get("cat"))
+    cat = ev.get("cat")
+    batch["cat"].append(cat if cat is None or type(cat) is str else str(cat))
     name = ev.get("name", "")
     batch["name"].append(name if type(name) is str else str(name))
     pid, tid = ev.get("pid"), ev.get("tid")
@@ -139,9 +152,7 @@ def append_event(batch: dict[str, list[Any]], event_id: int, ev: dict[str, Any])
     batch["stream"].append(
         stream if type(stream) is int or stream is None else _int_or_none(stream)
     )
-    batch["device"].append(
-        device if type(device) is int or device is None else _int_or_none(device)
-    )
+    batch["device"].append(_int_or_none(device, 1 << 31))  # an INTEGER column
     dims = args.get("Input Dims")
     batch["input_dims"].append(None if dims is None else json.dumps(dims, separators=(",", ":")))
 
@@ -180,7 +191,7 @@ def read_batches(
                 if not isinstance(ev, dict):
                     raise InputError(path, f"event {n} is not a JSON object")
                 ph = ev.get("ph")
-                if ph not in KEPT_PHASES:
+                if type(ph) is not str or ph not in KEPT_PHASES:
                     continue
                 if "ts" not in ev or "name" not in ev:
                     raise InputError(path, f"event {n} ({ph!r}) has no 'ts' or 'name'")
