@@ -355,30 +355,31 @@ class Ingestor:
             if len(data) < max_bytes // 2:
                 return total
 
-    def finish(self) -> None:
+    def finish(self) -> int:
         """At the end of an ingest: read a last line that lacks its newline, and record a
-        truncated or corrupt gzip as a bad line (once) so the loss is never silent."""
+        truncated or corrupt gzip as a bad line (once) so the loss is never silent. Returns
+        the rows the last line added (0 or 1)."""
         data, start = self.reader.read_tail()
-        if data:
-            self._ingest_chunk(data, start, start + len(data) - 1)
+        rows = max(0, self._ingest_chunk(data, start, start + len(data) - 1)) if data else 0
         self.truncated = self.reader.truncated()
         if self.truncated is None:
-            return
+            return rows
         msg = f"file is truncated: {self.truncated}"
         with self.ws.transaction() as cur:
             seen = cur.execute(
                 "SELECT count(*) FROM dsa_bad_lines WHERE trace_id = ? AND error = ?",
                 [self.trace_id, msg],
             ).fetchone()
-            if seen and seen[0]:
-                return
-            cur.execute(
-                "INSERT INTO dsa_bad_lines VALUES (?, ?, ?)", [self.trace_id, self.lines + 1, msg]
-            )
-            cur.execute(
-                "UPDATE dsa_traces SET bad_lines = bad_lines + 1 WHERE trace_id = ?",
-                [self.trace_id],
-            )
+            if not (seen and seen[0]):
+                cur.execute(
+                    "INSERT INTO dsa_bad_lines VALUES (?, ?, ?)",
+                    [self.trace_id, self.lines + 1, msg],
+                )
+                cur.execute(
+                    "UPDATE dsa_traces SET bad_lines = bad_lines + 1 WHERE trace_id = ?",
+                    [self.trace_id],
+                )
+        return rows
 
     def _poll_parallel(self, max_bytes: int) -> int:
         """Chunks of a large plain file pre-parsed by worker processes, inserted here in order.
