@@ -158,11 +158,30 @@ class TailReader:
         self._dec = zlib.decompressobj(wbits=31) if self.gz else None
         self._member_in = 0  # compressed bytes fed to the current gzip member
         self.corrupt: str | None = None  # why the gzip stream stopped decoding (then no more)
+        # Resuming a plain file: did the last ingest end on a last line without newline
+        # (``read_tail``)? Then the newline a writer adds later is that line's, not a blank one.
+        self._check_resume = start > 0 and not self.gz
+
+    def settle(self, fh: Any = None) -> None:
+        """Resuming after ``read_tail`` took a last line without newline: step over the newline
+        a writer appended to it since (else it would read as a blank line)."""
+        if not self._check_resume:
+            return
+        if fh is None:
+            with open(self.path, "rb") as f:
+                return self.settle(f)
+        fh.seek(self.offset - 1)
+        two = fh.read(2)
+        if len(two) == 2:
+            self._check_resume = False
+            if two[1:] == b"\n" and two[:1] != b"\n":
+                self.offset += 1
 
     def read(self, max_bytes: int = CHUNK_BYTES) -> tuple[bytes, int]:
         """(complete lines, their uncompressed start offset); empty when nothing new."""
         with open(self.path, "rb") as fh:
             if not self.gz:
+                self.settle(fh)
                 fh.seek(self.offset)
                 data = fh.read(max_bytes)
                 if len(data) == max_bytes:  # a very long last line: grow until one ends
@@ -346,6 +365,7 @@ class Ingestor:
 
     def poll(self, max_bytes: int = CHUNK_BYTES) -> int:
         """Ingest the complete lines appended since the last poll; return how many rows."""
+        self.reader.settle()
         total = self._poll_parallel(max_bytes) if self.kind == "steps" else 0
         while True:
             data, start = self.reader.read(max_bytes)

@@ -77,6 +77,26 @@ def test_dsa_last_line_without_newline_is_read(trace: Path, tmp_path: Path, gz: 
     assert query(ws, "SELECT count(*) FROM dsa_traces")[0][0] == 1
 
 
+def test_dsa_line_completed_after_the_ingest_is_not_a_blank_line(trace, tmp_path) -> None:
+    """The ingest took a last line without newline; the writer then adds the newline and more
+    lines: the rerun reads them with the right line numbers (no blank line, no bad line)."""
+    lines = trace.read_bytes().split(b"\n")[:ROWS]
+    path = _place(tmp_path, "growing", b"\n".join(lines[:20]))
+    ws = tmp_path / "ws"
+    assert "20 rows" in studio(ws, "dsa", "ingest", str(path)).stdout
+    with path.open("ab") as fh:
+        fh.write(b"\n" + b"\n".join(lines[20:]) + b"\n")
+    out = studio(ws, "dsa", "ingest", str(path))
+    assert_clear(out, 0)
+    assert f": {ROWS} rows" in out.stdout and "bad lines" not in out.stdout
+    clean = _place(tmp_path, "clean", trace.read_bytes())
+    assert_clear(studio(tmp_path / "ws_clean", "dsa", "ingest", str(clean)), 0)
+    assert steps_table(ws) == steps_table(tmp_path / "ws_clean")
+    assert query(ws, "SELECT lines_read, bytes_read FROM dsa_traces") == [
+        (ROWS, len(trace.read_bytes()))
+    ]
+
+
 def test_dsa_last_line_exact_path_agrees_with_fast_path(trace: Path, tmp_path: Path) -> None:
     """The same file through the fast path and, with it refused, the exact (DuckDB) path."""
     from backend.dsa import fastpath, ingest
