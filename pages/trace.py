@@ -80,9 +80,18 @@ if ws is not None:
             path = st.text_input("Profile file or directory")
             if st.form_submit_button("Ingest profile") and path:
                 with guarded("Ingesting the profile"), st.spinner("Ingesting…"):
-                    pid = ingest_profile(ws, path)
-                    st.success(f"Ingested profile {pid}.")
-                    st.rerun()
+                    info: dict = {}
+                    pid = ingest_profile(ws, path, info=info)
+                    if info["bad_events"]:
+                        st.warning(
+                            f"Profile {pid}: {info['bad_events']} bad events skipped"
+                            f" (first: {info['first_bad']})."
+                        )
+                    elif info["existing"]:
+                        st.info(f"Already ingested (same content): profile {pid}.")
+                    else:
+                        st.success(f"Ingested profile {pid}.")
+                        st.rerun()
 
     calls_tab, profile_tab = st.tabs(["Module calls", "Profiles"])
 

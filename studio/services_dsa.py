@@ -60,6 +60,9 @@ class DsaIngestService:
                 if n:
                     job.rows += n
                     idle = time.monotonic()
+            job.rows += (
+                ing.finish()
+            )  # a last line without newline; a truncated gzip becomes a bad line
             summary = job.path.parent / "summary.json"
             if kind == "steps" and summary.is_file():
                 attach_summary(self.ws, summary, ing.trace_id)

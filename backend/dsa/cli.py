@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -68,6 +69,13 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         f"{summary['unique_blocks']['count']} records summarised -> {args.out}"
         + (f" ({summary['bad_lines']} bad lines skipped)" if summary.get("bad_lines") else "")
     )
+    if summary.get("truncated"):
+        print(
+            f"studio dsa: {trace}: FILE IS TRUNCATED: {summary['truncated']}"
+            " (the summary covers the records before the cut)",
+            file=sys.stderr,
+        )
+        return 1  # docs/RELIABILITY.md: finished, with a reported problem
     return 0
 
 
@@ -83,6 +91,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     finally:
         ws.close()
     print(res.describe())
+    if res.truncated:
+        print(
+            f"studio dsa: {path}: FILE IS TRUNCATED: {res.truncated}"
+            f" ({res.rows} rows before the cut are kept)",
+            file=sys.stderr,
+        )
+        return 1  # docs/RELIABILITY.md: finished, with a reported problem
     return 0
 
 

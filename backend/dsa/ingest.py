@@ -136,7 +136,12 @@ class Format:
     extra_check: str = ""  # SQL condition flagging rows the fast path must not accept
 
 
-STEPS = Format("steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT,), validate_record, EXTRA_CHECK)
+# A null inside selected_block_ids would become a garbage block id in dsa_block_heat (found by
+# tests/faults/test_fuzz_readers.py): such rows go to the line-by-line validator.
+STEPS = Format(
+    "steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT,), validate_record,
+    f"{EXTRA_CHECK} OR list_count(selected_block_ids) <> len(selected_block_ids)",
+)  # fmt: skip
 PREFIX = Format("prefix", PREFIX_COLUMNS, ("hash_ids",), (PREFIX_INSERT,), _validate_prefix_line)
 
 
@@ -151,11 +156,32 @@ class TailReader:
         self._skip = start if self.gz else 0
         self._pending = b""
         self._dec = zlib.decompressobj(wbits=31) if self.gz else None
+        self._member_in = 0  # compressed bytes fed to the current gzip member
+        self.corrupt: str | None = None  # why the gzip stream stopped decoding (then no more)
+        # Resuming a plain file: did the last ingest end on a last line without newline
+        # (``read_tail``)? Then the newline a writer adds later is that line's, not a blank one.
+        self._check_resume = start > 0 and not self.gz
+
+    def settle(self, fh: Any = None) -> None:
+        """Resuming after ``read_tail`` took a last line without newline: step over the newline
+        a writer appended to it since (else it would read as a blank line)."""
+        if not self._check_resume:
+            return
+        if fh is None:
+            with open(self.path, "rb") as f:
+                return self.settle(f)
+        fh.seek(self.offset - 1)
+        two = fh.read(2)
+        if len(two) == 2:
+            self._check_resume = False
+            if two[1:] == b"\n" and two[:1] != b"\n":
+                self.offset += 1
 
     def read(self, max_bytes: int = CHUNK_BYTES) -> tuple[bytes, int]:
         """(complete lines, their uncompressed start offset); empty when nothing new."""
         with open(self.path, "rb") as fh:
             if not self.gz:
+                self.settle(fh)
                 fh.seek(self.offset)
                 data = fh.read(max_bytes)
                 if len(data) == max_bytes:  # a very long last line: grow until one ends
@@ -168,13 +194,22 @@ class TailReader:
             fh.seek(self._raw_pos)
             out = [self._pending]
             size = len(self._pending)
-            while size < max_bytes:
+            while size < max_bytes and self.corrupt is None:
                 raw = fh.read(1 << 20)
                 if not raw:
                     break
-                self._raw_pos += len(raw)
                 assert self._dec is not None
-                piece = self._dec.decompress(raw)
+                try:
+                    piece = self._dec.decompress(raw)
+                except zlib.error as exc:
+                    if self._raw_pos == 0:
+                        raise InputError(self.path, f"not a gzip file ({exc})") from exc
+                    self.corrupt = (
+                        f"the gzip data is corrupt after {self._raw_pos} compressed bytes ({exc})"
+                    )
+                    break
+                self._raw_pos += len(raw)
+                self._member_in += len(raw)
                 if self._skip:
                     drop = min(self._skip, len(piece))
                     piece, self._skip = piece[drop:], self._skip - drop
@@ -184,12 +219,47 @@ class TailReader:
                     rest = self._dec.unused_data
                     self._dec = zlib.decompressobj(wbits=31)
                     self._raw_pos -= len(rest)
+                    self._member_in = 0
+                    fh.seek(self._raw_pos)  # the next member starts in bytes already read
         data = b"".join(out)
         cut = data.rfind(b"\n") + 1
         self._pending = data[cut:]
         start = self.offset
         self.offset += cut
         return data[:cut], start
+
+    def truncated(self) -> str | None:
+        """Why the file's end cannot be read (a gzip cut mid-stream or corrupt), else None.
+
+        Meaningful once ``read`` returned everything: a gzip member that got input but never
+        reached its end marker is a truncated file (or one still being written)."""
+        if not self.gz:
+            return None
+        if self.corrupt is not None:
+            return self.corrupt
+        if self._member_in and self._dec is not None and not self._dec.eof:
+            return (
+                f"the gzip stream ends before its end marker after {self.offset}"
+                " uncompressed bytes of complete lines"
+            )
+        return None
+
+    def read_tail(self) -> tuple[bytes, int]:
+        """The last line when it lacks its newline, as a complete line (with ``b"\\n"``), and its
+        start offset; empty if there is none (or the gzip is cut: that tail is not a line)."""
+        if self.gz:
+            if self.truncated() is not None or not self._pending.strip():
+                return b"", self.offset
+            data, self._pending = self._pending, b""
+        else:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+            if not data.strip() or b"\n" in data:  # nothing, or complete lines still unread
+                return b"", self.offset
+        start = self.offset
+        self.offset += len(data)
+        return data + b"\n", start
 
 
 _COMPUTE: Any = object()  # _ingest_chunk: pre-parse the chunk here
@@ -209,15 +279,20 @@ class IngestResult:
     first_bad: str | None = None
     # optional field -> ingested rows lacking it (schema.OPTIONAL_FIELDS; absent: none lack it)
     missing_optional: dict[str, int] = field(default_factory=dict)
+    truncated: str | None = None  # why the file's end could not be read (rows before it kept)
 
     def describe(self) -> str:
         """One line for people: rows, bad lines, and the optional fields rows lack."""
         msg = f"{self.kind} {self.trace_id}: {self.rows} rows"
-        if self.bad_lines:
+        if self.bad_lines and self.first_bad and self.first_bad.startswith("file is truncated"):
+            msg += f", {self.bad_lines} bad lines"
+        elif self.bad_lines:
             msg += (
                 f", {self.bad_lines} bad lines (first: line {self.first_bad_line}:"
                 f" {self.first_bad})"
             )
+        if self.truncated:
+            msg += f"; FILE IS TRUNCATED: {self.truncated} (the rows before the cut are kept)"
         if self.missing_optional:
             msg += "; optional fields absent: " + ", ".join(
                 f"{k} ({n} of {self.rows} rows)" for k, n in self.missing_optional.items()
@@ -286,9 +361,11 @@ class Ingestor:
         self.worker_cpu_s = 0.0  # CPU seconds of worker processes' pre-parsing (bench/dsa.py)
         # chunks per path, and how many a worker process pre-parsed (bench/dsa.py, tests)
         self.chunks = {"fast": 0, "exact": 0, "worker": 0}
+        self.truncated: str | None = None  # set by finish()
 
     def poll(self, max_bytes: int = CHUNK_BYTES) -> int:
         """Ingest the complete lines appended since the last poll; return how many rows."""
+        self.reader.settle()
         total = self._poll_parallel(max_bytes) if self.kind == "steps" else 0
         while True:
             data, start = self.reader.read(max_bytes)
@@ -297,6 +374,32 @@ class Ingestor:
             total += self._ingest_chunk(data, start, start + len(data))
             if len(data) < max_bytes // 2:
                 return total
+
+    def finish(self) -> int:
+        """At the end of an ingest: read a last line that lacks its newline, and record a
+        truncated or corrupt gzip as a bad line (once) so the loss is never silent. Returns
+        the rows the last line added (0 or 1)."""
+        data, start = self.reader.read_tail()
+        rows = max(0, self._ingest_chunk(data, start, start + len(data) - 1)) if data else 0
+        self.truncated = self.reader.truncated()
+        if self.truncated is None:
+            return rows
+        msg = f"file is truncated: {self.truncated}"
+        with self.ws.transaction() as cur:
+            seen = cur.execute(
+                "SELECT count(*) FROM dsa_bad_lines WHERE trace_id = ? AND error = ?",
+                [self.trace_id, msg],
+            ).fetchone()
+            if not (seen and seen[0]):
+                cur.execute(
+                    "INSERT INTO dsa_bad_lines VALUES (?, ?, ?)",
+                    [self.trace_id, self.lines + 1, msg],
+                )
+                cur.execute(
+                    "UPDATE dsa_traces SET bad_lines = bad_lines + 1 WHERE trace_id = ?",
+                    [self.trace_id],
+                )
+        return rows
 
     def _poll_parallel(self, max_bytes: int) -> int:
         """Chunks of a large plain file pre-parsed by worker processes, inserted here in order.
@@ -563,7 +666,7 @@ class Ingestor:
         return IngestResult(
             self.trace_id, self.kind, int(rows), int(nbad),
             first[0] if first else None, first[1] if first else None,
-            missing_fields(self.ws, self.trace_id),
+            missing_fields(self.ws, self.trace_id), self.truncated,
         )  # fmt: skip
 
 
@@ -703,6 +806,7 @@ def ingest_path(
         time.sleep(min(1.0, follow_s))
         if ing.poll():
             idle_since = time.monotonic()
+    ing.finish()
     summary = path.resolve().parent / "summary.json"
     if kind == "steps" and summary.is_file():
         attach_summary(ws, summary, ing.trace_id)

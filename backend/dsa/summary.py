@@ -1,20 +1,21 @@
 """``studio dsa summarize``: seed 004's ``summary.json`` recomputed from a trace file.
 
 Streams the file (``.jsonl`` or ``.jsonl.gz``); integer distributions are kept as histograms so
-quantiles are exact without holding every offset in memory. Bad lines are counted and skipped.
+quantiles are exact without holding every offset in memory. Lines failing the schema
+(``schema.validate_record``, as in ``studio dsa ingest``) are counted and skipped; a truncated
+gzip is reported in the summary's ``truncated``.
 """
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import orjson
 
-from backend.dsa.schema import OPTIONAL_FIELDS, missing_optional
+from backend.dsa.schema import OPTIONAL_FIELDS, missing_optional, validate_record
 from backend.dsa.tracer import (
     _add_counts,
     counts_distribution,
@@ -24,21 +25,23 @@ from backend.dsa.tracer import (
 )
 
 
-def open_text(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+def iter_lines(path: Path, notes: dict[str, Any]) -> Iterator[bytes]:
+    """Every non-blank line, the last one even without its newline (``ingest.TailReader``: the
+    same reading as ``studio dsa ingest``). A truncated or corrupt gzip ends the lines and puts
+    the reason in ``notes["truncated"]``; a file that is not gzip at all is an InputError."""
+    from backend.dsa.ingest import TailReader
 
-
-def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line) for every non-blank line; a truncated gzip tail ends it."""
-    with open_text(path) as fh:
-        n = 0
-        try:
-            for line in fh:
-                n += 1
-                if line.strip():
-                    yield n, line
-        except EOFError:  # a .gz still being written
-            return
+    reader = TailReader(path)
+    while True:
+        data, _ = reader.read()
+        if not data:
+            break
+        yield from (line for line in data.splitlines() if line.strip())
+    tail, _ = reader.read_tail()
+    if tail:
+        yield tail
+    if (why := reader.truncated()) is not None:
+        notes["truncated"] = why
 
 
 def summarize_file(path: Path) -> dict[str, Any]:
@@ -52,17 +55,20 @@ def summarize_file(path: Path) -> dict[str, Any]:
     bad = 0
     missing_positions = 0
     gaps: dict[str, int] = {}
-    for _, line in iter_lines(path):
+    notes: dict[str, Any] = {}
+    for line in iter_lines(path, notes):
         try:
             rec = orjson.loads(line)
-            blocks = rec["selected_block_ids"]
-            seq_len = int(rec["seq_len_current"])
-            bs = int(rec["block_size_tokens"])
-            prefix = rec["prefix"]
-            req = int(rec["request_id"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except orjson.JSONDecodeError:
             bad += 1
             continue
+        # The schema check of `studio dsa ingest`: wrong types and out-of-range numbers (2^70)
+        # are bad lines here too, never an exception in the arithmetic below.
+        if validate_record(rec):
+            bad += 1
+            continue
+        blocks, prefix = rec["selected_block_ids"], rec["prefix"]
+        seq_len, bs, req = rec["seq_len_current"], rec["block_size_tokens"], rec["request_id"]
         run_name, dataset, block_size = rec.get("run_name") or "", rec.get("dataset") or "", bs
         for k in missing_optional(rec):
             gaps[k] = gaps.get(k, 0) + 1
@@ -92,6 +98,8 @@ def summarize_file(path: Path) -> dict[str, Any]:
     }
     if bad:
         out["bad_lines"] = bad
+    if "truncated" in notes:
+        out["truncated"] = notes["truncated"]
     if gaps:
         # seed 004's key fields are all a record needs; say which optional ones were absent
         out["optional_fields_missing"] = {k: gaps[k] for k in OPTIONAL_FIELDS if k in gaps}

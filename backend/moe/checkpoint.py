@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -161,10 +162,47 @@ def partition_plan(
             "per_device": devices}  # fmt: skip
 
 
+# How far config.json may outrun the files before it is refused as not describing them: each
+# missing layer / expert is listed by name, so the report (and its cost) is bounded by the files.
+MAX_MISSING_LAYERS = 16
+MAX_MISSING_EXPERTS = 256
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+_EXPERT = re.compile(r"\.experts\.(\d+)\.")
+
+
+def _held(pattern: re.Pattern[str], names: Any) -> int:
+    """1 + the largest index ``pattern`` finds in the names (0: none)."""
+    return max((int(m.group(1)) + 1 for n in names if (m := pattern.search(n))), default=0)
+
+
+def check_bounds(root: Path, cfg: Qwen3MoeConfig, found: dict[str, Any], ep: int) -> None:
+    """Refuse a config (or --ep) far beyond what the files hold, before anything is enumerated
+    (a config claiming 10^8 layers would otherwise list 10^8 layers of missing names)."""
+    layers = _held(_LAYER, found)
+    if cfg.num_hidden_layers > layers + MAX_MISSING_LAYERS:
+        raise InputError(
+            root / "config.json",
+            f"num_hidden_layers={cfg.num_hidden_layers} but the safetensors files hold "
+            f"{layers} layers: the config does not describe these files (more than "
+            f"{MAX_MISSING_LAYERS} layers missing)",
+        )
+    experts = _held(_EXPERT, found)
+    if experts and cfg.num_experts > experts + MAX_MISSING_EXPERTS:
+        raise InputError(
+            root / "config.json",
+            f"num_experts={cfg.num_experts} but the safetensors files hold {experts} experts:"
+            f" the config does not describe these files (more than {MAX_MISSING_EXPERTS}"
+            " experts missing)",
+        )
+    if ep > max(1, cfg.num_experts):
+        raise InputError(f"ep={ep}", f"ep is larger than the number of experts ({cfg.num_experts})")
+
+
 def inspect(model_dir: str | Path, tp: int = 1, ep: int = 1) -> dict[str, Any]:
     root = existing_dir(model_dir, "checkpoint directory")
     cfg = read_config(root)
     found = read_headers(root)
+    check_bounds(root, cfg, found, ep)
     quant = read_quant_config(root)
     layout = match_layout(cfg, found, quant)
     accepted = layout.expected | layout.optional

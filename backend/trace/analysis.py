@@ -22,7 +22,7 @@ def list_profiles(ws: Workspace) -> pd.DataFrame:
     return (
         ws.cursor()
         .execute(
-            "SELECT profile_id, name, format, n_events, has_device, source, created_at "
+            "SELECT profile_id, name, format, n_events, bad_events, has_device, source, created_at "
             "FROM profiles ORDER BY created_at, profile_id"
         )
         .df()

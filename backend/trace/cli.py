@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import pandas as pd
 
@@ -77,14 +78,22 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from backend.trace.ingest import ingest_profile
 
     ws = open_workspace(args.workspace)
+    info: dict = {}
     try:
-        pid = ingest_profile(ws, args.path, name=args.name, fmt=args.format)
+        pid = ingest_profile(ws, args.path, name=args.name, fmt=args.format, info=info)
         df = analysis.top(ws, pid, kind=args.kind, n=args.top, by=args.rank_by)
     finally:
         ws.close()
     if not args.json:
-        print(f"profile {pid}")
+        print(f"profile {pid}" + (" (already ingested: same content)" if info["existing"] else ""))
     _print_table(df, args.json)
+    if info["bad_events"]:
+        print(
+            f"studio profile: {args.path}: {info['bad_events']} bad events skipped"
+            f" (first: {info['first_bad']})",
+            file=sys.stderr,
+        )
+        return 1  # docs/RELIABILITY.md: finished, with reported problems
     return 0
 
 

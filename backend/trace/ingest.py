@@ -3,6 +3,7 @@ leaves nothing behind, a good one is stored exactly once)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import uuid
 from collections.abc import Iterator
@@ -46,13 +47,13 @@ def detect_format(path: Path) -> str:
     return "kineto"
 
 
-def _batches(path: Path, fmt: str) -> Iterator[dict[str, list[Any]]]:
+def _batches(path: Path, fmt: str, bad: kineto.BadEvents) -> Iterator[dict[str, list[Any]]]:
     if fmt == "kineto":
-        return kineto.read_batches(path, EVENT_BATCH)
+        return kineto.read_batches(path, EVENT_BATCH, bad)
     if fmt == "nsys":
         return nsys.read_batches(path, EVENT_BATCH)
     if fmt == "torch_npu":
-        return torch_npu.read_batches(path, EVENT_BATCH)
+        return torch_npu.read_batches(path, EVENT_BATCH, bad)
     raise InputError(fmt, "unknown profile format (kineto, torch_npu, nsys)")
 
 
@@ -76,25 +77,77 @@ def _drop_orphans(ws: Workspace) -> None:
             )
 
 
+def _regular_files(src: Path) -> list[Path]:
+    """The profile's files: ``src`` itself, or the regular files under a directory. A FIFO,
+    socket or device is refused, never opened (opening a FIFO for reading blocks forever)."""
+    if src.is_dir():
+        return sorted(p for p in src.rglob("*") if p.is_file())
+    if not src.is_file():  # is_file: a regular file (symlinks followed), checked without open
+        raise InputError(src, "not a regular file (a FIFO, socket or device?): not opened")
+    return [src]
+
+
+def content_sha1(src: Path) -> str:
+    """sha1 of the profile's bytes (a directory: each regular file's relative path and bytes)."""
+    h = hashlib.sha1()  # noqa: S324 - an identity, not security
+    for f in _regular_files(src):
+        if f != src:
+            h.update(str(f.relative_to(src)).encode("utf-8", "surrogateescape") + b"\0")
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def ingest_profile(
-    ws: Workspace, path: str | Path, *, name: str | None = None, fmt: str | None = None
+    ws: Workspace,
+    path: str | Path,
+    *,
+    name: str | None = None,
+    fmt: str | None = None,
+    info: dict[str, Any] | None = None,
 ) -> str:
-    """Ingest one profile (streamed in batches) and its attribution; returns the profile id."""
+    """Ingest one profile (streamed in batches) and its attribution; returns the profile id.
+
+    Idempotent: a profile whose bytes were ingested before returns the existing id (``info``
+    gets ``existing=True``). Events with unusable times (negative durations, ts / dur that are
+    not finite numbers in range) are skipped, counted in ``profiles.bad_events`` and ``info``.
+    """
+    info = info if info is not None else {}
     src = Path(path).expanduser().resolve()
     if not src.exists():
         raise InputError(src, "profile does not exist")
+    sha1 = content_sha1(src)  # also refuses FIFOs and other non-regular files
+    row = (
+        ws.cursor()
+        .execute(
+            "SELECT profile_id, bad_events, first_bad_event FROM profiles WHERE content_sha1 = ?"
+            " ORDER BY created_at LIMIT 1",
+            [sha1],
+        )
+        .fetchall()
+    )
+    if row:
+        info.update(existing=True, bad_events=int(row[0][1] or 0), first_bad=row[0][2])
+        return str(row[0][0])
     fmt = fmt or detect_format(src)
     profile_id = f"p-{uuid.uuid4().hex[:10]}"
     _drop_orphans(ws)
     n_events = 0
+    bad = kineto.BadEvents()
     try:
         # Events go in chunked transactions: one transaction over a 500 MB trace would hold
         # every row in DuckDB's transaction-local memory. The profile becomes visible only when
         # its `profiles` row is written (last); any failure deletes what was written.
-        for group in _groups(_batches(src, fmt), BATCHES_PER_COMMIT):
+        for group in _groups(_batches(src, fmt, bad), BATCHES_PER_COMMIT):
             with ws.transaction() as cur:
                 for batch in group:
-                    table = pa.Table.from_pydict(batch, schema=_EVENT_SCHEMA)
+                    try:
+                        table = pa.Table.from_pydict(batch, schema=_EVENT_SCHEMA)
+                    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # the readers' net
+                        raise InputError(
+                            src, f"event values do not fit the profile tables ({exc})"
+                        ) from exc
                     cur.register("_events_batch", table)
                     try:
                         cur.execute(
@@ -114,17 +167,24 @@ def ingest_profile(
             attribute(cur, profile_id)
             store_self_times(cur, profile_id)
             cur.execute(
-                "INSERT INTO profiles (profile_id, name, source, format, n_events, has_device) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [profile_id, name or src.name, str(src), fmt, n_events, bool(has_device)],
-            )
+                "INSERT INTO profiles (profile_id, name, source, format, n_events, has_device,"
+                " content_sha1, bad_events, first_bad_event) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [profile_id, name or src.name, str(src), fmt, n_events, bool(has_device), sha1,
+                 bad.count, bad.first],
+            )  # fmt: skip
     except BaseException:
         with ws.transaction() as cur:
             cur.execute("DELETE FROM profile_events WHERE profile_id = ?", [profile_id])
             cur.execute("DELETE FROM profile_attribution WHERE profile_id = ?", [profile_id])
             cur.execute("DELETE FROM profile_self_time WHERE profile_id = ?", [profile_id])
         raise
-    ws.log("profile", f"ingested {fmt} profile {name or src.name} ({n_events:,} events)")
+    ws.log(
+        "profile",
+        f"ingested {fmt} profile {name or src.name} ({n_events:,} events"
+        + (f", {bad.count:,} bad events skipped, first: {bad.first}" if bad.count else "")
+        + ")",
+    )
+    info.update(existing=False, bad_events=bad.count, first_bad=bad.first)
     return profile_id
 
 

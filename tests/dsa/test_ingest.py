@@ -193,10 +193,11 @@ def test_bad_lines_counted_with_line_numbers(workspace, trace, tmp_path: Path) -
     bad.write_text("\n".join(broken) + "\n" + lines[0][:40])  # plus a partial last line
     res = ingest_path(workspace, bad)
     assert res.rows == len(lines) - 1  # one good line was replaced by the type error
-    assert res.bad_lines == 2 and res.first_bad_line == 4
+    # The partial last line (no newline) is read at the end of the ingest: a bad line, not lost.
+    assert res.bad_lines == 3 and res.first_bad_line == 4
     df = analysis.bad_lines(workspace, res.trace_id)
-    assert df.line_no.tolist() == [4, 11]
-    assert "JSON" in df.error[0] and "unique_blocks" in df.error[1]
+    assert df.line_no.tolist() == [4, 11, len(broken) + 1]
+    assert "JSON" in df.error[0] and "unique_blocks" in df.error[1] and "JSON" in df.error[2]
 
 
 def test_mooncake_prefix_trace(workspace, tmp_path: Path) -> None:

@@ -28,6 +28,55 @@ BATCH = 50_000
 
 
 _EMPTY: dict[str, Any] = {}
+# |ts| and dur in microseconds whose nanoseconds fit the int64 columns (about 292 years).
+MAX_US = 9.2e15
+
+
+class BadEvents:
+    """Events skipped as bad (a time that is not a finite number in range, a negative
+    duration): counted, the first one described; the ingest reports them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: str | None = None
+
+    def add(self, event_no: int, problem: str) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = f"event {event_no}: {problem}"[:300]
+
+
+def _us(value: Any) -> float | None:
+    """A time in microseconds: a number, or a string holding one (torch_npu writes strings)."""
+    if type(value) is bool:
+        return None
+    if type(value) is str:
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if not isinstance(value, int | float):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float range
+        return None
+    return value if -MAX_US < value < MAX_US else None  # NaN fails both tests
+
+
+def time_problem(ev: dict[str, Any]) -> str | None:
+    """Why ``ev``'s ts / dur cannot be stored (None: they can)."""
+    ts, dur = ev.get("ts"), ev.get("dur", 0)
+    if _us(ts) is None:
+        return f"ts {str(ts)[:40]!r} is not a finite number of microseconds in range"
+    if dur is None:
+        return None
+    d = _us(dur)
+    if d is None:
+        return f"dur {str(dur)[:40]!r} is not a finite number of microseconds in range"
+    if d < 0:
+        return f"negative duration (dur {dur})"
+    return None
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -47,13 +96,23 @@ def _first_char(stream: IO[bytes]) -> bytes:
             return ch
 
 
-def _int_or_none(value: Any) -> int | None:
-    if value is None or value == "":
+_I64 = 1 << 63
+
+
+def _int_or_none(value: Any, limit: int = _I64) -> int | None:
+    """An integer id (External id, correlation, stream, device) or None when it is not one that
+    fits its column (int64; device: int32)."""
+    if value is None or value == "" or type(value) is bool:
         return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        out = int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return out if -limit <= out < limit else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if value is None or type(value) is str else str(value)
 
 
 def _ns(value: Any) -> int:
@@ -69,9 +128,12 @@ def append_event(batch: dict[str, list[Any]], event_id: int, ev: dict[str, Any])
     """Append one trace event (already known to be of a kept phase) to a column batch."""
     # The hot loop of a large ingest: plain dict lookups, no helper calls on the common path.
     args = ev.get("args") or _EMPTY
+    if type(args) is not dict:  # a hand-edited file: no usable args
+        args = _EMPTY
     batch["event_id"].append(event_id)
     batch["ph"].append(ev["ph"])
-    batch["cat"].append(ev.get("cat"))
+    cat = ev.get("cat")
+    batch["cat"].append(cat if cat is None or type(cat) is str else str(cat))
     name = ev.get("name", "")
     batch["name"].append(name if type(name) is str else str(name))
     pid, tid = ev.get("pid"), ev.get("tid")
@@ -90,20 +152,23 @@ def append_event(batch: dict[str, list[Any]], event_id: int, ev: dict[str, Any])
     batch["stream"].append(
         stream if type(stream) is int or stream is None else _int_or_none(stream)
     )
-    batch["device"].append(
-        device if type(device) is int or device is None else _int_or_none(device)
-    )
+    batch["device"].append(_int_or_none(device, 1 << 31))  # an INTEGER column
     dims = args.get("Input Dims")
     batch["input_dims"].append(None if dims is None else json.dumps(dims, separators=(",", ":")))
 
 
-def read_batches(path: str | Path, batch_size: int = BATCH) -> Iterator[dict[str, list[Any]]]:
+def read_batches(
+    path: str | Path, batch_size: int = BATCH, bad: BadEvents | None = None
+) -> Iterator[dict[str, list[Any]]]:
     """Stream the kept events of a Chrome trace as column batches.
 
     Raises ``InputError`` naming the file for a missing ``traceEvents`` list, a truncated or
-    malformed document, or an event without the fields every event needs.
+    malformed document, or an event without the fields every event needs. An event whose
+    ts / dur is not a finite number in range, or whose duration is negative, is skipped and
+    counted in ``bad``.
     """
     path = Path(path)
+    bad = bad if bad is not None else BadEvents()
     try:
         stream = _open(path)
     except OSError as exc:
@@ -126,10 +191,20 @@ def read_batches(path: str | Path, batch_size: int = BATCH) -> Iterator[dict[str
                 if not isinstance(ev, dict):
                     raise InputError(path, f"event {n} is not a JSON object")
                 ph = ev.get("ph")
-                if ph not in KEPT_PHASES:
+                if type(ph) is not str or ph not in KEPT_PHASES:
                     continue
                 if "ts" not in ev or "name" not in ev:
                     raise InputError(path, f"event {n} ({ph!r}) has no 'ts' or 'name'")
+                ts, dur = ev["ts"], ev.get("dur", 0)
+                if not (
+                    (type(ts) is float or type(ts) is int)
+                    and (type(dur) is float or type(dur) is int)
+                    and -MAX_US < ts < MAX_US
+                    and 0 <= dur < MAX_US
+                ) and (problem := time_problem(ev)):
+                    bad.add(n, problem)
+                    n += 1
+                    continue
                 append_event(batch, n, ev)
                 n += 1
                 if len(batch["event_id"]) >= batch_size:

@@ -80,8 +80,11 @@ def _kernel_rows(path: Path) -> Iterator[dict[str, Any]]:
             }
 
 
-def read_batches(path: str | Path, batch_size: int = 50_000) -> Iterator[dict[str, list[Any]]]:
-    """Stream a torch_npu profile as ``profile_events`` column batches."""
+def read_batches(
+    path: str | Path, batch_size: int = 50_000, bad: kineto.BadEvents | None = None
+) -> Iterator[dict[str, list[Any]]]:
+    """Stream a torch_npu profile as ``profile_events`` column batches (``bad``: trace_view
+    events skipped for their times, see ``kineto.read_batches``)."""
     root = Path(path)
     out = find_output_dir(root)
     if out is None:
@@ -103,7 +106,7 @@ def read_batches(path: str | Path, batch_size: int = 50_000) -> Iterator[dict[st
             batch = kineto.new_batch()
     view = out / TRACE_VIEW
     if view.is_file():
-        for part in kineto.read_batches(view, batch_size):
+        for part in kineto.read_batches(view, batch_size, bad):
             for i in range(len(part["event_id"])):
                 cat, ph = part["cat"][i], part["ph"][i]
                 flow = ph in ("s", "f") and (cat, part["name"][i]) == NPU_FLOW
