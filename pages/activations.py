@@ -51,7 +51,8 @@ def _downloads(fig, name: str, *, grid=None, title: str = "", sync: bool = False
     c1, c2 = st.columns(2)
     c1.download_button(
         "Download HTML",
-        figs.figure_html(fig, sync_cameras=sync),
+        # Built only when clicked (a few MB of inlined plotly.js), not on every rerun.
+        lambda: figs.figure_html(fig, sync_cameras=sync),
         file_name=f"{name}.html",
         mime="text/html",
         key=f"html_{name}",
@@ -145,9 +146,7 @@ with guarded("Reading the dump runs"):
         key="act_io",
     )
     rows = svc.rows(run_id, step, pattern or None, io)
-    missing = source.not_stitched(
-        svc.workspace(), run_id, step=step, pattern=pattern or None, io=io
-    )
+    missing = svc.not_stitched(run_id, step, pattern or None, io)
     if not missing.empty:
         st.error(
             f"{len(missing)} {io} tensor(s) of step {step} did not stitch ("
@@ -244,19 +243,26 @@ with guarded("Reading the dump runs"):
             if texts is not None and len(texts) != n_tok:
                 texts = None  # the embedding input does not describe these rows
 
-    tab_surf, tab_stats, tab_cmp, tab_kron = st.tabs(
-        ["Surface", "Statistics", "Compare", "Kronecker"]
-    )
+    # Lazy tabs: only the open tab's code runs, so a toggle or a module switch redraws only
+    # what is shown (the others compute when opened).
+    TABS = ["Surface", "Statistics", "Compare", "Kronecker"]
+    tabs = st.tabs(TABS, key="act_tab", on_change="rerun",
+                   default=link["tab"] if link.get("tab") in TABS else None)  # fmt: skip
+    tab_surf, tab_stats, tab_cmp, tab_kron = tabs
+    shown = next((name for name, t in zip(TABS, tabs, strict=True) if t.open), "Surface")
+    if shown != "Surface":
+        qp["tab"] = shown
 
-    with tab_surf:
-        with guarded("Building the surface"):
-            g = svc.grid(
-                x, max_tokens=res[0], max_channels=res[1], token_range=(t_range[0], max(t_range[1], t_range[0] + 1)),
-                channels=svc.channels_of(chan_spec, n_ch), sort_channels=sort, absolute=absolute, log=log,
+    if tab_surf.open:
+        with tab_surf, guarded("Building the surface"):
+            g = svc.surface_grid(
+                sel, int(token_dims), chan_spec, max_tokens=res[0], max_channels=res[1],
+                token_range=(t_range[0], max(t_range[1], t_range[0] + 1)),
+                sort_channels=sort, absolute=absolute, log=log,
             )  # fmt: skip
             fig = _surface(g, title=sel.label, texts=texts, absolute=absolute, log=log, sort=sort,
                            renderer=renderer.split()[0], key="main")  # fmt: skip
-            s = outliers.summarize(x[t_range[0] : t_range[1]])
+            s = svc.summary(sel, int(token_dims), t_range[0], t_range[1])
             cols = st.columns(6)
             cols[0].metric("max |x|", f"{s.absmax:.4g}")
             cols[1].metric("top channel", s.top_channel)
@@ -269,8 +275,8 @@ with guarded("Reading the dump runs"):
             if fig is not None:
                 _downloads(fig, "surface", grid=g, title=sel.label)
 
-    with tab_stats:
-        with guarded("Computing statistics"):
+    if tab_stats.open:
+        with tab_stats, guarded("Computing statistics"):
             k = st.number_input("Top K", 5, 200, 20, step=5)
             top = outliers.top_k(x[t_range[0] : t_range[1]], int(k))
             top["token"] += t_range[0]
@@ -315,8 +321,8 @@ with guarded("Reading the dump runs"):
                         "Download CSV", _csv(table), "layer_stats.csv", "text/csv", key="dl_layers"
                     )
 
-    with tab_cmp:
-        with guarded("Comparing"):
+    if tab_cmp.open:
+        with tab_cmp, guarded("Comparing"):
             st.caption("B is compared against A as reference: relative errors divide by |A|.")
             c1, c2, c3, c4 = st.columns(4)
             run_b = c1.selectbox(
@@ -385,8 +391,8 @@ with guarded("Reading the dump runs"):
                     )
                     _downloads(cfig, "comparison", sync=True)
 
-    with tab_kron:
-        with guarded("Kronecker view"):
+    if tab_kron.open:
+        with tab_kron, guarded("Kronecker view"):
             kr = svc.rows(run_id, step, r"npu_kronecker_quant$", "input")
             if kr.empty:
                 st.info(
