@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from backend.analysis import compare, kronecker, outliers, source
+from backend.analysis import compare, finder, kronecker, outliers, source
 from backend.analysis.source import Selected
 from backend.dumps.axis import describe as axis_describe
 from backend.dumps.axis import matrix_shape as axis_matrix
@@ -91,6 +91,55 @@ def _surface(grid, *, title, texts, absolute, log, sort, renderer, key):
     return None
 
 
+def _jump(target: dict) -> None:
+    """Button callback (runs before the rerun): point the deep link at ``target`` and drop the
+    selection widgets' state so they take their values from it, on the Surface tab."""
+    st.query_params.from_dict(target)
+    for key in (
+        "act_step",
+        "act_pattern",
+        "act_io",
+        "act_module",
+        "act_idx",
+        "act_part",
+        "act_tab",
+    ):
+        st.session_state.pop(key, None)
+
+
+def _finder(run_id: str, step: int) -> None:
+    """The run's tensors ranked by stored statistics, with a jump to a tensor's surface."""
+    c1, c2, c3 = st.columns([1, 1, 1])
+    by = c1.radio("Rank by", list(finder.METRICS), horizontal=True, key="find_by")
+    scope = c2.radio("Steps", [f"step {step}", "all steps"], horizontal=True, key="find_scope")
+    n = c3.number_input("Show", 5, 500, 25, step=5, key="find_n")
+    ranked = svc.ranked(run_id, by, step if scope != "all steps" else None, int(n))
+    if ranked.empty:
+        st.info("No statistics stored for this run yet (they are computed at ingest).")
+        return
+    st.caption(
+        "From the statistics stored at ingest (no tensor is loaded): max |x|, massive "
+        "activations (|x| > 100 and > 1000x their token's median |x|), excess kurtosis "
+        "(Gaussian = 0). A decoder layer's output 0 is the hidden state, output 1 the residual."
+    )
+    table = ranked.drop(columns=["tensor_id"])
+    table["shape"] = table["shape"].map(lambda v: "x".join(str(int(d)) for d in v))
+    st.dataframe(table, hide_index=True, width="stretch", key="find_table")
+    labels = [
+        f"{i + 1}. {r.module} {r.io} {finder.index_label(r.module, r.io, int(r.idx))} step {r.step}"
+        for i, r in enumerate(ranked.itertuples())
+    ]
+    pick = st.selectbox(
+        "Tensor", range(len(labels)), format_func=labels.__getitem__, key="find_pick"
+    )
+    r = ranked.iloc[int(pick)]
+    st.button(
+        "Show its surface", type="primary", key="find_go", on_click=_jump,
+        args=({"run": run_id, "step": int(r.step), "pattern": f"^{re.escape(r.module)}$",
+               "io": r.io, "module": r.module, "idx": int(r.idx)},),
+    )  # fmt: skip
+
+
 def _dumps_available() -> bool:
     try:
         return importlib.util.find_spec("backend.dumps.query") is not None
@@ -166,7 +215,13 @@ with guarded("Reading the dump runs"):
     module = _pick("Module", modules, "module", container=side)
     mrows = floating[floating["module"] == module]
     idxs = sorted(int(i) for i in mrows["idx"].unique())
-    idx = _pick("Index", idxs, "idx", container=side) if len(idxs) > 1 else idxs[0]
+    idx = (
+        _pick("Index", idxs, "idx", container=side,
+              fmt=lambda i: finder.index_label(module, io, int(i)))
+        if len(idxs) > 1 else idxs[0]
+    )  # fmt: skip
+    if len(idxs) == 1 and finder.role(module, io, int(idx)):
+        side.caption(f"{io} {idx}: {finder.role(module, io, int(idx))}")
     cfg = svc.config(run_id)
     part_opts = source.available_parts(rows, module, io, idx, cfg)
     part = _pick("Part", ["whole", *part_opts], "part", container=side) if part_opts else "whole"
@@ -245,10 +300,10 @@ with guarded("Reading the dump runs"):
 
     # Lazy tabs: only the open tab's code runs, so a toggle or a module switch redraws only
     # what is shown (the others compute when opened).
-    TABS = ["Surface", "Statistics", "Compare", "Kronecker"]
+    TABS = ["Surface", "Statistics", "Outlier finder", "Compare", "Kronecker"]
     tabs = st.tabs(TABS, key="act_tab", on_change="rerun",
                    default=link["tab"] if link.get("tab") in TABS else None)  # fmt: skip
-    tab_surf, tab_stats, tab_cmp, tab_kron = tabs
+    tab_surf, tab_stats, tab_find, tab_cmp, tab_kron = tabs
     shown = next((name for name, t in zip(TABS, tabs, strict=True) if t.open), "Surface")
     if shown != "Surface":
         qp["tab"] = shown
@@ -320,6 +375,10 @@ with guarded("Reading the dump runs"):
                     st.download_button(
                         "Download CSV", _csv(table), "layer_stats.csv", "text/csv", key="dl_layers"
                     )
+
+    if tab_find.open:
+        with tab_find, guarded("Ranking tensors"):
+            _finder(run_id, int(step))
 
     if tab_cmp.open:
         with tab_cmp, guarded("Comparing"):

@@ -172,3 +172,15 @@ def _not_stitched(root: str, run_id: str, step: int, pattern, io) -> pd.DataFram
 def not_stitched(run_id: str, step: int, pattern: str | None, io: str) -> pd.DataFrame:
     """Tensors of the selection that did not stitch (named on the page, never drawn)."""
     return _not_stitched(_root(), run_id, step, pattern, io)
+
+
+@st.cache_data(show_spinner=False, max_entries=32, ttl=30)
+def _ranked(root: str, run_id: str, by: str, step: int | None, limit: int) -> pd.DataFrame:
+    from backend.analysis import finder
+
+    return finder.rank(workspace(), run_id, by=by, step=step, limit=limit)
+
+
+def ranked(run_id: str, by: str, step: int | None, limit: int) -> pd.DataFrame:
+    """The outlier finder's ranking (stored statistics only)."""
+    return _ranked(_root(), run_id, by, step, limit)

@@ -122,3 +122,25 @@ def test_page_says_which_tensors_did_not_stitch(workspace_dir: Path, tmp_path: P
         "1 output tensor(s) of step 0 did not stitch (model.layers.1.self_attn.o_proj failed): "
         "no stitched tensor exists, so they are not shown. The Dumps page lists each rank's tensor."
     ]
+
+
+def test_outlier_finder_jumps_to_the_surface(filled: str) -> None:
+    """The finder's top tensor by max |x| is layer 2's input_layernorm input (the planted 2500 x 3
+    massive activation, 7488 in bf16); one click shows its surface."""
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params.update(pattern=r"layers\.0\.", tab="Outlier finder")
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert (table["module"].iloc[0], table["io"].iloc[0]) == (
+        "model.layers.2.input_layernorm",
+        "input",
+    )
+    assert table["max_abs"].iloc[0] == 7488.0
+    at.button(key="find_go").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="act_module").value == "model.layers.2.input_layernorm"
+    assert at.radio(key="act_io").value == "input"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["max |x|"] == "7488"
+    assert metrics["top channel"] == "42"
