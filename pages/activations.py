@@ -47,7 +47,8 @@ def _csv(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False).encode()
 
 
-def _downloads(fig, name: str, *, grid=None, title: str = "", sync: bool = False) -> None:
+def _downloads(fig, name: str, *, grid=None, title: str = "", sync: bool = False,
+               png_opts: dict | None = None) -> None:  # fmt: skip
     c1, c2 = st.columns(2)
     c1.download_button(
         "Download HTML",
@@ -64,7 +65,9 @@ def _downloads(fig, name: str, *, grid=None, title: str = "", sync: bool = False
         from studio.figures import pyvista_surface as pvs
 
         with tempfile.TemporaryDirectory() as d:
-            png = pvs.screenshot(grid, Path(d) / "s.png", title=title).read_bytes()
+            png = pvs.screenshot(
+                grid, Path(d) / "s.png", title=title, **(png_opts or {})
+            ).read_bytes()
         c2.download_button("Download PNG", png, file_name=f"{name}.png", mime="image/png")
 
 
@@ -75,7 +78,14 @@ def _surface(grid, *, title, texts, absolute, log, sort, renderer, key):
         from studio.figures import pyvista_surface as pvs
 
         stpyvista(
-            pvs.plotter(grid, title=title, absolute=absolute, interactive=True), key=f"pv_{key}"
+            pvs.plotter(
+                grid,
+                title=title,
+                absolute=absolute,
+                interactive=True,
+                label=figs.value_label(absolute, log),
+            ),
+            key=f"pv_{key}",
         )
         st.caption(
             f"{title}: long axis = channels ({grid.source_shape[1]}), short axis = tokens "
@@ -328,7 +338,9 @@ with guarded("Reading the dump runs"):
             )
             cols[5].metric("max / median", f"{s.top_to_median:.3g}")
             if fig is not None:
-                _downloads(fig, "surface", grid=g, title=sel.label)
+                _downloads(fig, "surface", grid=g, title=sel.label, png_opts={
+                    "absolute": absolute, "sorted_channels": sort,
+                    "label": figs.value_label(absolute, log)})  # fmt: skip
 
     if tab_stats.open:
         with tab_stats, guarded("Computing statistics"):

@@ -33,7 +33,8 @@ gd.on('plotly_relayout', function(ev) {
 """
 
 
-def _value_label(absolute: bool, log: bool) -> str:
+def value_label(absolute: bool, log: bool) -> str:
+    """The value axis title: value, |value|, log10(1+value) or log10(1+|value|)."""
     base = "|value|" if absolute else "value"
     return f"log10(1+{base})" if log else base
 
@@ -51,7 +52,7 @@ def _hover(
     custom = np.stack([np.asarray(f, dtype=np.float32).T for f in fields], axis=-1)
     text = " %{text}" if token_text is not None else ""
     rank = " (rank %{x})" if sort else ""
-    shown = f"<br>{_value_label(absolute, log)} %{{z:.4g}}" if (absolute or log) else ""
+    shown = f"<br>{value_label(absolute, log)} %{{z:.4g}}" if (absolute or log) else ""
     tmpl = (
         f"token %{{customdata[0]}}{text}<br>channel %{{customdata[1]}}{rank}"
         f"<br>value %{{customdata[2]:.4g}}{shown}<extra></extra>"
@@ -101,7 +102,7 @@ def surface_trace(
         lighting=LIGHTING,
         cmid=(0.0 if diverging else None) if cmid is None else cmid,
         showscale=showscale,
-        colorbar={"title": {"text": _value_label(absolute, log)}, "len": 0.7},
+        colorbar={"title": {"text": value_label(absolute, log)}, "len": 0.7},
         scene=scene,
     )
 
@@ -110,7 +111,7 @@ def _scene(grid: Grid, absolute: bool, log: bool, sorted_channels: bool) -> dict
     return {
         "xaxis": {"title": {"text": "channel rank" if sorted_channels else "channel"}},
         "yaxis": {"title": {"text": "token"}},
-        "zaxis": {"title": {"text": _value_label(absolute, log)}},
+        "zaxis": {"title": {"text": value_label(absolute, log)}},
         # Low elevation: walls of negative outliers below the surface stay in view.
         "camera": {"eye": {"x": 1.55, "y": -1.75, "z": 0.45}},
         "aspectmode": "manual",

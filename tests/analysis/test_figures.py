@@ -93,7 +93,7 @@ def test_pyvista_mesh_and_png(tmp_path) -> None:
     g = build_grid(_data(), max_tokens=40, max_channels=60)
     mesh = pvs.surface_mesh(g)
     # The scalars are the grid values; heights are scaled so the extreme sits at -0.7.
-    assert float(mesh["x"].min()) == -900.0
+    assert float(mesh["value"].min()) == -900.0
     assert mesh.points[:, 2].min() == pytest.approx(-0.7)
     png = pvs.screenshot(g, tmp_path / "s.png", title="test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
