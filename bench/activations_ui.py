@@ -9,7 +9,7 @@ interleaved) and times click -> the plotly.js figure in the page carries the new
 axis title / channel axis title) -> two animation frames later (the frame with the new surface is
 drawn). Median and min/max reported.
 
-    python bench/activations_ui.py [--tokens 2000] [--channels 6144] [--repeat 6] [--grid "400 x 800"]
+    python bench/activations_ui.py [--tokens 2000] [--channels 6144] [--repeat 6]
 """
 
 from __future__ import annotations
@@ -74,7 +74,6 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=2000)
     ap.add_argument("--channels", type=int, default=6144)
     ap.add_argument("--repeat", type=int, default=6)
-    ap.add_argument("--grid", default="400 x 800")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -100,8 +99,6 @@ def main() -> None:
                 wait_for_app(page)
                 page.evaluate(DRAWN, ["zaxis", "value"])
                 first = time.perf_counter() - t0
-                if args.grid != "400 x 800":
-                    page.get_by_text(args.grid, exact=True).click()  # noqa: no-op fallback
                 times: dict[str, list[float]] = {k: [] for k in TOGGLES}
                 state = dict.fromkeys(TOGGLES, False)
                 for _ in range(args.repeat):
@@ -115,7 +112,7 @@ def main() -> None:
                 browser.close()
         finally:
             server.stop()
-    print(f"tensor {args.tokens} x {args.channels} bf16, grid {args.grid}; first paint {first:.2f} s")
+    print(f"tensor {args.tokens} x {args.channels} bf16, grid 400 x 800; first paint {first:.2f} s")
     for label, ts in times.items():
         print(f"toggle {label!r}: median {statistics.median(ts):.3f} s "
               f"(min {min(ts):.3f}, max {max(ts):.3f}, n={len(ts)})")  # fmt: skip

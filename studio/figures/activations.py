@@ -48,14 +48,17 @@ def _hover(
     ``z[row][column]``; surface handlePick sets ``index = [x index, y index]``), so both are
     built transposed. float32 holds integers < 2**24 exactly and halves the payload.
     """
-    fields = (grid.tokens, grid.channels, grid.raw)
+    transformed = absolute or log
+    # The raw value rides along only when z is transformed (else z is the value: less payload).
+    fields = (grid.tokens, grid.channels) + ((grid.raw,) if transformed else ())
     custom = np.stack([np.asarray(f, dtype=np.float32).T for f in fields], axis=-1)
     text = " %{text}" if token_text is not None else ""
     rank = " (rank %{x})" if sort else ""
-    shown = f"<br>{value_label(absolute, log)} %{{z:.4g}}" if (absolute or log) else ""
+    value = "%{customdata[2]:.4g}" if transformed else "%{z:.4g}"
+    shown = f"<br>{value_label(absolute, log)} %{{z:.4g}}" if transformed else ""
     tmpl = (
         f"token %{{customdata[0]}}{text}<br>channel %{{customdata[1]}}{rank}"
-        f"<br>value %{{customdata[2]:.4g}}{shown}<extra></extra>"
+        f"<br>value {value}{shown}<extra></extra>"
     )
     return np.ascontiguousarray(custom), tmpl
 

@@ -25,12 +25,12 @@ def test_surface_holds_grid_and_exact_hover() -> None:
     np.testing.assert_array_equal(np.asarray(tr.z), g.values)
     i, j = np.unravel_index(np.argmin(g.values), g.values.shape)
     # plotly.js reads surface customdata / text as [column][row]: the transpose of z.
-    assert tuple(np.asarray(tr.customdata)[j, i]) == (123.0, 77.0, -900.0)
-    assert "value %{customdata[2]:.4g}" in tr.hovertemplate
+    assert tuple(np.asarray(tr.customdata)[j, i]) == (123.0, 77.0)
+    assert "value %{z:.4g}" in tr.hovertemplate
     gl = build_grid(_data(), max_tokens=50, max_channels=100, log=True)
     tl = figs.surface_trace(gl, log=True)
     assert tuple(np.asarray(tl.customdata)[j, i]) == (123.0, 77.0, -900.0)
-    assert "log10(1+value) %{z:.4g}" in tl.hovertemplate
+    assert "value %{customdata[2]:.4g}<br>log10(1+value) %{z:.4g}" in tl.hovertemplate
     assert np.asarray(tr.text)[j, i] == "'t123'"
     assert "shown as 50 x 100 (max-|x| pooled)" in fig.layout.title.text
     assert fig.layout.scene.zaxis.title.text == "value"
@@ -48,10 +48,11 @@ def test_sorted_surface_hover_is_numpy_argsort(absolute: bool, log: bool, label:
     tr = fig.data[0]
     order = np.argsort(-np.abs(a).max(axis=0), kind="stable")
     custom = np.asarray(tr.customdata)  # [rank, token, (token, channel, value)]
-    assert custom.shape == (64, 40, 3)
+    assert custom.shape == (64, 40, 3 if absolute or log else 2)
     np.testing.assert_array_equal(custom[:, :, 0], np.tile(np.arange(40), (64, 1)))
     np.testing.assert_array_equal(custom[:, :, 1], np.tile(order[:, None], (1, 40)))
-    np.testing.assert_array_equal(custom[:, :, 2], a[:, order].T)
+    value = custom[:, :, 2] if absolute or log else np.asarray(tr.z).T  # hover's value field
+    np.testing.assert_array_equal(value, a[:, order].T)
     np.testing.assert_array_equal(np.asarray(tr.x), np.arange(64))  # x = rank
     assert "channel %{customdata[1]} (rank %{x})" in tr.hovertemplate
     assert fig.layout.scene.zaxis.title.text == label
