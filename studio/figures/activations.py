@@ -34,9 +34,10 @@ gd.on('plotly_relayout', function(ev) {
 
 
 def value_label(absolute: bool, log: bool) -> str:
-    """The value axis title: value, |value|, log10(1+value) or log10(1+|value|)."""
-    base = "|value|" if absolute else "value"
-    return f"log10(1+{base})" if log else base
+    """The value axis title: value, |value|, log10(1+|value|) or its signed form."""
+    if log:
+        return "log10(1+|value|)" if absolute else "sign * log10(1+|value|)"
+    return "|value|" if absolute else "value"
 
 
 def _hover(

@@ -30,7 +30,7 @@ def test_surface_holds_grid_and_exact_hover() -> None:
     gl = build_grid(_data(), max_tokens=50, max_channels=100, log=True)
     tl = figs.surface_trace(gl, log=True)
     assert tuple(np.asarray(tl.customdata)[j, i]) == (123.0, 77.0, -900.0)
-    assert "value %{customdata[2]:.4g}<br>log10(1+value) %{z:.4g}" in tl.hovertemplate
+    assert "value %{customdata[2]:.4g}<br>sign * log10(1+|value|) %{z:.4g}" in tl.hovertemplate
     assert np.asarray(tr.text)[j, i] == "'t123'"
     assert "shown as 50 x 100 (max-|x| pooled)" in fig.layout.title.text
     assert fig.layout.scene.zaxis.title.text == "value"
