@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from backend.analysis import compare, kronecker, outliers, source
+from backend.analysis import compare, finder, kronecker, outliers, source
 from backend.analysis.source import Selected
 from backend.dumps.axis import describe as axis_describe
 from backend.dumps.axis import matrix_shape as axis_matrix
@@ -47,11 +47,13 @@ def _csv(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False).encode()
 
 
-def _downloads(fig, name: str, *, grid=None, title: str = "", sync: bool = False) -> None:
+def _downloads(fig, name: str, *, grid=None, title: str = "", sync: bool = False,
+               png_opts: dict | None = None) -> None:  # fmt: skip
     c1, c2 = st.columns(2)
     c1.download_button(
         "Download HTML",
-        figs.figure_html(fig, sync_cameras=sync),
+        # Built only when clicked (a few MB of inlined plotly.js), not on every rerun.
+        lambda: figs.figure_html(fig, sync_cameras=sync),
         file_name=f"{name}.html",
         mime="text/html",
         key=f"html_{name}",
@@ -63,7 +65,9 @@ def _downloads(fig, name: str, *, grid=None, title: str = "", sync: bool = False
         from studio.figures import pyvista_surface as pvs
 
         with tempfile.TemporaryDirectory() as d:
-            png = pvs.screenshot(grid, Path(d) / "s.png", title=title).read_bytes()
+            png = pvs.screenshot(
+                grid, Path(d) / "s.png", title=title, **(png_opts or {})
+            ).read_bytes()
         c2.download_button("Download PNG", png, file_name=f"{name}.png", mime="image/png")
 
 
@@ -74,7 +78,14 @@ def _surface(grid, *, title, texts, absolute, log, sort, renderer, key):
         from studio.figures import pyvista_surface as pvs
 
         stpyvista(
-            pvs.plotter(grid, title=title, absolute=absolute, interactive=True), key=f"pv_{key}"
+            pvs.plotter(
+                grid,
+                title=title,
+                absolute=absolute,
+                interactive=True,
+                label=figs.value_label(absolute, log),
+            ),
+            key=f"pv_{key}",
         )
         st.caption(
             f"{title}: long axis = channels ({grid.source_shape[1]}), short axis = tokens "
@@ -88,6 +99,55 @@ def _surface(grid, *, title, texts, absolute, log, sort, renderer, key):
         st.plotly_chart(fig, key=f"surf_{key}", config={"displaylogo": False})
         return fig
     return None
+
+
+def _jump(target: dict) -> None:
+    """Button callback (runs before the rerun): point the deep link at ``target`` and drop the
+    selection widgets' state so they take their values from it, on the Surface tab."""
+    st.query_params.from_dict(target)
+    for key in (
+        "act_step",
+        "act_pattern",
+        "act_io",
+        "act_module",
+        "act_idx",
+        "act_part",
+        "act_tab",
+    ):
+        st.session_state.pop(key, None)
+
+
+def _finder(run_id: str, step: int) -> None:
+    """The run's tensors ranked by stored statistics, with a jump to a tensor's surface."""
+    c1, c2, c3 = st.columns([1, 1, 1])
+    by = c1.radio("Rank by", list(finder.METRICS), horizontal=True, key="find_by")
+    scope = c2.radio("Steps", [f"step {step}", "all steps"], horizontal=True, key="find_scope")
+    n = c3.number_input("Show", 5, 500, 25, step=5, key="find_n")
+    ranked = svc.ranked(run_id, by, step if scope != "all steps" else None, int(n))
+    if ranked.empty:
+        st.info("No statistics stored for this run yet (they are computed at ingest).")
+        return
+    st.caption(
+        "From the statistics stored at ingest (no tensor is loaded): max |x|, massive "
+        "activations (|x| > 100 and > 1000x their token's median |x|), excess kurtosis "
+        "(Gaussian = 0). A decoder layer's output 0 is the hidden state, output 1 the residual."
+    )
+    table = ranked.drop(columns=["tensor_id"])
+    table["shape"] = table["shape"].map(lambda v: "x".join(str(int(d)) for d in v))
+    st.dataframe(table, hide_index=True, width="stretch", key="find_table")
+    labels = [
+        f"{i + 1}. {r.module} {r.io} {finder.index_label(r.module, r.io, int(r.idx))} step {r.step}"
+        for i, r in enumerate(ranked.itertuples())
+    ]
+    pick = st.selectbox(
+        "Tensor", range(len(labels)), format_func=labels.__getitem__, key="find_pick"
+    )
+    r = ranked.iloc[int(pick)]
+    st.button(
+        "Show its surface", type="primary", key="find_go", on_click=_jump,
+        args=({"run": run_id, "step": int(r.step), "pattern": f"^{re.escape(r.module)}$",
+               "io": r.io, "module": r.module, "idx": int(r.idx)},),
+    )  # fmt: skip
 
 
 def _dumps_available() -> bool:
@@ -145,9 +205,7 @@ with guarded("Reading the dump runs"):
         key="act_io",
     )
     rows = svc.rows(run_id, step, pattern or None, io)
-    missing = source.not_stitched(
-        svc.workspace(), run_id, step=step, pattern=pattern or None, io=io
-    )
+    missing = svc.not_stitched(run_id, step, pattern or None, io)
     if not missing.empty:
         st.error(
             f"{len(missing)} {io} tensor(s) of step {step} did not stitch ("
@@ -167,7 +225,13 @@ with guarded("Reading the dump runs"):
     module = _pick("Module", modules, "module", container=side)
     mrows = floating[floating["module"] == module]
     idxs = sorted(int(i) for i in mrows["idx"].unique())
-    idx = _pick("Index", idxs, "idx", container=side) if len(idxs) > 1 else idxs[0]
+    idx = (
+        _pick("Index", idxs, "idx", container=side,
+              fmt=lambda i: finder.index_label(module, io, int(i)))
+        if len(idxs) > 1 else idxs[0]
+    )  # fmt: skip
+    if len(idxs) == 1 and finder.role(module, io, int(idx)):
+        side.caption(f"{io} {idx}: {finder.role(module, io, int(idx))}")
     cfg = svc.config(run_id)
     part_opts = source.available_parts(rows, module, io, idx, cfg)
     part = _pick("Part", ["whole", *part_opts], "part", container=side) if part_opts else "whole"
@@ -244,19 +308,26 @@ with guarded("Reading the dump runs"):
             if texts is not None and len(texts) != n_tok:
                 texts = None  # the embedding input does not describe these rows
 
-    tab_surf, tab_stats, tab_cmp, tab_kron = st.tabs(
-        ["Surface", "Statistics", "Compare", "Kronecker"]
-    )
+    # Lazy tabs: only the open tab's code runs, so a toggle or a module switch redraws only
+    # what is shown (the others compute when opened).
+    TABS = ["Surface", "Statistics", "Outlier finder", "Compare", "Kronecker"]
+    tabs = st.tabs(TABS, key="act_tab", on_change="rerun",
+                   default=link["tab"] if link.get("tab") in TABS else None)  # fmt: skip
+    tab_surf, tab_stats, tab_find, tab_cmp, tab_kron = tabs
+    shown = next((name for name, t in zip(TABS, tabs, strict=True) if t.open), "Surface")
+    if shown != "Surface":
+        qp["tab"] = shown
 
-    with tab_surf:
-        with guarded("Building the surface"):
-            g = svc.grid(
-                x, max_tokens=res[0], max_channels=res[1], token_range=(t_range[0], max(t_range[1], t_range[0] + 1)),
-                channels=svc.channels_of(chan_spec, n_ch), sort_channels=sort, absolute=absolute, log=log,
+    if tab_surf.open:
+        with tab_surf, guarded("Building the surface"):
+            g = svc.surface_grid(
+                sel, int(token_dims), chan_spec, max_tokens=res[0], max_channels=res[1],
+                token_range=(t_range[0], max(t_range[1], t_range[0] + 1)),
+                sort_channels=sort, absolute=absolute, log=log,
             )  # fmt: skip
             fig = _surface(g, title=sel.label, texts=texts, absolute=absolute, log=log, sort=sort,
                            renderer=renderer.split()[0], key="main")  # fmt: skip
-            s = outliers.summarize(x[t_range[0] : t_range[1]])
+            s = svc.summary(sel, int(token_dims), t_range[0], t_range[1])
             cols = st.columns(6)
             cols[0].metric("max |x|", f"{s.absmax:.4g}")
             cols[1].metric("top channel", s.top_channel)
@@ -267,10 +338,12 @@ with guarded("Reading the dump runs"):
             )
             cols[5].metric("max / median", f"{s.top_to_median:.3g}")
             if fig is not None:
-                _downloads(fig, "surface", grid=g, title=sel.label)
+                _downloads(fig, "surface", grid=g, title=sel.label, png_opts={
+                    "absolute": absolute, "sorted_channels": sort,
+                    "label": figs.value_label(absolute, log)})  # fmt: skip
 
-    with tab_stats:
-        with guarded("Computing statistics"):
+    if tab_stats.open:
+        with tab_stats, guarded("Computing statistics"):
             k = st.number_input("Top K", 5, 200, 20, step=5)
             top = outliers.top_k(x[t_range[0] : t_range[1]], int(k))
             top["token"] += t_range[0]
@@ -315,8 +388,12 @@ with guarded("Reading the dump runs"):
                         "Download CSV", _csv(table), "layer_stats.csv", "text/csv", key="dl_layers"
                     )
 
-    with tab_cmp:
-        with guarded("Comparing"):
+    if tab_find.open:
+        with tab_find, guarded("Ranking tensors"):
+            _finder(run_id, int(step))
+
+    if tab_cmp.open:
+        with tab_cmp, guarded("Comparing"):
             st.caption("B is compared against A as reference: relative errors divide by |A|.")
             c1, c2, c3, c4 = st.columns(4)
             run_b = c1.selectbox(
@@ -385,8 +462,8 @@ with guarded("Reading the dump runs"):
                     )
                     _downloads(cfig, "comparison", sync=True)
 
-    with tab_kron:
-        with guarded("Kronecker view"):
+    if tab_kron.open:
+        with tab_kron, guarded("Kronecker view"):
             kr = svc.rows(run_id, step, r"npu_kronecker_quant$", "input")
             if kr.empty:
                 st.info(

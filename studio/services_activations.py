@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from backend.analysis import lod, source
+from backend.analysis import lod, outliers, source
 from backend.analysis.source import Selected
 from backend.dumps.axis import Axis, to_matrix
 from studio.state import workspace
@@ -139,3 +139,48 @@ def grid(x: torch.Tensor, **kwargs) -> lod.Grid:
 
 def channels_of(spec: str, n: int) -> np.ndarray | None:
     return None if not spec.strip() else lod.parse_channels(spec, n)
+
+
+# Per-tensor caches: a toggle or a module switch back recomputes nothing that is already known.
+# cache_resource (no copy on a hit): grids are frozen and never written to.
+@st.cache_resource(show_spinner=False, max_entries=24)
+def _surface_grid(root: str, sel: Selected, token_dims: int, chan_spec: str, **kw) -> lod.Grid:
+    x = tensor(sel, token_dims)
+    return lod.build_grid(x, channels=channels_of(chan_spec, x.shape[1]), **kw)
+
+
+def surface_grid(sel: Selected, token_dims: int, chan_spec: str = "", **kw) -> lod.Grid:
+    """The pooled surface grid of a selection (keywords: build_grid's, channels as a spec)."""
+    return _surface_grid(_root(), sel, token_dims, chan_spec.strip(), **kw)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _summary(root: str, sel: Selected, token_dims: int, t0: int, t1: int) -> outliers.Summary:
+    return outliers.summarize(tensor(sel, token_dims)[t0:t1])
+
+
+def summary(sel: Selected, token_dims: int, t0: int, t1: int) -> outliers.Summary:
+    """Outlier statistics of tokens ``t0:t1`` of the selection."""
+    return _summary(_root(), sel, token_dims, t0, t1)
+
+
+@st.cache_data(show_spinner=False, max_entries=64, ttl=30)
+def _not_stitched(root: str, run_id: str, step: int, pattern, io) -> pd.DataFrame:
+    return source.not_stitched(workspace(), run_id, step=step, pattern=pattern, io=io)
+
+
+def not_stitched(run_id: str, step: int, pattern: str | None, io: str) -> pd.DataFrame:
+    """Tensors of the selection that did not stitch (named on the page, never drawn)."""
+    return _not_stitched(_root(), run_id, step, pattern, io)
+
+
+@st.cache_data(show_spinner=False, max_entries=32, ttl=30)
+def _ranked(root: str, run_id: str, by: str, step: int | None, limit: int) -> pd.DataFrame:
+    from backend.analysis import finder
+
+    return finder.rank(workspace(), run_id, by=by, step=step, limit=limit)
+
+
+def ranked(run_id: str, by: str, step: int | None, limit: int) -> pd.DataFrame:
+    """The outlier finder's ranking (stored statistics only)."""
+    return _ranked(_root(), run_id, by, step, limit)

@@ -61,8 +61,10 @@ def selections(
 def _render(job: Job) -> Path:
     if job.fmt == "png":
         from studio.figures import pyvista_surface as pvs
+        from studio.figures.activations import value_label
 
-        return pvs.screenshot(job.grid, job.path, title=job.sel.label, absolute=job.absolute)
+        return pvs.screenshot(job.grid, job.path, title=job.sel.label, absolute=job.absolute,
+                              label=value_label(job.absolute, job.log))  # fmt: skip
     from studio.figures.activations import figure_html, surface_figure
 
     fig = surface_figure(job.grid, title=job.sel.label, absolute=job.absolute, log=job.log)

@@ -33,29 +33,51 @@ gd.on('plotly_relayout', function(ev) {
 """
 
 
-def _value_label(absolute: bool, log: bool) -> str:
-    base = "|x|" if absolute else "x"
-    return f"log10(1+{base})" if log else base
+def value_label(absolute: bool, log: bool) -> str:
+    """The value axis title: value, |value|, log10(1+|value|) or its signed form."""
+    if log:
+        return "log10(1+|value|)" if absolute else "sign * log10(1+|value|)"
+    return "|value|" if absolute else "value"
 
 
 def _hover(
-    grid: Grid, token_text: Sequence[str] | None, transformed: bool
+    grid: Grid, token_text: Sequence[str] | None, absolute: bool, log: bool, sort: bool
 ) -> tuple[np.ndarray, str]:
-    # customdata per cell: exact token and channel of the kept extreme (and its raw value when
-    # z is transformed). float32 holds integers < 2**24 exactly and halves the payload.
-    fields = [grid.tokens, grid.channels] + ([grid.raw] if transformed else [])
-    custom = np.stack([np.asarray(f, dtype=np.float32) for f in fields], axis=-1)
-    value = "%{customdata[2]:.4g}" if transformed else "%{z:.4g}"
+    """customdata and hovertemplate: exact token, channel and raw value of each cell's extreme.
+
+    plotly.js looks surface customdata / text up as ``data[column][row]`` (the transpose of
+    ``z[row][column]``; surface handlePick sets ``index = [x index, y index]``), so both are
+    built transposed. float32 holds integers < 2**24 exactly and halves the payload.
+    """
+    transformed = absolute or log
+    # The raw value rides along only when z is transformed (else z is the value: less payload).
+    fields = (grid.tokens, grid.channels) + ((grid.raw,) if transformed else ())
+    custom = np.stack([np.asarray(f, dtype=np.float32).T for f in fields], axis=-1)
     text = " %{text}" if token_text is not None else ""
-    tmpl = f"token %{{customdata[0]}}{text}<br>channel %{{customdata[1]}}<br>value {value}"
-    return custom, tmpl + "<extra></extra>"
+    rank = " (rank %{x})" if sort else ""
+    value = "%{customdata[2]:.4g}" if transformed else "%{z:.4g}"
+    shown = f"<br>{value_label(absolute, log)} %{{z:.4g}}" if transformed else ""
+    tmpl = (
+        f"token %{{customdata[0]}}{text}<br>channel %{{customdata[1]}}{rank}"
+        f"<br>value {value}{shown}<extra></extra>"
+    )
+    return np.ascontiguousarray(custom), tmpl
 
 
 def _token_text(grid: Grid, token_text: Sequence[str] | None) -> np.ndarray | None:
     if token_text is None:
         return None
     texts = np.asarray([repr(t) for t in token_text], dtype=object)
-    return texts[grid.tokens]
+    return texts[grid.tokens.T]  # transposed like customdata (see _hover)
+
+
+# Near zero sits a mid grey, not white: most of a tensor is near zero and must stay visible on
+# a white page, with blue (negative) and red (positive) outliers standing out of it.
+DIVERGING_GREY = [
+    [0.0, "#053061"], [0.2, "#2166ac"], [0.4, "#92c5de"], [0.5, "#b4b4b4"],
+    [0.6, "#f4a582"], [0.8, "#b2182b"], [1.0, "#67001f"],
+]  # fmt: skip
+LIGHTING = {"ambient": 0.55, "diffuse": 0.7, "specular": 0.15, "roughness": 0.6, "fresnel": 0.1}
 
 
 def surface_trace(
@@ -68,9 +90,10 @@ def surface_trace(
     showscale: bool = True,
     colorscale: str | None = None,
     cmid: float | None = None,
+    sorted_channels: bool = False,
 ) -> go.Surface:
     """One WebGL surface: x = channel, y = token, z = value (pooled grid, exact hover)."""
-    custom, tmpl = _hover(grid, token_text, absolute or log)
+    custom, tmpl = _hover(grid, token_text, absolute, log, sorted_channels)
     diverging = not absolute
     return go.Surface(
         z=grid.values.astype(np.float32),
@@ -79,10 +102,11 @@ def surface_trace(
         customdata=custom,
         text=_token_text(grid, token_text),
         hovertemplate=tmpl,
-        colorscale=colorscale or (DIVERGING if diverging else SEQUENTIAL),
+        colorscale=colorscale or (DIVERGING_GREY if diverging else SEQUENTIAL),
+        lighting=LIGHTING,
         cmid=(0.0 if diverging else None) if cmid is None else cmid,
         showscale=showscale,
-        colorbar={"title": {"text": _value_label(absolute, log)}, "len": 0.7},
+        colorbar={"title": {"text": value_label(absolute, log)}, "len": 0.7},
         scene=scene,
     )
 
@@ -91,8 +115,9 @@ def _scene(grid: Grid, absolute: bool, log: bool, sorted_channels: bool) -> dict
     return {
         "xaxis": {"title": {"text": "channel rank" if sorted_channels else "channel"}},
         "yaxis": {"title": {"text": "token"}},
-        "zaxis": {"title": {"text": _value_label(absolute, log)}},
-        "camera": {"eye": {"x": 1.6, "y": -1.6, "z": 1.0}},
+        "zaxis": {"title": {"text": value_label(absolute, log)}},
+        # Low elevation: walls of negative outliers below the surface stay in view.
+        "camera": {"eye": {"x": 1.55, "y": -1.75, "z": 0.45}},
         "aspectmode": "manual",
         "aspectratio": {"x": 1.6, "y": 1.0, "z": 0.7},
     }
@@ -110,7 +135,9 @@ def surface_figure(
 ) -> go.Figure:
     """The token x channel x value surface of one tensor."""
     fig = go.Figure(
-        surface_trace(grid, token_text=token_text, absolute=absolute, log=log),
+        surface_trace(
+            grid, token_text=token_text, absolute=absolute, log=log, sorted_channels=sorted_channels
+        ),
         layout={
             "title": {"text": _title(title, grid)},
             "height": height,

@@ -18,7 +18,7 @@ os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 
-def surface_mesh(grid: Grid, *, label: str = "x"):
+def surface_mesh(grid: Grid, *, label: str = "value"):
     """A StructuredGrid over (channel, token) with the grid values as height and scalars."""
     import pyvista as pv
 
@@ -34,12 +34,26 @@ def surface_mesh(grid: Grid, *, label: str = "x"):
     return mesh
 
 
+def _cmap(absolute: bool):
+    """The Plotly view's colours: viridis for |x|, blue - grey (zero) - red for signed values."""
+    if absolute:
+        return "viridis"
+    from matplotlib.colors import LinearSegmentedColormap
+
+    from studio.figures.activations import DIVERGING_GREY
+
+    return LinearSegmentedColormap.from_list(
+        "studio_diverging", [(p, c) for p, c in DIVERGING_GREY]
+    )
+
+
 def plotter(
     grid: Grid,
     *,
-    label: str = "x",
+    label: str = "value",
     title: str = "",
     absolute: bool = False,
+    sorted_channels: bool = False,
     window_size: tuple[int, int] = (1000, 700),
     interactive: bool = False,
 ):
@@ -56,7 +70,7 @@ def plotter(
     p.add_mesh(
         mesh,
         scalars=label,
-        cmap="viridis" if absolute else "RdBu_r",
+        cmap=_cmap(absolute),
         clim=(0.0, lim) if absolute else (-lim, lim),
         scalar_bar_args={
             "title": label,
@@ -80,17 +94,20 @@ def plotter(
         p.camera_position = [(2.6, -1.8, 1.6), (0.8, 0.5, 0.0), (0.0, 0.0, 1.0)]
         p.reset_camera()
         return p
+    # The mesh lives in a scaled box; axes_ranges labels its ticks with the real channel, token
+    # and value ranges (height is linear in the value, so the ticks are exact).
+    z = grid.values
     p.show_bounds(
-        xtitle="channel",
+        xtitle="channel rank" if sorted_channels else "channel",
         ytitle="token",
-        ztitle="value",
-        n_xlabels=2,
-        n_ylabels=2,
-        n_zlabels=2,
-        show_zlabels=False,
-        show_xlabels=False,
-        show_ylabels=False,
-    )
+        ztitle=label,
+        axes_ranges=[
+            float(grid.channel_axis[0]), float(grid.channel_axis[-1]),
+            float(grid.token_axis[0]), float(grid.token_axis[-1]),
+            float(z.min()), float(z.max()),
+        ],
+        n_xlabels=5, n_ylabels=4, n_zlabels=4, fmt="%.4g", font_size=10, color="black",
+    )  # fmt: skip
     p.camera_position = [(2.6, -1.8, 1.6), (0.8, 0.5, 0.0), (0.0, 0.0, 1.0)]
     p.reset_camera()  # keep the viewing direction, fit the whole surface and its labels
     return p

@@ -24,13 +24,39 @@ def test_surface_holds_grid_and_exact_hover() -> None:
     tr = fig.data[0]
     np.testing.assert_array_equal(np.asarray(tr.z), g.values)
     i, j = np.unravel_index(np.argmin(g.values), g.values.shape)
-    assert tuple(np.asarray(tr.customdata)[i, j]) == (123.0, 77.0)
+    # plotly.js reads surface customdata / text as [column][row]: the transpose of z.
+    assert tuple(np.asarray(tr.customdata)[j, i]) == (123.0, 77.0)
     assert "value %{z:.4g}" in tr.hovertemplate
     gl = build_grid(_data(), max_tokens=50, max_channels=100, log=True)
     tl = figs.surface_trace(gl, log=True)
-    assert tuple(np.asarray(tl.customdata)[i, j]) == (123.0, 77.0, -900.0)
-    assert np.asarray(tr.text)[i, j] == "'t123'"
+    assert tuple(np.asarray(tl.customdata)[j, i]) == (123.0, 77.0, -900.0)
+    assert "value %{customdata[2]:.4g}<br>sign * log10(1+|value|) %{z:.4g}" in tl.hovertemplate
+    assert np.asarray(tr.text)[j, i] == "'t123'"
     assert "shown as 50 x 100 (max-|x| pooled)" in fig.layout.title.text
+    assert fig.layout.scene.zaxis.title.text == "value"
+    assert fig.layout.scene.camera.eye.z < 0.6  # low enough to see walls below the surface
+
+
+@pytest.mark.parametrize(("absolute", "log", "label"), [
+    (False, False, "value"), (True, False, "|value|"), (True, True, "log10(1+|value|)"),
+])  # fmt: skip
+def test_sorted_surface_hover_is_numpy_argsort(absolute: bool, log: bool, label: str) -> None:
+    """Unpooled, sorted: cell [t, r] holds token t, channel argsort(-absmax)[r], x[t, that]."""
+    a = _data()[:40, :64]
+    g = build_grid(a, sort_channels=True, absolute=absolute, log=log)
+    fig = figs.surface_figure(g, absolute=absolute, log=log, sorted_channels=True)
+    tr = fig.data[0]
+    order = np.argsort(-np.abs(a).max(axis=0), kind="stable")
+    custom = np.asarray(tr.customdata)  # [rank, token, (token, channel, value)]
+    assert custom.shape == (64, 40, 3 if absolute or log else 2)
+    np.testing.assert_array_equal(custom[:, :, 0], np.tile(np.arange(40), (64, 1)))
+    np.testing.assert_array_equal(custom[:, :, 1], np.tile(order[:, None], (1, 40)))
+    value = custom[:, :, 2] if absolute or log else np.asarray(tr.z).T  # hover's value field
+    np.testing.assert_array_equal(value, a[:, order].T)
+    np.testing.assert_array_equal(np.asarray(tr.x), np.arange(64))  # x = rank
+    assert "channel %{customdata[1]} (rank %{x})" in tr.hovertemplate
+    assert fig.layout.scene.zaxis.title.text == label
+    assert fig.layout.scene.xaxis.title.text == "channel rank"
 
 
 def test_compare_profile_kurtosis_persistence() -> None:
@@ -68,7 +94,7 @@ def test_pyvista_mesh_and_png(tmp_path) -> None:
     g = build_grid(_data(), max_tokens=40, max_channels=60)
     mesh = pvs.surface_mesh(g)
     # The scalars are the grid values; heights are scaled so the extreme sits at -0.7.
-    assert float(mesh["x"].min()) == -900.0
+    assert float(mesh["value"].min()) == -900.0
     assert mesh.points[:, 2].min() == pytest.approx(-0.7)
     png = pvs.screenshot(g, tmp_path / "s.png", title="test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

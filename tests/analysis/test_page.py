@@ -37,7 +37,12 @@ def test_page_shows_planted_outliers(filled: str) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["top channel"] == "42"
     assert metrics["massive"] == "1"
-    top = at.dataframe[0].value
+    assert not at.dataframe  # lazy tabs: the Statistics tab computes only when opened
+    st_at = AppTest.from_file(PAGE, default_timeout=120)
+    st_at.query_params.update(pattern=r"layers\.1\.input_layernorm", io="input", tab="Statistics")
+    st_at.run()
+    assert not st_at.exception, st_at.exception
+    top = st_at.dataframe[0].value
     assert top["channel"].iloc[0] == 42 and top["token"].iloc[0] == 0
     assert set(top["channel"].iloc[:5]) <= {11, 42}
     # PNG export renders off-screen in the server process (PyVista, EGL) without an error.
@@ -55,6 +60,7 @@ def test_page_parts_compare_and_kronecker(filled: str) -> None:
     at.query_params["pattern"] = r"layers\.0\."
     at.query_params["module"] = "model.layers.0.self_attn.qkv_proj"
     at.query_params["part"] = "v"
+    at.query_params["tab"] = "Kronecker"
     at.run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -64,6 +70,9 @@ def test_page_parts_compare_and_kronecker(filled: str) -> None:
     assert kron["absmax after"] < kron["absmax before"]
     assert kron["kurtosis after"] < kron["kurtosis before"]
     # Compare o_proj (= 0.5 h) with down_proj (= 0.25 h): same outlier structure.
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params.update(pattern=r"layers\.0\.", tab="Compare")
+    at.run()
     at.selectbox(key="act_module").set_value("model.layers.0.self_attn.o_proj").run()
     at.selectbox(key="cmp_module").set_value("model.layers.0.mlp.down_proj").run()
     assert not at.exception, at.exception
@@ -77,6 +86,7 @@ def test_page_across_layers(filled: str) -> None:
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.query_params["pattern"] = r"input_layernorm"
     at.query_params["io"] = "input"
+    at.query_params["tab"] = "Statistics"
     at.run()
     at.toggle(key="act_layers").set_value(True).run()
     assert not at.exception, at.exception
@@ -112,3 +122,25 @@ def test_page_says_which_tensors_did_not_stitch(workspace_dir: Path, tmp_path: P
         "1 output tensor(s) of step 0 did not stitch (model.layers.1.self_attn.o_proj failed): "
         "no stitched tensor exists, so they are not shown. The Dumps page lists each rank's tensor."
     ]
+
+
+def test_outlier_finder_jumps_to_the_surface(filled: str) -> None:
+    """The finder's top tensor by max |x| is layer 2's input_layernorm input (the planted 2500 x 3
+    massive activation, 7488 in bf16); one click shows its surface."""
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params.update(pattern=r"layers\.0\.", tab="Outlier finder")
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert (table["module"].iloc[0], table["io"].iloc[0]) == (
+        "model.layers.2.input_layernorm",
+        "input",
+    )
+    assert table["max_abs"].iloc[0] == 7488.0
+    at.button(key="find_go").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="act_module").value == "model.layers.2.input_layernorm"
+    assert at.radio(key="act_io").value == "input"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["max |x|"] == "7488"
+    assert metrics["top channel"] == "42"

@@ -8,6 +8,7 @@ model package's ``write_tokenizer``.
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 from pathlib import Path
@@ -137,3 +138,54 @@ def test_pyvista_renderer_paints(studio_factory, page, tmp_path: Path) -> None:
     frame.locator("canvas").first.wait_for(timeout=60_000)
     page.wait_for_timeout(3000)
     page.screenshot(path=str(tmp_path / "pyvista.png"), full_page=True)
+
+
+def _hover_texts(page, plot) -> list[str]:
+    """Sweep the mouse over the WebGL surface; the hover labels plotly.js drew on the way."""
+    box = plot.bounding_box()
+    seen: list[str] = []
+    for fy in (0.6, 0.65, 0.7, 0.75):
+        for fx in (0.35, 0.45, 0.55, 0.65):
+            page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=3)
+            page.wait_for_timeout(300)
+            seen += [t.text_content() for t in plot.locator(".hovertext").all()]
+    return [s for s in seen if s]
+
+
+_HOVER = re.compile(r"token (\d+) '(.*)'channel (\d+) \(rank (\d+)\)value (-?[\d.e+-]+)")
+
+
+def test_surface_hover_names_token_channel_value(studio_factory, page, tmp_path: Path) -> None:
+    """Sorted channels: the hover carries the token, its text, the REAL channel id and the
+    value, checked against the dump's own arrays (tests/analysis/dumpdata.py)."""
+    import numpy as np
+
+    from tests.analysis.dumpdata import write_dump
+
+    ws_dir, tok = _filled_workspace(tmp_path)
+    _, truth = write_dump(tmp_path / "oracle", tokens=40)
+    x = truth[("model.layers.2.input_layernorm", "input", 0)]
+    order = np.argsort(-np.abs(x).max(axis=0), kind="stable")
+    server = studio_factory(ws_dir)
+    query = urllib.parse.urlencode(
+        {
+            "pattern": r"layers\.2\.input_layernorm",
+            "io": "input",
+            "tokenizer": str(tok),
+            "sort": "1",
+        }
+    )
+    page.goto(f"{server.url}/activations?{query}")
+    wait_for_app(page)
+    plot = page.locator(".js-plotly-plot").first
+    plot.locator(".gl-container canvas").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(2500)
+    hits = [m for m in map(_HOVER.fullmatch, _hover_texts(page, plot)) if m]
+    assert len(hits) >= 3, hits
+    for m in hits:
+        token, channel, rank, value = int(m[1]), int(m[3]), int(m[4]), float(m[5])
+        assert channel == order[rank], (m[0], order[:8])
+        # bf16 in the stitched store; the label shows 4 significant digits.
+        assert value == pytest.approx(float(x[token, channel]), rel=1e-2, abs=1e-2), m[0]
+    assert any(m[2] for m in hits)  # the tokens' text (a byte-level piece may decode to '')
+    page.screenshot(path=str(tmp_path / "hover.png"), full_page=True)
