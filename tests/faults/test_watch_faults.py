@@ -58,7 +58,9 @@ def test_late_rank_folder_is_pending_then_stitched_at_tp2(clean, tmp_path, confi
     staged = tmp_path / "staged"
     shutil.move(r1, staged)  # rank 1 writes its folder a few seconds after rank 0
     ws = tmp_path / "ws"
-    p = _watch(ws, session, idle=4)
+    # --idle-exit well past the late folder's arrival: on a loaded box start-up alone can take
+    # seconds, and an idle exit before rank 1 arrives is (rightly) a missing-rank error
+    p = _watch(ws, session, idle=12)
     time.sleep(6)  # start-up and rank 0's files are in (stitched at tp=1 without config)
     shutil.copytree(staged, r1)
     out = _wait(p, timeout=90)
