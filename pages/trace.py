@@ -93,6 +93,44 @@ if ws is not None:
                         st.success(f"Ingested profile {pid}.")
                         st.rerun()
 
+        with st.form("profile_run"):
+            st.markdown("**Profile a run** (`studio profile run`): torch.profiler around a few "
+                        "greedy steps, kernels attributed to modules and layers")  # fmt: skip
+            p1, p2 = st.columns([3, 2])
+            prof_model = p1.text_input("Model directory to profile", key="prof_model")
+            prof_prompt = p2.text_input(
+                "Prompt to profile", value="Hello, world", key="prof_prompt"
+            )
+            q1, q2, q3 = st.columns([2, 1, 1])
+            prof_engine = q1.selectbox(
+                "Engine to profile", ("reference", "transformers", "vllm"), key="prof_engine",
+                help="reference: the studio's engine (vLLM's module layout); transformers: any "
+                "causal LM; vllm: the real vLLM's own torch profiler, one profile per rank",
+            )  # fmt: skip
+            prof_tp = q2.number_input("TP", min_value=1, max_value=8, value=1, key="prof_tp")
+            prof_tokens = q3.number_input("Tokens", min_value=1, value=2, key="prof_tokens")
+            if st.form_submit_button("Profile") and prof_model:
+                with guarded("Profiling the run"), st.spinner("Profiling…"):
+                    from backend.paths import existing_dir
+
+                    model = existing_dir(prof_model, "model directory")
+                    if prof_engine == "vllm":
+                        from backend.trace.vllm_trace import VllmTraceOptions, profile_vllm
+
+                        done = profile_vllm(ws, model, prof_prompt, int(prof_tokens),
+                                            VllmTraceOptions(tp=int(prof_tp)))  # fmt: skip
+                        pids = [pid for pid, _ in done]
+                    else:
+                        from backend.trace.engine_profile import profile_model_dir
+
+                        pid, _ = profile_model_dir(
+                            ws, model, prompt=prof_prompt, max_tokens=int(prof_tokens),
+                            tp=int(prof_tp), engine=prof_engine,
+                        )  # fmt: skip
+                        pids = [pid]
+                    st.success(f"Stored profile(s) {', '.join(pids)}.")
+                    st.rerun()
+
     calls_tab, profile_tab = st.tabs(["Module calls", "Profiles"])
 
     with calls_tab:

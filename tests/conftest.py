@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -16,6 +17,11 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 load_triton_before_gl()
 
 REPO = Path(__file__).resolve().parent.parent
+
+# AppTest runs a page with its folder (pages/) first on sys.path, where pages/kernels.py would
+# shadow the PyPI package `kernels` that transformers imports: load the real one first.
+with contextlib.suppress(ImportError):
+    import kernels  # noqa: F401
 
 
 @pytest.fixture

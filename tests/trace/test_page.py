@@ -76,3 +76,27 @@ def test_page_ranks_ops_by_self_time(workspace_dir, cpu_trace) -> None:
     top = next(d.value for d in at.dataframe if "self_us" in d.value.columns)
     assert top["name"].tolist() == want_total["name"].tolist()
     assert top["total_us"].is_monotonic_decreasing
+
+
+def test_profile_a_run_from_the_page(workspace_dir, tmp_path) -> None:
+    """The page's twin of `studio profile run`: one click stores a profile whose kernels are
+    attributed to every decoder layer of the model."""
+    from backend.models.create import create_model
+    from backend.trace import analysis
+    from backend.workspace import open_workspace
+
+    model = create_model(tmp_path / "tiny", preset="tiny", seed=0)
+    at = AppTest.from_file(str(ROOT / "pages/trace.py"), default_timeout=300).run()
+    at.text_input(key="prof_model").set_value(str(model))
+    at.selectbox(key="prof_engine").set_value("transformers")
+    next(b for b in at.button if b.label == "Profile").click().run()
+    assert not at.exception, at.exception
+    ws = open_workspace(workspace_dir)
+    try:
+        profiles = analysis.list_profiles(ws)
+        assert len(profiles) == 1
+        layers = analysis.per_layer(ws, profiles["profile_id"].iloc[0])
+        n_layers = json.loads((model / "config.json").read_text())["num_hidden_layers"]
+        assert set(layers["layer"].dropna().astype(int)) == set(range(n_layers))
+    finally:
+        ws.close()
