@@ -115,6 +115,7 @@ def _jump(target: dict) -> None:
         "act_tab",
     ):
         st.session_state.pop(key, None)
+    st.session_state["act_tab_default"] = target.get("tab")  # None: the Surface tab
 
 
 def _finder(run_id: str, step: int) -> None:
@@ -311,8 +312,13 @@ with guarded("Reading the dump runs"):
     # Lazy tabs: only the open tab's code runs, so a toggle or a module switch redraws only
     # what is shown (the others compute when opened).
     TABS = ["Surface", "Statistics", "Outlier finder", "Compare", "Kronecker"]
-    tabs = st.tabs(TABS, key="act_tab", on_change="rerun",
-                   default=link["tab"] if link.get("tab") in TABS else None)  # fmt: skip
+    # The deep link's tab is the default for the whole session: a default that changed between
+    # reruns (the URL follows the open tab) would give st.tabs a new identity and snap it back
+    # to that tab, losing the user's click on another one.
+    first_tab = st.session_state.setdefault(
+        "act_tab_default", link["tab"] if link.get("tab") in TABS else None
+    )
+    tabs = st.tabs(TABS, key="act_tab", on_change="rerun", default=first_tab)
     tab_surf, tab_stats, tab_find, tab_cmp, tab_kron = tabs
     shown = next((name for name, t in zip(TABS, tabs, strict=True) if t.open), "Surface")
     if shown != "Surface":

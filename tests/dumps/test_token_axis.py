@@ -352,7 +352,14 @@ def test_page_token_axis_widget_and_statistics_only(dumps, workspace_dir: Path) 
     assert at.selectbox(key="act_axis").value == 2
     assert any("[batch, seq, hidden]" in c.value for c in at.caption)
     assert {m.label: m.value for m in at.metric}["top channel"] == "3"
-    top = at.dataframe[0].value
+    # the outlier table is on the Statistics tab (tabs compute when opened)
+    at_stats = AppTest.from_file(page, default_timeout=120)
+    at_stats.query_params["run"] = run
+    at_stats.query_params["pattern"] = r"layers\.0\.input_layernorm"
+    at_stats.query_params["tab"] = "Statistics"
+    at_stats.run()
+    assert not at_stats.exception, at_stats.exception
+    top = at_stats.dataframe[0].value
     assert (top["token"].iloc[0], top["channel"].iloc[0]) == (int(np.argmax(np.abs(
         np.load(dumps["msprobe"] / "oracle" / "model.layers.0.input_layernorm.npy").reshape(TOKENS, HIDDEN)
     )) // HIDDEN), 3)  # fmt: skip
