@@ -33,14 +33,23 @@ def ingested(real_servers, tmp_path_factory):
         ws.close()
 
 
+def _opt(v):
+    return None if v is None or v != v else v
+
+
 def _tensors(ws, run_id) -> dict[tuple, np.ndarray]:
     rows = query.find_tensors(ws, run_id)
     return {
-        (r.step, r.module, r.io, r.idx, None if r.part != r.part else r.part): query.load_tensor(
-            ws, int(r.tensor_id)
-        )
-        .float()
-        .numpy()
+        # kwargs share idx -1 (msprobe): their name and the call number tell them apart
+        (
+            r.step,
+            r.module,
+            r.io,
+            r.idx,
+            _opt(r.part),
+            _opt(r.arg_name),
+            _opt(r.call_index),
+        ): query.load_tensor(ws, int(r.tensor_id)).float().numpy()
         for r in rows.itertuples()
     }
 
