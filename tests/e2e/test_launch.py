@@ -49,15 +49,15 @@ def _open_launch_page(page, url: str) -> None:
     page.get_by_role("heading", name="Launch").first.wait_for()
 
 
-def _groups_running(marker: str) -> list[int]:
-    """Process groups of serve-reference processes whose command line names ``marker``."""
+def _groups_running(marker: str, program: str = "serve-reference") -> list[int]:
+    """Process groups of ``program`` processes whose command line names ``marker``."""
     groups = set()
     for entry in Path("/proc").iterdir():
         try:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "serve-reference" in cmd and marker in cmd and entry.name.isdigit():
+        if program in cmd and marker in cmd and entry.name.isdigit():
             pgid = procs.pgid_of(int(entry.name))
             if pgid:
                 groups.add(pgid)

@@ -14,7 +14,7 @@ import pytest
 from backend.launch import procs
 from backend.workspace import open_workspace
 from tests.e2e.conftest import wait_for_app
-from tests.e2e.test_launch import _open_launch_page, _wait_text
+from tests.e2e.test_launch import _groups_running, _open_launch_page, _wait_text
 from tests.engines.real_vllm.conftest import vllm_python
 from tests.launch.conftest import free_port, kill_groups
 
@@ -41,17 +41,7 @@ def _fill(page, label: str, value: str) -> None:
 
 
 def _vllm_groups(marker: str) -> list[int]:
-    groups = set()
-    for entry in Path("/proc").iterdir():
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if entry.name.isdigit() and "vllm" in cmd and marker in cmd:
-            pgid = procs.pgid_of(int(entry.name))
-            if pgid:
-                groups.add(pgid)
-    return sorted(groups)
+    return _groups_running(marker, program="vllm")
 
 
 def test_real_vllm_tp2_from_the_launch_page(studio_factory, page, tmp_path: Path) -> None:

@@ -132,23 +132,25 @@ def big_dump(tmp_path_factory) -> Path:
     return small_dump(tmp_path_factory.mktemp("big"), tokens=(2000, 2))
 
 
-def test_ctrl_c_during_ingest_exits_130_and_keeps_committed_rows(tmp_path, big_dump) -> None:
-    ws = tmp_path / "ws"
+def interrupted(ws: Path, args: list[str], after_s: float) -> tuple[subprocess.Popen, str, str]:
+    """Run ``studio ARGS`` and send it SIGINT ``after_s`` seconds after its database appears."""
     env = {**os.environ, "STUDIO_WORKSPACE": str(ws)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "ingest", str(big_dump)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+        [sys.executable, "-m", "backend.cli", *args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and not (ws / "studio.duckdb").exists():
         time.sleep(0.05)
-    time.sleep(0.5)
+    time.sleep(after_s)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
+    return proc, out, err
+
+
+def test_ctrl_c_during_ingest_exits_130_and_keeps_committed_rows(tmp_path, big_dump) -> None:
+    ws = tmp_path / "ws"
+    proc, out, err = interrupted(ws, ["ingest", str(big_dump)], 0.5)
     if proc.returncode == 0 or (proc.returncode == -signal.SIGINT and "ingest error(s)" in out):
         # finished before the interrupt arrived, or it arrived while the interpreter was exiting
         pytest.skip("the ingest finished before the interrupt arrived (a very fast machine)")
@@ -167,21 +169,7 @@ def test_ctrl_c_during_ingest_exits_130_and_keeps_committed_rows(tmp_path, big_d
 def test_ctrl_c_in_watch_mode_finishes_and_exits_0(tmp_path) -> None:
     """In --watch, Ctrl-C is how a user ends watching: what arrived is finished, exit 0."""
     ws = tmp_path / "ws"
-    env = {**os.environ, "STUDIO_WORKSPACE": str(ws)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "ingest", "--watch", str(small_dump(tmp_path))],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (ws / "studio.duckdb").exists():
-        time.sleep(0.2)
-    time.sleep(3)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    proc, out, err = interrupted(ws, ["ingest", "--watch", str(small_dump(tmp_path))], 3)
     assert proc.returncode == 0 and "Traceback" not in err, (out, err)
     assert "0 ingest error(s)" in out
 
