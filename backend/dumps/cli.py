@@ -225,7 +225,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 NOTE_KINDS = ("unknown_class", "rank_order", "shared_modules")
 
 
-def _print_errors(ws, run_id: str, limit: int = 8) -> int:
+def _print_errors(ws, run_id: str, limit: int = 8, cmd: str = "ingest") -> int:
     """One line per kind of problem on stderr (the first path and message, and how many);
     returns the number of error rows that are problems (not ``NOTE_KINDS``)."""
     import sys
@@ -238,7 +238,7 @@ def _print_errors(ws, run_id: str, limit: int = 8) -> int:
     ).fetchall()  # fmt: skip
     for kind, n, path, message in rows[:limit]:
         more = f" (and {n - 1} more)" if n > 1 else ""
-        print(safe_text(f"studio ingest: {kind}: {path}: {message}{more}"), file=sys.stderr)
+        print(safe_text(f"studio {cmd}: {kind}: {path}: {message}{more}"), file=sys.stderr)
     return sum(n for kind, n, _p, _m in rows if kind not in NOTE_KINDS)
 
 
@@ -252,9 +252,10 @@ def cmd_stitch(args: argparse.Namespace) -> int:
         files = export_npy(ws, run, Path(args.out).expanduser().resolve(), args.steps, args.flat)
         print(f"wrote {len(files)} .npy files to {Path(args.out).resolve()}")
         print(_summary(ws, run))
+        errors = _print_errors(ws, run, cmd="stitch")
     finally:
         ws.close()
-    return 0
+    return 1 if errors else 0  # as ingest: finished, with problems it reported
 
 
 def _clean(v: Any) -> Any:

@@ -40,6 +40,21 @@ class DumpLayout:
         """Ranks the run must have (expected tp) that no folder provides."""
         return sorted(set(range(self.tp_size)) - set(self.ranks.values()))
 
+    def fit_device_ranks(self) -> None:
+        """Folders ordered by device id with a rank missing: the device ids are the ranks when
+        they fit the expected tp (``npu1`` alone at tp=2 is rank 1, not rank 0); otherwise which
+        rank is absent cannot be told (``rank_source`` becomes "device ids (offset)")."""
+        if self.extra.get("rank_source") not in ("device ids", "device ids (offset)"):
+            return
+        ids = {name: self.folders[name].device_id for name in self.ranks}
+        if self.tp_size <= len(ids) or any(i is None for i in ids.values()):
+            return
+        if max(i for i in ids.values() if i is not None) < self.tp_size:
+            self.ranks = {n: int(i) for n, i in ids.items() if i is not None}
+            self.extra["rank_source"] = "device ids"
+        else:
+            self.extra["rank_source"] = "device ids (offset)"
+
     def tensor_files(self) -> list[Path]:
         if self.format == "msit":
             return msit.iter_tensor_files([f.path for f in self.folders.values()])
@@ -102,7 +117,7 @@ class DumpLayout:
 
     def refresh(self) -> bool:
         """Re-read rank folders (new ones appear while a dump is written); True if changed."""
-        fresh = detect(self.root, self.model_config)
+        fresh = detect(self.root, self.model_config, self.extra.get("launch_tp"))
         changed = fresh.ranks != self.ranks or fresh.tp_size != self.tp_size
         self.ranks, self.folders = fresh.ranks, fresh.folders
         self.model_config = self.model_config or fresh.model_config
@@ -111,6 +126,16 @@ class DumpLayout:
         self.extra.update(fresh.extra)
         self.rank_order_note = fresh.rank_order_note
         return changed
+
+
+def _side(problems: list[tuple[str, str, str]], kind: str, read: Any, *args: Any) -> Any:
+    """``read(*args)``, or None with the problem noted: a bad side file (ranks.json, config.json)
+    becomes an error row of the run, never a refused ingest (issue 17 item 2)."""
+    try:
+        return read(*args)
+    except InputError as exc:
+        problems.append((exc.path, kind, f"{exc.problem}; ignored"))
+        return None
 
 
 def _find_json(start: Path, name: str, up: int = 3) -> dict[str, Any] | list[Any] | None:
@@ -124,10 +149,14 @@ def _find_json(start: Path, name: str, up: int = 3) -> dict[str, Any] | list[Any
     return None
 
 
+PID_ORDER_NOTE = "rank order ASSUMED from process ids (add ranks.json to be sure)"
+
+
 def _assign_ranks(
     folders: list[RankFolder], ranks_json: dict[str, int] | None
 ) -> tuple[dict[str, int], str]:
-    """Rank of each folder: ranks.json if given, else device id order, else PID order (noted)."""
+    """Rank of each folder and where the order came from: ranks.json if given ("ranks.json"),
+    else the folder names ("rank folders"), else device ids ("device ids"), else PIDs ("pids")."""
     names = [f.folder for f in folders]
     if ranks_json is not None:
         return {n: r for n, r in ranks_json.items() if n in names}, "ranks.json"
@@ -137,22 +166,28 @@ def _assign_ranks(
         order = sorted(folders, key=lambda f: f.device_id or 0)
         return {f.folder: i for i, f in enumerate(order)}, "device ids"
     order = sorted(folders, key=lambda f: f.pid or 0)
-    note = (
-        "" if len(order) <= 1 else "rank order ASSUMED from process ids (add ranks.json to be sure)"
-    )
-    return {f.folder: i for i, f in enumerate(order)}, note
+    return {f.folder: i for i, f in enumerate(order)}, "pids"
 
 
-def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> DumpLayout:
-    """The layout of the dump that ``start`` is (or lies inside)."""
+def detect(
+    start: str | Path,
+    model_config: dict[str, Any] | None = None,
+    launch_tp: tuple[int, str] | None = None,
+) -> DumpLayout:
+    """The layout of the dump that ``start`` is (or lies inside). ``launch_tp``: the tp of the
+    launch that wrote it and its name (evidence for the expected tp, backend/dumps/expected.py).
+
+    A malformed ranks.json or config.json is ignored and listed in ``extra["side_problems"]``
+    (path, kind, message): the ingest records them as error rows."""
     path = existing_dir(start, "dump folder")
     ranks_json: dict[str, int] | None = None
+    problems: list[tuple[str, str, str]] = []
     if msit.is_msit(path):
         root = cfg_start = msit.find_torch_tensors(path)
         folders = msit.list_rank_folders(root)
         fmt = "msit"
         extra: dict[str, Any] = {}
-        ranks_json = find_ranks(root)
+        ranks_json = _side(problems, "bad_ranks_json", find_ranks, root)
         names = set(ranks_json) if ranks_json is not None else None
         have = {f.folder for f in folders}
         if names is None or not names <= have:
@@ -163,7 +198,7 @@ def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> Dum
                 root = root.parent.parent
                 for f in more:  # rank 0's session may hold ranks.json and config.json
                     if ranks_json is None:
-                        ranks_json = find_ranks(f.path.parent, up=1)
+                        ranks_json = _side(problems, "bad_ranks_json", find_ranks, f.path.parent, 1)
                     if cfg_start.parent == root or not (cfg_start.parent / "config.json").exists():
                         cfg_start = (
                             f.path.parent
@@ -175,7 +210,7 @@ def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> Dum
         folders = msprobe.list_rank_folders(root)
         fmt = "msprobe"
         extra = {"classes": msprobe.collect_classes(root)}
-        ranks_json = find_ranks(root)
+        ranks_json = _side(problems, "bad_ranks_json", find_ranks, root)
         cfg_start = root
     elif sglang_hook.is_sglang_hook(path):
         root = cfg_start = sglang_hook.find_root(path)
@@ -196,14 +231,19 @@ def detect(start: str | Path, model_config: dict[str, Any] | None = None) -> Dum
             "not an msit_llm or msprobe dump, nor an SGLang one (no torch_tensors/, step<N>/, "
             "TP<t>_PP<p>_Rank<r>_pid<n>/ folders or step=…___rank=… records)",
         )
-    ranks, note = _assign_ranks(folders, ranks_json)
-    cfg = model_config or _find_json(cfg_start, "config.json")
+    ranks, rank_source = _assign_ranks(folders, ranks_json)
+    note = PID_ORDER_NOTE if rank_source == "pids" and len(ranks) > 1 else ""
+    cfg = model_config or _side(problems, "bad_config", _find_json, cfg_start, "config.json")
     if "reader" in extra and isinstance(cfg, dict):  # SGLang's TP semantics depend on the model
         archs = cfg.get("architectures")
         extra["reader"].architectures = [str(a) for a in archs] if isinstance(archs, list) else None
     layout = DumpLayout(
         fmt, root, ranks, {f.folder: f for f in folders}, cfg if isinstance(cfg, dict) else None,
-        note if note not in ("ranks.json", "rank folders", "device ids") else "", extra,
+        note, extra,
     )  # fmt: skip
-    layout.extra["expected"] = expected.of_layout(layout, ranks_json)
+    layout.extra["side_problems"] = problems
+    layout.extra["launch_tp"] = launch_tp
+    layout.extra["rank_source"] = rank_source
+    layout.extra["expected"] = expected.of_layout(layout, ranks_json, launch=launch_tp)
+    layout.fit_device_ranks()
     return layout

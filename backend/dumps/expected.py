@@ -1,7 +1,8 @@
 """The expected tensor-parallel size of a run, known rather than inferred from the folders present
 (issue 17 item 1).
 
-Evidence, strongest first: ranks.json (it lists every rank), rank numbers in the folder names
+Evidence, strongest first: ranks.json (it lists every rank), the launch that wrote the dump (its
+tensor-parallel size, when the studio launched the engine), rank numbers in the folder names
 (msprobe ``rank<R>``, SGLang ``TP<t>``: a folder ``rank1`` alone means tp >= 2), and the shard
 widths of attention projections against config.json (o_proj input = heads x head_dim / tp; the
 qkv_proj output per rank depends on tp through the query and KV heads). The folder count is the
@@ -107,12 +108,16 @@ def decide(
     ranks_json: int | None = None,
     folder_ranks: Iterable[int | None] = (),
     widths: tuple[int, str] | None = None,
+    launch: tuple[int, str] | None = None,
 ) -> Expected:
-    """Combine the evidence: the largest tp any of it proves (a shard can only be missing)."""
+    """Combine the evidence: the largest tp any of it proves (a shard can only be missing).
+    ``launch``: (tp, name) of the launch that wrote the dump."""
     numbered = [r for r in folder_ranks if r is not None]
     proofs = []
     if ranks_json:
         proofs.append(Expected(ranks_json, f"ranks.json lists {ranks_json} rank(s)", True))
+    if launch is not None and launch[0] >= 1:
+        proofs.append(Expected(launch[0], f"{launch[1]} ran with tp={launch[0]}", True))
     if numbered and max(numbered) + 1 > present:
         proofs.append(Expected(max(numbered) + 1, f"a folder is named rank {max(numbered)}", True))
     if widths is not None:
@@ -159,8 +164,14 @@ def probe_files(layout: Any, limit: int = 4) -> list[tuple[str, str, int, list[i
     return out
 
 
-def of_layout(layout: Any, ranks_json: Any, shapes: list | None = None) -> Expected:
-    """The expected tp of a detected layout (``shapes``: catalogued probe shapes, if known)."""
+def of_layout(
+    layout: Any,
+    ranks_json: Any,
+    shapes: list | None = None,
+    launch: tuple[int, str] | None = None,
+) -> Expected:
+    """The expected tp of a detected layout (``shapes``: catalogued probe shapes, if known;
+    ``launch``: (tp, name) of the launch that wrote it)."""
     heads = heads_of(layout.model_config)
     widths = tp_from_widths(heads, shapes if shapes else probe_files(layout)) if heads else None
     return decide(
@@ -168,6 +179,7 @@ def of_layout(layout: Any, ranks_json: Any, shapes: list | None = None) -> Expec
         ranks_json=ranks_json_count(ranks_json),
         folder_ranks=[rf.rank for rf in layout.folders.values()],
         widths=widths,
+        launch=launch,
     )
 
 

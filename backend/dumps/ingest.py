@@ -39,6 +39,7 @@ from backend.dumps.formats.common import (
     source_path,
 )
 from backend.dumps.formats.torch_zip import FileEnds, read_ends
+from backend.dumps.launch_record import launch_tp_for
 from backend.dumps.stitch.rules import NO_PARENT_CHECK, choose
 from backend.dumps.stitch.stitcher import Heads, StitchResult, max_diff, stitch, tolerance
 from backend.errors import InputError
@@ -402,8 +403,13 @@ class Ingestor:
                      self.layout.tp_size, cfg],
                 )  # fmt: skip
             self._write_ranks(cur)
+            # run-level rows of the side files are re-judged now (a fixed ranks.json clears)
+            cur.execute("DELETE FROM dump_ingest_errors WHERE run_id = ? AND kind IN "
+                        "('bad_ranks_json', 'bad_config', 'rank_order')", [self.run_id])  # fmt: skip
         if self.layout.rank_order_note:
             self._error(self.layout.root, "rank_order", self.layout.rank_order_note, once=True)
+        for path, kind, message in self.layout.extra.get("side_problems", []):
+            self._error(path, kind, message, once=True)
         self._note_expected(missing=False)
 
     def _note_expected(self, missing: bool) -> None:
@@ -420,12 +426,26 @@ class Ingestor:
                             "kind = 'missing_rank'", [self.run_id, str(self.layout.root)])  # fmt: skip
         else:
             exp = self.layout.extra.get("expected")
+            tp, why = self.layout.tp_size, exp.source if exp else "expected"
+            if self.layout.extra.get("rank_source") in ("pids", "device ids (offset)"):
+                # the order is the PIDs' (or device ids that are not ranks), so which rank is
+                # absent is unknown (rank 0's folder missing would be reported as rank 1)
+                what = (f"{len(missing)} of the {tp} ranks of tp={tp} have no folder ({why}); "
+                        "which one(s) cannot be told: the rank order comes from process ids "
+                        "(add ranks.json)")  # fmt: skip
+            else:
+                what = f"rank(s) {missing} of tp={tp} have no folder ({why})"
             self._error(self.layout.root, "missing_rank",
-                        f"rank(s) {missing} of tp={self.layout.tp_size} have no folder "
-                        f"({exp.source if exp else 'expected'}); their shards cannot be "
-                        "stitched", once=True)  # fmt: skip
+                        f"{what}; their shards cannot be stitched", once=True)  # fmt: skip
 
     def _write_ranks(self, cur) -> None:
+        old = dict(cur.execute("SELECT folder, rank FROM dump_ranks WHERE run_id = ?",
+                               [self.run_id]).fetchall())  # fmt: skip
+        for folder, rank in self.layout.ranks.items():
+            if folder in old and old[folder] != rank:  # the order changed: a folder arrived late
+                prefix = str(self.layout.folders[folder].path) + "/"
+                cur.execute("UPDATE dump_tensors SET rank = ? WHERE run_id = ? AND rank IS NOT "
+                            "NULL AND starts_with(source_file, ?)", [rank, self.run_id, prefix])  # fmt: skip
         cur.execute("DELETE FROM dump_ranks WHERE run_id = ?", [self.run_id])
         for folder, rank in sorted(self.layout.ranks.items(), key=lambda kv: kv[1]):
             rf = self.layout.folders[folder]
@@ -856,6 +876,7 @@ class Ingestor:
             if found is not None:
                 exp = expected.Expected(max(found[0], exp.tp), f"shard width: {found[1]}", True)
                 self.layout.extra["expected"] = exp
+                self.layout.fit_device_ranks()
         if self._stitched_tp != self.layout.tp_size:  # a late rank folder, or widths seen
             self._stitched_tp = self.layout.tp_size
             self._flush_now()
@@ -1058,13 +1079,18 @@ def ingest_dump(
     workers: int = 2,
     stats_workers: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
+    launch_tp: tuple[int, str] | None = None,
 ) -> str:
     """Ingest a whole dump (blocking): catalog, stitch, verify, statistics. Returns the run id.
+
+    ``launch_tp``: (tp, launch name) of the launch that wrote the dump: the tp it must have.
 
     ``stats_workers > 0`` computes statistics in that many processes (each reads its tensor
     memory-mapped from the store and returns only the numbers to this, the single writer).
     """
-    layout = detect(dump_root, model_config)
+    if launch_tp is None:
+        launch_tp = launch_tp_for(ws, dump_root)
+    layout = detect(dump_root, model_config, launch_tp)
     from backend.dumps.no_steps import require_steps
 
     require_steps(layout)  # a compiled engine's dump: say why, do not "ingest" nothing

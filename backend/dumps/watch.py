@@ -28,6 +28,7 @@ from watchdog.observers import Observer
 
 from backend.dumps.detect import detect
 from backend.dumps.ingest import Ingestor, Progress
+from backend.dumps.launch_record import launch_tp_for
 from backend.errors import InputError
 from backend.paths import existing_dir
 from backend.workspace import Workspace
@@ -158,7 +159,7 @@ class DumpWatcher:
         if self.ingestor is not None:
             return True
         try:
-            layout = detect(self.path, self.model_config)
+            layout = detect(self.path, self.model_config, launch_tp_for(self.ws, self.path))
         except InputError:
             return False
         self.ingestor = Ingestor(

@@ -166,7 +166,7 @@ def test_stitch_never_writes_a_failed_tensor(workspace_dir: Path, tmp_path: Path
     bad = (0, "model.layers.1.self_attn.o_proj", "output", 0)
     session = V.write_msit(tmp_path / "v", cfg, truth, 2, tamper={bad: 0.25})
     out = tmp_path / "npy"
-    assert main(["stitch", str(session), "--out", str(out)]) == 0
+    assert main(["stitch", str(session), "--out", str(out)]) == 1  # exported, problems reported
     printed = capsys.readouterr().out
     assert "failed 1" in printed and "1 tensor(s) failed or unknown" in printed
     assert "3 shared module(s) flagged" in printed  # rotary_emb, 2 x GateLinear

@@ -98,22 +98,52 @@ def _module_dir(rank_dir: Path, suffix: str) -> Path:
 
 
 # -- item 1: the expected shape of a run ---------------------------------------------------
-@pytest.mark.parametrize("ranks_json", [False, True])
-def test_missing_rank_folder_is_an_error_never_tp1(clean, tmp_path, ranks_json) -> None:
+@pytest.mark.parametrize("order", ["ranks.json", "device ids", "pids"])
+@pytest.mark.parametrize("gone", [0, 1])
+def test_missing_rank_folder_is_an_error_never_tp1(clean, tmp_path, order, gone) -> None:
     session = make_msit(tmp_path)
     r0, r1 = _rank_dirs(session)
-    if ranks_json:
+    if order == "ranks.json":
         (session / "ranks.json").write_text(json.dumps([r0.name, r1.name]))
-    shutil.rmtree(r1)
+    if order == "pids":  # msit on CPU: cpu_<pid> folders carry no device id
+        r0, r1 = (r.rename(r.with_name("cpu_" + r.name.split("_")[1])) for r in (r0, r1))
+    shutil.rmtree((r0, r1)[gone])
     out = studio(tmp_path / "ws", "ingest", str(session))
-    why = "ranks.json lists 2" if ranks_json else "o_proj input width 8 of 16"
-    assert_clear(out, 1, "missing_rank", "rank(s) [1] of tp=2 have no folder", why)
+    why = "ranks.json lists 2" if order == "ranks.json" else "o_proj input width 8 of 16"
+    if order == "pids":  # the order is the PIDs', so the absent rank cannot be named
+        assert_clear(out, 1, "missing_rank", "1 of the 2 ranks of tp=2 have no folder", why,
+                     "cannot be told", "add ranks.json")  # fmt: skip
+    else:  # ranks.json, or npu<device>_<pid> names with device ids that fit tp=2
+        assert_clear(out, 1, "missing_rank", f"rank(s) [{gone}] of tp=2 have no folder", why)
     snap = snapshot(tmp_path / "ws")
     assert snap["run"] == [("done", 2)]
     # nothing single-rank counts as stitched: every tensor failed with its missing rank named
     assert set(snap["report"]) == set(clean["report"])
     assert set(snap["report"].values()) == {"failed"} and snap["stitched"] == {}
-    assert snap["ranks"] == [r for r in clean["ranks"] if r[4] == 0]  # rank 0's rows all kept
+    kept = 0 if order == "pids" else 1 - gone  # by PIDs the one folder left is "rank 0"
+    rows = [r for r in clean["ranks"] if r[4] == 1 - gone]
+    assert snap["ranks"] == [(*r[:4], kept, r[5]) for r in rows]  # the present rank's rows kept
+
+
+def test_the_launch_that_wrote_a_dump_gives_its_tp(tmp_path) -> None:
+    """No ranks.json, no config.json, one folder: only the launch record knows tp=2."""
+    session = make_msit(tmp_path, config_json=False)
+    shutil.rmtree(_rank_dirs(session)[1])
+    ws = tmp_path / "ws"
+    from backend.workspace import open_workspace
+
+    w = open_workspace(ws)  # the workspace and its tables, as a launch leaves them
+    w.cursor().execute(
+        "INSERT INTO launches (launch_id, engine, model_dir, host, port, tp, spec, argv, env, "
+        "dump_path, log_path, status) VALUES ('L7', 'reference', 'm', '127.0.0.1', 1, 2, '{}', "
+        "'[]', '{}', ?, 'log', 'stopped')",
+        [str(tmp_path)],
+    )
+    w.close()
+    out = studio(ws, "ingest", str(session))
+    assert_clear(out, 1, "missing_rank", "rank(s) [1] of tp=2", "launch L7 ran with tp=2")
+    snap = snapshot(ws)
+    assert snap["run"] == [("done", 2)] and "verified" not in snap["report"].values()
 
 
 def test_missing_rank_named_by_an_msprobe_folder(tmp_path) -> None:
@@ -293,20 +323,34 @@ def test_msprobe_dump_json_with_a_number_for_output(tmp_path) -> None:
         ("dup", ("two folders claim the same rank",)),
         ("nonint", ("rank of", "'a', not a non-negative integer")),
         ("listdup", ("a folder is listed twice",)),
+        ("json", ("unreadable JSON",)),
     ],
 )
-def test_bad_ranks_json_is_refused_with_one_line(tmp_path, ranks, words) -> None:
-    """A ranks.json that contradicts itself is refused before anything is stored (exit 2,
-    backend/dumps/ranks_json.py): guessing the rank order instead could stitch wrongly."""
+def test_bad_ranks_json_is_an_error_row_and_the_run_completes(clean, tmp_path, ranks, words):
+    """A ranks.json that contradicts itself is ignored with an error row naming it (issue 17
+    item 2): the run is ingested as without one (rank order from the folders' device ids)."""
     session = make_msit(tmp_path)
     r0, r1 = (d.name for d in _rank_dirs(session))
-    body = {"dup": {r0: 0, r1: 0}, "nonint": {r0: "a", r1: 1}, "listdup": [r0, r0, r1]}[ranks]
-    (session / "ranks.json").write_text(json.dumps(body))
+    body = {"dup": {r0: 0, r1: 0}, "nonint": {r0: "a", r1: 1}, "listdup": [r0, r0, r1]}
+    f = session / "ranks.json"
+    f.write_text(json.dumps(body[ranks]) if ranks in body else "[1, 2")
     out = studio(tmp_path / "ws", "ingest", str(session))
-    assert_clear(out, 2, str(session / "ranks.json"), *words)
-    db = tmp_path / "ws" / "studio.duckdb"
-    if db.exists():
-        assert snapshot(tmp_path / "ws")["run"] == []
+    assert_clear(out, 1, "bad_ranks_json", *words, "ignored")
+    snap = snapshot(tmp_path / "ws")
+    assert snap["run"] == [("done", 2)]
+    assert snap["report"] == clean["report"] and snap["stitched"] == clean["stitched"]
+    assert snap["ranks"] == clean["ranks"]
+    assert [k for k, _ in snap["errors"]] == ["bad_ranks_json"]  # npu<id>_<pid>: ordered
+    assert str(f) in out.stderr
+
+
+def test_unreadable_config_json_is_an_error_row(clean, tmp_path) -> None:
+    session = make_msit(tmp_path)
+    (session / "config.json").write_text('{"num_attention_heads": 4,')
+    out = studio(tmp_path / "ws", "ingest", str(session))
+    assert_clear(out, 1, "bad_config", "unreadable JSON", "ignored")
+    snap = snapshot(tmp_path / "ws")
+    assert snap["run"][0][0] == "done" and snap["ranks"] == clean["ranks"]
 
 
 def test_config_with_zero_heads(clean, tmp_path) -> None:
