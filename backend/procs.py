@@ -20,6 +20,7 @@ import types
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 # Several threads may start processes at once (stitch workers, page sessions): the swap is
@@ -71,7 +72,7 @@ def process_start(pid: int) -> str | None:
     A PID plus its start time names one process for good: PIDs are reused, start times are not.
     """
     try:
-        stat = open(f"/proc/{pid}/stat", "rb").read().decode(errors="replace")  # noqa: SIM115
+        stat = Path(f"/proc/{pid}/stat").read_bytes().decode(errors="replace")
     except OSError:
         return None
     return stat.rsplit(")", 1)[-1].split()[19]  # field 22, counted after the comm field

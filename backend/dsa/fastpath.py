@@ -81,6 +81,20 @@ OPTIONAL_TYPE_CHECK = (
 EXTRA_CHECK = (
     f"event IS DISTINCT FROM 'dsa_topk' OR block_size_tokens <= 0 OR {OPTIONAL_TYPE_CHECK}"
 )
+# selected_token_pos that is neither absent, null nor a flat array (cut to [] and checked by
+# consistent()): the exact path judges it
+POS_TYPE_CHECK = "json_type(selected_token_pos) NOT IN ('NULL', 'ARRAY')"
+POS_SHAPE_CHECK = f"{POS_TYPE_CHECK} OR json_array_length(selected_token_pos) > 0"
+# The exact path's DuckDB check of what the fast path checks in prepare_chunk / consistent()
+# (the chunk keeps selected_token_pos there): the rows it flags go to the validator.
+EXACT_CHECK = (
+    "NOT (offset_min <= offset_p50 AND offset_p50 <= offset_max)"
+    " OR selected_block_ids <> list_sort(list_distinct(selected_block_ids))"
+    " OR unique_blocks <> len(selected_block_ids)"
+    " OR (json_type(selected_token_pos) = 'ARRAY' AND ("
+    "  len(list_filter(json_type(selected_token_pos, '$[*]'), lambda t: t <> 'UBIGINT')) > 0"
+    "  OR coalesce(list_max(TRY_CAST(selected_token_pos AS UBIGINT[])) >= 2147483648, false)))"
+)
 # The fast path parses selected_block_ids itself: DuckDB reads the rest.
 FAST_COLUMNS = {k: v for k, v in STEP_COLUMNS.items() if k != "selected_block_ids"}
 FAST_REQUIRED = tuple(c for c in STEP_REQUIRED if c != "selected_block_ids")
@@ -105,7 +119,8 @@ STEP_VALUES = """
 _SHM = "/dev/shm"  # noqa: S108
 TMP_DIR = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
 
-CUT_KEYS = (b'"selected_token_pos":', b'"scores_topk":', b'"hit_blocks":')
+POS_KEY = b'"selected_token_pos":'
+CUT_KEYS = (POS_KEY, b'"scores_topk":', b'"hit_blocks":')
 BLOCKS_KEY = b'"selected_block_ids":'
 ID_KEYS = (b'"request_id":', b'"step_idx":', b'"layer_id":')
 # The usual layout (the tracer's key order, either writer's spacing); anything else is looked up
@@ -130,6 +145,9 @@ class Prepared:
     step_idx: np.ndarray
     layer_id: np.ndarray
     heat: dict[str, np.ndarray]  # request_id, step_idx, block_id, lo, hi (block_heat)
+    # for consistent() against DuckDB's scalars (dropped once checked)
+    blocks: np.ndarray | None = None
+    block_counts: np.ndarray | None = None
     cpu_s: float = 0.0  # CPU seconds the pre-parse took (read_prepare: the read included)
     # parse_scalars: the rows' dsa_steps values (STEP_VALUES order, then run_name, dataset, the
     # line index ``idx`` and start ``off``), an Arrow table; None until parsed
@@ -165,6 +183,7 @@ def prepare_chunk(data, size: int | None = None) -> Prepared | None:
     put = pieces.append
     spans: list[tuple[int, int]] = []
     counts: list[int] = []
+    pos_spans: list[tuple[int, int]] = []
     starts: list[int] = []
     req: list[int] = []
     step: list[int] = []
@@ -192,6 +211,8 @@ def prepare_chunk(data, size: int | None = None) -> Prepared | None:
             while k > p and data[k - 1] == 32:
                 k -= 1
             if endswith(CUT_KEYS, p, k):
+                if endswith(POS_KEY, p, k) and j > i + 1:  # its bytes are checked below
+                    pos_spans.append((i + 1, j))
                 put(mv[q : i + 1])
                 q = j
             elif endswith(BLOCKS_KEY, p, k):
@@ -224,6 +245,8 @@ def prepare_chunk(data, size: int | None = None) -> Prepared | None:
     vals = parse_int_lists(data, spans, counts)
     if vals is None:
         return None
+    if pos_spans and not plain_small_ints(data, pos_spans):
+        return None  # not plain integers below 10**9: the exact path and validator judge
     try:
         ids = [np.array(x, dtype=np.int64) for x in (req, step, layer)]
     except OverflowError:
@@ -233,6 +256,7 @@ def prepare_chunk(data, size: int | None = None) -> Prepared | None:
         n_lines=len(starts), starts=np.array(starts, dtype=np.int64),
         stripped=b"".join(pieces), request_id=ids[0], step_idx=ids[1], layer_id=ids[2],
         heat=block_heat(ids[0], ids[1], ids[2], vals, cnt),
+        blocks=vals, block_counts=cnt,
     )  # fmt: skip
 
 
@@ -391,7 +415,7 @@ def parse_scalars(prep: Prepared) -> bool:
             " (selected_token_pos IS NOT NULL OR NULL) AS selected_token_pos,"
             " (scores_stats IS NOT NULL OR NULL) AS scores_stats,"
             " (scores_topk IS NOT NULL OR NULL) AS scores_topk,"
-            f" ({nulls} OR {EXTRA_CHECK}) AS refuse"
+            f" ({nulls} OR {EXTRA_CHECK} OR {POS_SHAPE_CHECK}) AS refuse"
             f" FROM read_json(?, format='newline_delimited', columns={cols}) c",
             params=[tmp.name],
         ).to_arrow_table()
@@ -407,6 +431,9 @@ def parse_scalars(prep: Prepared) -> bool:
         got = tb.column(col).to_numpy(zero_copy_only=False).astype(np.int64)
         if not np.array_equal(got, getattr(prep, k)):
             return False
+    if not consistent(prep, *(tb.column(c).to_numpy(zero_copy_only=False) for c in (6, 7, 8, 10))):
+        return False
+    prep.blocks = prep.block_counts = None
     extra = ["run_name", "dataset", "rank", "world_size", "selected_token_pos", "scores_stats",
              "scores_topk", "refuse"]  # fmt: skip
     names = [f"v{i}" for i in range(tb.num_columns - len(extra))] + extra
@@ -414,6 +441,56 @@ def parse_scalars(prep: Prepared) -> bool:
     tb = tb.append_column("idx", pa.array(np.arange(prep.n_lines, dtype=np.int64)))
     prep.table = tb.append_column("off", pa.array(prep.starts))
     prep.stripped = b""
+    return True
+
+
+def consistent(prep: Prepared, omin, op50, omax, ublocks) -> bool:  # noqa: ANN001
+    """The checks of the ingest's validator that DuckDB's types do not make, vectorised over the
+    chunk (the arguments: its offset_min / p50 / max and unique_blocks columns): offsets ordered,
+    ``selected_block_ids`` sorted, unique and ``unique_blocks`` many. False: the chunk goes to
+    the exact path (the validator names the line and why)."""
+    if prep.blocks is None or prep.block_counts is None:
+        return True  # nothing kept to check (a Prepared made elsewhere)
+    if not (np.all(omin <= op50) and np.all(op50 <= omax)):
+        return False
+    cnt, vals = prep.block_counts, prep.blocks
+    if not np.array_equal(cnt, np.asarray(ublocks, dtype=np.int64)):
+        return False
+    if len(vals) > 1:  # strictly increasing within each line
+        first = np.zeros(len(vals), dtype=bool)
+        first[np.cumsum(cnt)[:-1][cnt[1:] > 0]] = True
+        if np.any((np.diff(vals) <= 0) & ~first[1:]):
+            return False
+    return True
+
+
+def plain_small_ints(data, spans: list[tuple[int, int]]) -> bool:
+    """Whether every ``[s, e)`` span is a JSON list body of integers in ``[0, 10**9)`` (digits,
+    ``,`` or ``, ``, no leading zero): byte checks at memchr speed, no parse (positions are not
+    stored; parsing them doubled the fast path's CPU)."""
+    mv = memoryview(data)
+    blk = b",".join([mv[s:e] for s, e in spans])
+    if b" " in blk:
+        if blk.count(b" ") != blk.count(b", "):
+            return False
+        blk = blk.replace(b", ", b",")
+    if not blk or blk.translate(None, b"0123456789,"):
+        return False  # a sign, a point, an exponent, a quote, a bracket, null, ...
+    if blk[:1] == b"," or blk[-1:] == b"," or b",," in blk:
+        return False  # an empty number
+    # a number of 10+ digits is a window of 10 bytes without a comma: OR over shifted copies
+    w = np.frombuffer(b"," + blk + b",", dtype=np.uint8) == 44
+    for k in (1, 2, 4, 2):  # windows of 2, 4, 8, 10 bytes
+        w = w[:-k] | w[k:]
+    if not w.all():
+        return False  # 10 digits or more: >= 10**9 (the exact path judges)
+    if blk[:1] == b"0" and blk[1:2].isdigit():
+        return False
+    i = blk.find(b",0")
+    while i >= 0:  # a number starting with 0 must be 0 itself (rare: one per line at most)
+        if blk[i + 2 : i + 3].isdigit():
+            return False
+        i = blk.find(b",0", i + 2)
     return True
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import functools
 import hashlib
 import json
 import os
@@ -139,8 +140,10 @@ class Format:
 # A null inside selected_block_ids would become a garbage block id in dsa_block_heat (found by
 # tests/faults/test_fuzz_readers.py): such rows go to the line-by-line validator.
 STEPS = Format(
-    "steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT,), validate_record,
-    f"{EXTRA_CHECK} OR list_count(selected_block_ids) <> len(selected_block_ids)",
+    "steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT,),
+    functools.partial(validate_record, positions="types"),
+    f"{EXTRA_CHECK} OR list_count(selected_block_ids) <> len(selected_block_ids)"
+    f" OR {fastpath.POS_TYPE_CHECK} OR {fastpath.EXACT_CHECK}",
 )  # fmt: skip
 PREFIX = Format("prefix", PREFIX_COLUMNS, ("hash_ids",), (PREFIX_INSERT,), _validate_prefix_line)
 
@@ -609,7 +612,9 @@ class Ingestor:
             cur.unregister("dsa_heat")
 
     def _try_fast(self, data: bytes, offsets: np.ndarray, line_nos: np.ndarray) -> int:
-        return self._insert(strip_arrays(data) if self.kind == "steps" else data, offsets, line_nos)
+        # selected_token_pos stays: STEPS.extra_check holds it against the scalars
+        return self._insert(strip_arrays(data, _UNPARSED[1:]) if self.kind == "steps" else data,
+                            offsets, line_nos)  # fmt: skip
 
     def _careful(
         self, data: bytes, starts: np.ndarray, ends: np.ndarray, base: int, line_nos: np.ndarray

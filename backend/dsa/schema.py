@@ -74,8 +74,16 @@ def _int_list(v: Any) -> bool:
     return isinstance(v, list) and all(_is_int(x) for x in v)
 
 
-def validate_record(rec: Any) -> list[str]:
-    """Every way ``rec`` departs from seed 004's schema (empty list: valid)."""
+POS_LIMIT = 1 << 31  # positions the ingest accepts: 0 <= p < 2**31
+
+
+def validate_record(rec: Any, positions: str = "full") -> list[str]:
+    """Every way ``rec`` departs from seed 004's schema (empty list: valid).
+
+    ``positions="types"`` (the ingest): ``selected_token_pos`` must be integers in
+    ``[0, 2**31)``, but is not held against ``seq_len_current``, ``unique_token_pos_count`` and
+    ``selected_block_ids``: nothing the ingest stores comes from the positions, and parsing every
+    one of them on the fast path cost about 6x the ingest's CPU (docs/SPARSE_ATTENTION.md)."""
     if not isinstance(rec, Mapping):
         return ["record is not a JSON object"]
     errors = [f"missing field {k!r}" for k in TOP_KEYS if k not in rec]
@@ -111,7 +119,7 @@ def validate_record(rec: Any) -> list[str]:
         errors.append("tokens_per_touched_block: mean is a number, p50 and p95 are integers")
     errors += _validate_kv_fetch(rec["kv_fetch"])
     errors += _validate_prefix(rec["prefix"], blocks if _int_list(blocks) else [])
-    errors += _validate_positions(rec)
+    errors += _validate_positions(rec) if positions == "full" else _position_types(rec)
     if rec.get("scores_topk") is not None:
         s = rec["scores_topk"]
         if not isinstance(s, list) or not all(_is_num(x) for x in s):
@@ -172,6 +180,15 @@ def _validate_prefix(p: Any, blocks: Sequence[int]) -> list[str]:
     ]:
         errors.append("prefix.intersection_blocks != selected blocks below prefix_cached_blocks")
     return errors
+
+
+def _position_types(rec: Mapping[str, Any]) -> list[str]:
+    pos = rec.get("selected_token_pos")
+    if pos is None:
+        return []
+    if not _int_list(pos) or any(not 0 <= p < POS_LIMIT for p in pos):
+        return ["selected_token_pos is not a list of integers in [0, 2**31)"]
+    return []
 
 
 def _validate_positions(rec: Mapping[str, Any]) -> list[str]:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from backend.dsa import fastpath
 from backend.dsa import ingest as ingest_mod
@@ -365,3 +367,47 @@ def test_broken_pool_falls_back_to_this_process(workspace, tmp_path: Path, monke
     assert [r[:3] for r in steps] == [r[:3] for r in want_rows] and not bad
     assert _combined_heat(heat) == want_heat
     assert ingest_mod._POOL is None or ingest_mod._POOL is not pool
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(
+                st.integers(0, 10**9 + 5),
+                st.integers(-5, -1),
+                st.floats(allow_nan=False, allow_infinity=False),
+                st.text(max_size=3),
+                st.none(),
+            ),
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from([",", ", "]),
+)
+def test_plain_small_ints_matches_the_validators_rule(lists, sep) -> None:
+    """Oracle: json.loads + "every element an int in [0, 10**9) written without a leading
+    zero" (the tracer's output): the byte check on selected_token_pos agrees exactly."""
+    bodies = [sep.join(json.dumps(v) for v in vals).encode() for vals in lists]
+    data, spans = b"", []
+    for b in bodies:
+        data += b'{"p":['
+        if b:
+            spans.append((len(data), len(data) + len(b)))
+        data += b + b"]}\n"
+    assume(spans)
+    want = all(type(v) is int and 0 <= v < 10**9 for vals in lists for v in vals)
+    assert fastpath.plain_small_ints(data, spans) == want
+
+
+@pytest.mark.parametrize(
+    "body, ok",
+    [(b"0,1,22", True), (b"0, 1, 22", True), (b"999999999", True), (b"1000000000", False),
+     (b"01", False), (b"1,01", False), (b"1,-1", False), (b"1.5", False), (b"1e3", False),
+     (b'"1"', False), (b"1,,2", False), (b"1,", False), (b"[1]", False), (b"null", False),
+     (b"1 ,2", False), (b"0,0", True)],
+)  # fmt: skip
+def test_plain_small_ints_cases(body: bytes, ok: bool) -> None:
+    assert fastpath.plain_small_ints(b"[" + body + b"]", [(1, 1 + len(body))]) is ok

@@ -217,6 +217,99 @@ def test_dsa_ingest_wrong_types_are_bad_lines(trace: Path, tmp_path: Path, case:
     assert query(ws, "SELECT count(*) FROM dsa_steps WHERE line_no = 6")[0][0] == 0
 
 
+def _position_mutations() -> dict[str, tuple[object, bool]]:
+    """Lines the full validator (``dsa summarize``) refuses; True: the ingest refuses them too
+    (wrong types, absurd numbers, unordered offsets or blocks), False: kept as a row because only
+    the positions disagree with the scalars (not checked by the ingest, SPARSE_ATTENTION.md)."""
+
+    def out_of_range(r):
+        r["selected_token_pos"] = [*r["selected_token_pos"][:-1], r["seq_len_current"]]
+
+    def negative(r):
+        r["selected_token_pos"] = [-1, *r["selected_token_pos"][1:]]
+
+    def count_off(r):
+        r["unique_token_pos_count"] += 1
+
+    def blocks_off(r):  # a block no position falls in (sorted, unique, counted)
+        r["selected_block_ids"] = sorted({*r["selected_block_ids"], 10**6})
+        r["unique_blocks"] = len(r["selected_block_ids"])
+
+    def blocks_unsorted(r):
+        r["selected_block_ids"] = r["selected_block_ids"][::-1]
+
+    def blocks_miscounted(r):
+        r["unique_blocks"] += 1
+
+    def offsets(r):
+        r["offset_min"] = r["offset_max"] + 1
+
+    def nested(r):
+        r["selected_token_pos"] = [r["selected_token_pos"]]
+
+    def huge(r):
+        r["selected_token_pos"] = [2**31, *r["selected_token_pos"][1:]]
+
+    m = _mutations()
+    return {
+        "positions_strings": (m["positions_strings"], True),
+        "positions_2pow70": (m["positions_2pow70"], True),
+        "positions_floats": (m["positions_floats"], True),
+        "positions_negative": (negative, True), "positions_nested": (nested, True),
+        "positions_2pow31": (huge, True), "blocks_unsorted": (blocks_unsorted, True),
+        "blocks_miscounted": (blocks_miscounted, True), "offsets_unordered": (offsets, True),
+        "positions_out_of_range": (out_of_range, False), "positions_count_off": (count_off, False),
+        "positions_blocks_off": (blocks_off, False),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["fast", "exact"])
+@pytest.mark.parametrize("case", list(_position_mutations()))
+def test_dsa_ingest_positions_same_verdict_on_every_path(trace, tmp_path, case, path) -> None:
+    """Issue 17: the fast path cut selected_token_pos unchecked, so a line of strings, floats or
+    2**70 positions was stored. Now the fast path, the exact (DuckDB) path and the line-by-line
+    validator give one verdict per line; the other 23 rows equal the clean file's."""
+    from backend.dsa import fastpath, ingest
+    from backend.dsa.schema import validate_record
+    from backend.workspace import open_workspace
+
+    mutate, refused = _position_mutations()[case]
+    lines = trace.read_text().splitlines()
+    rec = json.loads(lines[5])
+    mutate(rec)
+    assert validate_record(rec), "the full validator (dsa summarize) refuses every case"
+    data = ("\n".join([*lines[:5], json.dumps(rec), *lines[6:]]) + "\n").encode()
+    bad = _place(tmp_path, "bad", data)
+    ws = open_workspace(tmp_path / "ws")
+    real = fastpath.prepare_chunk
+    if path == "exact":
+        fastpath.prepare_chunk = lambda data, size=None: None
+    try:
+        ing = ingest.Ingestor(ws, bad)
+        ing.poll()
+        ing.finish()
+        res = ing.result()
+        if path == "fast" and not refused:
+            assert ing.chunks["fast"] >= 1  # a kept line does not push the chunk off the fast path
+    finally:
+        fastpath.prepare_chunk = real
+        ws.close()
+    assert (res.rows, res.bad_lines) == ((ROWS - 1, 1) if refused else (ROWS, 0))
+    assert query(tmp_path / "ws", "SELECT line_no FROM dsa_bad_lines") == (
+        [(6,)] if refused else []
+    )
+    clean = _place(tmp_path, "clean", trace.read_bytes())
+    ws2 = open_workspace(tmp_path / "ws2")
+    try:
+        ing = ingest.Ingestor(ws2, clean)
+        ing.poll()
+        ing.finish()
+    finally:
+        ws2.close()
+    sql = "SELECT * EXCLUDE (trace_id, byte_offset) FROM dsa_steps WHERE line_no <> 6 ORDER BY 1"
+    assert query(tmp_path / "ws", sql) == query(tmp_path / "ws2", sql)  # offsets moved by the edit
+
+
 def test_dsa_ingest_fifo_is_refused(tmp_path: Path) -> None:
     fifo = tmp_path / "trace_steps.jsonl"
     os.mkfifo(fifo)
