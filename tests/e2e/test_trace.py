@@ -65,3 +65,35 @@ def test_trace_page_self_time_of_a_cpu_profile(studio_factory, page, tmp_path: P
     shot = tmp_path / "trace-self-time.png"
     page.screenshot(path=str(shot))
     assert "aten::mm" in page.inner_text("body") and shot.stat().st_size > 20_000
+
+
+def test_trace_module_calls_button_in_the_browser(studio_factory, page, tmp_path: Path) -> None:
+    """Issue 18 item 2: the form's "Trace module calls" runs transformers in the studio (it used
+    to fail on a `kernels` import shadowed by the project) and stores every decoder layer."""
+    import json
+
+    from backend.models.create import create_model
+    from backend.workspace import open_workspace
+
+    model = create_model(tmp_path / "tiny", preset="tiny", seed=0)
+    ws_dir = tmp_path / "e2e-workspace"
+    server = studio_factory(ws_dir)
+    page.goto(f"{server.url}/trace")
+    wait_for_app(page)
+    page.get_by_label("Model directory (HF format)").fill(str(model))
+    page.get_by_role("button", name="Trace module calls").click()
+    page.get_by_text("Calls per module class").wait_for(timeout=240_000)
+    body = page.inner_text("body")
+    assert "ImportError" not in body and "Traceback" not in body
+    page.screenshot(path=str(tmp_path / "trace-clicked.png"), full_page=True)
+    ws = open_workspace(ws_dir, read_only=True)  # the studio holds it: its read service answers
+    try:
+        q = ws.cursor().execute
+        (n_calls,) = q("SELECT n_calls FROM trace_runs").fetchone()
+        stored = q("SELECT count(*) FROM trace_calls").fetchone()[0]
+        layers = {r[0] for r in q("SELECT DISTINCT layer FROM trace_calls "
+                                  "WHERE layer IS NOT NULL").fetchall()}  # fmt: skip
+    finally:
+        ws.close()
+    n_layers = json.loads((model / "config.json").read_text())["num_hidden_layers"]
+    assert stored == n_calls > 0 and layers == set(range(n_layers))
