@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "backend.engines.cli",
     "backend.dumps.cli",
     "backend.analysis.cli",
+    "backend.compare.cli",
     "backend.moe.cli",
     "backend.bench.cli",
     "backend.dsa.cli",

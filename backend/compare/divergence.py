@@ -1,0 +1,106 @@
+"""Where two runs part: thresholds by dtype pair, the first divergence, the contribution ranking.
+
+The divergence metric is rel_diff (metrics.py): a normalised squared error, 0 for equal
+tensors, about (relative error)^2 / 2 for small ones, 1 for unrelated ones of equal norm. A
+tensor diverges when its rel_diff exceeds the threshold of its dtype pair: the looser of the two
+dtypes' entries in ``THRESHOLDS`` (calibrated on real runs, docs/COMPARE.md), or the user's.
+
+Contribution of a module = rel_diff of its output minus rel_diff of what it received: its own
+input when that pair was compared, else the nearest earlier compared tensor in forward order.
+Modules are ranked by this increase (how much divergence they add, not how much they inherit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# rel_diff threshold per dtype (see docs/COMPARE.md "Calibration" for the measured margins).
+THRESHOLDS: dict[str, float] = {
+    "float64": 1e-12,
+    "float32": 1e-9,
+    "float16": 1e-4,
+    "bfloat16": 1e-3,
+}
+DEFAULT = 1e-3  # dtypes not in the table (fp8 and friends): the loosest known
+
+
+def _dtype(d: str) -> str:
+    return str(d).lower().removeprefix("torch.")
+
+
+def threshold(dtype_a: str, dtype_b: str, override: float | None = None) -> float:
+    """The rel_diff above which a tensor pair of these dtypes counts as diverged."""
+    if override is not None:
+        return float(override)
+    return max(THRESHOLDS.get(_dtype(dtype_a), DEFAULT), THRESHOLDS.get(_dtype(dtype_b), DEFAULT))
+
+
+def mark(table: pd.DataFrame, override: float | None = None) -> pd.DataFrame:
+    """Adds ``threshold`` and ``diverged`` (integer tensors never diverge by rel_diff: their
+    ``mismatch`` is reported, routing flips included, but does not decide)."""
+    t = table.copy()
+    t["threshold"] = [
+        threshold(a, b, override) for a, b in zip(t["dtype_a"], t["dtype_b"], strict=True)
+    ]
+    t["diverged"] = t["rel_diff"].notna() & (t["rel_diff"] > t["threshold"])
+    return t
+
+
+def first_divergence(
+    table: pd.DataFrame, per_token: dict[int, dict[str, np.ndarray]]
+) -> dict[str, object] | None:
+    """The first diverged tensor in forward order (table is in forward order), and its first
+    token over the threshold."""
+    hit = table[table["diverged"]]
+    if hit.empty:
+        return None
+    row = hit.iloc[0]
+    rd = per_token[int(row.name)]["rel_diff"]
+    over = np.flatnonzero(rd > row["threshold"])
+    return {
+        "row": int(row.name),
+        "step": int(row["step"]),
+        "module": row["module_a"],
+        "module_b": row["module_b"],
+        "label": row["label"],
+        "io": row["io"],
+        "index": row["index"],
+        "part": row["part"],
+        "metric": "rel_diff",
+        "value": float(row["rel_diff"]),
+        "rel_diff": float(row["rel_diff"]),
+        "cosine": float(row["cosine"]),
+        "threshold": float(row["threshold"]),
+        "first_token": int(over[0]) if over.size else None,
+        "tokens_over": int(over.size),
+    }
+
+
+def contributions(table: pd.DataFrame) -> pd.DataFrame:
+    """Output tensors ranked by the rel_diff they add (see the module docstring)."""
+    rows = []
+    for _step, group in table.groupby("step", sort=False):
+        seen: dict[str, float] = {}
+        prev: float | None = None
+        for i, r in group.iterrows():
+            if pd.isna(r["rel_diff"]):
+                continue
+            rd = float(r["rel_diff"])
+            if r["io"] == "input":
+                seen.setdefault(r["canonical"], rd)  # its first input (index 0 sorts first)
+            else:
+                base = seen.get(r["canonical"])
+                source = "own input" if base is not None else "previous tensor"
+                if base is None:
+                    base = prev if prev is not None else 0.0
+                rows.append({
+                    "row": i, "step": int(r["step"]), "module": r["module_a"],
+                    "label": r["label"], "rel_diff": rd, "received": base,
+                    "added": rd - base, "growth": rd / base if base > 0 else np.inf if rd else 1.0,
+                    "versus": source, "diverged": bool(r["diverged"]),
+                })  # fmt: skip
+            prev = rd
+    out = pd.DataFrame(rows, columns=["row", "step", "module", "label", "rel_diff", "received",
+                                      "added", "growth", "versus", "diverged"])  # fmt: skip
+    return out.sort_values("added", ascending=False, kind="stable").reset_index(drop=True)

@@ -1,0 +1,82 @@
+"""Comparison metrics of two aligned ``[tokens, channels]`` tensors, per token and whole.
+
+A is the reference (relative errors divide by |A|), B the run under test. Computed in float64
+(vectorised torch; one pass of products shared by every metric):
+
+- msprobe's: cosine similarity, Euclidean distance ||B - A||, max |B - A|, max |B - A| / |A|,
+  share of elements with relative error <= 0.1 % and <= 0.5 % ("one / five thousandth").
+- SGLang's rel_diff = 1 - 2 sum(xy) / (sum(x^2) + sum(y^2)), evaluated as the identical
+  sum((x - y)^2) / (sum(x^2) + sum(y^2)), which keeps its precision when the runs nearly agree
+  (the subtraction form cancels to zero below ~1e-16).
+
+Conventions at zero: both vectors zero -> cosine 1, rel_diff 0; one zero -> cosine 0. A relative
+error divides by max(|A|, 1e-12) (so 0 vs 0 counts as within tolerance). Integer tensors (token
+ids, top-k ids) get ``mismatch``, the share of elements that differ, and NaN elsewhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+REL_EPS = 1e-12
+METRICS = (
+    "cosine", "euclidean", "max_abs_error", "max_rel_error", "within_0_1pct", "within_0_5pct",
+    "rel_diff", "mismatch",
+)  # fmt: skip
+
+
+def _cos(sxy: torch.Tensor, sxx: torch.Tensor, syy: torch.Tensor) -> torch.Tensor:
+    den = torch.sqrt(sxx * syy)
+    out = torch.where(den > 0, sxy / torch.where(den > 0, den, 1.0), 0.0)
+    return torch.where((sxx == 0) & (syy == 0), 1.0, out)
+
+
+def _rel_diff(sdd: torch.Tensor, sxx: torch.Tensor, syy: torch.Tensor) -> torch.Tensor:
+    den = sxx + syy
+    return torch.where(den > 0, sdd / torch.where(den > 0, den, 1.0), 0.0)
+
+
+def compare(a: torch.Tensor, b: torch.Tensor) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """``(whole, per_token)``: each metric over all elements, and one value per token (row)."""
+    if a.shape != b.shape or a.dim() != 2:
+        raise ValueError(f"need two [tokens, channels] tensors of one shape: {a.shape} {b.shape}")
+    t, c = a.shape
+    nan_t = np.full(t, np.nan)
+    if not (a.is_floating_point() and b.is_floating_point()):
+        neq = (a.to(torch.int64) != b.to(torch.int64)).double()
+        tok = {m: nan_t for m in METRICS}
+        tok["mismatch"] = neq.mean(1).numpy() if c else nan_t
+        whole = {m: float("nan") for m in METRICS}
+        whole["mismatch"] = float(neq.mean()) if neq.numel() else float("nan")
+        return whole, tok
+    x, y = a.double(), b.double()
+    d = y - x
+    ad = d.abs()
+    rel = ad / x.abs().clamp_min(REL_EPS)
+    sxy, sxx, syy, sdd = (x * y).sum(1), (x * x).sum(1), (y * y).sum(1), (d * d).sum(1)
+    w1, w5 = (rel <= 1e-3).double().sum(1), (rel <= 5e-3).double().sum(1)
+    empty = c == 0
+    tok = {
+        "cosine": _cos(sxy, sxx, syy).numpy(),
+        "euclidean": torch.sqrt(sdd).numpy(),
+        "max_abs_error": nan_t if empty else ad.amax(1).numpy(),
+        "max_rel_error": nan_t if empty else rel.amax(1).numpy(),
+        "within_0_1pct": nan_t if empty else (w1 / c).numpy(),
+        "within_0_5pct": nan_t if empty else (w5 / c).numpy(),
+        "rel_diff": _rel_diff(sdd, sxx, syy).numpy(),
+        "mismatch": nan_t,
+    }
+    n = t * c
+    SXY, SXX, SYY, SDD = (s.sum().reshape(1) for s in (sxy, sxx, syy, sdd))  # noqa: N806
+    whole = {
+        "cosine": float(_cos(SXY, SXX, SYY)[0]),
+        "euclidean": float(torch.sqrt(SDD)[0]),
+        "max_abs_error": float(ad.max()) if n else float("nan"),
+        "max_rel_error": float(rel.max()) if n else float("nan"),
+        "within_0_1pct": float(w1.sum() / n) if n else float("nan"),
+        "within_0_5pct": float(w5.sum() / n) if n else float("nan"),
+        "rel_diff": float(_rel_diff(SDD, SXX, SYY)[0]),
+        "mismatch": float("nan"),
+    }
+    return whole, tok

@@ -1,0 +1,170 @@
+"""Whole-run comparison: align two runs, measure every pair, find where they part.
+
+``compare_runs`` is what ``studio compare`` and the Compare page call. The tensors are read
+memory-mapped once each, A and B of a pair side by side, so comparing costs about one read of
+both runs plus the float64 arithmetic (bench/compare.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from backend.analysis import parts, source
+from backend.compare import divergence, metrics
+from backend.compare.align import Alignment, Pair, Ref, align
+from backend.dumps.axis import to_matrix
+from backend.dumps.query import load_tensor
+from backend.workspace import Workspace
+
+
+def load_matrix(ws: Workspace, ref: Ref, config: dict) -> torch.Tensor:
+    """One side of a pair as ``[tokens, channels]`` (a fused part split first)."""
+    t = load_tensor(ws, ref.tensor_id)
+    if ref.split:
+        t = parts.split(ref.module, t, config, ref.part)
+    return to_matrix(t, min(ref.token_dims, t.dim()))
+
+
+@dataclass
+class CompareResult:
+    run_a: str
+    run_b: str
+    conventions: tuple[str | None, str | None]
+    pairs: list[Pair]
+    table: pd.DataFrame  # one row per pair, forward order; index = position in ``pairs``
+    per_token: dict[int, dict[str, np.ndarray]]
+    first: dict | None
+    ranked: pd.DataFrame
+    unaligned: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    threshold_override: float | None = None
+    ranked_by: str = "rel_diff of the output minus rel_diff of what the module received"
+
+    def heatmap(self, step: int, metric: str = "rel_diff", io: str = "output") -> pd.DataFrame:
+        """Tensor x token matrix of a per-token metric for one step position (forward order)."""
+        sub = self.table[(self.table["step"] == step) & (self.table["io"] == io)]
+        sub = sub[sub["rel_diff"].notna()]
+        rows = {r.label: self.per_token[int(i)][metric] for i, r in sub.iterrows()}
+        if not rows:
+            return pd.DataFrame()
+        width = max(len(v) for v in rows.values())
+        mat = np.full((len(rows), width), np.nan)
+        for k, v in enumerate(rows.values()):
+            mat[k, : len(v)] = v
+        return pd.DataFrame(mat, index=list(rows), columns=range(width))
+
+    def token_first(self, step: int) -> list[str | None]:
+        """For each token of a step, the first tensor where it crosses its threshold."""
+        sub = self.table[(self.table["step"] == step) & self.table["rel_diff"].notna()]
+        first: list[str | None] = []
+        for i, r in sub.iterrows():
+            rd = self.per_token[int(i)]["rel_diff"]
+            if len(first) < len(rd):
+                first += [None] * (len(rd) - len(first))
+            for t in np.flatnonzero(rd > r["threshold"]):
+                if first[t] is None:
+                    first[t] = r["label"]
+        return first
+
+    def as_json(self, *, per_token: bool = False) -> dict:
+        def clean(v: object) -> object:
+            if isinstance(v, float | np.floating):
+                return None if math.isnan(v) else (str(v) if math.isinf(v) else float(v))
+            if isinstance(v, np.integer):
+                return int(v)
+            if isinstance(v, np.bool_):
+                return bool(v)
+            return v
+
+        def records(df: pd.DataFrame) -> list[dict]:
+            return [{k: clean(v) for k, v in r.items()} for r in df.to_dict("records")]
+
+        tensors = records(self.table.drop(columns=["canonical"]))
+        if per_token:
+            for rec, i in zip(tensors, self.table.index, strict=True):
+                rec["per_token"] = {m: [clean(x) for x in v.tolist()]
+                                    for m, v in self.per_token[int(i)].items()}  # fmt: skip
+        return {
+            "run_a": self.run_a,
+            "run_b": self.run_b,
+            "conventions": {"a": self.conventions[0], "b": self.conventions[1]},
+            "thresholds": self.threshold_override or dict(divergence.THRESHOLDS),
+            "first_divergence": {k: clean(v) for k, v in self.first.items()}
+            if self.first
+            else None,
+            "compared": len(self.table),
+            "ranked": records(self.ranked.head(20)),
+            "unaligned": records(self.unaligned),
+            "notes": self.notes,
+            "tensors": tensors,
+        }
+
+
+def _row(p: Pair, whole: dict[str, float]) -> dict:
+    idx = p.a.arg_name if p.a.idx == -1 and p.a.arg_name else p.a.idx
+    return {
+        "step": p.order[0], "step_a": p.a.step, "step_b": p.b.step, "label": p.label,
+        "canonical": p.key[0], "module_a": p.a.module, "module_b": p.b.module, "io": p.a.io,
+        "index": idx, "part": p.key[3], "dtype_a": p.a.dtype, "dtype_b": p.b.dtype,
+        "tokens": p.a.matrix[0], "channels": p.a.matrix[1], **whole,
+        "tensor_a": p.a.tensor_id, "tensor_b": p.b.tensor_id,
+    }  # fmt: skip
+
+
+def measure(ws: Workspace, al: Alignment) -> tuple[pd.DataFrame, dict[int, dict]]:
+    cfg = {al.run_a: source.run_config(ws, al.run_a), al.run_b: source.run_config(ws, al.run_b)}
+    rows, tok = [], {}
+    for i, p in enumerate(al.pairs):
+        x = load_matrix(ws, p.a, cfg[al.run_a])
+        y = load_matrix(ws, p.b, cfg[al.run_b])
+        whole, tok[i] = metrics.compare(x, y)
+        rows.append(_row(p, whole))
+    cols = list(_row(al.pairs[0], dict.fromkeys(metrics.METRICS, 0.0))) if al.pairs else []
+    return pd.DataFrame(rows, columns=cols or None), tok
+
+
+def compare_runs(
+    ws: Workspace,
+    run_a: str,
+    run_b: str,
+    *,
+    steps: list[int] | None = None,
+    modules: str | None = None,
+    threshold: float | None = None,
+) -> CompareResult:
+    """Compare run B against run A (the reference) tensor by tensor."""
+    al = align(ws, run_a, run_b, steps=steps, modules=modules)
+    table, tok = measure(ws, al)
+    if table.empty:
+        table = pd.DataFrame(columns=["step", "label", "canonical", "module_a", "module_b", "io",
+                                      "index", "part", "dtype_a", "dtype_b", "rel_diff",
+                                      "threshold", "diverged"])  # fmt: skip
+    else:
+        table = divergence.mark(table, threshold)
+    first = divergence.first_divergence(table, tok) if len(table) else None
+    ranked = divergence.contributions(table) if len(table) else pd.DataFrame()
+    return CompareResult(run_a, run_b, al.conventions, al.pairs, table, tok, first, ranked,
+                         al.unaligned_frame(), al.notes, threshold)  # fmt: skip
+
+
+def compare_any(
+    ws: Workspace,
+    run_a: str,
+    run_b: str,
+    *,
+    steps: list[int] | None = None,
+    modules: str | None = None,
+    threshold: float | None = None,
+):  # -> CompareResult | StatsResult
+    """Tensors when both runs hold them, else statistic deltas (backend/compare/stats.py)."""
+    from backend.compare import stats
+
+    if stats.stats_only(ws, run_a) or stats.stats_only(ws, run_b):
+        return stats.compare_stats(ws, run_a, run_b, steps=steps, modules=modules,
+                                   threshold=threshold)  # fmt: skip
+    return compare_runs(ws, run_a, run_b, steps=steps, modules=modules, threshold=threshold)
