@@ -107,3 +107,7 @@ LAYER_ORDER: tuple[tuple[str, str], ...] = (
 # Outside the layers: before them, and after them (anything else sorts after these).
 TOP_BEFORE: tuple[str, ...] = ("", "embed_tokens", "rotary_emb")
 TOP_AFTER: tuple[str, ...] = ("norm", "lm_head", "logits_processor")
+
+# Containers: their output is their children's work (a decoder layer, attention, the MLP / MoE
+# block, the model). They are compared, but not ranked by contribution when children are.
+CONTAINERS = re.compile(r"^$|(^|\.)(layers\.\d+|self_attn|mlp)$")

@@ -7,13 +7,16 @@ dtypes' entries in ``THRESHOLDS`` (calibrated on real runs, docs/COMPARE.md), or
 
 Contribution of a module = rel_diff of its output minus rel_diff of what it received: its own
 input when that pair was compared, else the nearest earlier compared tensor in forward order.
-Modules are ranked by this increase (how much divergence they add, not how much they inherit).
+Modules are ranked by this increase (how much divergence they add, not how much they inherit);
+containers whose children are compared (self_attn, mlp, decoder layers) are not ranked.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from backend.compare.align_rules import CONTAINERS
 
 # rel_diff threshold per dtype (see docs/COMPARE.md "Calibration" for the measured margins).
 THRESHOLDS: dict[str, float] = {
@@ -80,6 +83,10 @@ def first_divergence(
 def contributions(table: pd.DataFrame) -> pd.DataFrame:
     """Output tensors ranked by the rel_diff they add (see the module docstring)."""
     rows = []
+    names = set(table["canonical"])
+    # A container (align_rules.CONTAINERS) whose children are compared adds nothing of its own.
+    parents = {n for n in names if CONTAINERS.search(n) and any(m.startswith(f"{n}.") or (n == ""
+               and m) for m in names if m != n)}  # fmt: skip
     for _step, group in table.groupby("step", sort=False):
         seen: dict[str, float] = {}
         prev: float | None = None
@@ -89,7 +96,7 @@ def contributions(table: pd.DataFrame) -> pd.DataFrame:
             rd = float(r["rel_diff"])
             if r["io"] == "input":
                 seen.setdefault(r["canonical"], rd)  # its first input (index 0 sorts first)
-            else:
+            elif r["canonical"] not in parents:
                 base = seen.get(r["canonical"])
                 source = "own input" if base is not None else "previous tensor"
                 if base is None:

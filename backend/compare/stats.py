@@ -8,10 +8,9 @@ replicated, keep one; otherwise shards: max of Max, min of Min, mean of Mean (eq
 sqrt(sum of norm^2). A sum of partial results cannot be recovered from statistics: such tensors
 (vLLM FusedMoE partial sums) compare as shards and will differ, as msprobe's do.
 
-The divergence metric is the relative norm delta |norm_B - norm_A| / norm_A, against the square
-root of the dtype pair's rel_diff threshold (for a small error E, rel_diff ~ |E|^2 / (2|A|^2),
-while the norm moves by at most |E| / |A|). Statistics can agree while elements differ: a pass
-here is necessary, not sufficient.
+The divergence metric is the largest relative delta of Max, Min and norm (``stat_rel_delta``,
+|B - A| / |A|; Mean is reported but not used: it sits near zero), against ``STATS_THRESHOLDS``.
+Statistics can agree while elements differ: a pass here is necessary, not sufficient.
 """
 
 from __future__ import annotations
@@ -29,6 +28,30 @@ from backend.dumps import query
 from backend.workspace import Workspace
 
 STATS = ("max", "min", "mean", "norm")
+
+
+# stat_rel_delta threshold per dtype: measured noise x 2 (docs/COMPARE.md "Calibration")
+STATS_THRESHOLDS: dict[str, float] = {"float64": 1e-10, "float32": 1e-5, "float16": 3e-3,
+                                      "bfloat16": 2e-2}  # fmt: skip
+
+
+def stats_threshold(dtype_a: str, dtype_b: str, override: float | None = None) -> float:
+    if override is not None:
+        return float(override)
+    t = STATS_THRESHOLDS
+    return max(t.get(divergence._dtype(dtype_a), 2e-2), t.get(divergence._dtype(dtype_b), 2e-2))
+
+
+def _rel(a: float, b: float) -> float:
+    if a != a or b != b:
+        return 0.0 if (a != a) == (b != b) else float("inf")
+    return abs(b - a) / abs(a) if a else (0.0 if b == 0 else float("inf"))
+
+
+def shared(ws: Workspace, run_id: str) -> set[str]:
+    """Modules flagged shared or in place at ingest: one object for all layers (its statistics
+    are not one call's) or rotating in place (its input statistics are taken after the call)."""
+    return set(query.shared_modules(ws, run_id)["module"])
 
 
 def stats_only(ws: Workspace, run_id: str) -> bool:
@@ -107,7 +130,7 @@ class StatsResult:
     ranked: pd.DataFrame
     unaligned: pd.DataFrame
     notes: list[str] = field(default_factory=list)
-    ranked_by: str = "relative norm delta of the output minus that of the tensor before it"
+    ranked_by: str = "stat_rel_delta of the output minus that of the tensor before it"
 
     def as_json(self, *, per_token: bool = False) -> dict:  # noqa: ARG002 - no tokens here
         def rec(df: pd.DataFrame) -> list[dict]:
@@ -131,6 +154,7 @@ def compare_stats(
     sa, sb = run_stats(ws, run_a), run_stats(ws, run_b)
     conv = (convention(sa["module"].unique().tolist()), convention(sb["module"].unique().tolist()))
     ka, kb = _keyed(sa), _keyed(sb)
+    flagged = shared(ws, run_a) | shared(ws, run_b)
     la, lb = sorted(ka), sorted(kb)
     rows, unaligned = [], []
     for pos in range(max(len(la), len(lb))):
@@ -153,7 +177,15 @@ def compare_stats(
             a, b = ea[key], eb[key]
             if rx and not (rx.search(a["module"]) or rx.search(b["module"])):
                 continue
-            if conv[0] != conv[1] and _specific(key):
+            why = (conv[0] != conv[1] and _specific(key)) or (
+                (a["module"] in flagged or b["module"] in flagged)
+                and "a shared or in-place module (Dumps page): its statistics are not one call's"
+            )
+            if why:
+                for side, r in (("A", a), ("B", b)):
+                    unaligned.append({"run": side, "step": r["step"], "module": r["module"],
+                                      "io": r["io"], "index": r["idx"], "part": key[3],
+                                      "reason": why})  # fmt: skip
                 continue
             row = {"step": pos, "label": f"{a['module']}{f'[{key[3]}]' if key[3] else ''} "
                    f"{a['io']}_{a['idx']}", "canonical": key[0], "module_a": a["module"],
@@ -161,23 +193,22 @@ def compare_stats(
                    "dtype_a": a["dtype"], "dtype_b": b["dtype"]}  # fmt: skip
             for s in STATS:
                 row[f"{s}_a"], row[f"{s}_b"], row[f"{s}_delta"] = a[s], b[s], b[s] - a[s]
-            na = abs(a["norm"]) if a["norm"] == a["norm"] else float("nan")
-            row["norm_rel_delta"] = abs(b["norm"] - a["norm"]) / na if na else float(b["norm"] != 0)
-            row["threshold"] = math.sqrt(divergence.threshold(a["dtype"], b["dtype"], threshold))
+            row["stat_rel_delta"] = max(_rel(a[s], b[s]) for s in ("max", "min", "norm"))
+            row["threshold"] = stats_threshold(a["dtype"], b["dtype"], threshold)
             rows.append(row)
     table = pd.DataFrame(rows)
     first, ranked = None, pd.DataFrame()
     if len(table):
-        table["diverged"] = table["norm_rel_delta"] > table["threshold"]
+        table["diverged"] = table["stat_rel_delta"] > table["threshold"]
         hit = table[table["diverged"]]
         if len(hit):
             r = hit.iloc[0]
             first = {"step": int(r["step"]), "module": r["module_a"], "module_b": r["module_b"],
-                     "label": r["label"], "metric": "norm_rel_delta",
-                     "value": float(r["norm_rel_delta"]), "threshold": float(r["threshold"])}  # fmt: skip
-        prev = table["norm_rel_delta"].shift(1).fillna(0.0)
-        ranked = table.assign(rel_diff=table["norm_rel_delta"], received=prev,
-                              added=table["norm_rel_delta"] - prev, versus="previous tensor")  # fmt: skip
+                     "label": r["label"], "metric": "stat_rel_delta",
+                     "value": float(r["stat_rel_delta"]), "threshold": float(r["threshold"])}  # fmt: skip
+        prev = table["stat_rel_delta"].shift(1).fillna(0.0)
+        ranked = table.assign(rel_diff=table["stat_rel_delta"], received=prev,
+                              added=table["stat_rel_delta"] - prev, versus="previous tensor")  # fmt: skip
         ranked = ranked[ranked["io"] == "output"].sort_values("added", ascending=False)
         ranked = ranked[["step", "module_a", "label", "rel_diff", "received", "added", "versus",
                          "diverged"]].rename(columns={"module_a": "module"}).reset_index(drop=True)  # fmt: skip
