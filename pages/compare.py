@@ -36,6 +36,8 @@ def _fmt(v: object) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3e}"
 
 
+run_a = run_b = None
+steps_txt, modules, thr = "", "", 0.0
 with guarded("Listing runs"):
     runs = act.runs()
     if len(runs) < 2:
@@ -66,6 +68,8 @@ with guarded("Listing runs"):
             help="defaults: " + ", ".join(f"{k} {v:.0e}" for k, v in THRESHOLDS.items()),
         )  # fmt: skip
 
+if run_a is None:
+    st.stop()
 if run_a == run_b:
     st.warning("Pick two different runs.")
     st.stop()
