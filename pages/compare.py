@@ -116,7 +116,11 @@ with tabs[0], guarded("Heatmap"):
         io = h1.radio("Tensors", ["output", "input"], horizontal=True, key="cmp_io")
         mat = res.heatmap(step, io=io)
         thr_by = res.table.drop_duplicates("label").set_index("label")["threshold"]
-        fig = cfigs.heatmap_figure(mat, thr_by, title=f"step {step}: log10 rel_diff per token")
+        fig = cfigs.heatmap_figure(
+            mat,
+            thr_by,
+            title=f"step {step}: log10 rel_diff per token (blank: identical; squares: over threshold)",
+        )
         event = st.plotly_chart(fig, key="cmp_heat", on_select="rerun", selection_mode="points",
                                 config={"displaylogo": False})  # fmt: skip
         points = (event or {}).get("selection", {}).get("points", []) if event else []

@@ -12,13 +12,16 @@ FLOOR = 1e-20  # log10 of an exact zero is drawn at this value
 def heatmap_figure(
     mat: pd.DataFrame, thresholds: pd.Series, *, title: str = "", metric: str = "rel_diff"
 ) -> go.Figure:
-    """log10(per-token metric), tensors in forward order top to bottom, tokens left to right.
+    """log10(per-token metric), tensors in forward order top to bottom, tokens left to right;
+    blank cells are bit-identical.
 
     Cells over their tensor's threshold are outlined (a second, transparent trace), so which
     tokens part first reads straight off the picture; hover gives the exact value.
     """
     vals = mat.to_numpy(dtype=float)
-    z = np.log10(np.clip(vals, FLOOR, None))
+    # bit-identical cells (0) are left blank: log10 has no value for them
+    with np.errstate(divide="ignore"):
+        z = np.where(vals > 0, np.log10(np.clip(vals, FLOOR, None)), np.nan)
     over = vals > thresholds.reindex(mat.index).to_numpy()[:, None]
     labels = list(mat.index)
     tokens = [int(c) for c in mat.columns]

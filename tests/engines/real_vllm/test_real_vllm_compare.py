@@ -43,10 +43,13 @@ def test_tp2_against_tp1_fp32(real_servers, ws, tool) -> None:
 
 
 def test_tp2_bf16_against_tp1_fp32(real_servers, real_bf16_server, ws) -> None:
-    _need(real_servers)
+    if 1 not in real_servers:
+        pytest.skip("needs the TP=1 server (STUDIO_REAL_VLLM_TP)")
     a = ingest_dump(ws, real_servers[1].msit_root, name="msit tp1 fp32")
     b = ingest_dump(ws, real_bf16_server.msit_root, name="msit tp2 bf16")
     res = compare_runs(ws, a, b)
+    print(res.first)
+    print(res.table[["step", "label", "dtype_b", "cosine", "rel_diff", "diverged"]].to_string())
     assert set(res.table["dtype_b"]) <= {"bfloat16", "int32", "int64"}
     assert res.first is None, res.first  # bf16 rounding is not a divergence
     worst = float(res.table["rel_diff"].max())
