@@ -119,7 +119,7 @@ with tabs[0], guarded("Heatmap"):
         fig = cfigs.heatmap_figure(
             mat,
             thr_by,
-            title=f"step {step}: log10 rel_diff per token (blank: identical; squares: over threshold)",
+            title=f"step {step}: log10 rel_diff per token (grey: identical; squares: over threshold)",
         )
         event = st.plotly_chart(fig, key="cmp_heat", on_select="rerun", selection_mode="points",
                                 config={"displaylogo": False})  # fmt: skip

@@ -39,3 +39,10 @@ def test_compare_page_first_divergence_and_3d(studio_factory, page, tmp_path: Pa
     shot = tmp_path / "compare.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 30_000
+    # clicking a heatmap cell opens that tensor's 3D view: the first row (layer 0's norm)
+    drag = page.locator(".js-plotly-plot .nsewdrag").first
+    box = drag.bounding_box()
+    rows = 24  # 3 layers x 8 output tensors of the synthetic dense model
+    page.mouse.click(box["x"] + box["width"] / 12, box["y"] + box["height"] / rows / 2)
+    page.get_by_text("A model.layers.0.input_layernorm vs B", exact=False).wait_for(timeout=60_000)
+    page.screenshot(path=str(tmp_path / "compare_clicked.png"), full_page=True)
