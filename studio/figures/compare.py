@@ -64,6 +64,7 @@ def heatmap_figure(
                 marker={"symbol": "square-open", "size": 12, "color": "#22d3ee",
                         "line": {"width": 2}},
                 name="over threshold", hoverinfo="skip",
+                unselected={"marker": {"opacity": 1}},
             )
         )  # fmt: skip
     fig.update_layout(

@@ -45,4 +45,6 @@ def test_compare_page_first_divergence_and_3d(studio_factory, page, tmp_path: Pa
     rows = 24  # 3 layers x 8 output tensors of the synthetic dense model
     page.mouse.click(box["x"] + box["width"] / 12, box["y"] + box["height"] / rows / 2)
     page.get_by_text("A model.layers.0.input_layernorm vs B", exact=False).wait_for(timeout=60_000)
+    assert "cosine 1.00000000" in page.inner_text("body")  # identical in both runs
+    page.wait_for_timeout(3000)  # the 3D view is redrawn for the clicked tensor
     page.screenshot(path=str(tmp_path / "compare_clicked.png"), full_page=True)
