@@ -69,6 +69,7 @@ class Alignment:
     run_a: str
     run_b: str
     conventions: tuple[str | None, str | None]
+    formats: tuple[str, str] = ("", "")
     pairs: list[Pair] = field(default_factory=list)
     unaligned: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -83,7 +84,10 @@ def canonical(module: str) -> str:
     comps = module.split(".")
     while comps and comps[0] in R.WRAPPERS:
         comps.pop(0)
-    return ".".join(comps)
+    path = ".".join(comps)
+    for pattern, repl in R.RENAMES:
+        path = pattern.sub(repl, path)
+    return path
 
 
 def convention(modules: list[str]) -> str | None:
@@ -181,6 +185,15 @@ def entries(
     return out, notes
 
 
+def _format_specific(key: Key, formats: tuple[str, str]) -> str | None:
+    if formats[0] == formats[1]:
+        return None
+    for fmt, pattern, reason in R.FORMAT_SPECIFIC:
+        if fmt in formats and pattern.search(key[0]):
+            return reason
+    return None
+
+
 def _specific(key: Key) -> str | None:
     canon, io, idx, _part, _call = key
     for pattern, where, index, reason in R.CONVENTION_SPECIFIC:
@@ -211,7 +224,7 @@ def _pair_step(al: Alignment, sa: int, sb: int, ea: dict, eb: dict, rx) -> None:
                 continue  # compared through its parts / its whole
             if ref.split and base not in parted:
                 continue  # a split part of a whole that is itself listed
-            why = None if same_conv else _specific(key)
+            why = (None if same_conv else _specific(key)) or _format_specific(key, al.formats)
             if why is None:
                 why = f"no tensor with this role in run {'B' if side == 'A' else 'A'}"
             al.unaligned.append(_row(side, ref, why))
@@ -219,7 +232,7 @@ def _pair_step(al: Alignment, sa: int, sb: int, ea: dict, eb: dict, rx) -> None:
         a, b = ea[key], eb[key]
         if rx and not (rx.search(a.module) or rx.search(b.module)):
             continue
-        why = None if same_conv else _specific(key)
+        why = (None if same_conv else _specific(key)) or _format_specific(key, al.formats)
         if why is None and a.integer != b.integer:
             why = f"dtypes differ in kind: {a.dtype} vs {b.dtype}"
         if why is None and a.matrix != b.matrix:
@@ -267,7 +280,12 @@ def align(
     bad = sorted(s for s in wanted if s < 0 or s >= len(positions))
     if bad:
         raise InputError(f"--steps {bad}", f"runs have {len(steps_a)} and {len(steps_b)} steps")
-    al = Alignment(run_a, run_b, (convention(_modules(ws, run_a)), convention(_modules(ws, run_b))))
+    al = Alignment(
+        run_a,
+        run_b,
+        (convention(_modules(ws, run_a)), convention(_modules(ws, run_b))),
+        (str(query.run_info(ws, run_a)["format"]), str(query.run_info(ws, run_b)["format"])),
+    )
     for pos in sorted(wanted):
         if pos >= len(steps_a) or pos >= len(steps_b):
             side, run, st = ("A", run_a, steps_a) if pos < len(steps_a) else ("B", run_b, steps_b)

@@ -17,6 +17,12 @@ import re
 # inner model, a multimodal wrapper's language model): dropped from the canonical path.
 WRAPPERS = frozenset({"root", "module", "model", "language_model"})
 
+# Whole-path renames after the wrappers are dropped (regex, replacement): SGLang's hook records
+# the batch as ``model.forward_batch_info.<field>``, its dumper as ``<field>``.
+RENAMES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^forward_batch_info\.(\w+)$"), r"\1"),
+)
+
 # A run's naming convention, decided from its module names (first match wins).
 #   fused: vLLM / SGLang / the reference engine (fused projections, fused residual add)
 #   split: Hugging Face transformers (separate projections, residual added in the layer)
@@ -111,3 +117,14 @@ TOP_AFTER: tuple[str, ...] = ("norm", "lm_head", "logits_processor")
 # Containers: their output is their children's work (a decoder layer, attention, the MLP / MoE
 # block, the model). They are compared, but not ranked by contribution when children are.
 CONTAINERS = re.compile(r"^$|(^|\.)(layers\.\d+|self_attn|mlp)$")
+
+# Tensors a dump FORMAT records in its own way: compared only between runs of that same format,
+# otherwise listed as unaligned with the reason. (format, path regex, reason)
+FORMAT_SPECIFIC: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("sglang_hook", re.compile(r"(^|\.)rotary_emb$"),
+     "SGLang shares one RotaryEmbedding: its hook stores the LAST layer's (q, k) under every "
+     "layer's name"),
+    ("msit", re.compile(r"(^|\.)rotary_emb$"),
+     "vLLM shares one rotary_emb: msit names it after the last layer's path and each call "
+     "overwrites the files"),
+)  # fmt: skip
