@@ -72,18 +72,6 @@ class CompareResult:
         return first
 
     def as_json(self, *, per_token: bool = False) -> dict:
-        def clean(v: object) -> object:
-            if isinstance(v, float | np.floating):
-                return None if math.isnan(v) else (str(v) if math.isinf(v) else float(v))
-            if isinstance(v, np.integer):
-                return int(v)
-            if isinstance(v, np.bool_):
-                return bool(v)
-            return v
-
-        def records(df: pd.DataFrame) -> list[dict]:
-            return [{k: clean(v) for k, v in r.items()} for r in df.to_dict("records")]
-
         tensors = records(self.table.drop(columns=["canonical"]))
         if per_token:
             for rec, i in zip(tensors, self.table.index, strict=True):
@@ -103,6 +91,21 @@ class CompareResult:
             "notes": self.notes,
             "tensors": tensors,
         }
+
+
+def clean(v: object) -> object:
+    """A JSON-safe value: NaN -> None, inf -> "inf", numpy scalars -> Python."""
+    if isinstance(v, float | np.floating):
+        return None if math.isnan(v) else (str(v) if math.isinf(v) else float(v))
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    return [{k: clean(v) for k, v in r.items()} for r in df.to_dict("records")]
 
 
 def _row(p: Pair, whole: dict[str, float]) -> dict:

@@ -133,15 +133,14 @@ class StatsResult:
     ranked_by: str = "stat_rel_delta of the output minus that of the tensor before it"
 
     def as_json(self, *, per_token: bool = False) -> dict:  # noqa: ARG002 - no tokens here
-        def rec(df: pd.DataFrame) -> list[dict]:
-            return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
-                    for r in df.to_dict("records")]  # fmt: skip
+        from backend.compare.runs import clean, records
 
+        first = {k: clean(v) for k, v in self.first.items()} if self.first else None
         return {"mode": "statistics", "run_a": self.run_a, "run_b": self.run_b,
                 "conventions": {"a": self.conventions[0], "b": self.conventions[1]},
-                "first_divergence": self.first, "compared": len(self.table),
-                "ranked": rec(self.ranked.head(20)), "unaligned": rec(self.unaligned),
-                "notes": self.notes, "tensors": rec(self.table)}  # fmt: skip
+                "first_divergence": first, "compared": len(self.table),
+                "ranked": records(self.ranked.head(20)), "unaligned": records(self.unaligned),
+                "notes": self.notes, "tensors": records(self.table)}  # fmt: skip
 
 
 def compare_stats(
@@ -199,7 +198,11 @@ def compare_stats(
     table = pd.DataFrame(rows)
     first, ranked = None, pd.DataFrame()
     if len(table):
-        table["diverged"] = table["stat_rel_delta"] > table["threshold"]
+        # integer tensors (ids, positions) are reported but do not decide, as with tensors
+        integer = table["dtype_a"].astype(str).str.lower().str.contains("int|bool") | table[
+            "dtype_b"
+        ].astype(str).str.lower().str.contains("int|bool")
+        table["diverged"] = (table["stat_rel_delta"] > table["threshold"]) & ~integer
         hit = table[table["diverged"]]
         if len(hit):
             r = hit.iloc[0]

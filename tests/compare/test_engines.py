@@ -40,13 +40,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
     bf16 = variant(tiny, base / "tiny-bf16")
     w4a16 = variant(tiny, base / "tiny-w4a16", w4a16_experts=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "kernels")])}
-    subprocess.run(
-        [sys.executable, "-m", "tests.compare.hf_msprobe", str(tiny), str(base / "hf"),
-         ",".join(map(str, IDS))],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    for out, task in (("hf", "tensor"), ("hf-stats", "statistics")):
+        subprocess.run(
+            [sys.executable, "-m", "tests.compare.hf_msprobe", str(tiny), str(base / out),
+             ",".join(map(str, IDS)), task],
+            cwd=ROOT, env=env, check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
     dumps = {
         "hf": base / "hf" / "dump",
+        "hf_stats": base / "hf-stats" / "dump",
         "ref_f32_tp2_msprobe": _engine(tiny, base / "ref-f32-tp2", 2, "msprobe"),
         "f32_tp1": _engine(tiny, base / "f32-tp1", 1),
         "bf16_tp1": _engine(bf16, base / "bf16-tp1", 1),
@@ -153,3 +155,18 @@ def test_statistics_only_runs(ingested) -> None:
     # necessarily the first one the tensors name
     assert f["module"].endswith(".mlp.experts") and f["label"].endswith("output_0")
     assert f["value"] > f["threshold"] == 2e-2
+
+
+def test_msprobe_statistics_dump_json(ingested) -> None:
+    ws, ids, _ = ingested
+    # msprobe dump.json statistics of transformers against the same model's tensors, and
+    # against the reference engine's tensors (another naming convention)
+    for ref in ("hf", "ref_f32_tp2_msprobe"):
+        res = compare_any(ws, ids[ref], ids["hf_stats"])
+        assert res.first is None, (ref, res.first)
+        assert len(res.table) > 40
+        floats = res.table[res.table["dtype_a"].str.startswith("float")]
+        assert len(floats) > 40 and (floats["stat_rel_delta"] < 1e-5).all()
+        # what `studio compare --json` prints: strict JSON (no NaN)
+        out = json.loads(json.dumps(res.as_json(), allow_nan=False))
+        assert out["mode"] == "statistics" and out["compared"] == len(res.table)
