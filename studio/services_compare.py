@@ -14,7 +14,7 @@ def _root() -> str:
     return str(workspace().root)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
+@st.cache_resource(show_spinner=False, max_entries=4, ttl=120)
 def _compare(root: str, a: str, b: str, steps: tuple | None, modules: str | None, thr):
     from backend.compare.runs import compare_any
 
