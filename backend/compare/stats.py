@@ -212,7 +212,11 @@ def compare_stats(
         prev = table["stat_rel_delta"].shift(1).fillna(0.0)
         ranked = table.assign(rel_diff=table["stat_rel_delta"], received=prev,
                               added=table["stat_rel_delta"] - prev, versus="previous tensor")  # fmt: skip
-        ranked = ranked[ranked["io"] == "output"].sort_values("added", ascending=False)
+        names = set(table["canonical"])
+        parents = {n for n in names if R.CONTAINERS.search(n)
+                   and any(m != n and (n == "" or m.startswith(f"{n}.")) for m in names)}  # fmt: skip
+        keep = (ranked["io"] == "output") & ~ranked["canonical"].isin(parents)
+        ranked = ranked[keep].sort_values("added", ascending=False)
         ranked = ranked[["step", "module_a", "label", "rel_diff", "received", "added", "versus",
                          "diverged"]].rename(columns={"module_a": "module"}).reset_index(drop=True)  # fmt: skip
     cols = ["run", "step", "module", "io", "index", "part", "reason"]

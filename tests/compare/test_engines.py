@@ -155,6 +155,9 @@ def test_statistics_only_runs(ingested) -> None:
     # necessarily the first one the tensors name
     assert f["module"].endswith(".mlp.experts") and f["label"].endswith("output_0")
     assert f["value"] > f["threshold"] == 2e-2
+    # containers are not ranked: the experts outputs lead, as with tensors
+    top = res.ranked.head(4)
+    assert set(top["module"]) == {"model.layers.1.mlp.experts", "model.layers.2.mlp.experts"}
 
 
 def test_msprobe_statistics_dump_json(ingested) -> None:
