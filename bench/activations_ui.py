@@ -9,13 +9,20 @@ interleaved) and times click -> the plotly.js figure in the page carries the new
 axis title / channel axis title) -> two animation frames later (the frame with the new surface is
 drawn). Median and min/max reported.
 
+``--baseline REPO`` starts a second studio from another checkout (e.g. a ``git worktree`` of
+main) on the same workspace and toggles both pages in turn (interleaved), so the two versions are
+timed under the same load. ``--query`` adds deep-link keys to both (e.g. ``grid=400x800``).
+
     python bench/activations_ui.py [--tokens 2000] [--channels 6144] [--repeat 6]
+        [--baseline /path/to/main-worktree] [--query grid=400x800]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -29,6 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import tests.e2e.conftest as e2e  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_FLAGS, StudioServer, wait_for_app  # noqa: E402
 
 MODULE = "model.layers.0"
@@ -51,10 +59,14 @@ def write_dump(root: Path, tokens: int, channels: int) -> Path:
     return session
 
 
-DRAWN = """([axis, want]) => new Promise(resolve => {
+DRAWN = """([axis, want]) => new Promise((resolve, reject) => {
   const t0 = performance.now();
+  // The plot is in the page (st.plotly_chart) or in a same-origin component iframe.
+  const find = () => document.querySelector('.js-plotly-plot') || [...document.querySelectorAll('iframe')]
+    .map(f => { try { return f.contentDocument.querySelector('.js-plotly-plot'); } catch (e) { return null; } })
+    .find(Boolean);
   const ok = () => {
-    const gd = document.querySelector('.js-plotly-plot');
+    const gd = find();
     const t = gd && gd._fullLayout && gd._fullLayout.scene && gd._fullLayout.scene[axis].title.text;
     return t === want;
   };
@@ -62,7 +74,15 @@ DRAWN = """([axis, want]) => new Promise(resolve => {
     const t1 = performance.now();
     requestAnimationFrame(() => requestAnimationFrame(() => resolve([t1 - t0, performance.now() - t1])));
   };
-  const poll = () => ok() ? done() : requestAnimationFrame(poll);
+  const poll = () => {
+    if (ok()) return done();
+    if (performance.now() - t0 > 120000) {
+      const gd = find();
+      const got = gd && gd._fullLayout && gd._fullLayout.scene && gd._fullLayout.scene[axis].title.text;
+      return reject(new Error(`no ${axis} titled ${want} after 120 s (it is ${got})`));
+    }
+    requestAnimationFrame(poll);
+  };
   poll();
 })"""
 
@@ -71,8 +91,35 @@ TOGGLES = {
     "Absolute values |x|": ("zaxis", "|value|", "value"),
     "Sort channels by absmax": ("xaxis", "channel rank", "channel"),
 }
-# Before issue 18 the value axis was titled x / |x| (--legacy-titles: to time that version).
-LEGACY = {"Absolute values |x|": ("zaxis", "|x|", "x")}
+
+
+def start_server(repo: Path, ws: Path, log: Path) -> StudioServer:
+    """A studio from checkout ``repo`` (its own code first on the path) on workspace ``ws``."""
+    saved = e2e.REPO, os.environ.get("PYTHONPATH")
+    e2e.REPO = repo
+    os.environ["PYTHONPATH"] = f"{repo}:{repo / 'kernels'}"
+    try:
+        server = StudioServer(ws, log)
+    finally:
+        e2e.REPO = saved[0]
+        if saved[1] is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved[1]
+    server.wait_ready()
+    return server
+
+
+def open_surface(browser, server: StudioServer, extra: dict[str, str]):
+    """Open the surface of the benchmark tensor; returns (page, seconds to the first frame)."""
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.set_default_timeout(120_000)
+    query = urllib.parse.urlencode({"pattern": rf"^{MODULE}$", "io": "output", **extra})
+    t0 = time.perf_counter()
+    page.goto(f"{server.url}/activations?{query}")
+    wait_for_app(page)
+    page.evaluate(DRAWN, ["zaxis", TOGGLES["Absolute values |x|"][2]])
+    return page, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -80,54 +127,75 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=2000)
     ap.add_argument("--channels", type=int, default=6144)
     ap.add_argument("--repeat", type=int, default=6)
-    ap.add_argument("--legacy-titles", action="store_true")
+    ap.add_argument("--baseline", type=Path, help="another checkout to time in the same run")
+    ap.add_argument("--query", action="append", default=[], help="deep-link key=value")
     args = ap.parse_args()
-    toggles = {**TOGGLES, **LEGACY} if args.legacy_titles else TOGGLES
+    extra = dict(q.split("=", 1) for q in args.query)
+    load0 = os.getloadavg()
     from playwright.sync_api import sync_playwright
 
     from backend.dumps.ingest import ingest_dump
     from backend.workspace import open_workspace
 
+    versions = {"this checkout": REPO}
+    if args.baseline:
+        versions[f"baseline {args.baseline}"] = args.baseline.resolve()
+    times = {v: {k: [] for k in TOGGLES} for v in versions}
+    draws = {v: {k: [] for k in TOGGLES} for v in versions}
+    first: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         session = write_dump(tmp / "dump", args.tokens, args.channels)
         ws = open_workspace(tmp / "ws")
         ingest_dump(ws, session)
         ws.close()
-        server = StudioServer(tmp / "ws", tmp / "studio.log")
+        servers = {}
         try:
-            server.wait_ready()
+            for i, (name, repo) in enumerate(versions.items()):
+                # A workspace is opened by one process at a time (DuckDB): one copy each.
+                ws_dir = tmp / "ws" if i == 0 else shutil.copytree(tmp / "ws", tmp / f"ws{i}")
+                servers[name] = start_server(repo, ws_dir, tmp / f"studio{i}.log")
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-                page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                page.set_default_timeout(120_000)
-                query = urllib.parse.urlencode({"pattern": rf"^{MODULE}$", "io": "output"})
-                t0 = time.perf_counter()
-                page.goto(f"{server.url}/activations?{query}")
-                wait_for_app(page)
-                page.evaluate(DRAWN, ["zaxis", toggles["Absolute values |x|"][2]])
-                first = time.perf_counter() - t0
-                times: dict[str, list[float]] = {k: [] for k in toggles}
-                draws: dict[str, list[float]] = {k: [] for k in toggles}
-                state = dict.fromkeys(toggles, False)
+                # One browser per version: a page that is not in front may get no animation
+                # frames, and the two must not share a renderer or GPU process either.
+                browsers = [
+                    pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+                    for _ in servers
+                ]
+                pages = {}
+                for browser, (name, server) in zip(browsers, servers.items(), strict=True):
+                    pages[name], first[name] = open_surface(browser, server, extra)
+                state = {v: dict.fromkeys(TOGGLES, False) for v in versions}
                 for _ in range(args.repeat):
-                    for label, (axis, on, off) in toggles.items():  # interleaved
-                        state[label] = not state[label]
-                        t = time.perf_counter()
-                        page.get_by_text(label, exact=True).click()
-                        _, draw_ms = page.evaluate(DRAWN, [axis, on if state[label] else off])
-                        times[label].append(time.perf_counter() - t)
-                        draws[label].append(draw_ms / 1000)
-                        wait_for_app(page)
-                browser.close()
+                    for label, (axis, on, off) in TOGGLES.items():  # interleaved
+                        for name, page in pages.items():
+                            state[name][label] = not state[name][label]
+                            t = time.perf_counter()
+                            page.get_by_text(label, exact=True).click()
+                            want = on if state[name][label] else off
+                            _, draw_ms = page.evaluate(DRAWN, [axis, want])
+                            times[name][label].append(time.perf_counter() - t)
+                            print(
+                                f"{name} {label} -> {want}: {times[name][label][-1]:.2f} s",
+                                flush=True,
+                            )
+                            draws[name][label].append(draw_ms / 1000)
+                            wait_for_app(page)
+                for browser in browsers:
+                    browser.close()
         finally:
-            server.stop()
-    print(f"tensor {args.tokens} x {args.channels} bf16, grid 400 x 800; first paint {first:.2f} s")
-    for label, ts in times.items():
-        print(f"toggle {label!r}: median {statistics.median(ts):.3f} s "
-              f"(min {min(ts):.3f}, max {max(ts):.3f}, n={len(ts)}); of which the last "
-              f"step, new figure in the page -> drawn frame: median "
-              f"{statistics.median(draws[label]):.3f} s")  # fmt: skip
+            for server in servers.values():
+                server.stop()
+    print(f"load average at start {load0}")
+    print(f"tensor {args.tokens} x {args.channels} bf16; deep link extras {extra or 'none'}; "
+          f"load average {os.getloadavg()}")  # fmt: skip
+    for name in versions:
+        print(f"{name}: first paint {first[name]:.2f} s")
+        for label, ts in times[name].items():
+            print(f"  toggle {label!r}: median {statistics.median(ts):.3f} s "
+                  f"(min {min(ts):.3f}, max {max(ts):.3f}, n={len(ts)}); of which the last "
+                  f"step, new figure in the page -> drawn frame: median "
+                  f"{statistics.median(draws[name][label]):.3f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from backend.analysis import compare, finder, kronecker, outliers, source
+from backend.analysis import compare, finder, kronecker, lod, outliers, source
 from backend.analysis.source import Selected
 from backend.dumps.axis import describe as axis_describe
 from backend.dumps.axis import matrix_shape as axis_matrix
@@ -29,6 +29,12 @@ HOW_TO = """No activation dumps in this workspace yet. To get some:
    reference engine), or use an msit / msprobe dump from vLLM-Ascend.
 2. Ingest it on the **Dumps** page or with `studio ingest DUMP_DIR`.
 3. Come back here: pick the run, a step and a module by layer pattern (e.g. `layers\\.1\\.`)."""
+
+# Surface detail: the drawn-cell budget of the pooled grid. The redraw time follows the cell
+# count (docs/PERFORMANCE.md "Activations page interaction"); 80k draws in well under a second
+# even with software WebGL.
+CELLS = {"20k": 20_000, "80k": 80_000, "320k": 320_000, "720k": 720_000}
+DEFAULT_CELLS = "80k"
 
 qp = st.query_params
 # Snapshot of the deep link as it arrived: widgets take their defaults from it, while qp is
@@ -93,10 +99,13 @@ def _surface(grid, *, title, texts, absolute, log, sort, renderer, key):
             "Hover values and exact positions are in the Plotly view."
         )
     else:
+        from studio.components.surface import surface_chart
+
         fig = figs.surface_figure(
             grid, title=title, token_text=texts, absolute=absolute, log=log, sorted_channels=sort
         )
-        st.plotly_chart(fig, key=f"surf_{key}", config={"displaylogo": False})
+        # One persistent plot (Plotly.react in place): a toggle keeps the WebGL context.
+        surface_chart(fig, key=f"surf_{key}", revision=title, config={"displaylogo": False})
         return fig
     return None
 
@@ -253,10 +262,14 @@ with guarded("Reading the dump runs"):
         elif name in qp:
             del qp[name]
     chan_spec = side.text_input("Channel filter", "", help="e.g. 0-127, 300, 4000-4095")
-    res_label = side.select_slider(
-        "Grid (tokens x channels)", ["200 x 400", "400 x 800", "600 x 1200"], value="400 x 800"
-    )
-    res = tuple(int(v) for v in res_label.split(" x "))
+    cells_label = side.select_slider(
+        "Surface detail (drawn cells)", list(CELLS),
+        value=link.get("cells") if link.get("cells") in CELLS else DEFAULT_CELLS, key="act_cells",
+        help="Cells of the max-|x| pooled grid. Fewer draw faster; no extreme is lost either way "
+        "(each cell keeps its block's signed extreme and its exact token and channel).",
+    )  # fmt: skip
+    if cells_label != DEFAULT_CELLS:
+        qp["cells"] = cells_label
     tok_dir = side.text_input(
         "Tokenizer directory (optional)",
         link.get("tokenizer")
@@ -302,6 +315,8 @@ with guarded("Reading the dump runs"):
     t_range = (0, n_tok)
     if n_tok > 1:
         t_range = side.slider("Token range", 0, n_tok, (0, n_tok), key="act_tokens")
+    # Grid for the cell budget (tokens x channels); the other tabs' surfaces take half of it.
+    res = lod.grid_shape(max(1, t_range[1] - t_range[0]), n_ch, CELLS[cells_label])
     texts = None
     if tok_dir.strip():
         with guarded("Loading token text"):

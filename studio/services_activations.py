@@ -6,6 +6,8 @@ Every cache is keyed by the workspace directory too, so two workspaces served by
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -142,16 +144,24 @@ def channels_of(spec: str, n: int) -> np.ndarray | None:
 
 
 # Per-tensor caches: a toggle or a module switch back recomputes nothing that is already known.
-# cache_resource (no copy on a hit): grids are frozen and never written to.
+# cache_resource (no copy on a hit): grids are frozen and never written to. The pooled grid is
+# cached without the value transform: |x| and log are monotone in |x|, so they apply to the
+# pooled cells (exactly what pooling after them gives) and an abs / log toggle pools nothing.
 @st.cache_resource(show_spinner=False, max_entries=24)
 def _surface_grid(root: str, sel: Selected, token_dims: int, chan_spec: str, **kw) -> lod.Grid:
     x = tensor(sel, token_dims)
     return lod.build_grid(x, channels=channels_of(chan_spec, x.shape[1]), **kw)
 
 
-def surface_grid(sel: Selected, token_dims: int, chan_spec: str = "", **kw) -> lod.Grid:
+def surface_grid(
+    sel: Selected, token_dims: int, chan_spec: str = "", *, absolute: bool = False,
+    log: bool = False, **kw,
+) -> lod.Grid:  # fmt: skip
     """The pooled surface grid of a selection (keywords: build_grid's, channels as a spec)."""
-    return _surface_grid(_root(), sel, token_dims, chan_spec.strip(), **kw)
+    g = _surface_grid(_root(), sel, token_dims, chan_spec.strip(), **kw)
+    if not (absolute or log):
+        return g
+    return dataclasses.replace(g, values=lod.transform(g.raw, absolute=absolute, log=log))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

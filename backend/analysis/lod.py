@@ -101,6 +101,25 @@ def pool_signed_absmax(
     return values, row.clamp(max=r - 1), col.clamp(max=c - 1)
 
 
+# Drawn-cell budgets of the surface: WebGL surface geometry is built and drawn per cell, so the
+# cell count sets the redraw time (docs/PERFORMANCE.md "Activations page interaction").
+DEFAULT_CELLS = 80_000
+
+
+def grid_shape(n_tokens: int, n_channels: int, cells: int = DEFAULT_CELLS) -> tuple[int, int]:
+    """``(max_tokens, max_channels)`` for at most ``cells`` drawn cells.
+
+    Two channel cells per token cell (the scene is wider along channels); what a short axis
+    does not use goes to the other one, so a 40-token tensor keeps all its channels.
+    """
+    if cells < 1:
+        raise InputError("grid", f"a budget of {cells} cells draws nothing")
+    rows = max(1, min(n_tokens, math.isqrt(cells // 2)))
+    cols = max(1, min(n_channels, cells // rows))
+    rows = max(1, min(n_tokens, cells // cols))
+    return rows, cols
+
+
 def transform(values: np.ndarray, *, absolute: bool = False, log: bool = False) -> np.ndarray:
     """Value transform for display: ``|x|`` and/or signed ``log10(1 + |x|)``.
 

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from backend.analysis.lod import build_grid, parse_channels, pool_signed_absmax, transform
+from backend.analysis.lod import (
+    build_grid,
+    grid_shape,
+    parse_channels,
+    pool_signed_absmax,
+    transform,
+)
 from backend.errors import InputError
 
 
@@ -66,3 +72,34 @@ def test_parse_channels() -> None:
         parse_channels("5-12", 10)
     with pytest.raises(InputError, match="cannot read"):
         parse_channels("a-b", 10)
+
+
+@pytest.mark.parametrize(
+    "shape,cells,want",
+    [
+        ((2000, 6144), 80_000, (200, 400)),  # 2 channel cells per token cell
+        ((2000, 6144), 20_000, (100, 200)),
+        ((40, 64), 80_000, (40, 64)),  # small: nothing pooled
+        ((40, 6144), 80_000, (40, 2000)),  # few tokens: the budget goes to channels
+        ((100_000, 64), 80_000, (1250, 64)),  # few channels: the budget goes to tokens
+        ((1, 5), 20_000, (1, 5)),
+    ],
+)
+def test_grid_shape_fits_the_cell_budget(shape, cells, want) -> None:
+    assert grid_shape(*shape, cells) == want
+    g = build_grid(np.ones(shape, dtype=np.float32), max_tokens=want[0], max_channels=want[1])
+    assert g.values.size <= cells
+
+
+def test_transform_of_pooled_raw_equals_pooling_the_transform() -> None:
+    """The page pools once and applies |x| / log to the cells: the same grid as pooling with
+    the transform (both are monotone in |x|)."""
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((300, 700)).astype(np.float32) * 5
+    a[17, 400] = -900.0
+    plain = build_grid(a, max_tokens=30, max_channels=70)
+    for absolute, log in ((True, False), (False, True), (True, True)):
+        g = build_grid(a, max_tokens=30, max_channels=70, absolute=absolute, log=log)
+        np.testing.assert_array_equal(transform(plain.raw, absolute=absolute, log=log), g.values)
+        np.testing.assert_array_equal(plain.tokens, g.tokens)
+        np.testing.assert_array_equal(plain.channels, g.channels)

@@ -1,0 +1,1 @@
+"""Custom Streamlit components of the studio (plain HTML + JS, no build step)."""
