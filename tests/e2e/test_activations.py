@@ -19,6 +19,13 @@ from tests.e2e.conftest import wait_for_app
 
 pytestmark = pytest.mark.e2e
 
+# The surface is a custom component (studio/components/surface): its plot lives in an iframe.
+SURFACE = "iframe[title='studio.components.surface.studio_surface']"
+
+
+def _surface_frame(page):
+    return page.frame_locator(SURFACE)
+
 
 def _filled_workspace(tmp_path: Path) -> tuple[Path, Path]:
     from backend.dumps.ingest import ingest_dump
@@ -47,14 +54,18 @@ def test_activations_surface_and_table(studio_factory, page, tmp_path: Path) -> 
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
     # The Plotly surface is painted once its WebGL canvas exists inside the gl container.
-    page.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=30_000)
+    _surface_frame(page).locator(".js-plotly-plot .gl-container canvas").first.wait_for(
+        timeout=30_000
+    )
     painted_s = time.monotonic() - t0
     assert painted_s < 30, painted_s
     page.get_by_text("top channel").first.wait_for()
     body = page.inner_text("body")
     assert "model.layers.2.input_layernorm input_0 step 0" in body
     page.wait_for_timeout(2500)  # let WebGL finish drawing before the screenshot
-    page.locator(".js-plotly-plot").first.screenshot(path=str(tmp_path / "surface.png"))
+    _surface_frame(page).locator(".js-plotly-plot").first.screenshot(
+        path=str(tmp_path / "surface.png")
+    )
     page.screenshot(path=str(tmp_path / "activations.png"), full_page=True)
 
     page.get_by_role("tab", name="Statistics").click()
@@ -101,10 +112,11 @@ def test_demo_run_planted_channels_and_kronecker(studio_factory, page, tmp_path:
     )
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
-    page.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=30_000)
+    frame = _surface_frame(page)
+    frame.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=30_000)
     page.get_by_text("top channel").first.wait_for()
     page.wait_for_timeout(2500)
-    page.locator(".js-plotly-plot").first.screenshot(path=str(tmp_path / "demo_surface.png"))
+    frame.locator(".js-plotly-plot").first.screenshot(path=str(tmp_path / "demo_surface.png"))
 
     page.get_by_role("tab", name="Statistics").click()
     page.get_by_text("Top channels by absmax").wait_for()
@@ -177,7 +189,7 @@ def test_surface_hover_names_token_channel_value(studio_factory, page, tmp_path:
     )
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
-    plot = page.locator(".js-plotly-plot").first
+    plot = _surface_frame(page).locator(".js-plotly-plot").first
     plot.locator(".gl-container canvas").first.wait_for(timeout=30_000)
     page.wait_for_timeout(2500)
     hits = [m for m in map(_HOVER.fullmatch, _hover_texts(page, plot)) if m]
@@ -189,3 +201,49 @@ def test_surface_hover_names_token_channel_value(studio_factory, page, tmp_path:
         assert value == pytest.approx(float(x[token, channel]), rel=1e-2, abs=1e-2), m[0]
     assert any(m[2] for m in hits)  # the tokens' text (a byte-level piece may decode to '')
     page.screenshot(path=str(tmp_path / "hover.png"), full_page=True)
+
+
+_HOVER_ABS = re.compile(r"token (\d+)channel (\d+)value (-?[\d.e+-]+)\|value\| ([\d.e+-]+)")
+_TITLE = "() => document.querySelector('.js-plotly-plot')._fullLayout.scene.zaxis.title.text"
+
+
+def test_toggle_redraws_in_place_and_hover_keeps_positions(
+    studio_factory, page, tmp_path: Path
+) -> None:
+    """A toggle applies the new figure to the same plot and WebGL canvas (Plotly.react in the
+    component, no new context), and in |x| mode the hover still carries the exact token and
+    channel numbers and the signed value, checked against the dump's own arrays."""
+    from tests.analysis.dumpdata import write_dump
+
+    ws_dir, _ = _filled_workspace(tmp_path)
+    _, truth = write_dump(tmp_path / "oracle", tokens=40)
+    x = truth[("model.layers.2.input_layernorm", "input", 0)]
+    server = studio_factory(ws_dir)
+    query = urllib.parse.urlencode({"pattern": r"layers\.2\.input_layernorm", "io": "input"})
+    page.goto(f"{server.url}/activations?{query}")
+    wait_for_app(page)
+    plot = _surface_frame(page).locator(".js-plotly-plot").first
+    plot.locator(".gl-container canvas").first.wait_for(timeout=30_000)
+    frame = next(f for f in page.frames if "studio_surface" in f.url)
+    frame.wait_for_function(f"() => ({_TITLE})() === 'value'")
+    frame.evaluate(
+        "() => { const gd = document.querySelector('.js-plotly-plot');"
+        " gd.__mark = 1; gd.querySelector('.gl-container canvas').__mark = 1; }"
+    )
+    page.get_by_text("Absolute values |x|", exact=True).click()
+    frame.wait_for_function(f"() => ({_TITLE})() === '|value|'", timeout=60_000)
+    wait_for_app(page)
+    same = frame.evaluate(
+        "() => { const gd = document.querySelector('.js-plotly-plot');"
+        " return [gd.__mark, gd.querySelector('.gl-container canvas').__mark]; }"
+    )
+    assert same == [1, 1]  # the same plot and canvas: redrawn in place
+    assert "abs=1" in page.url  # the deep link follows the toggle
+    page.wait_for_timeout(2500)
+    hits = [m for m in map(_HOVER_ABS.fullmatch, _hover_texts(page, plot)) if m]
+    assert len(hits) >= 3, hits
+    for m in hits:
+        token, channel, value, shown = int(m[1]), int(m[2]), float(m[3]), float(m[4])
+        assert value == pytest.approx(float(x[token, channel]), rel=1e-2, abs=1e-2), m[0]
+        assert shown == pytest.approx(abs(value), rel=1e-3), m[0]
+    page.screenshot(path=str(tmp_path / "toggled.png"), full_page=True)
