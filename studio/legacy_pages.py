@@ -9,9 +9,13 @@ the flag off and rerunning sends that first run through run_studio.py like every
 
 from __future__ import annotations
 
+import sys
+
 
 def leave_legacy_pages_mode() -> None:
     """Rerun through the navigation if this session started in legacy pages/ mode."""
+    if "streamlit.runtime" not in sys.modules:
+        return  # not inside Streamlit (CLI, render workers): nothing to fix, no 1 s import
     try:
         from streamlit.runtime.pages_manager import PagesManager
         from streamlit.runtime.scriptrunner import get_script_run_ctx

@@ -10,32 +10,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from backend.analysis.grid import Grid
 from backend.errors import InputError
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A (possibly pooled) token x channel grid ready to plot.
-
-    ``values[i, j]`` is the signed extreme of its block after the value transform;
-    ``tokens[i, j]`` / ``channels[i, j]`` the original token and channel of that extreme;
-    ``token_axis`` / ``channel_axis`` the first original token / channel position of each block
-    (channel positions are ranks when channels are sorted).
-    """
-
-    values: np.ndarray
-    raw: np.ndarray
-    tokens: np.ndarray
-    channels: np.ndarray
-    token_axis: np.ndarray
-    channel_axis: np.ndarray
-    pooled: bool
-    source_shape: tuple[int, int]
 
 
 def as_matrix(x: torch.Tensor | np.ndarray, *, keep_float: bool = False) -> torch.Tensor:

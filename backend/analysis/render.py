@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from backend.analysis import lod, parts, source
+from backend.analysis.render_worker import Job, render_one
 from backend.analysis.source import Selected
 from backend.errors import InputError, StudioError
 from backend.procs import SafeProcessPool
@@ -22,16 +22,6 @@ from backend.workspace import Workspace
 
 FORMATS = ("png", "html")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]")
-
-
-@dataclass(frozen=True)
-class Job:
-    sel: Selected
-    grid: lod.Grid
-    path: Path
-    fmt: str
-    absolute: bool
-    log: bool
 
 
 def file_name(sel: Selected, fmt: str) -> str:
@@ -56,20 +46,6 @@ def selections(
         for p in names or [None]:
             out.append(Selected(run_id, int(st), module, io_, int(idx), p))
     return out
-
-
-def _render(job: Job) -> Path:
-    if job.fmt == "png":
-        from studio.figures import pyvista_surface as pvs
-        from studio.figures.activations import value_label
-
-        return pvs.screenshot(job.grid, job.path, title=job.sel.label, absolute=job.absolute,
-                              label=value_label(job.absolute, job.log))  # fmt: skip
-    from studio.figures.activations import figure_html, surface_figure
-
-    fig = surface_figure(job.grid, title=job.sel.label, absolute=job.absolute, log=job.log)
-    job.path.write_text(figure_html(fig), encoding="utf-8")
-    return job.path
 
 
 def render(
@@ -99,19 +75,22 @@ def render(
         raise StudioError(f"no {io} tensor of {where} in run {run_id} matches {pattern!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = source.run_config(ws, run_id)
-    jobs = []
-    for sel in sels:
-        x = source.matrix(ws, sel, cfg)  # on the tensor's token axis
-        grid = lod.build_grid(
-            x, max_tokens=max_tokens, max_channels=max_channels, absolute=absolute, log=log
-        )
-        jobs.append(Job(sel, grid, out_dir / file_name(sel, fmt), fmt, absolute, log))
-    n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    written: list[Path] = []
-    # spawn: workers start clean (no inherited DuckDB handle, no half-initialised VTK).
+    n = max(1, min(workers or os.cpu_count() or 1, len(sels)))
+    # spawn: workers start clean (no inherited DuckDB handle, no half-initialised VTK). Each job
+    # is submitted as soon as its grid is pooled, so the workers start (import PyVista) while
+    # the parent still reads tensors.
     with SafeProcessPool(n, "spawn") as pool:
-        for path in pool.map(_render, jobs):
-            written.append(path)
+        futures = []
+        for sel in sels:
+            x = source.matrix(ws, sel, cfg)  # on the tensor's token axis
+            grid = lod.build_grid(
+                x, max_tokens=max_tokens, max_channels=max_channels, absolute=absolute, log=log
+            )
+            job = Job(sel.label, grid, out_dir / file_name(sel, fmt), fmt, absolute, log)
+            futures.append(pool.submit(render_one, job))
+        written: list[Path] = []
+        for fut in futures:
+            written.append(fut.result())
             if progress:
-                progress(path)
+                progress(written[-1])
     return written

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from backend.analysis.lod import Grid
+from studio.figures.style import DIVERGING_GREY, value_label
 
 DIVERGING = "RdBu_r"
 SEQUENTIAL = "Viridis"
@@ -31,13 +32,6 @@ gd.on('plotly_relayout', function(ev) {
   Plotly.relayout(gd, update).then(function() { syncing = false; });
 });
 """
-
-
-def value_label(absolute: bool, log: bool) -> str:
-    """The value axis title: value, |value|, log10(1+|value|) or its signed form."""
-    if log:
-        return "log10(1+|value|)" if absolute else "sign * log10(1+|value|)"
-    return "|value|" if absolute else "value"
 
 
 def _hover(
@@ -71,12 +65,6 @@ def _token_text(grid: Grid, token_text: Sequence[str] | None) -> np.ndarray | No
     return texts[grid.tokens.T]  # transposed like customdata (see _hover)
 
 
-# Near zero sits a mid grey, not white: most of a tensor is near zero and must stay visible on
-# a white page, with blue (negative) and red (positive) outliers standing out of it.
-DIVERGING_GREY = [
-    [0.0, "#053061"], [0.2, "#2166ac"], [0.4, "#92c5de"], [0.5, "#b4b4b4"],
-    [0.6, "#f4a582"], [0.8, "#b2182b"], [1.0, "#67001f"],
-]  # fmt: skip
 LIGHTING = {"ambient": 0.55, "diffuse": 0.7, "specular": 0.15, "roughness": 0.6, "fresnel": 0.1}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.analysis.lod import Grid
+from backend.analysis.grid import Grid
 
 # Off-screen rendering through EGL + Mesa (ENVIRONMENT.md); X is never available here.
 os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
@@ -40,7 +40,7 @@ def _cmap(absolute: bool):
         return "viridis"
     from matplotlib.colors import LinearSegmentedColormap
 
-    from studio.figures.activations import DIVERGING_GREY
+    from studio.figures.style import DIVERGING_GREY
 
     return LinearSegmentedColormap.from_list(
         "studio_diverging", [(p, c) for p, c in DIVERGING_GREY]

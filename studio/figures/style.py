@@ -1,0 +1,18 @@
+"""Colours and axis titles shared by the Plotly and PyVista surfaces (no heavy imports: the
+PNG render workers load this without plotly)."""
+
+from __future__ import annotations
+
+# Near zero sits a mid grey, not white: most of a tensor is near zero and must stay visible on
+# a white page, with blue (negative) and red (positive) outliers standing out of it.
+DIVERGING_GREY = [
+    [0.0, "#053061"], [0.2, "#2166ac"], [0.4, "#92c5de"], [0.5, "#b4b4b4"],
+    [0.6, "#f4a582"], [0.8, "#b2182b"], [1.0, "#67001f"],
+]  # fmt: skip
+
+
+def value_label(absolute: bool, log: bool) -> str:
+    """The value axis title: value, |value|, log10(1+|value|) or its signed form."""
+    if log:
+        return "log10(1+|value|)" if absolute else "sign * log10(1+|value|)"
+    return "|value|" if absolute else "value"
