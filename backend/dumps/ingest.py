@@ -638,41 +638,45 @@ class Ingestor:
         self._last_flush = time.monotonic()
 
     def _commit(self, rows: dict[str, list]) -> None:
-        tensors, files = rows.get("tensors"), rows.get("files")
-        modules, reports = rows.get("modules"), rows.get("reports")
-        if not (tensors or files or modules or reports):
+        if not any(rows.values()):
             return
         with self.ws.transaction() as cur:
-            if tensors:
-                self._insert_tensors(cur, tensors)
-            if files:
-                fdf = pd.DataFrame(
-                    files, columns=["run_id", "relpath", "content_key", "size", "status"]
-                ).drop_duplicates("relpath", keep="last")
-                cur.register("_new_files", fdf)
+            self._commit_rows(cur, rows)
+
+    def _commit_rows(self, cur, rows: dict[str, list]) -> None:  # noqa: ANN001 - DuckDB cursor
+        """Insert queued rows in the caller's transaction (a subclass adds its own tables)."""
+        tensors, files = rows.get("tensors"), rows.get("files")
+        modules, reports = rows.get("modules"), rows.get("reports")
+        if tensors:
+            self._insert_tensors(cur, tensors)
+        if files:
+            fdf = pd.DataFrame(
+                files, columns=["run_id", "relpath", "content_key", "size", "status"]
+            ).drop_duplicates("relpath", keep="last")
+            cur.register("_new_files", fdf)
+            cur.execute(
+                "INSERT OR REPLACE INTO dump_ingest_files (run_id, relpath, content_key, size, status) "
+                "SELECT run_id, relpath, content_key, size, status FROM _new_files"
+            )
+            cur.unregister("_new_files")
+        if modules:
+            mdf = pd.DataFrame(
+                modules, columns=["run_id", "module", "module_class", "layer", "kind"]
+            ).drop_duplicates("module")
+            cur.register("_new_mods", mdf)
+            cur.execute(
+                "INSERT INTO dump_modules SELECT * FROM _new_mods ON CONFLICT DO UPDATE SET "
+                "module_class = coalesce(excluded.module_class, dump_modules.module_class)"
+            )
+            cur.unregister("_new_mods")
+        if reports:
+            cur.register("_new_reports", pa.Table.from_pylist(reports))
+            try:
                 cur.execute(
-                    "INSERT OR REPLACE INTO dump_ingest_files (run_id, relpath, content_key, size, status) "
-                    "SELECT run_id, relpath, content_key, size, status FROM _new_files"
+                    "INSERT OR REPLACE INTO dump_stitch_report BY NAME SELECT * FROM _new_reports"
                 )
-                cur.unregister("_new_files")
-            if modules:
-                mdf = pd.DataFrame(
-                    modules, columns=["run_id", "module", "module_class", "layer", "kind"]
-                ).drop_duplicates("module")
-                cur.register("_new_mods", mdf)
-                cur.execute(
-                    "INSERT INTO dump_modules SELECT * FROM _new_mods ON CONFLICT DO UPDATE SET "
-                    "module_class = coalesce(excluded.module_class, dump_modules.module_class)"
-                )
-                cur.unregister("_new_mods")
-            if reports:
-                cur.register("_new_reports", pa.Table.from_pylist(reports))
-                try:
-                    cur.execute(
-                        "INSERT OR REPLACE INTO dump_stitch_report BY NAME SELECT * FROM _new_reports"
-                    )
-                finally:
-                    cur.unregister("_new_reports")
+            finally:
+                cur.unregister("_new_reports")
 
     def _track(self, ref: TensorRef, rank: int) -> None:
         assert self._groups is not None
