@@ -20,7 +20,7 @@ BY_RUN = {
     "dump_modules": "*",
     "dump_tool_stats": "*",
     "dump_ingest_files": "* EXCLUDE (ingested_at)",
-    "dump_ingest_errors": "* EXCLUDE (id, \"at\")",
+    "dump_ingest_errors": '* EXCLUDE (id, "at")',
     "dump_axis_runs": "*",
     "dump_shared_modules": "*",
 }

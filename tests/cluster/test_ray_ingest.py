@@ -142,8 +142,11 @@ def test_a_node_killed_mid_ingest_loses_nothing(ray_cluster, tmp_path: Path) -> 
     try:
         with pytest.raises(NodeLost, match="npu3_4003"):
             ingest_dump_ray(ws, ray_cluster.address, session, on_progress=kill_c)
-        lost = ws.cursor().execute(
-            "SELECT path, message FROM dump_ingest_errors WHERE kind = 'node_lost'").fetchall()
+        lost = (
+            ws.cursor()
+            .execute("SELECT path, message FROM dump_ingest_errors WHERE kind = 'node_lost'")
+            .fetchall()
+        )
         assert len(lost) == 1 and lost[0][0].endswith("/npu3_4003") and "again" in lost[0][1]
         (n,) = ws.cursor().execute("SELECT count(*) FROM dump_stitch_report").fetchone()
         assert killed and n < 52  # cut off part way (the dump has 52 tensors to stitch)

@@ -40,11 +40,15 @@ def connect(address: str) -> Any:
     (docs/DUMPS.md): this never starts a cluster of its own.
     """
     ray = ray_module()
-    if ray.is_initialized():
-        return ray
     address = address.strip()
     if not address:
         raise StudioError("--ray needs the head's address (host:port, as `ray status` shows)")
+    if address != "auto":
+        _host_port(address)
+    if ray.is_initialized():
+        return ray
+    if address != "auto":
+        _reachable(address)
     try:
         ray.init(
             address=address, logging_level="ERROR", log_to_driver=False,
@@ -57,6 +61,31 @@ def connect(address: str) -> Any:
             "--head` on the head node and pass the address `ray status` prints"
         ) from exc
     return ray
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if address.startswith("ray://") or not sep or not port.isdigit() or not host:
+        raise StudioError(
+            f"--ray {address!r}: give the head's host:port as `ray status` shows it "
+            "(e.g. 10.0.0.5:6379); Ray Client addresses (ray://) are not supported"
+        )
+    return host.strip("[]"), int(port)
+
+
+def _reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail in seconds on a wrong address (ray.init would retry the head for minutes)."""
+    import socket
+
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise StudioError(
+            f"cannot reach the Ray head at {address} ({exc.strerror or exc}): is `ray start "
+            "--head` running there, and is the port open from this machine?"
+        ) from exc
 
 
 @dataclass(frozen=True)
