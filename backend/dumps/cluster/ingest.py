@@ -400,8 +400,11 @@ def ingest_dump_ray(
 ) -> str:
     """``ingest_dump`` over a Ray cluster: the dump stays where it is. Returns the run id;
     raises ``runtime.NodeLost`` (after recording everything else) if a node dropped out."""
+    from backend.dumps.launch_record import launch_tp_for
+
+    launch_tp = launch_tp_for(ws, dump_root) if dump_root else None
     plan, layout = discover(address, str(dump_root) if dump_root else None, model_config,
-                            node_dumps=node_dumps, store=store)  # fmt: skip
+                            node_dumps=node_dumps, store=store, launch_tp=launch_tp)  # fmt: skip
     if plan_out is not None:
         plan_out.append(plan)
     from backend.dumps.no_steps import require_steps

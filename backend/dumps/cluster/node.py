@@ -36,6 +36,7 @@ class NodeView:
     model_config: dict[str, Any] | None
     probe_shapes: list
     classes: dict[str, str]
+    side_problems: list  # (path, kind, message): a bad ranks.json / config.json on this node
 
 
 @dataclass
@@ -86,11 +87,15 @@ class NodeStages:
             lay = self.layout(dump_root, model_config)
         except InputError as exc:
             return str(exc)
-        rj = find_ranks(lay.root) if lay.format in ("msit", "msprobe") else None
+        try:  # a bad ranks.json is already one of the layout's side problems
+            rj = find_ranks(lay.root) if lay.format in ("msit", "msprobe") else None
+        except InputError:
+            rj = None
         shapes = expected.probe_files(lay) if expected.heads_of(lay.model_config) else []
         return NodeView(
             self.node_id, dump_root, lay.format, str(lay.root), list(lay.folders.values()), rj,
             lay.model_config, shapes, dict(lay.extra.get("classes", {}) or {}),
+            list(lay.extra.get("side_problems", [])),
         )  # fmt: skip
 
     def list_files(self, dump_root: str, folders: list[str]) -> Listed:
@@ -120,7 +125,8 @@ class NodeStages:
         """Catalog files not yet ingested under their current content: (entries, notes, bad
         files). Entries carry no tensor (it stays mapped here for its stitch) and a plain
         error string; mirrors ``Ingestor.pending`` + ``catalog_file``."""
-        from backend.dumps.ingest import catalog_file, catalog_members, content_key
+        from backend.dumps.pipeline.catalog import catalog_file, catalog_members
+        from backend.dumps.pipeline.discover import content_key
 
         lay = self.layout(dump_root)
         entries, notes, bad_files = [], [], []
@@ -167,7 +173,7 @@ class NodeStages:
                *tensors: torch.Tensor):  # fmt: skip
         """Stitch one tensor here (shards of other nodes arrive as ``tensors``), store it in
         this node's store, and return the result with dtype/shape-only tensors."""
-        from backend.dumps.ingest import run_stitch
+        from backend.dumps.pipeline.stitch_stage import run_stitch
         from backend.dumps.stitch.rules import choose
         from backend.dumps.stitch.stitcher import StitchResult
         from backend.workspace.tensor_store import TensorStore
@@ -196,7 +202,7 @@ class NodeStages:
     # -- statistics, reads ---------------------------------------------------------------
     def stats(self, args: list[tuple]) -> list:
         """``stats_or_problem`` for each (store root, group file, name, source, token dims)."""
-        from backend.dumps.ingest import stats_or_problem
+        from backend.dumps.pipeline.stats_stage import stats_or_problem
 
         torch.set_num_threads(1)
         return [stats_or_problem(*a) for a in args]
@@ -235,7 +241,7 @@ class NodeStages:
         """msit statistics.csv / msprobe dump.json of this node's rank folders, parsed here:
         [(printable path, relpath, key, size, folder, step, rows | None, error | None)]."""
         from backend.dumps.formats import msit, msprobe
-        from backend.dumps.ingest import content_key
+        from backend.dumps.pipeline.discover import content_key
 
         lay = self.layout(dump_root)
         want = set(folders)

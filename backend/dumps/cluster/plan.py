@@ -17,7 +17,7 @@ from typing import Any
 from backend.dumps import expected
 from backend.dumps.cluster import runtime
 from backend.dumps.cluster.node import NodeView, worker_class
-from backend.dumps.detect import DumpLayout, _assign_ranks
+from backend.dumps.detect import PID_ORDER_NOTE, DumpLayout, _assign_ranks
 from backend.errors import InputError, StudioError
 
 STORE_SUFFIX = ".studio-tensors"  # default store of a node: a sibling of its DUMP, same disk
@@ -105,6 +105,7 @@ def discover(
     *,
     node_dumps: dict[str, str] | None = None,
     store: str | None = None,
+    launch_tp: tuple[int, str] | None = None,
 ) -> tuple[Plan, DumpLayout]:
     """Find the dump's rank folders on the cluster; start one worker per node holding some."""
     ray = runtime.connect(address)
@@ -140,11 +141,14 @@ def discover(
         {nid: by_addr.get(nid, "?") for nid in workers},
         ray.get_runtime_context().get_node_id(),
     )  # fmt: skip
-    return plan, merge(list(views.values()), where, model_config)
+    return plan, merge(list(views.values()), where, model_config, launch_tp)
 
 
 def merge(
-    views: list[NodeView], where: dict[str, str], model_config: dict[str, Any] | None
+    views: list[NodeView],
+    where: dict[str, str],
+    model_config: dict[str, Any] | None,
+    launch_tp: tuple[int, str] | None = None,
 ) -> DumpLayout:
     """One layout from the nodes' views: each folder as its assigned node sees it. Pure."""
     views = sorted(views, key=lambda v: v.node_id)
@@ -159,13 +163,14 @@ def merge(
         for f in v.folders:
             if where.get(f.folder) == v.node_id:
                 folders[f.folder] = f
-    ranks, note = _assign_ranks(list(folders.values()), ranks_json)
+    ranks, rank_source = _assign_ranks(list(folders.values()), ranks_json)
+    note = PID_ORDER_NOTE if rank_source == "pids" and len(ranks) > 1 else ""
     first = views[0]
     extra: dict[str, Any] = {"classes": classes} if first.format == "msprobe" else {}
-    layout = DumpLayout(
-        first.format, Path(first.root), ranks, folders, cfg,
-        note if note not in ("ranks.json", "rank folders", "device ids") else "", extra,
-    )  # fmt: skip
+    layout = DumpLayout(first.format, Path(first.root), ranks, folders, cfg, note, extra)
+    problems = {tuple(p) for v in views for p in v.side_problems}
+    layout.extra.update(side_problems=sorted(problems), launch_tp=launch_tp,
+                        rank_source=rank_source)  # fmt: skip
     # expected.of_layout, from the shapes the nodes probed (the writer opens no dump file)
     heads = expected.heads_of(cfg)
     layout.extra["expected"] = expected.decide(
@@ -173,5 +178,7 @@ def merge(
         ranks_json=expected.ranks_json_count(ranks_json),
         folder_ranks=[rf.rank for rf in folders.values()],
         widths=expected.tp_from_widths(heads, shapes) if heads else None,
+        launch=launch_tp,
     )
+    layout.fit_device_ranks()
     return layout
