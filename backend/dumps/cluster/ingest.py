@@ -107,10 +107,9 @@ class ClusterIngestor(Ingestor):
             except ray.exceptions.RayError as exc:
                 self._node_lost(p.folders_on(nid), exc)
                 continue
-            for path, rel, key, size, folder, step_s, rows, err in found:
+            for path, rel, key, size, folder, step_s, rows, err, kind in found:
                 if err is not None:
-                    self._error(path, "skipped" if rows is None and rel is None and size == 0
-                                and "not a regular" in err else "unreadable", err, once=True)  # fmt: skip
+                    self._error(path, kind, err, once=True)
                     continue
                 with self.ws.transaction() as cur:
                     cur.executemany(
@@ -299,6 +298,26 @@ class ClusterIngestor(Ingestor):
     def verify_partial_sums(self, final: bool = False) -> int:
         # a parent or partial may be on the node that is gone: checked by the next ingest
         return 0 if self.lost else super().verify_partial_sums(final)
+
+    def _check_partial(self, tid: int, parent_tid: int, n_ranks: int):  # noqa: ANN202
+        """On the node holding the summed partial; the parent's tensor travels only when it is
+        stitched elsewhere (counted)."""
+        from backend.dumps.cluster import where
+
+        p = self.plan
+        a, b = where.locate(self.ws, tid), where.locate(self.ws, parent_tid)
+        na, nb = p.folders.get(a.folder), p.folders.get(b.folder)
+        if na is None or nb is None:  # not read by this plan's nodes: the generic path
+            return super()._check_partial(tid, parent_tid, n_ranks)
+        args_a = (a.store_root, a.group_file, a.name, a.source)
+        args_b = (b.store_root, b.group_file, b.name, b.source)
+        parent: Any = args_b
+        if nb != na:
+            parent = p.workers[nb].read.remote(*args_b)
+            (nbytes,) = self.ws.cursor().execute(
+                "SELECT nbytes FROM dump_tensors WHERE tensor_id = ?", [parent_tid]).fetchone()  # fmt: skip
+            p.moved.add("shards", int(nbytes))
+        return self._get(p.workers[na].check_partial.remote(args_a, parent, n_ranks), na)
 
     def stitch_ready(self, final: bool = False) -> int:
         # with a node gone, the missing ranks are not missing: no verdicts for them yet

@@ -210,19 +210,34 @@ class NodeStages:
     def read(self, store_root: str, group_file: str | None, name: str | None,
              source: str | None) -> torch.Tensor:  # fmt: skip
         """One tensor as stored on this node (a copy: it leaves the node)."""
+        return self._open(store_root, group_file, name, source).contiguous()
+
+    def check_partial(self, mine: tuple, parent: tuple | torch.Tensor, n_ranks: int):  # noqa: ANN201
+        """verify.check_partial here: ``mine`` (and ``parent``, unless another node sent the
+        tensor) are (store root, group file, name, source) of tensors on this node."""
+        from backend.dumps.pipeline.verify import check_partial
+
+        torch.set_num_threads(1)
+        p = parent if isinstance(parent, torch.Tensor) else self._open(*parent)
+        return check_partial(self._open(*mine), p, n_ranks)
+
+    def _open(self, store_root: str, group_file: str | None, name: str | None,
+              source: str | None) -> torch.Tensor:  # fmt: skip
+        """A tensor on this node: a rank file (memory-mapped), or a stored group's tensor or
+        part (a part is a column range of the group's tensor, tensor_store.VIEWS_KEY)."""
         if group_file is None:
-            return load_source(source).contiguous()
+            return load_source(source)
+        import json
+
         from safetensors import safe_open
 
         from backend.workspace.tensor_store import VIEWS_KEY
 
         with safe_open(str(Path(store_root) / group_file), framework="pt") as f:
             if name in f.keys():
-                return f.get_tensor(name).contiguous()
-            import json
-
+                return f.get_tensor(name)
             base, a, b = json.loads((f.metadata() or {}).get(VIEWS_KEY, "{}"))[name]
-            return f.get_tensor(base)[..., a:b].contiguous()
+            return f.get_tensor(base)[..., a:b]
 
     def tile(self, store_root: str, group_file: str | None, name: str | None,
              source: str | None, grid_kw: dict[str, Any]):  # fmt: skip
@@ -239,7 +254,8 @@ class NodeStages:
 
     def tool_stats(self, dump_root: str, folders: list[str], done: dict[str, str]) -> list:
         """msit statistics.csv / msprobe dump.json of this node's rank folders, parsed here:
-        [(printable path, relpath, key, size, folder, step, rows | None, error | None)]."""
+        [(printable path, relpath, key, size, folder, step, rows | None, error | None,
+        error kind | None)]."""
         from backend.dumps.formats import msit, msprobe
         from backend.dumps.pipeline.discover import content_key
 
@@ -260,7 +276,8 @@ class NodeStages:
                 folder, step_s = f.parent.name, f.parents[1].name.removeprefix("step")
             bad = file_checks.name_problem(f) or file_checks.not_regular(f)
             if bad:
-                out.append((file_checks.printable(f), None, None, 0, folder, step_s, None, bad))
+                out.append((file_checks.printable(f), None, None, 0, folder, step_s, None, bad,
+                            "skipped"))  # fmt: skip
                 continue
             rel = str(f.relative_to(lay.root))
             try:
@@ -272,9 +289,10 @@ class NodeStages:
                 rows = [file_checks.clean_tool_row(r) for r in rows]
             except (InputError, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 err = file_checks.side_file_error(f, exc).problem
-                out.append((file_checks.printable(f), None, None, 0, folder, step_s, None, err))
+                out.append((file_checks.printable(f), None, None, 0, folder, step_s, None, err,
+                            "unreadable"))  # fmt: skip
                 continue
-            out.append((str(f), rel, key, f.stat().st_size, folder, step_s, rows, None))
+            out.append((str(f), rel, key, f.stat().st_size, folder, step_s, rows, None, None))
         return out
 
 

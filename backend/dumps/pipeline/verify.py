@@ -9,6 +9,26 @@ from backend.dumps.stitch.rules import NO_PARENT_CHECK
 from backend.dumps.stitch.stitcher import max_diff, tolerance
 
 
+def check_partial(
+    mine: torch.Tensor, parent: torch.Tensor, n_ranks: int
+) -> tuple[str, float | None, str]:
+    """(verdict, max diff, detail): the sum of ``n_ranks`` partial outputs against the parent
+    block's output, within the float tolerance of that many additions. Pure."""
+    if mine.shape != parent.shape:
+        return (
+            "failed",
+            None,
+            f"summed shape {list(mine.shape)} != parent output {list(parent.shape)}",
+        )
+    diff = max_diff(mine, parent)
+    lo, hi = torch.aminmax(parent) if parent.numel() else (0.0, 0.0)
+    scale = max(abs(float(lo)), abs(float(hi)))
+    ok = diff <= tolerance(parent.dtype, scale, n_ranks)
+    detail = (f"sum of {n_ranks} partial outputs equals the parent block's output" if ok
+              else "sum of partial outputs differs from the parent block's output")  # fmt: skip
+    return ("verified" if ok else "failed"), diff, detail
+
+
 class VerifyStage:
     """Partial-sum checks over the run (mixed into ``Ingestor``)."""
 
@@ -28,8 +48,6 @@ class VerifyStage:
             """,
             [sorted(NO_PARENT_CHECK), self.run_id],
         ).fetchall()
-        from backend.dumps.query import load_tensor
-
         updates: list[tuple[str | None, float | None, str, str]] = []
         for key, _step, _module, tid, parent_tid, ranks, cls in pending:
             if parent_tid is None:
@@ -39,18 +57,7 @@ class VerifyStage:
                     updates.append((None, None, f"partial sums added over ranks; {why}, so the "
                                     "sum is unverified", key))  # fmt: skip
                 continue
-            mine, parent = load_tensor(self.ws, tid), load_tensor(self.ws, parent_tid)
-            if mine.shape != parent.shape:
-                verdict, diff = "failed", None
-                detail = f"summed shape {list(mine.shape)} != parent output {list(parent.shape)}"
-            else:
-                diff = max_diff(mine, parent)
-                lo, hi = torch.aminmax(parent) if parent.numel() else (0.0, 0.0)
-                scale = max(abs(float(lo)), abs(float(hi)))
-                ok = diff <= tolerance(parent.dtype, scale, len(ranks))
-                verdict = "verified" if ok else "failed"
-                detail = (f"sum of {len(ranks)} partial outputs equals the parent block's output"
-                          if ok else "sum of partial outputs differs from the parent block's output")  # fmt: skip
+            verdict, diff, detail = self._check_partial(tid, parent_tid, len(ranks))
             updates.append((verdict, diff, detail, key))
         if updates:  # one transaction: each commit is a WAL sync
             with self.ws.transaction() as w:
@@ -66,6 +73,12 @@ class VerifyStage:
             if verdict == "failed":
                 self._error(key, "stitch_failed", detail)
         return sum(1 for u in updates if u[0] is not None)
+
+    def _check_partial(self, tid: int, parent_tid: int, n_ranks: int):  # noqa: ANN202
+        """(verdict, max diff, detail) of one summed partial against its parent's output."""
+        from backend.dumps.query import load_tensor
+
+        return check_partial(load_tensor(self.ws, tid), load_tensor(self.ws, parent_tid), n_ranks)
 
     def _drop_stitched(self, keys: list[str]) -> None:
         run_checks.drop_stitched(self.ws, self.run_id, keys)
