@@ -22,7 +22,18 @@ def _field(at: AppTest, label: str):
     return next(t for t in at.text_input if t.label == label)
 
 
-def test_page_ingests_over_ray(ray_cluster, tmp_path: Path, workspace_dir: Path) -> None:
+@pytest.fixture
+def no_jobs_left():
+    """The page's ingest service is one per process: later page tests must not see our job."""
+    yield
+    from studio.services_ingest import ingest_service
+
+    ingest_service.clear()
+
+
+def test_page_ingests_over_ray(
+    ray_cluster, tmp_path: Path, workspace_dir: Path, no_jobs_left
+) -> None:
     cfg = S.SynthConfig()
     session = S.write_msit(tmp_path / "dump", cfg, S.make_truth(cfg, [3, 2], seed=7), 4)
     at = _page()
