@@ -7,6 +7,7 @@ node by a custom resource (conftest.py), so which shards cross nodes is known in
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,18 @@ def test_a_node_killed_mid_ingest_loses_nothing(ray_cluster, tmp_path: Path) -> 
     run = ingest_dump_ray(ws, ray_cluster.address, session)  # the same command, resumed
     one, run1 = _local(tmp_path, session)
     _same(ws, run, one, run1)  # nothing lost, nothing twice, no node_lost row left
+
+
+def test_an_msprobe_dump_with_tool_statistics(ray_cluster, tmp_path: Path) -> None:
+    """msprobe's layout (step<N>/rank<R>/) and its dump.json statistics, read on the nodes."""
+    from backend.dumps.cluster.ingest import ingest_dump_ray
+
+    cfg = S.SynthConfig()
+    root = S.write_msprobe(tmp_path / "probe", cfg, S.make_truth(cfg, [4, 2], seed=9), 4)
+    (root / "config.json").write_text(json.dumps(cfg.hf_config()))
+    ws = open_workspace(tmp_path / "ray")
+    run = ingest_dump_ray(ws, ray_cluster.address, root)
+    one, run1 = _local(tmp_path, root)
+    _same(ws, run, one, run1)
+    (n,) = ws.cursor().execute("SELECT count(*) FROM dump_tool_stats").fetchone()
+    assert n > 0
