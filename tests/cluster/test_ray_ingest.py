@@ -96,8 +96,11 @@ def test_a_node_reads_its_tensor_and_tile(ray_cluster, tmp_path: Path) -> None:
     rows += cur.execute(
         "SELECT tensor_id, true, part FROM dump_tensors WHERE run_id = ? AND rank IS NULL AND "
         "store_group IS NULL ORDER BY tensor_id LIMIT 3", [run]).fetchall()  # fmt: skip
+    rows += cur.execute(  # a rank tensor: read where its rank folder is
+        "SELECT tensor_id, true, 'rank' FROM dump_tensors WHERE run_id = ? AND rank = 3 "
+        "ORDER BY tensor_id LIMIT 1", [run]).fetchall()  # fmt: skip
     kinds = {(src, part) for _t, src, part in rows}
-    assert (False, None) in kinds and (False, "q") in kinds and (True, None) in kinds
+    assert {(False, None), (False, "q"), (True, None), (True, "rank")} <= kinds
     for tid, _src, _part in rows:
         w = where.locate(ws, tid)
         assert w is not None
