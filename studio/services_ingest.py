@@ -21,7 +21,7 @@ class Job:
     """One ingest (``once``) or watch of a dump folder, with its live progress."""
 
     path: str
-    mode: str  # 'once' | 'watch'
+    mode: str  # 'once' | 'watch' | 'ray'
     started: float = field(default_factory=time.time)
     progress: Progress | None = None
     run_id: str | None = None
@@ -52,12 +52,25 @@ class IngestService:
         self.jobs: list[Job] = []
         self._lock = threading.Lock()
 
-    def ingest(self, path: str, name: str | None = None, model_config: dict | None = None) -> Job:
-        folder = str(existing_dir(path, "dump folder"))
-        job = Job(folder, "once")
+    def ingest(
+        self, path: str, name: str | None = None, model_config: dict | None = None,
+        ray: str | None = None,
+    ) -> Job:  # fmt: skip
+        """Ingest in a background thread; with ``ray`` (a head's host:port) over that cluster,
+        where ``path`` is the dump folder on its nodes (not necessarily on this machine)."""
+        folder = path if ray else str(existing_dir(path, "dump folder"))
+        job = Job(folder, "once" if not ray else "ray")
 
         def work() -> None:
             try:
+                if ray:
+                    from backend.dumps.cluster.ingest import ingest_dump_ray
+
+                    job.run_id = ingest_dump_ray(
+                        workspace(), ray, folder, name, model_config=model_config,
+                        on_progress=lambda p: setattr(job, "progress", p),
+                    )  # fmt: skip
+                    return
                 job.run_id = ingest_dump(
                     workspace(), folder, name, model_config=model_config,
                     on_progress=lambda p: setattr(job, "progress", p),

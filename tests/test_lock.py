@@ -37,3 +37,31 @@ def test_installed_set_matches_the_lock() -> None:
         pytest.skip(f"this machine brings its own torch {torch.__version__}: torch pins differ")
     # The suite runs in the locked environment; `.ci/run` makes the same check before it.
     assert lock.check(lock.STACKS["studio"], REPO / "locks" / "studio.txt") == []
+
+
+def test_ray_joins_the_studio_venv_without_moving_a_studio_pin() -> None:
+    """`make ray` installs Ray into the studio's venv: every package both locks name has one
+    version, so `make check-lock` (studio) still passes with Ray installed."""
+    studio = lock.read_lock(REPO / "locks" / "studio.txt")
+    ray = lock.read_lock(REPO / "locks" / "ray.txt")
+    assert ray["ray"] == "2.60.0"
+    both = sorted(set(studio) & set(ray))
+    assert both and {n: ray[n] for n in both} == {n: studio[n] for n in both}
+
+
+def test_make_test_installs_ray_and_checks_its_lock() -> None:
+    """CI (.ci/run: make check-lock && make test) on a clean machine gets Ray and checks it."""
+    rules = {}
+    for line in (REPO / "Makefile").read_text().splitlines():
+        if ":" in line and not line.startswith(("\t", "#", " ")) and "=" not in line:
+            target, deps = line.split(":", 1)
+            rules[target.strip()] = deps.split()
+    assert "ray" in rules["test"] and "ray" in rules["check-lock"]
+    assert "$(PY) scripts/lock.py check ray locks/ray.txt" in (REPO / "Makefile").read_text()
+
+
+def test_installed_ray_matches_its_lock() -> None:
+    import pytest
+
+    pytest.importorskip("ray")
+    assert lock.check(lock.STACKS["ray"], REPO / "locks" / "ray.txt") == []

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from backend.dumps.cluster.cli_args import add_ray_args
 from backend.errors import InputError
 from backend.paths import existing_file
 from backend.workspace import open_workspace
@@ -39,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "2 = [batch, seq, ...]); repeatable; default: decided per tensor")  # fmt: skip
     p.add_argument("--stats-workers", type=int, default=0, metavar="N",
                    help="compute statistics in N processes (without --watch; default: in-process)")  # fmt: skip
+    add_ray_args(p)
     p.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("stitch", help="stitch a dump's rank shards into unsharded .npy files")
@@ -52,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--flat", action="store_true", help="one step without step<N>/ (the seed's layout)"
     )
+    add_ray_args(s)
     s.set_defaults(func=cmd_stitch)
 
     t = sub.add_parser("stats", help="statistics of every stitched tensor of a dump")
@@ -63,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--model-config", metavar="FILE", help="config.json with head counts (QKV split)"
     )
+    add_ray_args(t)
     t.set_defaults(func=cmd_stats)
 
     a = sub.add_parser(
@@ -164,7 +168,11 @@ def _axis_specs(specs: list[str]) -> list[tuple[str, int | None]]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from backend.dumps.ingest import ingest_dump
+    import sys
+
+    from backend.cli import safe_text
+    from backend.dumps.cluster import cli_args as ray_args
+    from backend.dumps.cluster.runtime import NodeLost
     from backend.dumps.watch import DumpWatcher
 
     cfg = _config(args.model_config)
@@ -173,10 +181,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     try:
         with _bar() as bar:
             task = bar.add_task("ingest", total=None, rate=0.0, queue=0, stitched=0, errors=0)
+            if args.watch and args.ray:
+                raise InputError("--watch", "watches a dump on this machine; with --ray, run "
+                                 "the ingest again when more of the dump is written (it resumes)")  # fmt: skip
             if not args.watch:
-                run = ingest_dump(ws, args.dump, args.name, model_config=cfg, with_stats=not args.no_stats,
-                                  stats_workers=max(0, args.stats_workers),
-                                  on_progress=lambda p: _update(bar, task, p))  # fmt: skip
+                try:
+                    run = ray_args.ingest(ws, args, model_config=cfg, with_stats=not args.no_stats,
+                                          name=args.name, stats_workers=max(0, args.stats_workers),
+                                          on_progress=lambda p: _update(bar, task, p))  # fmt: skip
+                except NodeLost as exc:  # the rest is in: say what, and how to resume
+                    print(safe_text(f"studio ingest: {exc}"), file=sys.stderr)
+                    _print_errors(ws, exc.run_id)
+                    return 1
             else:
                 w = DumpWatcher(
                     ws, args.dump, args.name, model_config=cfg, with_stats=not args.no_stats
@@ -243,12 +259,12 @@ def _print_errors(ws, run_id: str, limit: int = 8, cmd: str = "ingest") -> int:
 
 
 def cmd_stitch(args: argparse.Namespace) -> int:
+    from backend.dumps.cluster import cli_args as ray_args
     from backend.dumps.export import export_npy
-    from backend.dumps.ingest import ingest_dump
 
     ws = open_workspace(args.workspace)
     try:
-        run = ingest_dump(ws, args.dump, model_config=_config(args.model_config), with_stats=False)
+        run = ray_args.ingest(ws, args, model_config=_config(args.model_config), with_stats=False)
         files = export_npy(ws, run, Path(args.out).expanduser().resolve(), args.steps, args.flat)
         print(f"wrote {len(files)} .npy files to {Path(args.out).resolve()}")
         print(_summary(ws, run))
@@ -325,11 +341,11 @@ def stats_records(
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from backend.dumps.ingest import ingest_dump
+    from backend.dumps.cluster import cli_args as ray_args
 
     ws = open_workspace(args.workspace)
     try:
-        run = ingest_dump(ws, args.dump, model_config=_config(args.model_config))
+        run = ray_args.ingest(ws, args, model_config=_config(args.model_config))
         records = stats_records(ws, run, args.module, args.step, args.ranks)
         tool = None if records else tool_records(ws, run, args.module, args.step)
     finally:

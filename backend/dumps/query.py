@@ -70,14 +70,19 @@ def load_tensor(ws: Workspace, tensor_id: int) -> torch.Tensor:
     row = (
         ws.cursor()
         .execute(
-            "SELECT store_group, store_name, source_file FROM dump_tensors WHERE tensor_id = ?",
+            "SELECT store_group, store_name, source_file, c.run_id IS NOT NULL FROM dump_tensors "
+            "LEFT JOIN dump_cluster_runs c USING (run_id) WHERE tensor_id = ?",
             [int(tensor_id)],
         )
         .fetchone()
     )
     if row is None:
         raise StudioError(f"no dump tensor with id {tensor_id}")
-    group, name, source = row
+    group, name, source, on_cluster = row
+    if on_cluster:  # ingested with --ray: the file is on the node that holds it
+        from backend.dumps.cluster import where
+
+        return where.load(ws, tensor_id)
     if group is not None:
         return ws.tensors.get(group, name)
     if source is None:

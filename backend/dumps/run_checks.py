@@ -6,14 +6,25 @@ leave no stitched tensor behind, and shared modules must be flagged once all fil
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from backend.dumps.detect import DumpLayout
 from backend.dumps.formats.common import load_source
 from backend.dumps.stitch import shared
 from backend.workspace import Workspace
 
 
-def flag_shared_modules(ws: Workspace, run_id: str, layout: DumpLayout) -> int:
-    """Record the run's shared modules (stitch/shared.py) in ``dump_shared_modules``."""
+def flag_shared_modules(
+    ws: Workspace,
+    run_id: str,
+    layout: DumpLayout,
+    detect: Callable[[list, dict[str, str], dict[str, int]], list] | None = None,
+) -> int:
+    """Record the run's shared modules (stitch/shared.py) in ``dump_shared_modules``.
+
+    ``detect(rows, tree, calls)`` runs the check where the files are (a Ray node); by default
+    here, reading the lowest-rank files locally.
+    """
     rows = [
         shared.Row(int(step), module, io, int(idx), src)
         for step, module, io, idx, src in ws.cursor().execute(
@@ -37,7 +48,7 @@ def flag_shared_modules(ws: Workspace, run_id: str, layout: DumpLayout) -> int:
         calls[module] = int(n)
         if cls:
             tree.setdefault(module, cls)
-    flags = shared.detect(rows, tree, load_source, calls)
+    flags = detect(rows, tree, calls) if detect else shared.detect(rows, tree, load_source, calls)
     with ws.transaction() as cur:
         cur.execute("DELETE FROM dump_shared_modules WHERE run_id = ?", [run_id])
         if flags:

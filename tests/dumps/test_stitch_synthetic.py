@@ -134,11 +134,12 @@ def test_crash_in_batched_ingest_resumes_exactly_once(
     """A stitch that dies mid-way: what was queued is committed, and a rerun completes the run
     with the same rows as an uninterrupted ingest (nothing lost, nothing twice)."""
     import backend.dumps.ingest as ingest_mod
+    import backend.dumps.pipeline.stitch_stage as stitch_mod
     from backend.dumps.detect import detect
     from backend.workspace import open_workspace
 
     session, truth, _ = synth_dump(4)
-    real, calls = ingest_mod.run_stitch, []
+    real, calls = stitch_mod.run_stitch, []
 
     def dies_on_the_20th(*a, **k):  # noqa: ANN002, ANN003, ANN202
         calls.append(1)
@@ -146,11 +147,11 @@ def test_crash_in_batched_ingest_resumes_exactly_once(
             raise RuntimeError("simulated crash")
         return real(*a, **k)
 
-    monkeypatch.setattr(ingest_mod, "run_stitch", dies_on_the_20th)
+    monkeypatch.setattr(stitch_mod, "run_stitch", dies_on_the_20th)
     ing = ingest_mod.Ingestor(workspace, detect(session), workers=2)
     with pytest.raises(RuntimeError, match="simulated crash"):
         ing.ingest_all(ing.layout.tensor_files(), batch_files=16, flush_s=0.0)
-    monkeypatch.setattr(ingest_mod, "run_stitch", real)
+    monkeypatch.setattr(stitch_mod, "run_stitch", real)
     run = ingest_dump(workspace, session)  # the restart
     key = "SELECT step, module, io, idx, rank, part FROM dump_tensors WHERE run_id = ? ORDER BY ALL"
     got = workspace.cursor().execute(key, [run]).fetchall()

@@ -1,0 +1,151 @@
+"""Read a tensor of a run ingested from a Ray cluster: here if its file is here, else on the
+node that holds it (the whole tensor, or only a screen-sized LOD tile of it)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backend.dumps.cluster import runtime
+from backend.dumps.formats.common import load_source, split_source
+from backend.errors import StudioError
+from backend.workspace import Workspace
+from backend.workspace.tensor_store import TensorStore
+
+
+@dataclass(frozen=True)
+class Where:
+    """A tensor's place: the rank folder whose node holds it, and its file there."""
+
+    run_id: str
+    address: str
+    folder: str
+    dump_root: str
+    store_root: str
+    group: str | None
+    name: str | None
+    source: str | None
+
+    @property
+    def group_file(self) -> str | None:
+        if self.group is None:
+            return None
+        store = TensorStore(Path(self.store_root))
+        return str(store.path(self.group).relative_to(self.store_root))
+
+    @property
+    def local_path(self) -> Path:
+        if self.group is not None:
+            return Path(self.store_root) / str(self.group_file)
+        return split_source(str(self.source))[0]
+
+
+def locate(ws: Workspace, tensor_id: int) -> Where | None:
+    """Where a tensor of a Ray-ingested run lives; None for a run ingested on this machine."""
+    row = ws.cursor().execute(
+        "SELECT t.run_id, c.address, coalesce(ct.folder, r.folder), f.dump_root, f.store_root, "
+        "t.store_group, t.store_name, t.source_file FROM dump_tensors t "
+        "JOIN dump_cluster_runs c USING (run_id) "
+        "LEFT JOIN dump_cluster_tensors ct ON ct.tensor_id = t.tensor_id AND t.rank IS NULL "
+        "LEFT JOIN dump_ranks r ON r.run_id = t.run_id AND r.rank = t.rank "
+        "LEFT JOIN dump_cluster_folders f ON f.run_id = t.run_id "
+        "AND f.folder = coalesce(ct.folder, r.folder) WHERE t.tensor_id = ?",
+        [int(tensor_id)],
+    ).fetchone()  # fmt: skip
+    if row is None:
+        return None
+    if row[2] is None or row[4] is None:
+        raise StudioError(f"dump tensor {tensor_id}: the workspace does not say which Ray node "
+                          "holds it; ingest the dump again with --ray")  # fmt: skip
+    return Where(*row)
+
+
+def read_local(w: Where) -> torch.Tensor | None:
+    """The tensor from this machine's disk when its file is here (one file system, or this is
+    the node), memory-mapped; None otherwise."""
+    if not w.local_path.is_file():
+        return None
+    if w.group is not None:
+        return TensorStore(Path(w.store_root)).get(w.group, str(w.name))
+    return load_source(str(w.source))
+
+
+def load(ws: Workspace, tensor_id: int, address: str | None = None) -> torch.Tensor | None:
+    """The tensor (here, or fetched from its node); None: not a Ray-ingested tensor."""
+    w = locate(ws, tensor_id)
+    if w is None:
+        return None
+    t = read_local(w)
+    return t if t is not None else fetch(w, address)
+
+
+def tile(ws: Workspace, tensor_id: int, address: str | None = None, **grid_kw: Any) -> Any:
+    """``lod.build_grid`` of the tensor, computed where the tensor is (only the grid moves)."""
+    from backend.analysis.lod import build_grid
+    from backend.dumps.query import load_tensor
+
+    w = locate(ws, tensor_id)
+    if w is None or w.local_path.is_file():
+        return build_grid(load_tensor(ws, tensor_id), **grid_kw)
+    return fetch(w, address, grid_kw=grid_kw)
+
+
+_NODES: dict[tuple[str, str], str] = {}  # (address, file) -> node id that had it
+_NODES_LOCK = threading.Lock()
+
+
+def fetch(w: Where, address: str | None = None, grid_kw: dict[str, Any] | None = None) -> Any:
+    """Ask the node holding the tensor's file for it (or for its LOD grid)."""
+    addr = address or os.environ.get(runtime.ENV_ADDRESS) or w.address
+    ray = runtime.connect(addr)
+    fn = _remote_fns(ray)
+    path = str(w.local_path)
+    with _NODES_LOCK:
+        nid = _NODES.get((addr, path))
+    alive = {n.node_id for n in runtime.alive_nodes()}
+    if nid not in alive:
+        nid = None
+        has = {n: fn["has"].options(**runtime.on_node(n)).remote(path) for n in sorted(alive)}
+        for n, ref in has.items():
+            if ray.get(ref):
+                nid = n
+                break
+        if nid is None:
+            raise StudioError(f"{path}: no node of the Ray cluster at {addr} holds this file "
+                              f"(rank folder {w.folder}); is its node up?")  # fmt: skip
+        with _NODES_LOCK:
+            _NODES[(addr, path)] = nid
+    args = (w.store_root, w.group_file, w.name, w.source)
+    if grid_kw is not None:
+        return ray.get(fn["tile"].options(**runtime.on_node(nid)).remote(*args, grid_kw))
+    return ray.get(fn["read"].options(**runtime.on_node(nid)).remote(*args))
+
+
+_FNS: dict[int, dict[str, Any]] = {}
+
+
+def _remote_fns(ray: Any) -> dict[str, Any]:
+    """Ray tasks for reads (plain tasks: a view needs no worker state)."""
+    if id(ray) not in _FNS:
+        from backend.dumps.cluster.node import NodeStages
+
+        def has(path: str) -> bool:
+            return Path(path).is_file()
+
+        def read(*args: Any) -> torch.Tensor:
+            return NodeStages().read(*args)
+
+        def tile_(*args: Any) -> Any:
+            return NodeStages().tile(*args)
+
+        _FNS[id(ray)] = {
+            "has": ray.remote(num_cpus=0)(has),
+            "read": ray.remote(num_cpus=0)(read),
+            "tile": ray.remote(num_cpus=0)(tile_),
+        }
+    return _FNS[id(ray)]
