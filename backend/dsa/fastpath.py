@@ -466,8 +466,8 @@ def consistent(prep: Prepared, omin, op50, omax, ublocks) -> bool:  # noqa: ANN0
 
 def plain_small_ints(data, spans: list[tuple[int, int]]) -> bool:
     """Whether every ``[s, e)`` span is a JSON list body of integers in ``[0, 10**9)`` (digits,
-    ``,`` or ``, ``, no leading zero): byte checks at memchr speed, no parse (positions are not
-    stored; parsing them doubled the fast path's CPU)."""
+    ``,`` or ``, ``, no leading zero): a few numpy passes over the bytes, no parse (positions are
+    not stored; parsing them doubled the fast path's CPU)."""
     mv = memoryview(data)
     blk = b",".join([mv[s:e] for s, e in spans])
     if b" " in blk:
@@ -476,22 +476,17 @@ def plain_small_ints(data, spans: list[tuple[int, int]]) -> bool:
         blk = blk.replace(b", ", b",")
     if not blk or blk.translate(None, b"0123456789,"):
         return False  # a sign, a point, an exponent, a quote, a bracket, null, ...
-    if blk[:1] == b"," or blk[-1:] == b"," or b",," in blk:
+    arr = np.frombuffer(b"," + blk + b",", dtype=np.uint8)  # every number between two commas
+    comma = arr == 44
+    if np.any(comma[1:] & comma[:-1]):
         return False  # an empty number
-    # a number of 10+ digits is a window of 10 bytes without a comma: OR over shifted copies
-    w = np.frombuffer(b"," + blk + b",", dtype=np.uint8) == 44
+    # a leading zero (not JSON): a 0 after a comma and before a digit
+    if np.any((arr[1:-1] == 48) & comma[:-2] & ~comma[2:]):
+        return False
+    w = comma  # 10 digits or more (>= 10**9, the exact path judges): 10 bytes without a comma
     for k in (1, 2, 4, 2):  # windows of 2, 4, 8, 10 bytes
         w = w[:-k] | w[k:]
-    if not w.all():
-        return False  # 10 digits or more: >= 10**9 (the exact path judges)
-    if blk[:1] == b"0" and blk[1:2].isdigit():
-        return False
-    i = blk.find(b",0")
-    while i >= 0:  # a number starting with 0 must be 0 itself (rare: one per line at most)
-        if blk[i + 2 : i + 3].isdigit():
-            return False
-        i = blk.find(b",0", i + 2)
-    return True
+    return bool(w.all())
 
 
 _BUF: bytearray | None = None
