@@ -143,7 +143,7 @@ STEPS = Format(
     "steps", STEP_COLUMNS, STEP_REQUIRED, (STEP_INSERT,),
     functools.partial(validate_record, positions="types"),
     f"{EXTRA_CHECK} OR list_count(selected_block_ids) <> len(selected_block_ids)"
-    f" OR {fastpath.POS_TYPE_CHECK} OR {fastpath.EXACT_CHECK}",
+    f" OR {fastpath.EXACT_CHECK}",
 )  # fmt: skip
 PREFIX = Format("prefix", PREFIX_COLUMNS, ("hash_ids",), (PREFIX_INSERT,), _validate_prefix_line)
 
@@ -612,9 +612,11 @@ class Ingestor:
             cur.unregister("dsa_heat")
 
     def _try_fast(self, data: bytes, offsets: np.ndarray, line_nos: np.ndarray) -> int:
-        # selected_token_pos stays: STEPS.extra_check holds it against the scalars
-        return self._insert(strip_arrays(data, _UNPARSED[1:]) if self.kind == "steps" else data,
-                            offsets, line_nos)  # fmt: skip
+        if self.kind != "steps":
+            return self._insert(data, offsets, line_nos)
+        if not fastpath.positions_plain(data):  # as the fast path checks them, then cut
+            return -1  # the validator judges each line
+        return self._insert(strip_arrays(data), offsets, line_nos)
 
     def _careful(
         self, data: bytes, starts: np.ndarray, ends: np.ndarray, base: int, line_nos: np.ndarray
