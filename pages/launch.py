@@ -219,7 +219,8 @@ def launches_panel() -> None:
         stop_slot = st.empty()
         if launch.active and stop_slot.button(
             "Stop", key=f"stop_{chosen}",
-            help="SIGTERM, then SIGKILL after 10 s, to this server's process group only",
+            help="SIGTERM to the server (it stops its workers), then to its process group, "
+            "SIGKILL after 10 s; nothing outside that group",
         ):  # fmt: skip
             launch = sup.stop(chosen)
             stop_slot.empty()  # no Stop button on a stopped launch

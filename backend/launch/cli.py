@@ -102,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument(
         "--stop",
         metavar="ID",
-        help="stop this launch (SIGTERM, then SIGKILL, its process group only)",
+        help="stop this launch (SIGTERM to the server, then its process group, then SIGKILL)",
     )
     ls.add_argument("--log", metavar="ID", help="print the last log lines of this launch")
     ls.add_argument("--lines", type=int, default=40, help="log lines to print (default 40)")
