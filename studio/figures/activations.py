@@ -213,6 +213,33 @@ def compare_figure(
     return fig
 
 
+def profile_figure(absmax: np.ndarray, *, title: str = "", top: int = 10) -> go.Figure:
+    """Per-channel absmax over tokens (WebGL line), top channels marked."""
+    ch = np.arange(absmax.size)
+    fig = go.Figure(go.Scattergl(x=ch, y=absmax, mode="lines", name="absmax", line={"width": 1}))
+    order = np.argsort(-absmax, kind="stable")[:top]
+    fig.add_trace(
+        go.Scattergl(
+            x=order,
+            y=absmax[order],
+            mode="markers+text",
+            text=[str(c) for c in order],
+            textposition="top center",
+            marker={"color": "crimson", "size": 7},
+            name=f"top {top}",
+        )
+    )
+    fig.update_layout(
+        title={"text": title or "Per-channel absmax over tokens"},
+        xaxis_title="channel",
+        yaxis_title="max |x|",
+        height=320,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        showlegend=False,
+    )
+    return fig
+
+
 # Mantissas tried per decade, sparsest first, until the data's range holds enough ticks.
 _LOG_MANTISSAS = (
     (1,),
