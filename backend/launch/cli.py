@@ -193,10 +193,14 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 def cmd_launches(args: argparse.Namespace) -> int:
     from backend.launch.supervisor import Supervisor
+    from backend.workspace import open_workspace
 
-    ws = _open(args)
+    # Listing and --log only read: they also work while the studio owns the workspace (its
+    # read service answers). There the studio watches the launches, so this process neither
+    # re-attaches nor marks any (that would write); --stop writes and needs the workspace.
+    ws = open_workspace(args.workspace, read_only=not args.stop)
     try:
-        sup = Supervisor(ws)
+        sup = Supervisor(ws, reattach=not getattr(ws, "read_only", False))
         if args.stop:
             launch = sup.stop(args.stop)
             print(f"launch {launch.launch_id} {launch.status}")

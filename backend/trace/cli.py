@@ -55,7 +55,7 @@ def _cmd_trace_modules(args: argparse.Namespace) -> int:
 
 
 def _cmd_trace_list(args: argparse.Namespace) -> int:
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, read_only=True)  # works while the studio runs
     try:
         df = (
             ws.cursor()
@@ -100,7 +100,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from backend.trace import analysis
 
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, read_only=True)  # works while the studio runs
     try:
         df = analysis.list_profiles(ws)
     finally:
@@ -123,7 +123,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         "layers": lambda ws: analysis.per_layer(ws, args.profile, kind=args.kind, table=table),
         "unattributed": lambda ws: analysis.unattributed(ws, args.profile, kind=args.kind),
     }
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, read_only=True)  # works while the studio runs
     try:
         df = views[args.view](ws)
     finally:
@@ -137,7 +137,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     from backend.trace.families import load_families
 
     table = load_families(args.families)
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, read_only=True)  # works while the studio runs
     try:
         df = diff(ws, args.a, args.b, by=args.by, kind=args.kind, table=table)
     finally:
