@@ -465,14 +465,15 @@ with guarded("Reading the dump runs"):
                 else:
                     kc = st.slider("K for top-K channel Jaccard", 1, 64, 10)
                     m = compare.compare(xb, x, k=kc)
-                    mc = st.columns(7)
+                    # Two rows: seven metrics in one row cut values such as "-0.049123".
+                    mc = [*st.columns(4), *st.columns(4)]
                     mc[0].metric("cosine", f"{m.cosine:.6f}")
                     mc[1].metric("max abs err", f"{m.max_abs_error:.4g}")
                     mc[2].metric("max rel err", f"{m.max_rel_error:.4g}")
-                    mc[3].metric("within 0.1 %", f"{m.within_0_1pct:.2%}")
-                    mc[4].metric("within 0.5 %", f"{m.within_0_5pct:.2%}")
-                    mc[5].metric(f"top-{kc} Jaccard", f"{m.topk_jaccard:.3f}")
-                    mc[6].metric("absmax Spearman", f"{m.absmax_spearman:.3f}")
+                    mc[4].metric("within 0.1 %", f"{m.within_0_1pct:.2%}")
+                    mc[5].metric("within 0.5 %", f"{m.within_0_5pct:.2%}")
+                    mc[6].metric(f"top-{kc} Jaccard", f"{m.topk_jaccard:.3f}")
+                    mc[7].metric("absmax Spearman", f"{m.absmax_spearman:.3f}")
                     opts = dict(
                         max_tokens=res[0] // 2, max_channels=res[1] // 2, absolute=absolute, log=log
                     )
@@ -486,7 +487,7 @@ with guarded("Reading the dump runs"):
                     cfig = figs.compare_figure(
                         ga, gb, gd, labels=("A", "B"), absolute=absolute, log=log
                     )
-                    st.components.v1.html(figs.figure_html(cfig, sync_cameras=True), height=600)
+                    st.components.v1.html(figs.figure_html(cfig, sync_cameras=True), height=490)
                     st.caption(f"A = {sel.label}; B = {sel_b.label}. Cameras move together.")
                     st.download_button(
                         "Download CSV",

@@ -163,7 +163,7 @@ def compare_figure(
     absolute: bool = False,
     log: bool = False,
     sorted_channels: bool = False,
-    height: int = 560,
+    height: int = 460,
 ) -> go.Figure:
     """A and B side by side on one camera, plus the difference B - A (pooled from full res)."""
     # A and B share one colour range so equal heights mean equal values.
@@ -181,7 +181,9 @@ def compare_figure(
     d.colorbar.update(bar | {"x": COMPARE_BARS[1]})
     d.colorbar.title.update(text=f"{labels[1]} - {labels[0]}")
     fig.add_trace(d)
-    scene = _scene(a, absolute, log, sorted_channels)
+    # Each scene is a third of the width: the camera steps back so the whole surface fits.
+    far = {"eye": {"x": 3.1, "y": -3.5, "z": 1.0}}
+    scene = _scene(a, absolute, log, sorted_channels) | {"camera": far}
     titles = (labels[0], labels[1], f"{labels[1]} - {labels[0]}")
     fig.update_layout(
         height=height,
@@ -204,7 +206,7 @@ def compare_figure(
             name: sc | {"domain": {"x": list(dom), "y": [0.0, 1.0]}}
             for name, sc, dom in zip(
                 ("scene", "scene2", "scene3"),
-                (scene, scene, _scene(diff, False, False, sorted_channels)),
+                (scene, scene, _scene(diff, False, False, sorted_channels) | {"camera": far}),
                 COMPARE_SCENES,
                 strict=True,
             )
@@ -286,9 +288,17 @@ def kurtosis_figure(rows: pd.DataFrame) -> go.Figure:
         lo_r, hi_r = np.log10(lo) - pad, np.log10(hi) + pad
         vals, text = log_ticks(10**lo_r, 10**hi_r)
         yaxis |= {"range": [lo_r, hi_r], "tickmode": "array", "tickvals": vals, "ticktext": text}
+    layers = pd.to_numeric(rows["layer"], errors="coerce").dropna()
+    # Whole layers only (Plotly's own ticks on 3 layers read 0, 0.5, 1, 1.5, 2).
+    step = max(1, int(np.ceil((layers.max() - layers.min() + 1) / 16))) if len(layers) else 1
     fig.update_layout(
         title={"text": "Kurtosis across layers (Gaussian = 3)"},
-        xaxis_title="layer",
+        xaxis={
+            "title": {"text": "layer"},
+            "tickmode": "linear",
+            "dtick": step,
+            "tick0": float(layers.min()) if len(layers) else 0.0,
+        },  # fmt: skip
         yaxis=yaxis,
         height=360,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},

@@ -30,6 +30,12 @@ def _series(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame, bool]]:
     return out
 
 
+def _titled(title: str, where: str) -> str:
+    """The chart's title with its devices and shape on a line of their own: on a half-width
+    chart one long line was cut off at the device's name."""
+    return f"{title}<br><sup>{where}</sup>" if where else title
+
+
 def _layout(fig: go.Figure, title: str, y: str, log_y: bool = False) -> go.Figure:
     fig.update_layout(
         title=title,
@@ -74,7 +80,7 @@ def latency_bars(df: pd.DataFrame, log_y: bool = False, where: str = "") -> go.F
             },
         )
     fig.update_layout(barmode="group")
-    title = "Latency per MoE layer (median, p20-p80)" + (f" · {where}" if where else "")
+    title = _titled("Latency per MoE layer (median, p20-p80)", where)
     return _layout(fig, title, "latency (us)", log_y)
 
 
@@ -125,7 +131,7 @@ def bandwidth_chart(df: pd.DataFrame, where: str = "") -> go.Figure:
                 annotation_text=f"datasheet, {run['device_name']}: {run['datasheet_gbps']:.0f} GB/s",
                 annotation_position="top right",
             )  # fmt: skip
-    title = "Achieved bandwidth (minimum bytes / median latency)" + (f" · {where}" if where else "")
+    title = _titled("Achieved bandwidth (minimum bytes / median latency)", where)
     return _layout(fig, title, "GB/s")
 
 
@@ -160,7 +166,7 @@ def pct_copy_heatmap(df: pd.DataFrame) -> go.Figure:
     )
     where = devices(data)
     fig.update_layout(
-        title="% of measured copy bandwidth" + (f" · {where}" if where else ""),
+        title=_titled("% of measured copy bandwidth", where),
         xaxis_title="batch size", margin={"t": 50},
         height=max(260, 60 + 40 * len(grid.index)),
     )  # fmt: skip

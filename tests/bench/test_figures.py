@@ -99,6 +99,6 @@ def test_heatmap_keeps_runs_apart_and_names_devices() -> None:
         "h100 · qwen3-30b-a3b · uniform · reference",
     ]
     assert hm.data[0].z[0][0] == 1.0 and hm.data[0].z[2][0] == 2e6 / 100 / 3000
-    assert hm.layout.title.text == "% of measured copy bandwidth · NVIDIA H100 / cpu"
+    assert hm.layout.title.text == "% of measured copy bandwidth<br><sup>NVIDIA H100 / cpu</sup>"
     lat = figs.latency_bars(both, where=figs.devices(both) + " · qwen3-30b-a3b")
-    assert lat.layout.title.text.endswith("· NVIDIA H100 / cpu · qwen3-30b-a3b")
+    assert lat.layout.title.text.endswith("<br><sup>NVIDIA H100 / cpu · qwen3-30b-a3b</sup>")
