@@ -487,7 +487,7 @@ with guarded("Reading the dump runs"):
                     cfig = figs.compare_figure(
                         ga, gb, gd, labels=("A", "B"), absolute=absolute, log=log
                     )
-                    st.components.v1.html(figs.figure_html(cfig, sync_cameras=True), height=490)
+                    st.components.v1.html(figs.figure_html(cfig, sync_cameras=True), height=450)
                     st.caption(f"A = {sel.label}; B = {sel_b.label}. Cameras move together.")
                     st.download_button(
                         "Download CSV",

@@ -24,10 +24,10 @@ sys.path.insert(0, str(REPO))
 from studio.navigation import PAGES  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_FLAGS, StudioServer, wait_for_app  # noqa: E402
 
-# The README view: layer 1's hidden state (decoder layer output 0) of the demo's prefill, where
-# the demo model's massive activations sit on the first and delimiter tokens.
-README_VIEW = {"pattern": r"^model\.layers\.1$", "module": "model.layers.1", "io": "output",
-               "step": "0", "idx": "0"}  # fmt: skip
+# The README view: layer 2's residual stream (decoder layer output 1) of the demo's prefill,
+# where the demo model's massive activations (|x| ~600) sit on the first and delimiter tokens.
+README_VIEW = {"pattern": r"^model\.layers\.2$", "module": "model.layers.2", "io": "output",
+               "step": "0", "idx": "1"}  # fmt: skip
 HOVER = re.compile(r"token \d+.*channel \d+.*value", re.S)
 
 
@@ -79,6 +79,7 @@ def main() -> int:
     ap.add_argument("--workspace", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True, help="folder for the page screenshots")
     ap.add_argument("--readme", type=Path, help="where to save the README's hover screenshot")
+    ap.add_argument("--readme-only", action="store_true", help="only the README screenshot")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -96,25 +97,28 @@ def main() -> int:
                 pg.get_by_role("button", name="Run the demo").click()
                 pg.get_by_text("prompt tokens,").wait_for(timeout=900_000)
                 print("demo done", flush=True)
-            for spec in PAGES:
+            for spec in () if args.readme_only else PAGES:
                 pg.goto(f"{server.url}/{'' if spec.url == 'home' else spec.url}")
                 _settle(pg)
                 _shot(pg, args.out / f"{spec.url}.png")
                 print("page", spec.url, flush=True)
-            # Trace: the "Profile a run" form
-            pg.goto(f"{server.url}/trace")
-            _settle(pg, 500)
-            pg.get_by_text("Add a trace or a profile").click()
-            pg.wait_for_timeout(1000)
-            form = pg.locator("[data-testid='stForm']").filter(has_text="Profile a run")
-            form.scroll_into_view_if_needed()
-            form.screenshot(path=str(args.out / "trace_profile_form.png"))
+            if not args.readme_only:  # Trace: the "Profile a run" form
+                pg.goto(f"{server.url}/trace")
+                _settle(pg, 500)
+                pg.get_by_text("Add a trace or a profile").click()
+                pg.wait_for_timeout(1000)
+                form = pg.locator("[data-testid='stForm']").filter(has_text="Profile a run")
+                form.scroll_into_view_if_needed()
+                form.screenshot(path=str(args.out / "trace_profile_form.png"))
             # Activations tabs: Statistics with Across layers, Compare
             # The demo model's tokenizer: hover and tables show each token's text.
             toks = sorted((args.workspace / "models").glob("*/tokenizer.json"))
             view = README_VIEW | ({"tokenizer": str(toks[0].parent)} if toks else {})
             q = urllib.parse.urlencode(view)
-            for tab in ("Statistics", "Compare", "Outlier finder", "Kronecker"):
+            tabs = (
+                () if args.readme_only else ("Statistics", "Compare", "Outlier finder", "Kronecker")
+            )
+            for tab in tabs:
                 pg.goto(f"{server.url}/activations?{q}&tab={urllib.parse.quote(tab)}")
                 _settle(pg)
                 if tab == "Statistics":

@@ -149,8 +149,8 @@ def _title(title: str, grid: Grid) -> str:
 # Compare figure layout, in fractions of the figure's width: three scenes, each followed by a
 # gap that holds a colour bar (A and B share one, right of B; the difference has its own), so
 # no colour bar, its tick labels or its title ever lies over a plot.
-COMPARE_SCENES = ((0.0, 0.285), (0.29, 0.575), (0.665, 0.915))
-COMPARE_BARS = (0.58, 0.92)  # left edge of the A/B bar and of the difference's bar
+COMPARE_SCENES = ((0.0, 0.28), (0.285, 0.565), (0.675, 0.915))
+COMPARE_BARS = (0.57, 0.92)  # left edge of the A/B bar and of the difference's bar
 COMPARE_BAR_PX = 12  # bar thickness; its labels take the rest of the gap
 
 
@@ -163,7 +163,7 @@ def compare_figure(
     absolute: bool = False,
     log: bool = False,
     sorted_channels: bool = False,
-    height: int = 460,
+    height: int = 420,
 ) -> go.Figure:
     """A and B side by side on one camera, plus the difference B - A (pooled from full res)."""
     # A and B share one colour range so equal heights mean equal values.
@@ -182,7 +182,7 @@ def compare_figure(
     d.colorbar.title.update(text=f"{labels[1]} - {labels[0]}")
     fig.add_trace(d)
     # Each scene is a third of the width: the camera steps back so the whole surface fits.
-    far = {"eye": {"x": 3.1, "y": -3.5, "z": 1.0}}
+    far = {"eye": {"x": 2.5, "y": -2.8, "z": 0.8}}
     scene = _scene(a, absolute, log, sorted_channels) | {"camera": far}
     titles = (labels[0], labels[1], f"{labels[1]} - {labels[0]}")
     fig.update_layout(
