@@ -25,10 +25,11 @@ from studio.navigation import PAGES  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_FLAGS, StudioServer, wait_for_app  # noqa: E402
 
 # The README view: layer 2's residual stream (decoder layer output 1) of the demo's prefill,
-# where the demo model's massive activations (|x| ~600) sit on the first and delimiter tokens.
+# where the demo model's massive activations (|x| ~600) sit on the first and delimiter tokens;
+# log scale (sign * log10(1+|x|)) so the ordinary values stay visible beside them.
 README_VIEW = {"pattern": r"^model\.layers\.2$", "module": "model.layers.2", "io": "output",
-               "step": "0", "idx": "1"}  # fmt: skip
-HOVER = re.compile(r"token \d+.*channel \d+.*value", re.S)
+               "step": "0", "idx": "1", "log": "1"}  # fmt: skip
+VALUE = re.compile(r"token \d+.*channel \d+.*?value (-?[\d.]+(?:e[+-]?\d+)?)", re.S)
 
 
 def _has_runs(ws: Path) -> bool:
@@ -52,8 +53,12 @@ def _shot(pg, path: Path) -> None:
     """The whole page: Streamlit scrolls inside its main block, so the viewport is made as
     tall as that block's content for the screenshot (then set back)."""
     size = pg.viewport_size
-    tall = pg.evaluate(
-        "() => Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))"
+    tall = (
+        pg.evaluate(
+            "() => Math.max(document.querySelector('[data-testid=stMainBlockContainer]').scrollHeight,"
+            " (document.querySelector('[data-testid=stSidebarContent]') || {}).scrollHeight || 0)"
+        )
+        + 120
     )
     pg.set_viewport_size({"width": size["width"], "height": min(max(tall, size["height"]), 9000)})
     pg.wait_for_timeout(1500)
@@ -62,16 +67,25 @@ def _shot(pg, path: Path) -> None:
 
 
 def _hover(pg, plot) -> str | None:
-    """Sweep the mouse over the WebGL surface until plotly.js draws a hover label."""
+    """Sweep the mouse over the WebGL surface, then go back to where plotly.js's hover label
+    showed the largest |value| (an outlier makes the better picture) and leave it shown."""
     box = plot.bounding_box()
-    for fy in (0.55, 0.6, 0.65, 0.5, 0.7, 0.45):
-        for fx in (0.5, 0.45, 0.55, 0.4, 0.6, 0.35, 0.65):
-            pg.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=4)
-            pg.wait_for_timeout(350)
-            texts = [t.text_content() or "" for t in plot.locator(".hovertext").all()]
-            if any(HOVER.search(t) for t in texts):
-                return next(t for t in texts if HOVER.search(t))
-    return None
+    best: tuple[float, float, float, str] | None = None
+    for fy in (0.45, 0.5, 0.55, 0.6, 0.65, 0.7):
+        for fx in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65):
+            x, y = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
+            pg.mouse.move(x, y, steps=4)
+            pg.wait_for_timeout(250)
+            for t in plot.locator(".hovertext").all():
+                m = VALUE.search(t.text_content() or "")
+                if m and (best is None or abs(float(m[1])) > best[0]):
+                    best = (abs(float(m[1])), x, y, t.text_content() or "")
+    if best is None:
+        return None
+    pg.mouse.move(best[1] + 3, best[2] + 3, steps=2)
+    pg.mouse.move(best[1], best[2], steps=2)
+    pg.wait_for_timeout(800)
+    return best[3]
 
 
 def main() -> int:
