@@ -28,7 +28,7 @@ from backend.errors import InputError, StudioError
 from backend.launch import procs
 from backend.launch.commands import Command, build
 from backend.launch.diagnose import diagnose
-from backend.launch.logtail import tail
+from backend.launch.logtail import STOP_REQUESTED, STUDIO_MARK, tail
 from backend.launch.spec import LaunchSpec, validate
 from backend.workspace import Workspace
 
@@ -106,7 +106,6 @@ def health_ok(base_url: str, timeout: float = 1.0) -> bool:
 
 # Seconds the rest of a launch's process group gets to exit once its leader has gone.
 LINGER_S = 3.0
-STOP_MARK = "--- studio: "
 
 
 def _note(log_path: str | None, text: str) -> None:
@@ -116,7 +115,7 @@ def _note(log_path: str | None, text: str) -> None:
         return
     try:
         with open(log_path, "ab") as fh:
-            fh.write(f"{STOP_MARK}{time.strftime('%H:%M:%S')} {text} ---\n".encode())
+            fh.write(f"{STUDIO_MARK}{time.strftime('%H:%M:%S')} {text} ---\n".encode())
     except OSError:
         pass  # the launch folder is gone: nothing to annotate
 
@@ -357,7 +356,7 @@ class Supervisor:
         pgid = launch.pgid
         same = launch.pid is not None and procs.alive(launch.pid, launch.proc_start)
         if pgid is not None and (same or launch.launch_id in self._children):
-            _note(launch.log_path, f"stop requested: SIGTERM to the server (PID {launch.pid})")
+            _note(launch.log_path, f"{STOP_REQUESTED}: SIGTERM to the server (PID {launch.pid})")
             if same and launch.pid is not None:
                 try:
                     os.kill(launch.pid, signal.SIGTERM)

@@ -170,3 +170,17 @@ def test_stop_of_reference_engine_tp2_is_clean(workspace, tmp_path: Path) -> Non
     ]
     assert log.rstrip().splitlines()[-1] == notes[-1]  # nothing after the stop
     sup.close()
+
+
+def test_shutdown_part_is_what_follows_the_studio_stop_note() -> None:
+    from backend.launch.logtail import shutdown_part
+
+    lines = [
+        "serving",
+        "--- studio: 10:00:00 stop requested: SIGTERM to the server (PID 7) ---",
+        "Traceback (most recent call last):",
+        "RuntimeError: Connection closed by peer",
+        "--- studio: 10:00:01 stopped (exit code 1) ---",
+    ]
+    assert shutdown_part(lines) == lines[2:]
+    assert shutdown_part(lines[:1] + lines[2:]) == []  # no stop from the studio: no shutdown
