@@ -139,9 +139,9 @@ def main() -> int:
                     pg.get_by_text("Compute statistics of every").click()
                     _settle(pg)
                 if tab == "Compare":
-                    # B = the next layer's hidden state: a real comparison, not A against itself
+                    # B = the previous layer's residual: a real comparison, not A against itself
                     box = pg.locator("[data-testid='stSelectbox']").filter(has_text="Module B")
-                    box.locator("input").fill("model.layers.2")
+                    box.locator("input").fill("model.layers.1")
                     pg.keyboard.press("Enter")
                     _settle(pg, 5000)
                 name = tab.lower().replace(" ", "_")

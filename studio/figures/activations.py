@@ -321,7 +321,14 @@ def persistence_figure(matrix: pd.DataFrame, *, title: str = "") -> go.Figure:
     fig.update_layout(
         title={"text": title or "Outlier-channel persistence"},
         xaxis={"title": "channel", "type": "category"},
-        yaxis={"title": "layer", "autorange": "reversed"},
+        # whole layers only (Plotly's own ticks on 3 layers read -0.5, 0, 0.5, ...)
+        yaxis={
+            "title": "layer",
+            "autorange": "reversed",
+            "tickmode": "linear",
+            "tick0": float(matrix.index.min()) if len(matrix) else 0.0,
+            "dtick": max(1, int(np.ceil(len(matrix.index) / 16))),
+        },  # fmt: skip
         height=360,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )

@@ -99,6 +99,8 @@ def test_compare_profile_kurtosis_persistence() -> None:
     m = pd.DataFrame([[1.0, 2.0], [3.0, 4.0]], index=[0, 1], columns=[77, 5])
     h = figs.persistence_figure(m)
     assert list(h.data[0].x) == ["77", "5"]
+    assert (h.layout.yaxis.tickmode, h.layout.yaxis.tick0, h.layout.yaxis.dtick) == ("linear", 0, 1)
+    assert (k.layout.xaxis.tickmode, k.layout.xaxis.tick0, k.layout.xaxis.dtick) == ("linear", 0, 1)
 
 
 def test_pyvista_mesh_and_png(tmp_path) -> None:
