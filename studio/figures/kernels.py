@@ -182,8 +182,13 @@ def throughput_chart(df: pd.DataFrame) -> go.Figure:
     device it holds, the published one its source."""
     published = df["source"] == "published" if "source" in df else pd.Series(False, df.index)
     parts = [
-        (f"Measured · {devices(df[~published]) or 'this studio'}", df[~published], False),
-        (f"Published · {PUBLISHED_SERVE}", df[published], True),
+        # Two-line titles: a half-width panel cut one long line off at the device's name.
+        (
+            f"Measured<br><sup>{devices(df[~published]) or 'this studio'}</sup>",
+            df[~published],
+            False,
+        ),
+        (f"Published<br><sup>{PUBLISHED_SERVE}</sup>", df[published], True),
     ]
     parts = [p for p in parts if not p[1].empty]
     fig = make_subplots(

@@ -78,8 +78,8 @@ def test_throughput_measured_and_published_on_separate_axes() -> None:
     ]  # fmt: skip
     assert fig.layout.xaxis.domain[1] < fig.layout.xaxis2.domain[0]
     assert [a.text for a in fig.layout.annotations] == [
-        "Measured · NVIDIA H100 / cpu",  # both devices named
-        "Published · Ascend 910B · Qwen3-30B-A3B AWQ, SGLang (seed 002)",
+        "Measured<br><sup>NVIDIA H100 / cpu</sup>",  # both devices named
+        "Published<br><sup>Ascend 910B · Qwen3-30B-A3B AWQ, SGLang (seed 002)</sup>",
     ]
     assert list(fig.layout.xaxis.categoryarray) == ["1", "2", "4"]
     assert list(fig.layout.xaxis2.categoryarray) == ["1", "2", "4", "6", "8"]
