@@ -196,3 +196,22 @@ def test_launches_listed_and_logged_while_the_studio_runs(owned, tmp_path: Path)
     finally:
         sup.stop(launch.launch_id)
         sup.close()
+
+
+def test_compare_of_stored_runs_while_the_studio_runs(owned, tmp_path: Path) -> None:
+    pytest.importorskip("backend.compare.runs", reason="needs the compare package")
+    from backend.compare.runs import compare_any
+    from backend.dumps.ingest import ingest_dump
+    from tests.analysis.dumpdata import write_dump
+
+    a = ingest_dump(owned, write_dump(tmp_path / "a")[0])
+    b = ingest_dump(owned, write_dump(tmp_path / "b", seed=1)[0])
+    out = studio(owned.root, "compare", a, b, "--json")
+    assert out.returncode in (0, 1), out.stderr  # 0: no divergence, 1: diverged
+    want = json.loads(json.dumps(compare_any(owned, a, b).as_json(), allow_nan=False))
+    assert json.loads(out.stdout) == want
+    # a dump folder not ingested yet cannot be ingested from here
+    new, _ = write_dump(tmp_path / "c")
+    refused = studio(owned.root, "compare", a, str(new))
+    assert refused.returncode == 2 and "not ingested" in refused.stderr
+    assert "Traceback" not in refused.stderr
