@@ -150,7 +150,9 @@ def main() -> int:
             # README: the 3D surface with its hover label
             pg.goto(f"{server.url}/activations?{q}")
             _settle(pg)
-            plot = pg.locator(".js-plotly-plot").first
+            # The surface is a custom component: its plotly.js plot lives in an iframe.
+            frame = pg.frame_locator("iframe[title='studio.components.surface.studio_surface']")
+            plot = frame.locator(".js-plotly-plot").first
             plot.locator(".gl-container canvas").first.wait_for(timeout=60_000)
             pg.wait_for_timeout(3000)
             label = _hover(pg, plot)
