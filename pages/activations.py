@@ -415,17 +415,31 @@ with guarded("Reading the dump runs"):
 
     if tab_cmp.open:
         with tab_cmp, guarded("Comparing"):
-            st.caption("B is compared against A as reference: relative errors divide by |A|.")
+            st.caption(
+                "B is compared against A as reference: relative errors divide by |A|. "
+                "B starts as A's run, step, io and module each time A changes; pick another B."
+            )
+            # B follows A: when A (the sidebar's selection) changed since B was last drawn,
+            # B's widgets drop their state and take A's values as defaults again.
+            a_now = (run_id, int(step), io, module)
+            if st.session_state.get("cmp_follows") != a_now:
+                st.session_state["cmp_follows"] = a_now
+                for key in ("cmp_run", "cmp_step", "cmp_io", "cmp_module"):
+                    st.session_state.pop(key, None)
             c1, c2, c3, c4 = st.columns(4)
             run_b = c1.selectbox(
-                "Run B", run_ids, index=run_ids.index(run_id), format_func=lambda r: names[r]
-            )
+                "Run B", run_ids, index=run_ids.index(run_id), format_func=lambda r: names[r],
+                key="cmp_run",
+            )  # fmt: skip
             rows_b = svc.rows(run_b, None, None, None)
             steps_b = sorted(int(v) for v in rows_b["step"].unique())
             step_b = c2.selectbox(
-                "Step B", steps_b, index=steps_b.index(step) if step in steps_b else 0
+                "Step B", steps_b, index=steps_b.index(step) if step in steps_b else 0,
+                key="cmp_step",
+            )  # fmt: skip
+            io_b = c3.selectbox(
+                "io B", ["output", "input"], index=["output", "input"].index(io), key="cmp_io"
             )
-            io_b = c3.selectbox("io B", ["output", "input"], index=["output", "input"].index(io))
             cand = svc.rows(run_b, step_b, None, io_b)
             mods_b = sorted(set(cand["module"]))
             module_b = c4.selectbox(
@@ -451,14 +465,15 @@ with guarded("Reading the dump runs"):
                 else:
                     kc = st.slider("K for top-K channel Jaccard", 1, 64, 10)
                     m = compare.compare(xb, x, k=kc)
-                    mc = st.columns(7)
+                    # Two rows: seven metrics in one row cut values such as "-0.049123".
+                    mc = [*st.columns(4), *st.columns(4)]
                     mc[0].metric("cosine", f"{m.cosine:.6f}")
                     mc[1].metric("max abs err", f"{m.max_abs_error:.4g}")
                     mc[2].metric("max rel err", f"{m.max_rel_error:.4g}")
-                    mc[3].metric("within 0.1 %", f"{m.within_0_1pct:.2%}")
-                    mc[4].metric("within 0.5 %", f"{m.within_0_5pct:.2%}")
-                    mc[5].metric(f"top-{kc} Jaccard", f"{m.topk_jaccard:.3f}")
-                    mc[6].metric("absmax Spearman", f"{m.absmax_spearman:.3f}")
+                    mc[4].metric("within 0.1 %", f"{m.within_0_1pct:.2%}")
+                    mc[5].metric("within 0.5 %", f"{m.within_0_5pct:.2%}")
+                    mc[6].metric(f"top-{kc} Jaccard", f"{m.topk_jaccard:.3f}")
+                    mc[7].metric("absmax Spearman", f"{m.absmax_spearman:.3f}")
                     opts = dict(
                         max_tokens=res[0] // 2, max_channels=res[1] // 2, absolute=absolute, log=log
                     )
@@ -472,7 +487,7 @@ with guarded("Reading the dump runs"):
                     cfig = figs.compare_figure(
                         ga, gb, gd, labels=("A", "B"), absolute=absolute, log=log
                     )
-                    st.components.v1.html(figs.figure_html(cfig, sync_cameras=True), height=600)
+                    st.components.v1.html(figs.figure_html(cfig, sync_cameras=True), height=450)
                     st.caption(f"A = {sel.label}; B = {sel_b.label}. Cameras move together.")
                     st.download_button(
                         "Download CSV",

@@ -95,7 +95,7 @@ with guarded("Loading benchmark runs"):
     # Latency and GB/s depend on the device and the shape: measured runs and seed 002's 910B
     # series get axes of their own. Speedup is a ratio: overlaid only for the same shape.
     if not view.empty:
-        where = " / ".join(sorted({str(d) for d in view["device_name"].unique()})) + f" · {preset}"
+        where = f"{figs.devices(view)} · {preset}"  # every device of the chosen runs
         same_shape = show_pub and preset == str(pub["preset"].iloc[0])
         a, b = st.columns(2)
         a.plotly_chart(figs.latency_bars(view, log_y, where=where), width="stretch")
@@ -137,6 +137,7 @@ with guarded("Loading benchmark runs"):
         pd.concat([serve, spub]) if show_pub and not serve.empty else (spub if show_pub else serve)
     )
     if not splot.empty:
+        # Measured and published (another device and model) in subplots with axes of their own.
         st.plotly_chart(figs.throughput_chart(splot), width="stretch")
     if serve.empty:
         st.caption(

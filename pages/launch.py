@@ -12,6 +12,7 @@ from backend import hardware
 from backend.launch import engine_python, ingest
 from backend.launch.capture import list_captures
 from backend.launch.commands import vllm_ascend
+from backend.launch.logtail import shutdown_part
 from backend.launch.spec import DUMP_TOOLS, ENGINES, EXPERT_RECORDER_MODES, DumpSettings, LaunchSpec
 from studio.navigation import ROOT
 from studio.services_launch import launch_service
@@ -219,7 +220,8 @@ def launches_panel() -> None:
         stop_slot = st.empty()
         if launch.active and stop_slot.button(
             "Stop", key=f"stop_{chosen}",
-            help="SIGTERM, then SIGKILL after 10 s, to this server's process group only",
+            help="SIGTERM to the server (it stops its workers), then to its process group, "
+            "SIGKILL after 10 s; nothing outside that group",
         ):  # fmt: skip
             launch = sup.stop(chosen)
             stop_slot.empty()  # no Stop button on a stopped launch
@@ -241,7 +243,13 @@ def launches_panel() -> None:
             if body.strip():
                 st.code(body, language="log")  # kept after the log file is gone
         st.markdown("Log (last lines)")
-        st.code("\n".join(sup.log_tail(chosen, 25)) or "(empty)", language="log")
+        log_lines = sup.log_tail(chosen, 25)
+        if launch.status == "stopped" and any("Traceback" in x for x in shutdown_part(log_lines)):
+            st.caption(
+                "The lines after `--- studio: ... stop requested` are the server's own shutdown "
+                "after the studio stopped it: a traceback there is teardown output, not a failure."
+            )
+        st.code("\n".join(log_lines) or "(empty)", language="log")
         capture_panel(service, launch)
         with st.expander("All launches"):
             st.dataframe(

@@ -21,13 +21,15 @@ from backend.dumps.axis import Axis, to_matrix
 from backend.errors import InputError, StudioError
 from backend.workspace import Workspace
 
-_LAYER = re.compile(r"(?:^|\.)layers\.\d+\.")
+_LAYER = re.compile(r"(?:^|\.)layers\.\d+(?:\.|$)")
+DECODER_LAYER = "decoder layer"  # the kind of ``model.layers.N`` itself
 
 
 def module_kind(module: str) -> str:
-    """The module's name without its layer: ``model.layers.3.mlp.down_proj`` -> ``mlp.down_proj``."""
+    """The module's name without its layer: ``model.layers.3.mlp.down_proj`` -> ``mlp.down_proj``;
+    ``model.layers.3`` itself -> ``decoder layer`` (one kind across layers, not one per layer)."""
     m = _LAYER.search(module)
-    return module[m.end() :] if m else module
+    return (module[m.end() :] or DECODER_LAYER) if m else module
 
 
 def check_regex(pattern: str) -> str:

@@ -142,7 +142,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from backend.bench.results import export_run, write_json
     from backend.workspace import open_workspace
 
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, read_only=True)  # works while the studio runs
     try:
         doc = export_run(ws, args.run_id)
     finally:
@@ -158,7 +158,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from backend.bench.results import list_runs
     from backend.workspace import open_workspace
 
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, read_only=True)  # works while the studio runs
     try:
         runs = list_runs(ws)
     finally:

@@ -62,6 +62,10 @@ def resolve_run(ws, target: str) -> str:  # noqa: ANN001 - a Workspace
     path = Path(target).expanduser().resolve()
     if not path.is_dir():
         raise InputError(target, "is neither a run id or name of this workspace nor a dump folder")
+    if getattr(ws, "read_only", False):  # the running studio owns the workspace: no ingest here
+        from backend.dumps.cli_read import require_stored
+
+        return require_stored(ws, str(path))
     from backend.dumps.ingest import ingest_dump
 
     return ingest_dump(ws, path)
@@ -99,7 +103,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     steps = parse_steps(args.steps)
     if args.threshold is not None and not args.threshold >= 0:
         raise InputError(f"--threshold {args.threshold}", "must be a number >= 0")
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, read_only=True)  # stored runs: also while the studio runs
     try:
         a, b = resolve_run(ws, args.run_a), resolve_run(ws, args.run_b)
         res = compare_any(ws, a, b, steps=steps, modules=args.modules, threshold=args.threshold)

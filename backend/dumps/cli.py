@@ -57,8 +57,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_ray_args(s)
     s.set_defaults(func=cmd_stitch)
 
-    t = sub.add_parser("stats", help="statistics of every stitched tensor of a dump")
-    t.add_argument("dump", metavar="DUMP", help="the dump folder or any folder inside it")
+    t = sub.add_parser(
+        "stats",
+        help="statistics of every stitched tensor of a dump (stored ones also while the studio "
+        "runs)",
+    )
+    t.add_argument(
+        "dump", metavar="DUMP",
+        help="the dump folder or any folder inside it (ingested first), or a run id",
+    )  # fmt: skip
     t.add_argument("--json", action="store_true", help="one JSON record per tensor (JSON lines)")
     t.add_argument("--module", metavar="REGEX", help="only modules matching this regex")
     t.add_argument("--step", type=int, metavar="N", help="only this step")
@@ -87,6 +94,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     k.add_argument("dump", metavar="DUMP", help="the ingested dump folder or any folder inside it")
     k.set_defaults(func=cmd_pack)
+
+    from backend.dumps.cli_read import register_runs
+
+    register_runs(sub)
 
 
 def _config(path: str | None) -> dict[str, Any] | None:
@@ -341,11 +352,18 @@ def stats_records(
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from backend.dumps.cli_read import require_stored, stored_run
     from backend.dumps.cluster import cli_args as ray_args
 
-    ws = open_workspace(args.workspace)
+    cfg = _config(args.model_config)
+    ws = open_workspace(args.workspace, read_only=True)  # stored statistics: while the studio runs
     try:
-        run = ray_args.ingest(ws, args, model_config=_config(args.model_config))
+        if getattr(ws, "read_only", False):
+            run = require_stored(ws, args.dump, cfg)
+        else:  # ingest (or resume) first, here or over Ray: a new dump's statistics on the way
+            local = not getattr(args, "ray", None)  # over Ray the folder lives on a node
+            run = stored_run(ws, args.dump, cfg) if local and not Path(args.dump).is_dir() else None
+            run = run or ray_args.ingest(ws, args, model_config=cfg)
         records = stats_records(ws, run, args.module, args.step, args.ranks)
         tool = None if records else tool_records(ws, run, args.module, args.step)
     finally:

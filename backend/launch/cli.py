@@ -102,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument(
         "--stop",
         metavar="ID",
-        help="stop this launch (SIGTERM, then SIGKILL, its process group only)",
+        help="stop this launch (SIGTERM to the server, then its process group, then SIGKILL)",
     )
     ls.add_argument("--log", metavar="ID", help="print the last log lines of this launch")
     ls.add_argument("--lines", type=int, default=40, help="log lines to print (default 40)")
@@ -193,10 +193,14 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 def cmd_launches(args: argparse.Namespace) -> int:
     from backend.launch.supervisor import Supervisor
+    from backend.workspace import open_workspace
 
-    ws = _open(args)
+    # Listing and --log only read: they also work while the studio owns the workspace (its
+    # read service answers). There the studio watches the launches, so this process neither
+    # re-attaches nor marks any (that would write); --stop writes and needs the workspace.
+    ws = open_workspace(args.workspace, read_only=not args.stop)
     try:
-        sup = Supervisor(ws)
+        sup = Supervisor(ws, reattach=not getattr(ws, "read_only", False))
         if args.stop:
             launch = sup.stop(args.stop)
             print(f"launch {launch.launch_id} {launch.status}")

@@ -28,7 +28,7 @@ from backend.errors import InputError, StudioError
 from backend.launch import procs
 from backend.launch.commands import Command, build
 from backend.launch.diagnose import diagnose
-from backend.launch.logtail import tail
+from backend.launch.logtail import STOP_REQUESTED, STUDIO_MARK, tail
 from backend.launch.spec import LaunchSpec, validate
 from backend.workspace import Workspace
 
@@ -102,6 +102,22 @@ def health_ok(base_url: str, timeout: float = 1.0) -> bool:
             return r.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+# Seconds the rest of a launch's process group gets to exit once its leader has gone.
+LINGER_S = 3.0
+
+
+def _note(log_path: str | None, text: str) -> None:
+    """Append a studio line to a server log (O_APPEND: safe beside the server's own writes),
+    so the log says where the studio's stop begins and what came of it."""
+    if not log_path:
+        return
+    try:
+        with open(log_path, "ab") as fh:
+            fh.write(f"{STUDIO_MARK}{time.strftime('%H:%M:%S')} {text} ---\n".encode())
+    except OSError:
+        pass  # the launch folder is gone: nothing to annotate
 
 
 class Supervisor:
@@ -265,7 +281,8 @@ class Supervisor:
             launch = self.get(launch_id)
             ended, rc = self._exit_code(launch)
             if ended:
-                if launch.pgid is not None:  # leave no orphaned workers behind
+                # Leave no orphaned workers behind (a stop in progress gives them their grace).
+                if launch.pgid is not None and launch_id not in self._stopping:
                     procs.signal_group(launch.pgid, signal.SIGKILL)
                 self._on_exit(launch, rc)
                 return
@@ -322,7 +339,14 @@ class Supervisor:
 
     # ---- stop ----------------------------------------------------------------------------
     def stop(self, launch_id: str, grace_s: float = 10.0) -> Launch:
-        """SIGTERM to the launch's process group, SIGKILL after ``grace_s``; that group only."""
+        """Stop a launch: SIGTERM to its leader, then its group, then SIGKILL; that group only.
+
+        The leader alone gets the first signal so the engine shuts down in its own order
+        (serve-reference tells rank 0 to stop the other ranks; vLLM's API server stops its
+        engine core and workers). Signalling the whole group at once killed the workers
+        under the leader, whose stop message then failed in gloo ("Connection closed by
+        peer") and ended the log with a traceback. Whatever is still in the group when the
+        leader has gone (after ``LINGER_S``) or after ``grace_s`` gets SIGTERM, then SIGKILL."""
         launch = self.get(launch_id)
         if not launch.active:
             return launch
@@ -332,10 +356,18 @@ class Supervisor:
         pgid = launch.pgid
         same = launch.pid is not None and procs.alive(launch.pid, launch.proc_start)
         if pgid is not None and (same or launch.launch_id in self._children):
-            procs.signal_group(pgid, signal.SIGTERM)
-            if not self._wait_group(launch, grace_s):
-                procs.signal_group(pgid, signal.SIGKILL)
-                self._wait_group(launch, 5.0)
+            _note(launch.log_path, f"{STOP_REQUESTED}: SIGTERM to the server (PID {launch.pid})")
+            if same and launch.pid is not None:
+                try:
+                    os.kill(launch.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                self._wait_leader(launch, grace_s)
+            if not self._wait_group(launch, LINGER_S):
+                procs.signal_group(pgid, signal.SIGTERM)
+                if not self._wait_group(launch, min(grace_s, LINGER_S)):
+                    procs.signal_group(pgid, signal.SIGKILL)
+                    self._wait_group(launch, 5.0)
         proc = self._children.get(launch_id)
         rc = proc.wait(5) if proc is not None else None
         thread = self._threads.get(launch_id)
@@ -344,18 +376,35 @@ class Supervisor:
         launch = self.get(launch_id)
         if launch.status == "stopping":  # nobody watched it: record the stop ourselves
             self._finish(launch_id, "stopped", rc, "stopped from the studio")
-        return self.get(launch_id)
+        launch = self.get(launch_id)
+        code = "exit code unknown" if launch.exit_code is None else f"exit code {launch.exit_code}"
+        _note(launch.log_path, f"stopped ({code})")
+        return launch
 
-    def _wait_group(self, launch: Launch, timeout: float) -> bool:
+    def _wait_leader(self, launch: Launch, timeout: float) -> bool:
+        """Wait until the launch's leader process has exited (reaping it when it is ours)."""
         deadline = time.monotonic() + timeout
         proc = self._children.get(launch.launch_id)
         while time.monotonic() < deadline:
             if proc is not None:
-                proc.poll()  # reap the leader so it does not linger as a zombie
-            if launch.pgid is None or not procs.group_members(launch.pgid):
+                if proc.poll() is not None:
+                    return True
+            elif launch.pid is None or not procs.alive(launch.pid, launch.proc_start):
                 return True
             time.sleep(0.1)
         return False
+
+    def _wait_group(self, launch: Launch, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        proc = self._children.get(launch.launch_id)
+        while True:
+            if proc is not None:
+                proc.poll()  # reap the leader so it does not linger as a zombie
+            if launch.pgid is None or not procs.group_members(launch.pgid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
     def wait_status(self, launch_id: str, statuses: tuple[str, ...], timeout: float) -> Launch:
         """Block until the launch reaches one of ``statuses`` (or ends); returns the row."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
-from backend.errors import InputError
+from backend.errors import InputError, StudioError
 from backend.trace.attribution import DEVICE_CATS, UNATTRIBUTED
 from backend.trace.families import family_sql
 from backend.trace.self_time import HOST_CATS, host_self_times
@@ -70,6 +70,11 @@ def _self_relation(cur, profile_id: str) -> str:
         "SELECT count(*) > 0 FROM profile_self_time WHERE profile_id = ?", [profile_id]
     ).fetchone()[0]:
         return "profile_self_time"
+    if not hasattr(cur, "register"):  # read through the running studio: no temporary tables
+        raise StudioError(
+            f"profile {profile_id} was ingested before self times were stored; ingest it again "
+            "(or stop the studio) to see this view from the command line"
+        )
     host = host_self_times(cur, profile_id)
     sql = f"SELECT event_id, dur_ns AS self_ns FROM profile_events WHERE profile_id = ? AND ph = 'X' AND cat IN ({_DEVICE})"  # noqa: E501, S608 - constants
     device = cur.sql(sql, params=[profile_id]).to_arrow_table()

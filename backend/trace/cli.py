@@ -55,7 +55,7 @@ def _cmd_trace_modules(args: argparse.Namespace) -> int:
 
 
 def _cmd_trace_list(args: argparse.Namespace) -> int:
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, read_only=True)  # works while the studio runs
     try:
         df = (
             ws.cursor()
@@ -100,7 +100,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from backend.trace import analysis
 
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, read_only=True)  # works while the studio runs
     try:
         df = analysis.list_profiles(ws)
     finally:
@@ -123,7 +123,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         "layers": lambda ws: analysis.per_layer(ws, args.profile, kind=args.kind, table=table),
         "unattributed": lambda ws: analysis.unattributed(ws, args.profile, kind=args.kind),
     }
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, read_only=True)  # works while the studio runs
     try:
         df = views[args.view](ws)
     finally:
@@ -137,7 +137,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     from backend.trace.families import load_families
 
     table = load_families(args.families)
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, read_only=True)  # works while the studio runs
     try:
         df = diff(ws, args.a, args.b, by=args.by, kind=args.kind, table=table)
     finally:
@@ -160,7 +160,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         try:
             opts = VllmTraceOptions(tp=args.tp, port=args.port, python=args.python)
-            done = profile_vllm(ws, model_dir, args.prompt, args.max_tokens, opts)
+            done = profile_vllm(ws, model_dir, args.prompt, args.max_tokens, opts, out_dir=out)
             for pid, trace in done:
                 print(f"profile {pid} (Chrome trace {trace})")
                 _print_table(analysis.by_module(ws, pid).head(args.top), args.json)
@@ -298,7 +298,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--port", type=int, default=8029, help="vllm: port of the profiled server")
     run.add_argument("--python", help="vllm: its interpreter (default as `studio launch`)")
-    run.add_argument("--out", help="where to write the Chrome trace (default: in the workspace)")
+    run.add_argument(
+        "--out", metavar="DIR",
+        help="directory for the Chrome trace(s): trace.json, or trace_rank<R>.json per rank "
+        "(vllm: vLLM's files under DIR/torch); a path ending in .json names the file (tp 1). "
+        "Default: a new folder in the workspace",
+    )  # fmt: skip
     run.add_argument("--top", type=int, default=20, help="modules to print")
     run.add_argument("--json", action="store_true", help="print JSON records")
     run.set_defaults(func=_cmd_run)

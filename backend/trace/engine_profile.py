@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from backend.errors import StudioError
+from backend.errors import InputError, StudioError
 from backend.trace.ingest import ingest_profile
 from backend.trace.model_trace import load_model, prompt_ids
 from backend.trace.profile_run import profile_call
@@ -31,13 +31,16 @@ def profile_model_dir(
     name: str | None = None,
     engine: str = "reference",
 ) -> tuple[str, Path]:
-    """Profile ``max_tokens`` greedy steps of ``prompt``; returns (profile id, trace file)."""
+    """Profile ``max_tokens`` greedy steps of ``prompt``; returns (profile id, trace file).
+
+    ``out``: a directory (created) that receives ``trace.json`` (tp=1) or
+    ``trace_rank<R>.json`` per rank, or a ``.json`` file path (tp=1 only); default a new
+    ``profile-*`` folder in the workspace."""
     if tp != 1 and engine != "reference":
         raise StudioError("--engine transformers profiles one process: use --tp 1")
     if max_tokens < 1:
         raise StudioError("--max-tokens must be at least 1")
-    if out is None:
-        out = Path(tempfile.mkdtemp(prefix="profile-", dir=ws.root)) / "trace.json"
+    out = trace_path(out, tp, ws.root)
     if engine == "reference" and tp > 1:
         return _profile_reference_tp(ws, model_dir, prompt, max_tokens, tp, out, name)
     if engine == "reference":
@@ -48,6 +51,22 @@ def profile_model_dir(
         label = "transformers"
     pid = ingest_profile(ws, trace, name=name or f"{model_dir.name} ({label} profile run)")
     return pid, trace
+
+
+def trace_path(out: Path | None, tp: int, root: Path) -> Path:
+    """Where rank 0's trace goes for ``--out`` (a directory, or a ``.json`` file at tp=1).
+
+    The other ranks' traces go beside it as ``trace_rank<R>.json``."""
+    if out is None:
+        return Path(tempfile.mkdtemp(prefix="profile-", dir=root)) / "trace.json"
+    if out.name.endswith((".json", ".json.gz")) and not out.is_dir():
+        if tp > 1:
+            raise InputError(out, f"--tp {tp} writes one trace per rank: give a directory")
+        return out
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a directory (--out takes a directory)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out / ("trace.json" if tp == 1 else "trace_rank0.json")
 
 
 def _profile_reference_tp(

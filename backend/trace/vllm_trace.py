@@ -135,15 +135,22 @@ def profile_vllm(
     max_tokens: int,
     opts: VllmTraceOptions,
     name: str | None = None,
+    out_dir: Path | None = None,
 ) -> list[tuple[str, Path]]:
     """vLLM's own torch profiler (``--profiler-config``, ``/start_profile`` ... ``/stop_profile``)
-    around one request, modules annotated by the plugin; [(profile id, trace file)] per rank."""
+    around one request, modules annotated by the plugin; [(profile id, trace file)] per rank.
+
+    ``out_dir``: where vLLM writes its traces (under ``torch/``); default a new folder in
+    the workspace's ``vllm_profiles/``."""
     from backend.launch.vllm_plugin import ANNOTATE_ENV
     from backend.trace.ingest import ingest_profile
 
     if max_tokens < 1:
         raise InputError(f"max tokens {max_tokens}", "must be at least 1")
-    out_dir = ws.root / "vllm_profiles" / time.strftime("P%Y%m%d-%H%M%S")
+    if out_dir is None:
+        out_dir = ws.root / "vllm_profiles" / time.strftime("P%Y%m%d-%H%M%S")
+    elif out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "exists and is not a directory (--out takes a directory)")
     cfg_path = out_dir / "annotate.json"
     profiler = {"profiler": "torch", "torch_profiler_dir": str(out_dir / "torch")}
 

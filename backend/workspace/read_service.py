@@ -77,7 +77,7 @@ class ReadService:
                 cur = self.con.cursor()
                 try:
                     _read_only_sql(cur, sql)
-                    table = cur.execute(sql, params).to_arrow_table()
+                    table = cur.sql(sql, params=params or None).to_arrow_table()
                 finally:
                     cur.close()
             except Exception as exc:  # noqa: BLE001 - every failure goes back to the client

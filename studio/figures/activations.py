@@ -146,6 +146,14 @@ def _title(title: str, grid: Grid) -> str:
     return f"{title}<br><sup>{note}</sup>" if title else note
 
 
+# Compare figure layout, in fractions of the figure's width: three scenes, each followed by a
+# gap that holds a colour bar (A and B share one, right of B; the difference has its own), so
+# no colour bar, its tick labels or its title ever lies over a plot.
+COMPARE_SCENES = ((0.0, 0.28), (0.285, 0.565), (0.675, 0.915))
+COMPARE_BARS = (0.57, 0.92)  # left edge of the A/B bar and of the difference's bar
+COMPARE_BAR_PX = 12  # bar thickness; its labels take the rest of the gap
+
+
 def compare_figure(
     a: Grid,
     b: Grid,
@@ -155,33 +163,54 @@ def compare_figure(
     absolute: bool = False,
     log: bool = False,
     sorted_channels: bool = False,
-    height: int = 560,
+    height: int = 420,
 ) -> go.Figure:
-    """A and B side by side on one camera, plus the difference A - B (pooled from full res)."""
-    fig = make_subplots(
-        rows=1,
-        cols=3,
-        specs=[[{"type": "scene"}] * 3],
-        subplot_titles=(labels[0], labels[1], f"{labels[0]} - {labels[1]}"),
-        horizontal_spacing=0.01,
-    )
+    """A and B side by side on one camera, plus the difference B - A (pooled from full res)."""
     # A and B share one colour range so equal heights mean equal values.
     lim = float(max(np.abs(a.values).max(), np.abs(b.values).max()))
+    bar = {"thickness": COMPARE_BAR_PX, "len": 0.8, "y": 0.45, "xanchor": "left",
+           "title": {"side": "right"}}  # fmt: skip
+    fig = go.Figure()
     for i, g in enumerate((a, b)):
         tr = surface_trace(g, absolute=absolute, log=log, scene=f"scene{i + 1 if i else ''}")
-        tr.update(cmin=-lim if not absolute else 0, cmax=lim, cmid=None, showscale=i == 0)
-        tr.colorbar.update(x=0.0, len=0.5)
-        fig.add_trace(tr, row=1, col=i + 1)
-    fig.add_trace(
-        surface_trace(diff, scene="scene3", colorscale="PuOr_r", showscale=True), row=1, col=3
-    )
-    scene = _scene(a, absolute, log, sorted_channels)
+        tr.update(cmin=-lim if not absolute else 0, cmax=lim, cmid=None, showscale=i == 1)
+        tr.colorbar.update(bar | {"x": COMPARE_BARS[0]})
+        tr.colorbar.title.update(text=f"{labels[0]}, {labels[1]}: {value_label(absolute, log)}")
+        fig.add_trace(tr)
+    d = surface_trace(diff, scene="scene3", colorscale="PuOr_r", showscale=True)
+    d.colorbar.update(bar | {"x": COMPARE_BARS[1]})
+    d.colorbar.title.update(text=f"{labels[1]} - {labels[0]}")
+    fig.add_trace(d)
+    # Each scene is a third of the width: the camera steps back so the whole surface fits.
+    far = {"eye": {"x": 2.5, "y": -2.8, "z": 0.8}}
+    scene = _scene(a, absolute, log, sorted_channels) | {"camera": far}
+    titles = (labels[0], labels[1], f"{labels[1]} - {labels[0]}")
     fig.update_layout(
         height=height,
         margin={"l": 0, "r": 0, "t": 40, "b": 0},
-        scene=scene,
-        scene2=scene,
-        scene3=_scene(diff, False, False, sorted_channels),
+        annotations=[
+            {
+                "text": t,
+                "x": (x0 + x1) / 2,
+                "y": 1.0,
+                "xref": "paper",
+                "yref": "paper",
+                "xanchor": "center",
+                "yanchor": "bottom",
+                "showarrow": False,
+                "font": {"size": 16},
+            }
+            for t, (x0, x1) in zip(titles, COMPARE_SCENES, strict=True)
+        ],  # fmt: skip
+        **{
+            name: sc | {"domain": {"x": list(dom), "y": [0.0, 1.0]}}
+            for name, sc, dom in zip(
+                ("scene", "scene2", "scene3"),
+                (scene, scene, _scene(diff, False, False, sorted_channels) | {"camera": far}),
+                COMPARE_SCENES,
+                strict=True,
+            )
+        },
     )
     return fig
 
@@ -213,6 +242,35 @@ def profile_figure(absmax: np.ndarray, *, title: str = "", top: int = 10) -> go.
     return fig
 
 
+# Mantissas tried per decade, sparsest first, until the data's range holds enough ticks.
+_LOG_MANTISSAS = (
+    (1,),
+    (1, 2, 5),
+    (1, 2, 3, 4, 5, 6, 8),
+    (1, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8, 9),
+)
+
+
+def log_ticks(lo: float, hi: float, *, at_least: int = 4) -> tuple[list[float], list[str]]:
+    """Tick values and labels for a log axis spanning [lo, hi] (both > 0), written as the true
+    values ("20", "30", "1,000"): Plotly's own labels for ticks inside a decade are the
+    mantissa alone ("2", "3", "4" for 20, 30, 40)."""
+    e0, e1 = int(np.floor(np.log10(lo))), int(np.floor(np.log10(hi)))
+    vals: list[float] = []
+    for mantissas in _LOG_MANTISSAS:
+        vals = [
+            float(f"{m * 10.0**e:.6g}")
+            for e in range(e0, e1 + 1)
+            for m in mantissas
+            if lo <= float(f"{m * 10.0**e:.6g}") <= hi
+        ]
+        if len(vals) >= at_least:
+            break
+    if not vals:  # a range inside one gap of the densest table: its two ends
+        vals = sorted({float(f"{lo:.3g}"), float(f"{hi:.3g}")})
+    return vals, [f"{v:,.0f}" if v >= 1000 else f"{v:g}" for v in vals]
+
+
 def kurtosis_figure(rows: pd.DataFrame) -> go.Figure:
     """Kurtosis across layers, one line per module kind (columns: layer, kind, kurtosis)."""
     fig = go.Figure()
@@ -220,11 +278,28 @@ def kurtosis_figure(rows: pd.DataFrame) -> go.Figure:
         fig.add_trace(
             go.Scatter(x=part["layer"], y=part["kurtosis"], mode="lines+markers", name=kind)
         )
+    yaxis: dict = {"title": {"text": "kurtosis (log scale)"}, "type": "log"}
+    k = pd.to_numeric(rows["kurtosis"], errors="coerce")
+    k = k[np.isfinite(k) & (k > 0)]
+    if not k.empty:
+        # A little room above and below the data (in log units) so no marker sits on an edge.
+        lo, hi = float(k.min()), float(k.max())
+        pad = max(0.05 * (np.log10(hi) - np.log10(lo)), 0.02)
+        lo_r, hi_r = np.log10(lo) - pad, np.log10(hi) + pad
+        vals, text = log_ticks(10**lo_r, 10**hi_r)
+        yaxis |= {"range": [lo_r, hi_r], "tickmode": "array", "tickvals": vals, "ticktext": text}
+    layers = pd.to_numeric(rows["layer"], errors="coerce").dropna()
+    # Whole layers only (Plotly's own ticks on 3 layers read 0, 0.5, 1, 1.5, 2).
+    step = max(1, int(np.ceil((layers.max() - layers.min() + 1) / 16))) if len(layers) else 1
     fig.update_layout(
         title={"text": "Kurtosis across layers (Gaussian = 3)"},
-        xaxis_title="layer",
-        yaxis_title="kurtosis",
-        yaxis_type="log",
+        xaxis={
+            "title": {"text": "layer"},
+            "tickmode": "linear",
+            "dtick": step,
+            "tick0": float(layers.min()) if len(layers) else 0.0,
+        },  # fmt: skip
+        yaxis=yaxis,
         height=360,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
@@ -246,7 +321,14 @@ def persistence_figure(matrix: pd.DataFrame, *, title: str = "") -> go.Figure:
     fig.update_layout(
         title={"text": title or "Outlier-channel persistence"},
         xaxis={"title": "channel", "type": "category"},
-        yaxis={"title": "layer", "autorange": "reversed"},
+        # whole layers only (Plotly's own ticks on 3 layers read -0.5, 0, 0.5, ...)
+        yaxis={
+            "title": "layer",
+            "autorange": "reversed",
+            "tickmode": "linear",
+            "tick0": float(matrix.index.min()) if len(matrix) else 0.0,
+            "dtick": max(1, int(np.ceil(len(matrix.index) / 16))),
+        },  # fmt: skip
         height=360,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )

@@ -67,6 +67,17 @@ def test_compare_profile_kurtosis_persistence() -> None:
     assert [t.scene for t in fig.data] == ["scene", "scene2", "scene3"]
     assert fig.data[0].cmax == fig.data[1].cmax == pytest.approx(900.0)
     assert fig.layout.scene.camera == fig.layout.scene2.camera
+    # Colour bars sit in the gaps after B and after the difference, never over a plot: each
+    # bar's left edge and the ~0.07 of width its ticks and title take lie outside every scene.
+    domains = [tuple(fig.layout[s].domain.x) for s in ("scene", "scene2", "scene3")]
+    assert domains == [(0.0, 0.28), (0.285, 0.565), (0.675, 0.915)]
+    bars = [(t.colorbar.x, t.colorbar.xanchor, t.colorbar.title.text) for t in fig.data
+            if t.showscale]  # fmt: skip
+    assert bars == [(0.57, "left", "bf16, w8a8: value"), (0.92, "left", "w8a8 - bf16")]
+    for x, _, _ in bars:  # ~90 px of a 1000 px wide figure: bar, tick labels, title
+        assert not any(lo < x + dx < hi for lo, hi in domains for dx in (0.0, 0.045, 0.09))
+    titles = [(a.text, round(a.x, 6)) for a in fig.layout.annotations]
+    assert titles == [("bf16", 0.14), ("w8a8", 0.425), ("w8a8 - bf16", 0.795)]
     html = figs.figure_html(fig, sync_cameras=True)
     assert "plotly_relayout" in html and '<script src="http' not in html
     prof = figs.profile_figure(np.abs(a).max(axis=0), top=3)
@@ -83,9 +94,13 @@ def test_compare_profile_kurtosis_persistence() -> None:
         ("o_proj", [0, 1], [3, 5]),
         ("qkv", [0, 1], [4, 9]),
     ]
+    assert k.layout.yaxis.type == "log"
+    assert list(k.layout.yaxis.ticktext) == ["3", "4", "5", "6", "8"]
     m = pd.DataFrame([[1.0, 2.0], [3.0, 4.0]], index=[0, 1], columns=[77, 5])
     h = figs.persistence_figure(m)
     assert list(h.data[0].x) == ["77", "5"]
+    assert (h.layout.yaxis.tickmode, h.layout.yaxis.tick0, h.layout.yaxis.dtick) == ("linear", 0, 1)
+    assert (k.layout.xaxis.tickmode, k.layout.xaxis.tick0, k.layout.xaxis.dtick) == ("linear", 0, 1)
 
 
 def test_pyvista_mesh_and_png(tmp_path) -> None:
@@ -98,3 +113,24 @@ def test_pyvista_mesh_and_png(tmp_path) -> None:
     assert mesh.points[:, 2].min() == pytest.approx(-0.7)
     png = pvs.screenshot(g, tmp_path / "s.png", title="test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("values", "ticks"),
+    [
+        # the issue's case: Plotly labelled 20, 30, 40 as "2", "3", "4"
+        ([20.0, 31.0, 40.0], ["20", "25", "30", "35", "40"]),
+        ([2.9, 310.0], ["5", "10", "20", "50", "100", "200"]),
+        ([3.0, 4.1e4], ["10", "100", "1,000", "10,000"]),
+    ],
+)
+def test_kurtosis_log_axis_ticks_are_true_values(values: list[float], ticks: list[str]) -> None:
+    rows = pd.DataFrame({"layer": range(len(values)), "kind": "o_proj", "kurtosis": values})
+    y = figs.kurtosis_figure(rows).layout.yaxis
+    assert (y.type, y.tickmode) == ("log", "array")
+    assert list(y.ticktext) == ticks
+    # each label is its tick's value, and every value lies inside the drawn (log10) range
+    assert [float(t.replace(",", "")) for t in y.ticktext] == list(y.tickvals)
+    lo, hi = y.range
+    assert lo < np.log10(min(values)) and np.log10(max(values)) < hi
+    assert all(lo <= np.log10(v) <= hi for v in y.tickvals)

@@ -144,3 +144,27 @@ def test_outlier_finder_jumps_to_the_surface(filled: str) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["max |x|"] == "7488"
     assert metrics["top channel"] == "42"
+
+
+def test_compare_b_follows_a_until_the_user_picks_b(filled: str) -> None:
+    """B starts as A; the user's B stays while A is unchanged; a new A resets B to it."""
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params.update(pattern=r"layers\.0\.", tab="Compare")
+    at.run()
+    at.selectbox(key="act_module").set_value("model.layers.0.self_attn.o_proj").run()
+    assert not at.exception, at.exception
+
+    def b() -> tuple:
+        return tuple(at.selectbox(key=k).value for k in ("cmp_step", "cmp_io", "cmp_module"))
+
+    assert b() == (0, "output", "model.layers.0.self_attn.o_proj")
+    at.selectbox(key="cmp_module").set_value("model.layers.0.mlp.down_proj").run()
+    at.slider[-1].set_value(5).run()  # any other rerun keeps the user's B
+    assert b() == (0, "output", "model.layers.0.mlp.down_proj")
+    assert {x.label: x.value for x in at.metric}["cosine"] == "1.000000"
+    at.selectbox(key="act_module").set_value("model.layers.0.self_attn.qkv_proj").run()
+    assert b() == (0, "output", "model.layers.0.self_attn.qkv_proj")
+    at.radio(key="act_io").set_value("input").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="cmp_io").value == "input"
+    assert at.selectbox(key="cmp_module").value == at.selectbox(key="act_module").value

@@ -49,6 +49,8 @@ def test_load_split_and_stats(ingested) -> None:
     h = truth[("model.layers.2.input_layernorm", "input", 0)]
     assert pers.loc[2, 42] == np.abs(h[:, 42]).max()
     assert source.module_kind("model.layers.12.mlp.down_proj") == "mlp.down_proj"
+    assert source.module_kind("model.layers.12") == "decoder layer"  # every layer: one kind
+    assert source.module_kind("model.norm") == "model.norm"
     top = outliers.top_k(source.load(ws, Selected(run_id, 0, stats.module[0], "input", 0, None)), 1)
     assert (int(top.token[0]), int(top.channel[0]), float(top.value[0])) == (0, 42, 2496.0)
 

@@ -59,3 +59,46 @@ def test_heatmap_and_throughput() -> None:
     tp = figs.throughput_chart(pd.DataFrame(published_serve_rows()))
     assert [t.line.dash for t in tp.data] == ["dot", "dash"]
     assert list(tp.data[1].y) == [91.92, 163.43, 272.99, 340.32, 403.48]
+
+
+def _serve(run: str, device: str, tps: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"run_name": run, "device_name": device, "source": "measured",
+                         "batch": [1, 2, 4][: len(tps)], "tokens_per_s": tps})  # fmt: skip
+
+
+def test_throughput_measured_and_published_on_separate_axes() -> None:
+    measured = pd.concat([_serve("cpu tiny", "cpu", [10.0, 18.0, 30.0]),
+                          _serve("h100 tiny", "NVIDIA H100", [500.0, 900.0])])  # fmt: skip
+    fig = figs.throughput_chart(pd.concat([measured, pd.DataFrame(published_serve_rows())]))
+    # two panels, each with its own x and y axes: the published 910B series never share one
+    assert [(t.name, t.xaxis, t.yaxis) for t in fig.data] == [
+        ("cpu tiny", "x", "y"), ("h100 tiny", "x", "y"),
+        ("Ascend 910B (seed 002), SGLang native (published)", "x2", "y2"),
+        ("Ascend 910B (seed 002), SGLang optimised (published)", "x2", "y2"),
+    ]  # fmt: skip
+    assert fig.layout.xaxis.domain[1] < fig.layout.xaxis2.domain[0]
+    assert [a.text for a in fig.layout.annotations] == [
+        "Measured<br><sup>NVIDIA H100 / cpu</sup>",  # both devices named
+        "Published<br><sup>Ascend 910B · Qwen3-30B-A3B AWQ, SGLang (seed 002)</sup>",
+    ]
+    assert list(fig.layout.xaxis.categoryarray) == ["1", "2", "4"]
+    assert list(fig.layout.xaxis2.categoryarray) == ["1", "2", "4", "6", "8"]
+    assert list(fig.data[1].y) == [500.0, 900.0]
+    only = figs.throughput_chart(measured)  # no published rows: one panel
+    assert {t.xaxis for t in only.data} == {"x"} and len(only.layout.annotations) == 1
+
+
+def test_heatmap_keeps_runs_apart_and_names_devices() -> None:
+    cpu = _measured().assign(run_name="cpu", device_name="cpu", pct_copy=1.0)
+    both = pd.concat([_measured(), cpu])
+    hm = figs.pct_copy_heatmap(both)
+    assert list(hm.data[0].y) == [
+        "cpu · qwen3-30b-a3b · uniform · fused-triton",
+        "cpu · qwen3-30b-a3b · uniform · reference",
+        "h100 · qwen3-30b-a3b · uniform · fused-triton",
+        "h100 · qwen3-30b-a3b · uniform · reference",
+    ]
+    assert hm.data[0].z[0][0] == 1.0 and hm.data[0].z[2][0] == 2e6 / 100 / 3000
+    assert hm.layout.title.text == "% of measured copy bandwidth<br><sup>NVIDIA H100 / cpu</sup>"
+    lat = figs.latency_bars(both, where=figs.devices(both) + " · qwen3-30b-a3b")
+    assert lat.layout.title.text.endswith("<br><sup>NVIDIA H100 / cpu · qwen3-30b-a3b</sup>")

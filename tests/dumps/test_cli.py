@@ -94,6 +94,14 @@ def test_stats_json(synth_dump, workspace_dir: Path, capsys) -> None:
     )
     assert r["std"] == pytest.approx(x.std(), rel=1e-6)  # float32 residuals
     assert r["top_channels"][0] == {"channel": 3, "absmax": 900.0}
+    # the run id names the same stored statistics (see `studio runs`)
+    assert main(["runs", "--json"]) == 0
+    [run] = json.loads(capsys.readouterr().out)
+    args = ["--json", "--module", r"layers\.1\.input_layernorm$", "--step", "0"]
+    assert main(["stats", run["run_id"], *args]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == recs
+    assert main(["stats", "no-such-run", "--json"]) == 2
+    assert "neither a run id of this workspace nor a dump directory" in capsys.readouterr().err
     assert (
         main(["stats", str(session), "--json", "--step", "0", "--module", "qkv_proj$", "--ranks"])
         == 0

@@ -143,3 +143,44 @@ def test_msprobe_needs_empty_dump_folder(workspace, model_dir: Path, tmp_path: P
                       dump=DumpSettings(tool="msprobe", dump_path=str(dump)))  # fmt: skip
     with pytest.raises(InputError, match="msprobe needs an empty dump folder"):
         Supervisor(workspace).start(spec, command=standin(spec.port))
+
+
+def test_stop_of_reference_engine_tp2_is_clean(workspace, tmp_path: Path) -> None:
+    """A stop from the studio shuts the real reference engine down in its own order: the
+    launcher's leader gets SIGTERM first and stops rank 0, which stops rank 1 over gloo. The
+    log ends with the studio's two notes, with no traceback (a SIGTERM to the whole group
+    killed rank 1 under rank 0's stop message: gloo "Connection closed by peer")."""
+    from backend.models.create import create_model
+
+    model = create_model(tmp_path / "tiny", preset="tiny", seed=0)
+    sup = Supervisor(workspace, poll_s=0.1)
+    port = free_port()
+    launch = sup.start(LaunchSpec("reference", str(model), tp=2, port=port))
+    assert sup.wait_status(launch.launch_id, ("ready",), 240).status == "ready"
+    assert len(procs.group_members(launch.pgid)) >= 3  # launcher + 2 ranks (+ spawn helper)
+    stopped = sup.stop(launch.launch_id)
+    assert (stopped.status, stopped.exit_code) == ("stopped", 0)  # it exited by itself
+    assert procs.group_members(launch.pgid) == []
+    log = Path(launch.log_path).read_text()
+    assert "Traceback" not in log and "Connection closed by peer" not in log
+    notes = [line for line in log.splitlines() if line.startswith("--- studio: ")]
+    assert [re.sub(r"\d\d:\d\d:\d\d ", "", n) for n in notes] == [
+        f"--- studio: stop requested: SIGTERM to the server (PID {launch.pid}) ---",
+        "--- studio: stopped (exit code 0) ---",
+    ]
+    assert log.rstrip().splitlines()[-1] == notes[-1]  # nothing after the stop
+    sup.close()
+
+
+def test_shutdown_part_is_what_follows_the_studio_stop_note() -> None:
+    from backend.launch.logtail import shutdown_part
+
+    lines = [
+        "serving",
+        "--- studio: 10:00:00 stop requested: SIGTERM to the server (PID 7) ---",
+        "Traceback (most recent call last):",
+        "RuntimeError: Connection closed by peer",
+        "--- studio: 10:00:01 stopped (exit code 1) ---",
+    ]
+    assert shutdown_part(lines) == lines[2:]
+    assert shutdown_part(lines[:1] + lines[2:]) == []  # no stop from the studio: no shutdown

@@ -55,17 +55,43 @@ def test_profile_run_attributes_ops_to_layers(workspace_dir, tiny_moe, capsys) -
     assert {f"model.layers.{i}.self_attn" for i in range(cfg.num_hidden_layers)} <= names
 
 
+@pytest.mark.parametrize(
+    ("name", "tp", "problem"),
+    [
+        ("trace.json", 2, "--tp 2 writes one trace per rank: give a directory"),
+        ("a_file", 1, "exists and is not a directory (--out takes a directory)"),
+    ],
+)
+def test_profile_out_errors_name_the_path(
+    workspace_dir, tiny_moe, capsys, tmp_path, name, tp, problem
+) -> None:
+    bad = tmp_path / name
+    if name == "a_file":
+        bad.write_text("x")
+    args = ["profile", "run", "--model", str(tiny_moe), "--tp", str(tp), "--out", str(bad)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and problem in err
+    assert "Traceback" not in err
+
+
 def test_transformers_profile_refuses_tp(workspace_dir, tiny_moe, capsys) -> None:
     args = ["profile", "run", "--model", str(tiny_moe), "--tp", "2", "--engine", "transformers"]
     assert main(args) == 2
     assert "--tp 1" in capsys.readouterr().err
 
 
-def test_reference_engine_tp2_profiles_every_rank(workspace_dir, tiny_moe, capsys) -> None:
+def test_reference_engine_tp2_profiles_every_rank(
+    workspace_dir, tiny_moe, capsys, tmp_path
+) -> None:
     from backend.models.config import read_config
 
-    args = ["profile", "run", "--model", str(tiny_moe), "--tp", "2", "--max-tokens", "2"]
+    out = tmp_path / "traces" / "tp2"  # --out DIR: created, and every rank's trace lands in it
+    args = ["profile", "run", "--model", str(tiny_moe), "--tp", "2", "--max-tokens", "2",
+            "--out", str(out)]  # fmt: skip
     assert main(args) == 0
+    assert f"(Chrome trace {out / 'trace_rank0.json'})" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["trace_rank0.json", "trace_rank1.json"]
     cfg = read_config(tiny_moe)
     ws = open_workspace(workspace_dir)
     try:
@@ -73,6 +99,7 @@ def test_reference_engine_tp2_profiles_every_rank(workspace_dir, tiny_moe, capsy
         assert sorted(profiles["name"]) == [
             f"tiny (reference engine tp=2, rank {r})" for r in range(2)
         ]
+        assert sorted(profiles["source"]) == [str(out / f"trace_rank{r}.json") for r in range(2)]
         for pid in profiles["profile_id"]:
             attr = analysis.attribution(ws, pid)
             lin = attr[attr["name"] == "aten::linear"]
@@ -88,17 +115,24 @@ def test_reference_engine_tp2_profiles_every_rank(workspace_dir, tiny_moe, capsy
         ws.close()
 
 
-def test_reference_engine_profile_attributes_ops_to_layers(workspace_dir, tiny_moe, capsys) -> None:
+def test_reference_engine_profile_attributes_ops_to_layers(
+    workspace_dir, tiny_moe, capsys, tmp_path
+) -> None:
     from backend.engines.reference import parallel
     from backend.engines.reference.model import Qwen3MoeForCausalLM
     from backend.models.config import read_config
 
-    args = _profile_args(tiny_moe, 3)
+    out = tmp_path / "prof"
+    out.mkdir()  # an existing directory: the trace goes inside it
+    args = _profile_args(tiny_moe, 3) + ["--out", str(out)]
     assert main(args) == 0  # --engine reference is the default
     modules = {m["module"] for m in json.loads(capsys.readouterr().out)}
+    assert [p.name for p in out.iterdir()] == ["trace.json"]
     ws = open_workspace(workspace_dir)
     try:
-        pid = analysis.list_profiles(ws)["profile_id"].iloc[0]
+        profiles = analysis.list_profiles(ws)
+        assert profiles["source"].tolist() == [str(out / "trace.json")]
+        pid = profiles["profile_id"].iloc[0]
         attr = analysis.attribution(ws, pid)
         per_layer = analysis.per_layer(ws, pid)
     finally:
