@@ -122,11 +122,12 @@ def _row(p: Pair, whole: dict[str, float]) -> dict:
 def measure(ws: Workspace, al: Alignment) -> tuple[pd.DataFrame, dict[int, dict]]:
     cfg = {al.run_a: source.run_config(ws, al.run_a), al.run_b: source.run_config(ws, al.run_b)}
     rows, tok = [], {}
-    for i, p in enumerate(al.pairs):
-        x = load_matrix(ws, p.a, cfg[al.run_a])
-        y = load_matrix(ws, p.b, cfg[al.run_b])
-        whole, tok[i] = metrics.compare(x, y)
-        rows.append(_row(p, whole))
+    with metrics.threads():
+        for i, p in enumerate(al.pairs):
+            x = load_matrix(ws, p.a, cfg[al.run_a])
+            y = load_matrix(ws, p.b, cfg[al.run_b])
+            whole, tok[i] = metrics.compare(x, y)
+            rows.append(_row(p, whole))
     cols = list(_row(al.pairs[0], dict.fromkeys(metrics.METRICS, 0.0))) if al.pairs else []
     return pd.DataFrame(rows, columns=cols or None), tok
 
