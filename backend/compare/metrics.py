@@ -1,7 +1,8 @@
 """Comparison metrics of two aligned ``[tokens, channels]`` tensors, per token and whole.
 
 A is the reference (relative errors divide by |A|), B the run under test. Computed in float64
-(vectorised torch; one pass of products shared by every metric):
+(vectorised torch over blocks of tokens; every dot product of a token from one batched 3x3 Gram
+matrix of x, y and y - x; one intra-op thread, see ``THREADS``):
 
 - msprobe's: cosine similarity, Euclidean distance ||B - A||, max |B - A|, max |B - A| / |A|,
   share of elements with relative error <= 0.1 % and <= 0.5 % ("one / five thousandth").
