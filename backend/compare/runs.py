@@ -28,13 +28,12 @@ def locations(ws: Workspace, ids: list[int]) -> dict[int, tuple[str | None, str 
     milliseconds each): ``(store_group, store_name, source_file)`` by tensor id."""
     if not ids:
         return {}
-    marks = ",".join("?" * len(ids))
     rows = (
         ws.cursor()
         .execute(
-            "SELECT tensor_id, store_group, store_name, source_file FROM dump_tensors "  # noqa: S608
-            f"WHERE tensor_id IN ({marks})",
-            [int(i) for i in ids],
+            "SELECT tensor_id, store_group, store_name, source_file FROM dump_tensors "
+            "WHERE tensor_id IN (SELECT UNNEST(?::BIGINT[]))",  # one parameter however many
+            [[int(i) for i in ids]],
         )
         .fetchall()
     )
