@@ -25,14 +25,17 @@ from backend.workspace import Workspace
 
 def locations(ws: Workspace, ids: list[int]) -> dict[int, tuple[str | None, str | None, str]]:
     """Where many tensors live, in one query (``load_tensor`` asks once per tensor,
-    milliseconds each): ``(store_group, store_name, source_file)`` by tensor id."""
+    milliseconds each): ``(store_group, store_name, source_file)`` by tensor id; tensors of
+    cluster-ingested runs are left out (``load_tensor`` reads them from their node)."""
     if not ids:
         return {}
     rows = (
         ws.cursor()
         .execute(
             "SELECT tensor_id, store_group, store_name, source_file FROM dump_tensors "
-            "WHERE tensor_id IN (SELECT UNNEST(?::BIGINT[]))",  # one parameter however many
+            "LEFT JOIN dump_cluster_runs c USING (run_id) "
+            "WHERE tensor_id IN (SELECT UNNEST(?::BIGINT[]))"  # one parameter however many
+            " AND c.run_id IS NULL",  # runs ingested with --ray: load_tensor finds their node
             [[int(i) for i in ids]],
         )
         .fetchall()
