@@ -1,7 +1,8 @@
 """Comparison metrics of two aligned ``[tokens, channels]`` tensors, per token and whole.
 
 A is the reference (relative errors divide by |A|), B the run under test. Computed in float64
-(vectorised torch; one pass of products shared by every metric):
+(vectorised torch over blocks of tokens; every dot product of a token from one batched 3x3 Gram
+matrix of x, y and y - x; one intra-op thread, see ``THREADS``):
 
 - msprobe's: cosine similarity, Euclidean distance ||B - A||, max |B - A|, max |B - A| / |A|,
   share of elements with relative error <= 0.1 % and <= 0.5 % ("one / five thousandth").
@@ -16,6 +17,9 @@ ids, top-k ids) get ``mismatch``, the share of elements that differ, and NaN els
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -24,6 +28,22 @@ METRICS = (
     "cosine", "euclidean", "max_abs_error", "max_rel_error", "within_0_1pct", "within_0_5pct",
     "rel_diff", "mismatch",
 )  # fmt: skip
+
+
+# Intra-op threads while comparing: each pass is a few MB of memory-bound work, where OpenMP's
+# wake-up and hand-off cost more than a second core gives (measured, docs/PERFORMANCE.md).
+THREADS = 1
+
+
+@contextmanager
+def threads(n: int = THREADS) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` for the block, then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _cos(sxy: torch.Tensor, sxx: torch.Tensor, syy: torch.Tensor) -> torch.Tensor:
@@ -37,21 +57,27 @@ def _rel_diff(sdd: torch.Tensor, sxx: torch.Tensor, syy: torch.Tensor) -> torch.
     return torch.where(den > 0, sdd / torch.where(den > 0, den, 1.0), 0.0)
 
 
-# Elements per block (32 tokens of a 2048-wide hidden state): the float64 temporaries of a
-# block (512 KiB each) stay in the CPU cache between the passes over it.
+# Elements per block (32 tokens of a 2048-wide hidden state): a block's float64 planes (512 KiB
+# each) stay in the CPU cache between the passes over it.
 BLOCK = 1 << 16
 
 
 def _block(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    """Per-row sums and extremes of one block of tokens, in float64 (few passes: dot products
-    without temporaries, then the absolute and relative errors in place)."""
-    x, y = x.to(torch.float64, copy=True), y.to(torch.float64, copy=True)
-    d = y - x
-    dot = torch.linalg.vecdot
-    sums = [dot(x, y), dot(x, x), dot(y, y), dot(d, d)]
-    ad = d.abs_()
-    rel = torch.div(ad, x.abs_().clamp_min_(REL_EPS), out=x)  # x is not needed any more
-    return [*sums, ad.amax(1), rel.amax(1), (rel <= 1e-3).sum(1), (rel <= 5e-3).sum(1)]
+    """Per-row sums and extremes of one block of tokens, in float64, in few passes: x, y and
+    d = y - x as three planes of one buffer, every dot product of a row from one batched matmul
+    (the 3x3 Gram matrix of its x, y, d), then the absolute and relative errors in place."""
+    r, c = x.shape
+    buf = torch.empty(3, r, c, dtype=torch.float64)
+    px, py, pd = buf
+    px.copy_(x), py.copy_(y)
+    torch.sub(py, px, out=pd)
+    rows = buf.transpose(0, 1)  # [r, 3, c]
+    g = torch.bmm(rows, rows.transpose(1, 2))  # [r, 3, 3]: x.x, x.y, ... d.d
+    ad = pd.abs_()
+    rel = torch.div(ad, px.abs_().clamp_min_(REL_EPS), out=py)  # x, y are not needed any more
+    count = torch.int32
+    return [g[:, 0, 1], g[:, 0, 0], g[:, 1, 1], g[:, 2, 2], ad.amax(1), rel.amax(1),
+            (rel <= 1e-3).sum(1, dtype=count), (rel <= 5e-3).sum(1, dtype=count)]  # fmt: skip
 
 
 def compare(a: torch.Tensor, b: torch.Tensor) -> tuple[dict[str, float], dict[str, np.ndarray]]:

@@ -18,13 +18,43 @@ from backend.analysis import parts, source
 from backend.compare import divergence, metrics
 from backend.compare.align import Alignment, Pair, Ref, align
 from backend.dumps.axis import to_matrix
+from backend.dumps.formats.common import load_source
 from backend.dumps.query import load_tensor
 from backend.workspace import Workspace
 
 
-def load_matrix(ws: Workspace, ref: Ref, config: dict) -> torch.Tensor:
-    """One side of a pair as ``[tokens, channels]`` (a fused part split first)."""
-    t = load_tensor(ws, ref.tensor_id)
+def locations(ws: Workspace, ids: list[int]) -> dict[int, tuple[str | None, str | None, str]]:
+    """Where many tensors live, in one query (``load_tensor`` asks once per tensor,
+    milliseconds each): ``(store_group, store_name, source_file)`` by tensor id; tensors of
+    cluster-ingested runs are left out (``load_tensor`` reads them from their node)."""
+    if not ids:
+        return {}
+    rows = (
+        ws.cursor()
+        .execute(
+            "SELECT tensor_id, store_group, store_name, source_file FROM dump_tensors "
+            "LEFT JOIN dump_cluster_runs c USING (run_id) "
+            "WHERE tensor_id IN (SELECT UNNEST(?::BIGINT[]))"  # one parameter however many
+            " AND c.run_id IS NULL",  # runs ingested with --ray: load_tensor finds their node
+            [[int(i) for i in ids]],
+        )
+        .fetchall()
+    )
+    return {int(i): (g, n, f) for i, g, n, f in rows}
+
+
+def load_matrix(
+    ws: Workspace, ref: Ref, config: dict, where: dict[int, tuple] | None = None
+) -> torch.Tensor:
+    """One side of a pair as ``[tokens, channels]`` (a fused part split first); ``where``:
+    locations already looked up (``locations``), else ``load_tensor`` asks."""
+    group, name, src = (where or {}).get(int(ref.tensor_id), (None, None, None))
+    if group is not None:
+        t = ws.tensors.get(group, name)
+    elif src is not None:
+        t = load_source(src)
+    else:
+        t = load_tensor(ws, ref.tensor_id)  # unknown here: its error names the id
     if ref.split:
         t = parts.split(ref.module, t, config, ref.part)
     return to_matrix(t, min(ref.token_dims, t.dim()))
@@ -120,13 +150,16 @@ def _row(p: Pair, whole: dict[str, float]) -> dict:
 
 
 def measure(ws: Workspace, al: Alignment) -> tuple[pd.DataFrame, dict[int, dict]]:
-    cfg = {al.run_a: source.run_config(ws, al.run_a), al.run_b: source.run_config(ws, al.run_b)}
+    split = any(r.split for p in al.pairs for r in (p.a, p.b))  # else the configs go unused
+    cfg = {r: source.run_config(ws, r) if split else {} for r in (al.run_a, al.run_b)}
     rows, tok = [], {}
-    for i, p in enumerate(al.pairs):
-        x = load_matrix(ws, p.a, cfg[al.run_a])
-        y = load_matrix(ws, p.b, cfg[al.run_b])
-        whole, tok[i] = metrics.compare(x, y)
-        rows.append(_row(p, whole))
+    where = locations(ws, sorted({r.tensor_id for p in al.pairs for r in (p.a, p.b)}))
+    with metrics.threads():
+        for i, p in enumerate(al.pairs):
+            x = load_matrix(ws, p.a, cfg[al.run_a], where)
+            y = load_matrix(ws, p.b, cfg[al.run_b], where)
+            whole, tok[i] = metrics.compare(x, y)
+            rows.append(_row(p, whole))
     cols = list(_row(al.pairs[0], dict.fromkeys(metrics.METRICS, 0.0))) if al.pairs else []
     return pd.DataFrame(rows, columns=cols or None), tok
 

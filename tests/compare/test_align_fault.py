@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from backend.cli import main
 from backend.compare import align as A
-from backend.compare.runs import compare_runs
+from backend.compare.runs import compare_runs, load_matrix, locations
 from backend.dumps import synthetic as S
 from backend.dumps.ingest import ingest_dump
+from backend.dumps.query import load_tensor
 
 FAULT = (0, "model.layers.1.self_attn.o_proj", "output", 0)
 
@@ -117,3 +119,23 @@ def test_cli_exit_codes_and_json(planted, workspace, capsys) -> None:
     assert "regex" in capsys.readouterr().err
     # a looser threshold than the fault: the runs agree
     assert main(["compare", a, b, "--workspace", ws, "--threshold", "0.5"]) == 0
+
+
+def test_batched_locations_load_what_load_tensor_loads(planted, workspace) -> None:
+    # measure() looks every pair's tensor up in one query; each side must be the very tensor
+    # load_tensor reads (stitched from the store, or straight from its rank file), and a run
+    # ingested over Ray is left to load_tensor (its files are on the node that holds them)
+    a, b, *_ = planted
+    al = A.align(workspace, a, b)
+    ids = sorted({r.tensor_id for p in al.pairs for r in (p.a, p.b)})
+    where = locations(workspace, ids)
+    assert sorted(where) == ids
+    for p in al.pairs:
+        for r in (p.a, p.b):
+            if not r.split:
+                want = load_tensor(workspace, r.tensor_id)
+                assert torch.equal(load_matrix(workspace, r, {}, where).flatten(), want.flatten())
+    workspace.cursor().execute("INSERT INTO dump_cluster_runs VALUES (?, ?)", [a, "head:6379"])
+    left = locations(workspace, ids)
+    assert left and all(i in where for i in left)
+    assert not {p.a.tensor_id for p in al.pairs} & set(left)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.compare.metrics import compare
+from backend.compare.metrics import compare, threads
 
 
 def numpy_metrics(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -75,3 +75,29 @@ def test_tiny_differences_keep_precision() -> None:
         np.sum(d * d) / (np.sum(x * x) + np.sum(y * y)), rel=1e-12
     )
     assert 0 < whole["rel_diff"] < 1e-17
+
+
+def test_many_blocks_equal_numpy_and_threads_restored() -> None:
+    # 70 tokens x 2048 channels span three 32-token blocks; a zero reference row and a zero
+    # element exercise the conventions at zero inside a block
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((70, 2048)).astype(np.float32)
+    b = a * (1 + rng.normal(0, 3e-3, a.shape)).astype(np.float32)
+    a[40], a[3, 7] = 0.0, 0.0
+    ta, tb = torch.from_numpy(a).bfloat16(), torch.from_numpy(b).bfloat16()
+    before = torch.get_num_threads()
+    with threads(1):
+        assert torch.get_num_threads() == 1
+        whole, tok = compare(ta, tb)
+    assert torch.get_num_threads() == before
+    na, nb = ta.double().numpy(), tb.double().numpy()
+    for m, v in numpy_metrics(na, nb).items():
+        assert whole[m] == pytest.approx(v, rel=1e-9, abs=1e-15), m
+    for t in (0, 31, 32, 40, 69):
+        with np.errstate(invalid="ignore"):  # row 40: numpy's cosine divides 0 by 0
+            row = numpy_metrics(na[t], nb[t])
+        for m, v in row.items():
+            if t == 40 and m in ("cosine", "rel_diff"):
+                continue  # the conventions at zero, checked below
+            assert tok[m][t] == pytest.approx(v, rel=1e-9, abs=1e-15), (m, t)
+    assert tok["cosine"][40] == 0.0 and tok["rel_diff"][40] == 1.0
