@@ -119,6 +119,7 @@
     var want = Object.assign({}, state);
     var f = trace(want);
     drawn = want;
+    window.__draws = (window.__draws || 0) + 1; // read by the tests
     return Plotly.react(plot, f.data, f.layout, config).then(function () { return true; });
   }
 
