@@ -75,7 +75,8 @@ DRAWN = """([axis, want]) => new Promise((resolve, reject) => {
   };
   const done = () => {
     const t1 = performance.now();
-    requestAnimationFrame(() => requestAnimationFrame(() => resolve([t1 - t0, performance.now() - t1])));
+    requestAnimationFrame(() => requestAnimationFrame(() => resolve(
+      [t1 - t0, performance.now() - t1, performance.timeOrigin + performance.now()])));
   };
   const poll = () => {
     if (ok()) return done();
@@ -97,6 +98,13 @@ TOGGLES = {
 # The same toggles in the surface component's own bar (studio/components/surface/frontend).
 COMPONENT = "iframe[title='studio.components.surface.studio_surface']"
 COMPONENT_BOX = {"Absolute values |x|": "#t-abs", "Sort channels by absmax": "#t-sort"}
+
+
+# In-browser click time (epoch ms, comparable across the page and its iframe): a capture
+# listener in the document that gets the click, so Playwright's own round trips are excluded.
+MARK_CLICK = """() => { window.__clickAt = null; document.addEventListener('click',
+  () => { window.__clickAt = performance.timeOrigin + performance.now(); },
+  {capture: true, once: true}); }"""
 
 
 def has_component_toggles(page) -> bool:
@@ -152,6 +160,7 @@ def main() -> None:
         versions[f"baseline {args.baseline}"] = args.baseline.resolve()
     ways = [(v, w) for v in versions for w in ("sidebar", "component")]
     times = {vw: {k: [] for k in TOGGLES} for vw in ways}
+    inpage = {vw: {k: [] for k in TOGGLES} for vw in ways}
     draws = {vw: {k: [] for k in TOGGLES} for vw in ways}
     loads = [load0]
     first: dict[str, float] = {}
@@ -189,16 +198,28 @@ def main() -> None:
                                 want = on if state[name][label] else off
                                 if way == "sidebar":
                                     target = page.get_by_text(label, exact=True)
+                                    where = page.main_frame
                                 else:
                                     box = COMPONENT_BOX[label]
                                     target = page.frame_locator(COMPONENT).locator(box)
+                                    where = next(
+                                        f for f in page.frames if "studio_surface" in f.url
+                                    )
+                                where.evaluate(MARK_CLICK)
                                 t = time.perf_counter()
                                 target.click()
-                                _, draw_ms = page.evaluate(DRAWN, [axis, want])
+                                _, draw_ms, drawn_at = page.evaluate(DRAWN, [axis, want])
                                 times[name, way][label].append(time.perf_counter() - t)
+                                clicked = where.evaluate("() => window.__clickAt")
+                                if way == "component":
+                                    split = where.evaluate("() => window.__lastDraw")
+                                    print(f"  in the component: build {split['build']:.0f} ms, "
+                                          f"Plotly.react {split['react']:.0f} ms", flush=True)  # fmt: skip
+                                inpage[name, way][label].append((drawn_at - clicked) / 1000)
                                 draws[name, way][label].append(draw_ms / 1000)
                                 print(f"{name} {way} {label} -> {want}: "
-                                      f"{times[name, way][label][-1]:.2f} s", flush=True)  # fmt: skip
+                                      f"{times[name, way][label][-1]:.2f} s, in the browser "
+                                      f"{inpage[name, way][label][-1]:.2f} s", flush=True)  # fmt: skip
                                 # The component reports its state after the frame: let the
                                 # server's rerun (and the sidebar's) finish before the next.
                                 page.wait_for_timeout(500)
@@ -221,7 +242,10 @@ def main() -> None:
             continue
         print(f"{name}, {way} toggles:")
         for label, ts in per.items():
-            print(f"  toggle {label!r}: median {statistics.median(ts):.3f} s "
+            ib = inpage[name, way][label]
+            print(f"  toggle {label!r}: in the browser (click event -> drawn) median "
+                  f"{statistics.median(ib):.3f} s (min {min(ib):.3f}, max {max(ib):.3f}); "
+                  f"Playwright click() -> drawn median {statistics.median(ts):.3f} s "
                   f"(min {min(ts):.3f}, max {max(ts):.3f}, n={len(ts)}); of which the last "
                   f"step, new figure in the page -> drawn frame: median "
                   f"{statistics.median(draws[name, way][label]):.3f} s")  # fmt: skip

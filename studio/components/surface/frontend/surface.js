@@ -74,6 +74,27 @@
     return out;
   }
 
+  // customdata / text are read as data[column][row] by plotly.js surfaces (figs._hover). Made
+  // once per column order: an |x| / log toggle hands plotly.js the same arrays (unchanged).
+  function hoverData(sort) {
+    var g = grid, key = sort ? "sorted" : "plain";
+    if (g[key]) return g[key];
+    var cols = sort ? g.order : g.identity;
+    var custom = new Array(g.cols), text = g.texts ? new Array(g.cols) : undefined;
+    for (var j = 0; j < g.cols; j++) {
+      var c = cols[j], cd = new Array(g.rows), tx = text ? new Array(g.rows) : null;
+      for (var r = 0; r < g.rows; r++) {
+        var i = r * g.cols + c;
+        cd[r] = [g.tokens[i], g.channels[i], g.raw[i]];
+        if (tx) tx[r] = g.texts[g.tokens[i]];
+      }
+      custom[j] = cd;
+      if (text) text[j] = tx;
+    }
+    g[key] = { custom: custom, text: text };
+    return g[key];
+  }
+
   function trace(s) {
     var g = grid, cols = s.sort ? g.order : g.identity;
     var z = new Array(g.rows);
@@ -82,18 +103,7 @@
       for (var j = 0; j < g.cols; j++) row[j] = transform(g.raw[r * g.cols + cols[j]], s.abs, s.log);
       z[r] = row;
     }
-    // customdata / text are read as data[column][row] by plotly.js surfaces (figs._hover).
-    var custom = new Array(g.cols), text = g.texts ? new Array(g.cols) : undefined;
-    for (j = 0; j < g.cols; j++) {
-      var c = cols[j], cd = new Array(g.rows), tx = text ? new Array(g.rows) : null;
-      for (r = 0; r < g.rows; r++) {
-        var i = r * g.cols + c;
-        cd[r] = [g.tokens[i], g.channels[i], g.raw[i]];
-        if (tx) tx[r] = g.texts[g.tokens[i]];
-      }
-      custom[j] = cd;
-      if (text) text[j] = tx;
-    }
+    var hover = hoverData(s.sort), custom = hover.custom, text = hover.text;
     var view = spec.views["" + (+s.abs) + (+s.log) + (+s.sort)];
     var t = Object.assign({}, spec.fig.data[0], {
       z: z, x: s.sort ? g.xRank : g.x, y: g.y, customdata: custom,
@@ -117,10 +127,16 @@
     Object.keys(boxes).forEach(function (k) { boxes[k].checked = state[k]; });
     if (!grid || same(drawn, state)) return Promise.resolve(false);
     var want = Object.assign({}, state);
+    var t0 = performance.now();
     var f = trace(want);
+    var t1 = performance.now();
     drawn = want;
     window.__draws = (window.__draws || 0) + 1; // read by the tests
-    return Plotly.react(plot, f.data, f.layout, config).then(function () { return true; });
+    return Plotly.react(plot, f.data, f.layout, config).then(function () {
+      // Where a redraw's time goes (read by bench/activations_ui.py).
+      window.__lastDraw = { build: t1 - t0, react: performance.now() - t1 };
+      return true;
+    });
   }
 
   function render(args) {
