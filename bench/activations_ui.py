@@ -7,7 +7,10 @@ into a fresh workspace, the studio is started as the browser tests start it
 surface. Each repetition clicks one toggle ("Absolute values |x|" or "Sort channels by absmax",
 interleaved) and times click -> the plotly.js figure in the page carries the new state (its value
 axis title / channel axis title) -> two animation frames later (the frame with the new surface is
-drawn). Median and min/max reported.
+drawn). Median and min/max reported. Each toggle is clicked two ways, interleaved: in the sidebar
+(a Streamlit rerun sends the new state to the surface component) and in the surface component's
+own toggle bar (applied in the browser; the server follows afterwards). After every click the
+bench waits for the page's rerun to finish, so each click starts from a quiet page.
 
 ``--baseline REPO`` starts a second studio from another checkout (e.g. a ``git worktree`` of
 main) on the same workspace and toggles both pages in turn (interleaved), so the two versions are
@@ -72,7 +75,8 @@ DRAWN = """([axis, want]) => new Promise((resolve, reject) => {
   };
   const done = () => {
     const t1 = performance.now();
-    requestAnimationFrame(() => requestAnimationFrame(() => resolve([t1 - t0, performance.now() - t1])));
+    requestAnimationFrame(() => requestAnimationFrame(() => resolve(
+      [t1 - t0, performance.now() - t1, performance.timeOrigin + performance.now()])));
   };
   const poll = () => {
     if (ok()) return done();
@@ -91,6 +95,20 @@ TOGGLES = {
     "Absolute values |x|": ("zaxis", "|value|", "value"),
     "Sort channels by absmax": ("xaxis", "channel rank", "channel"),
 }
+# The same toggles in the surface component's own bar (studio/components/surface/frontend).
+COMPONENT = "iframe[title='studio.components.surface.studio_surface']"
+COMPONENT_BOX = {"Absolute values |x|": "#t-abs", "Sort channels by absmax": "#t-sort"}
+
+
+# In-browser click time (epoch ms, comparable across the page and its iframe): a capture
+# listener in the document that gets the click, so Playwright's own round trips are excluded.
+MARK_CLICK = """() => { window.__clickAt = null; document.addEventListener('click',
+  () => { window.__clickAt = performance.timeOrigin + performance.now(); },
+  {capture: true, once: true}); }"""
+
+
+def has_component_toggles(page) -> bool:
+    return page.frame_locator(COMPONENT).locator("#t-abs").count() > 0
 
 
 def start_server(repo: Path, ws: Path, log: Path) -> StudioServer:
@@ -140,8 +158,11 @@ def main() -> None:
     versions = {"this checkout": REPO}
     if args.baseline:
         versions[f"baseline {args.baseline}"] = args.baseline.resolve()
-    times = {v: {k: [] for k in TOGGLES} for v in versions}
-    draws = {v: {k: [] for k in TOGGLES} for v in versions}
+    ways = [(v, w) for v in versions for w in ("sidebar", "component")]
+    times = {vw: {k: [] for k in TOGGLES} for vw in ways}
+    inpage = {vw: {k: [] for k in TOGGLES} for vw in ways}
+    draws = {vw: {k: [] for k in TOGGLES} for vw in ways}
+    loads = [load0]
     first: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -166,36 +187,68 @@ def main() -> None:
                 for browser, (name, server) in zip(browsers, servers.items(), strict=True):
                     pages[name], first[name] = open_surface(browser, server, extra)
                 state = {v: dict.fromkeys(TOGGLES, False) for v in versions}
+                component = {n: has_component_toggles(p) for n, p in pages.items()}
                 for _ in range(args.repeat):
                     for label, (axis, on, off) in TOGGLES.items():  # interleaved
-                        for name, page in pages.items():
-                            state[name][label] = not state[name][label]
-                            t = time.perf_counter()
-                            page.get_by_text(label, exact=True).click()
-                            want = on if state[name][label] else off
-                            _, draw_ms = page.evaluate(DRAWN, [axis, want])
-                            times[name][label].append(time.perf_counter() - t)
-                            print(
-                                f"{name} {label} -> {want}: {times[name][label][-1]:.2f} s",
-                                flush=True,
-                            )
-                            draws[name][label].append(draw_ms / 1000)
-                            wait_for_app(page)
+                        for way in ("sidebar", "component"):
+                            for name, page in pages.items():
+                                if way == "component" and not component[name]:
+                                    continue
+                                state[name][label] = not state[name][label]
+                                want = on if state[name][label] else off
+                                if way == "sidebar":
+                                    target = page.get_by_text(label, exact=True)
+                                    where = page.main_frame
+                                else:
+                                    box = COMPONENT_BOX[label]
+                                    target = page.frame_locator(COMPONENT).locator(box)
+                                    where = next(
+                                        f for f in page.frames if "studio_surface" in f.url
+                                    )
+                                where.evaluate(MARK_CLICK)
+                                t = time.perf_counter()
+                                target.click()
+                                _, draw_ms, drawn_at = page.evaluate(DRAWN, [axis, want])
+                                times[name, way][label].append(time.perf_counter() - t)
+                                clicked = where.evaluate("() => window.__clickAt")
+                                if way == "component":
+                                    split = where.evaluate("() => window.__lastDraw")
+                                    print(f"  in the component: build {split['build']:.0f} ms, "
+                                          f"Plotly.react {split['react']:.0f} ms", flush=True)  # fmt: skip
+                                inpage[name, way][label].append((drawn_at - clicked) / 1000)
+                                draws[name, way][label].append(draw_ms / 1000)
+                                print(f"{name} {way} {label} -> {want}: "
+                                      f"{times[name, way][label][-1]:.2f} s, in the browser "
+                                      f"{inpage[name, way][label][-1]:.2f} s", flush=True)  # fmt: skip
+                                # The component reports its state after the frame: let the
+                                # server's rerun (and the sidebar's) finish before the next.
+                                page.wait_for_timeout(500)
+                                wait_for_app(page)
+                                loads.append(os.getloadavg())
                 for browser in browsers:
                     browser.close()
         finally:
             for server in servers.values():
                 server.stop()
-    print(f"load average at start {load0}")
+    one = [m[0] for m in loads]
+    print(f"load average at start {load0}; 1-min load during the clicks "
+          f"{min(one):.1f}-{max(one):.1f} (median {statistics.median(one):.1f})")  # fmt: skip
     print(f"tensor {args.tokens} x {args.channels} bf16; deep link extras {extra or 'none'}; "
           f"load average {os.getloadavg()}")  # fmt: skip
     for name in versions:
         print(f"{name}: first paint {first[name]:.2f} s")
-        for label, ts in times[name].items():
-            print(f"  toggle {label!r}: median {statistics.median(ts):.3f} s "
+    for (name, way), per in times.items():
+        if not any(per.values()):
+            continue
+        print(f"{name}, {way} toggles:")
+        for label, ts in per.items():
+            ib = inpage[name, way][label]
+            print(f"  toggle {label!r}: in the browser (click event -> drawn) median "
+                  f"{statistics.median(ib):.3f} s (min {min(ib):.3f}, max {max(ib):.3f}); "
+                  f"Playwright click() -> drawn median {statistics.median(ts):.3f} s "
                   f"(min {min(ts):.3f}, max {max(ts):.3f}, n={len(ts)}); of which the last "
                   f"step, new figure in the page -> drawn frame: median "
-                  f"{statistics.median(draws[name][label]):.3f} s")  # fmt: skip
+                  f"{statistics.median(draws[name, way][label]):.3f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

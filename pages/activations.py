@@ -59,7 +59,7 @@ def _downloads(fig, name: str, *, grid=None, title: str = "", sync: bool = False
     c1.download_button(
         "Download HTML",
         # Built only when clicked (a few MB of inlined plotly.js), not on every rerun.
-        lambda: figs.figure_html(fig, sync_cameras=sync),
+        lambda: figs.figure_html(fig() if callable(fig) else fig, sync_cameras=sync),
         file_name=f"{name}.html",
         mime="text/html",
         key=f"html_{name}",
@@ -77,7 +77,19 @@ def _downloads(fig, name: str, *, grid=None, title: str = "", sync: bool = False
         c2.download_button("Download PNG", png, file_name=f"{name}.png", mime="image/png")
 
 
-def _surface(grid, *, title, texts, absolute, log, sort, renderer, key):
+def _from_surface() -> None:
+    """Callback (before the rerun): a toggle in the surface component, already drawn in the
+    browser, becomes the page's state (sidebar toggles, deep link, exports, other tabs)."""
+    v = st.session_state.get("surf_main")
+    if isinstance(v, dict):
+        for name in ("abs", "log", "sort"):
+            st.session_state[f"act_{name}"] = bool(v.get(name))
+        st.session_state["act_surf_seq"] = int(v.get("seq", 0))
+
+
+def _surface(grid, base, *, title, texts, absolute, log, sort, renderer, key):
+    """``grid``: in the view's state (PyVista, exports); ``base``: the same grid untransformed
+    and unsorted (the component applies the toggles in the browser)."""
     if renderer == "PyVista":
         from stpyvista import stpyvista  # only importable inside a running app
 
@@ -101,12 +113,17 @@ def _surface(grid, *, title, texts, absolute, log, sort, renderer, key):
     else:
         from studio.components.surface import surface_chart
 
-        fig = figs.surface_figure(
+        # One persistent plot (Plotly.react in place): a toggle keeps the WebGL context. The
+        # grid travels once; |x|, log and sort are applied in the browser (no round trip).
+        surface_chart(
+            base, title=title, texts=texts, key=f"surf_{key}", on_change=_from_surface,
+            state={"abs": absolute, "log": log, "sort": sort},
+            seq=st.session_state.get("act_surf_seq", 0), config={"displaylogo": False},
+        )  # fmt: skip
+        # The export's figure, built only when the download is clicked.
+        return lambda: figs.surface_figure(
             grid, title=title, token_text=texts, absolute=absolute, log=log, sorted_channels=sort
         )
-        # One persistent plot (Plotly.react in place): a toggle keeps the WebGL context.
-        surface_chart(fig, key=f"surf_{key}", revision=title, config={"displaylogo": False})
-        return fig
     return None
 
 
@@ -253,9 +270,13 @@ with guarded("Reading the dump runs"):
 
     side.header("View")
     renderer = side.radio("Renderer", ["Plotly (WebGL)", "PyVista"], horizontal=True)
-    absolute = side.toggle("Absolute values |x|", value=link.get("abs") == "1", key="act_abs")
-    log = side.toggle("Log scale log10(1+|x|)", value=link.get("log") == "1", key="act_log")
-    sort = side.toggle("Sort channels by absmax", value=link.get("sort") == "1", key="act_sort")
+    # One state for the view toggles: these keys. The deep link seeds them; the surface
+    # component's own toggles write them (_from_surface) before the rerun.
+    for name in ("abs", "log", "sort"):
+        st.session_state.setdefault(f"act_{name}", link.get(name) == "1")
+    absolute = side.toggle("Absolute values |x|", key="act_abs")
+    log = side.toggle("Log scale log10(1+|x|)", key="act_log")
+    sort = side.toggle("Sort channels by absmax", key="act_sort")
     for name, on in (("abs", absolute), ("log", log), ("sort", sort)):
         if on:
             qp[name] = "1"
@@ -341,13 +362,15 @@ with guarded("Reading the dump runs"):
 
     if tab_surf.open:
         with tab_surf, guarded("Building the surface"):
-            g = svc.surface_grid(
-                sel, int(token_dims), chan_spec, max_tokens=res[0], max_channels=res[1],
+            grid_args = dict(
+                max_tokens=res[0], max_channels=res[1],
                 token_range=(t_range[0], max(t_range[1], t_range[0] + 1)),
-                sort_channels=sort, absolute=absolute, log=log,
             )  # fmt: skip
-            fig = _surface(g, title=sel.label, texts=texts, absolute=absolute, log=log, sort=sort,
-                           renderer=renderer.split()[0], key="main")  # fmt: skip
+            base = svc.surface_grid(sel, int(token_dims), chan_spec, **grid_args)
+            g = svc.surface_grid(sel, int(token_dims), chan_spec, sort_channels=sort,
+                                 absolute=absolute, log=log, **grid_args)  # fmt: skip
+            fig = _surface(g, base, title=sel.label, texts=texts, absolute=absolute, log=log,
+                           sort=sort, renderer=renderer.split()[0], key="main")  # fmt: skip
             s = svc.summary(sel, int(token_dims), t_range[0], t_range[1])
             cols = st.columns(6)
             cols[0].metric("max |x|", f"{s.absmax:.4g}")

@@ -7,6 +7,7 @@ Every cache is keyed by the workspace directory too, so two workspaces served by
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
@@ -143,10 +144,31 @@ def channels_of(spec: str, n: int) -> np.ndarray | None:
     return None if not spec.strip() else lod.parse_channels(spec, n)
 
 
+def sort_columns(g: lod.Grid) -> lod.Grid:
+    """``g`` with its columns ordered by absmax, largest first (ties keep channel order).
+
+    A column's absmax is the max over tokens of ``|raw|``, the pooled block extremes, so it is
+    the largest |x| of the channels the column holds. The browser sorts the same way
+    (studio/components/surface/frontend/surface.js), so a toggle there and the server agree.
+    Each cell keeps its real token and channel; the channel axis becomes the rank position.
+    """
+    order = np.argsort(-np.abs(g.raw).max(axis=0), kind="stable")
+    bc = max(1, math.ceil(g.source_shape[1] / g.raw.shape[1]))
+    return dataclasses.replace(
+        g,
+        values=g.values[:, order],
+        raw=g.raw[:, order],
+        tokens=g.tokens[:, order],
+        channels=g.channels[:, order],
+        channel_axis=np.arange(g.raw.shape[1]) * bc,
+    )
+
+
 # Per-tensor caches: a toggle or a module switch back recomputes nothing that is already known.
 # cache_resource (no copy on a hit): grids are frozen and never written to. The pooled grid is
-# cached without the value transform: |x| and log are monotone in |x|, so they apply to the
-# pooled cells (exactly what pooling after them gives) and an abs / log toggle pools nothing.
+# cached without the view transform: |x| and log are monotone in |x|, so they apply to the
+# pooled cells (exactly what pooling after them gives), and sorting orders the pooled columns
+# (sort_columns), so no toggle pools again.
 @st.cache_resource(show_spinner=False, max_entries=24)
 def _surface_grid(root: str, sel: Selected, token_dims: int, chan_spec: str, **kw) -> lod.Grid:
     x = tensor(sel, token_dims)
@@ -155,13 +177,14 @@ def _surface_grid(root: str, sel: Selected, token_dims: int, chan_spec: str, **k
 
 def surface_grid(
     sel: Selected, token_dims: int, chan_spec: str = "", *, absolute: bool = False,
-    log: bool = False, **kw,
+    log: bool = False, sort_channels: bool = False, **kw,
 ) -> lod.Grid:  # fmt: skip
-    """The pooled surface grid of a selection (keywords: build_grid's, channels as a spec)."""
+    """The pooled surface grid of a selection (keywords: build_grid's, channels as a spec);
+    ``sort_channels`` orders the pooled columns by absmax (sort_columns)."""
     g = _surface_grid(_root(), sel, token_dims, chan_spec.strip(), **kw)
-    if not (absolute or log):
-        return g
-    return dataclasses.replace(g, values=lod.transform(g.raw, absolute=absolute, log=log))
+    if absolute or log:
+        g = dataclasses.replace(g, values=lod.transform(g.raw, absolute=absolute, log=log))
+    return sort_columns(g) if sort_channels else g
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

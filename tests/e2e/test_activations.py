@@ -247,3 +247,96 @@ def test_toggle_redraws_in_place_and_hover_keeps_positions(
         assert value == pytest.approx(float(x[token, channel]), rel=1e-2, abs=1e-2), m[0]
         assert shown == pytest.approx(abs(value), rel=1e-3), m[0]
     page.screenshot(path=str(tmp_path / "toggled.png"), full_page=True)
+
+
+_HOVER_SORTED_ABS = re.compile(
+    r"token (\d+)channel (\d+) \(rank (\d+)\)value (-?[\d.e+-]+)\|value\| ([\d.e+-]+)"
+)
+_DRAWS = "() => window.__draws"
+
+
+def test_component_toggle_draws_before_the_server_and_the_page_follows(
+    studio_factory, page, tmp_path: Path
+) -> None:
+    """The surface's own |x| toggle redraws in the browser while every message to the server
+    is held back (no rerun can happen); released, the server takes the state over (sidebar
+    toggle, deep link) and its rerun does not draw again. The sidebar toggle drives the
+    component the other way; sorted |x| hover keeps the real token, channel and signed value."""
+    import numpy as np
+
+    from tests.analysis.dumpdata import write_dump
+
+    ws_dir, _ = _filled_workspace(tmp_path)
+    _, truth = write_dump(tmp_path / "oracle", tokens=40)
+    x = truth[("model.layers.2.input_layernorm", "input", 0)]
+    order = np.argsort(-np.abs(x).max(axis=0), kind="stable")
+    server = studio_factory(ws_dir)
+    hold = {"on": False, "held": []}
+
+    def route(ws) -> None:
+        upstream = ws.connect_to_server()
+
+        def to_server(msg) -> None:
+            if hold["on"]:
+                hold["held"].append((upstream, msg))
+            else:
+                upstream.send(msg)
+
+        ws.on_message(to_server)
+        upstream.on_message(ws.send)
+
+    page.route_web_socket(re.compile(r".*/_stcore/stream.*"), route)
+    query = urllib.parse.urlencode({"pattern": r"layers\.2\.input_layernorm", "io": "input"})
+    page.goto(f"{server.url}/activations?{query}")
+    wait_for_app(page)
+    plot = _surface_frame(page).locator(".js-plotly-plot").first
+    plot.locator(".gl-container canvas").first.wait_for(timeout=30_000)
+    frame = next(f for f in page.frames if "studio_surface" in f.url)
+    frame.wait_for_function(f"() => ({_TITLE})() === 'value'")
+    wait_for_app(page)
+    sidebar_abs = page.get_by_role("switch", name="Absolute values |x|")
+    assert not sidebar_abs.is_checked()
+    draws = frame.evaluate(_DRAWS)
+
+    hold["on"] = True
+    frame.locator("#t-abs").click()
+    frame.wait_for_function(f"() => ({_TITLE})() === '|value|'", timeout=30_000)
+    zmin = frame.evaluate(
+        "() => Math.min(...document.querySelector('.js-plotly-plot').data[0].z"
+        ".map(r => Math.min(...r)))"
+    )
+    assert zmin >= 0  # |x| drawn
+    assert frame.evaluate(_DRAWS) == draws + 1
+    deadline = time.time() + 10
+    while not hold["held"] and time.time() < deadline:  # the state report, after the draw
+        page.wait_for_timeout(100)
+    assert hold["held"], "the component did not report its state"
+    assert not sidebar_abs.is_checked() and "abs=1" not in page.url  # the server has not run
+
+    hold["on"] = False
+    for upstream, msg in hold["held"]:
+        upstream.send(msg)
+    page.wait_for_url(re.compile(r".*abs=1.*"), timeout=30_000)
+    wait_for_app(page)
+    assert sidebar_abs.is_checked()
+    page.wait_for_timeout(1000)
+    assert frame.evaluate(_DRAWS) == draws + 1  # the rerun's echo of the state drew nothing
+
+    page.get_by_text("Sort channels by absmax", exact=True).click()
+    frame.wait_for_function(
+        "() => document.querySelector('.js-plotly-plot')._fullLayout.scene.xaxis.title.text"
+        " === 'channel rank'",
+        timeout=60_000,
+    )
+    assert frame.locator("#t-sort").is_checked() and frame.locator("#t-abs").is_checked()
+    page.wait_for_url(re.compile(r".*sort=1.*"), timeout=30_000)
+    wait_for_app(page)
+    page.wait_for_timeout(2500)
+    hits = [m for m in map(_HOVER_SORTED_ABS.fullmatch, _hover_texts(page, plot)) if m]
+    assert len(hits) >= 3, hits
+    for m in hits:
+        token, channel, rank = int(m[1]), int(m[2]), int(m[3])
+        value, shown = float(m[4]), float(m[5])
+        assert channel == order[rank], (m[0], order[:8])
+        assert value == pytest.approx(float(x[token, channel]), rel=1e-2, abs=1e-2), m[0]
+        assert shown == pytest.approx(abs(value), rel=1e-3), m[0]
