@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from studio.figures.style import whole_ticks
 from studio.theme import ACCENT, SEQUENTIAL, WARN
 
 
@@ -38,7 +39,11 @@ def hot_spot_heatmap(
             y=prefix_blocks - 0.5, line={"color": WARN, "dash": "dash"},
             annotation_text=f"prefix-cached blocks < {prefix_blocks}",
         )  # fmt: skip
-    return _layout(fig, title or "Hot spots", "decode step (position)", "KV block", 460)
+    fig = _layout(fig, title or "Hot spots", "decode step (position)", "KV block", 460)
+    if len(steps):  # whole decode steps and blocks (Plotly's own ticks read 394.5, 395.5)
+        fig.update_xaxes(**whole_ticks(steps.min(), steps.max()))
+        fig.update_yaxes(**whole_ticks(0, len(blocks) - 1))
+    return fig
 
 
 def bar(x, y, title: str, xt: str, yt: str, color: str = ACCENT) -> go.Figure:

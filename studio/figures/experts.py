@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from studio import theme
+from studio.figures.style import whole_ticks
 
 
 def heatmap(
@@ -28,6 +29,7 @@ def heatmap(
     fig.update_layout(
         title=title,
         xaxis_title=x_label,
+        xaxis=whole_ticks(0, matrix.shape[1] - 1),
         yaxis_title="layer",
         yaxis={"type": "category", "autorange": "reversed"},
         height=max(260, 22 * len(layers) + 140),
@@ -45,7 +47,8 @@ def evolution(df: pd.DataFrame, title: str = "") -> go.Figure:
                     mode="lines+markers", line={"color": theme.WARN})  # fmt: skip
     fig.update_layout(
         title=title,
-        xaxis_title="step",
+        xaxis={"title": "step"}
+        | (whole_ticks(df["step"].min(), df["step"].max()) if len(df) else {}),
         yaxis={"title": "balancedness", "rangemode": "tozero"},
         yaxis2={"title": "max/mean", "overlaying": "y", "side": "right"},
         height=320,

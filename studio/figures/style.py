@@ -16,3 +16,11 @@ def value_label(absolute: bool, log: bool) -> str:
     if log:
         return "log10(1+|value|)" if absolute else "sign * log10(1+|value|)"
     return "|value|" if absolute else "value"
+
+
+def whole_ticks(lo: float, hi: float, most: int = 16) -> dict:
+    """Axis settings for integer data (layers, experts, steps): ticks on whole numbers only
+    (Plotly's own ticks on a short range read 0, 0.5, 1, 1.5)."""
+    span = max(float(hi) - float(lo), 0.0)
+    step = max(1, int(-(-(span + 1) // most)))
+    return {"tickmode": "linear", "tick0": float(lo), "dtick": step, "tickformat": "d"}
