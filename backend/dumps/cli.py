@@ -205,11 +205,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     _print_errors(ws, exc.run_id)
                     return 1
             else:
+                # Ctrl-C / SIGTERM end watching as a flag, never as an exception: one raised while
+                # the watcher starts its threads left them running and the process hung (CI).
+                stop = {"now": False}
+                signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+                signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
                 w = DumpWatcher(
                     ws, args.dump, args.name, model_config=cfg, with_stats=not args.no_stats
                 ).start()
-                stop = {"now": False}
-                signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
                 idle_since = time.monotonic()
                 last = -1
                 try:

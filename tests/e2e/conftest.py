@@ -129,3 +129,13 @@ def wait_for_app(pg, timeout: float = 60_000) -> None:
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
         timeout=timeout,
     )
+
+
+# The Activations surface is a custom component (studio/components/surface): its plot lives in
+# an iframe.
+SURFACE = "iframe[title='studio.components.surface.studio_surface']"
+
+
+def surface_frame(page):  # noqa: ANN001, ANN201 - a Playwright page and its FrameLocator
+    """The surface component's frame (``.locator(...)`` finds the plot inside it)."""
+    return page.frame_locator(SURFACE)

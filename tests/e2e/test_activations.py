@@ -15,16 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import wait_for_app
+from tests.e2e.conftest import surface_frame, wait_for_app
 
 pytestmark = pytest.mark.e2e
 
-# The surface is a custom component (studio/components/surface): its plot lives in an iframe.
-SURFACE = "iframe[title='studio.components.surface.studio_surface']"
-
-
-def _surface_frame(page):
-    return page.frame_locator(SURFACE)
+_surface_frame = surface_frame
 
 
 def _filled_workspace(tmp_path: Path) -> tuple[Path, Path]:

@@ -13,7 +13,7 @@ import pytest
 
 from backend.launch import procs
 from backend.workspace import open_workspace
-from tests.e2e.conftest import wait_for_app
+from tests.e2e.conftest import surface_frame, wait_for_app
 from tests.e2e.test_launch import _groups_running, _open_launch_page, _wait_text
 from tests.engines.real_vllm.conftest import vllm_python
 from tests.launch.conftest import free_port, kill_groups
@@ -102,7 +102,9 @@ def test_real_vllm_tp2_from_the_launch_page(studio_factory, page, tmp_path: Path
         # the stitched layers of the real dump in the 3D view
         page.goto(f"{server.url}/activations")
         wait_for_app(page)
-        page.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=120_000)
+        surface_frame(page).locator(".js-plotly-plot .gl-container canvas").first.wait_for(
+            timeout=120_000
+        )
         page.screenshot(path=str(tmp_path / "activations-real-vllm.png"), full_page=True)
         assert "layers." in page.inner_text("body")
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import wait_for_app
+from tests.e2e.conftest import surface_frame, wait_for_app
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,9 @@ def test_hf_dump_token_axis_on_page(studio_factory, page, tmp_path: Path) -> Non
     query = urllib.parse.urlencode({"pattern": r"embed_tokens$"})
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
-    page.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=30_000)
+    surface_frame(page).locator(".js-plotly-plot .gl-container canvas").first.wait_for(
+        timeout=30_000
+    )
     body = page.inner_text("body")
     assert "shape [2, 7, 64] viewed as [batch, seq, hidden] = 14 tokens x 64 channels" in body
     assert "Stored: [batch, seq, hidden] (format" in body
