@@ -50,7 +50,7 @@ def test_activations_surface_and_table(studio_factory, page, tmp_path: Path) -> 
     wait_for_app(page)
     # The Plotly surface is painted once its WebGL canvas exists inside the gl container.
     _surface_frame(page).locator(".js-plotly-plot .gl-container canvas").first.wait_for(
-        timeout=30_000
+        timeout=120_000
     )
     painted_s = time.monotonic() - t0
     assert painted_s < 30, painted_s
@@ -108,7 +108,7 @@ def test_demo_run_planted_channels_and_kronecker(studio_factory, page, tmp_path:
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
     frame = _surface_frame(page)
-    frame.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=30_000)
+    frame.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=120_000)
     page.get_by_text("top channel").first.wait_for()
     page.wait_for_timeout(2500)
     frame.locator(".js-plotly-plot").first.screenshot(path=str(tmp_path / "demo_surface.png"))
@@ -185,7 +185,7 @@ def test_surface_hover_names_token_channel_value(studio_factory, page, tmp_path:
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
     plot = _surface_frame(page).locator(".js-plotly-plot").first
-    plot.locator(".gl-container canvas").first.wait_for(timeout=30_000)
+    plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
     page.wait_for_timeout(2500)
     hits = [m for m in map(_HOVER.fullmatch, _hover_texts(page, plot)) if m]
     assert len(hits) >= 3, hits
@@ -218,7 +218,7 @@ def test_toggle_redraws_in_place_and_hover_keeps_positions(
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
     plot = _surface_frame(page).locator(".js-plotly-plot").first
-    plot.locator(".gl-container canvas").first.wait_for(timeout=30_000)
+    plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
     frame = next(f for f in page.frames if "studio_surface" in f.url)
     frame.wait_for_function(f"() => ({_TITLE})() === 'value'")
     frame.evaluate(
@@ -285,7 +285,7 @@ def test_component_toggle_draws_before_the_server_and_the_page_follows(
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
     plot = _surface_frame(page).locator(".js-plotly-plot").first
-    plot.locator(".gl-container canvas").first.wait_for(timeout=30_000)
+    plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
     frame = next(f for f in page.frames if "studio_surface" in f.url)
     frame.wait_for_function(f"() => ({_TITLE})() === 'value'")
     wait_for_app(page)
@@ -295,7 +295,7 @@ def test_component_toggle_draws_before_the_server_and_the_page_follows(
 
     hold["on"] = True
     frame.locator("#t-abs").click()
-    frame.wait_for_function(f"() => ({_TITLE})() === '|value|'", timeout=30_000)
+    frame.wait_for_function(f"() => ({_TITLE})() === '|value|'", timeout=90_000)
     zmin = frame.evaluate(
         "() => Math.min(...document.querySelector('.js-plotly-plot').data[0].z"
         ".map(r => Math.min(...r)))"
@@ -311,7 +311,7 @@ def test_component_toggle_draws_before_the_server_and_the_page_follows(
     hold["on"] = False
     for upstream, msg in hold["held"]:
         upstream.send(msg)
-    page.wait_for_url(re.compile(r".*abs=1.*"), timeout=30_000)
+    page.wait_for_url(re.compile(r".*abs=1.*"), timeout=90_000)
     wait_for_app(page)
     assert sidebar_abs.is_checked()
     page.wait_for_timeout(1000)
@@ -324,7 +324,7 @@ def test_component_toggle_draws_before_the_server_and_the_page_follows(
         timeout=60_000,
     )
     assert frame.locator("#t-sort").is_checked() and frame.locator("#t-abs").is_checked()
-    page.wait_for_url(re.compile(r".*sort=1.*"), timeout=30_000)
+    page.wait_for_url(re.compile(r".*sort=1.*"), timeout=90_000)
     wait_for_app(page)
     page.wait_for_timeout(2500)
     hits = [m for m in map(_HOVER_SORTED_ABS.fullmatch, _hover_texts(page, plot)) if m]

@@ -35,7 +35,7 @@ def test_hf_dump_token_axis_on_page(studio_factory, page, tmp_path: Path) -> Non
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
     surface_frame(page).locator(".js-plotly-plot .gl-container canvas").first.wait_for(
-        timeout=30_000
+        timeout=120_000
     )
     body = page.inner_text("body")
     assert "shape [2, 7, 64] viewed as [batch, seq, hidden] = 14 tokens x 64 channels" in body
