@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from backend.launch.commands import Command, reject_duplicates
-from backend.launch.commands.vllm_ascend import msit_config, msprobe_config
+from backend.launch.commands.vllm_ascend import msit_config, msprobe_config, serving_flags
 from backend.launch.engine_python import (
     SOURCE_ROOT,
     VllmInstall,
@@ -59,20 +59,8 @@ def build(
     environ = dict(os.environ) if environ is None else environ
     python = python or spec.python or default_python("vllm", environ)
     install = install or probe_vllm(python)
-    argv = [
-        python, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", spec.model_dir,
-        "--host", spec.host,
-        "--port", str(spec.port),
-        "--tensor-parallel-size", str(spec.tp),
-        "--dtype", spec.dtype,
-    ]  # fmt: skip
-    if spec.max_model_len is not None:
-        argv += ["--max-model-len", str(spec.max_model_len)]
-    if spec.trust_remote_code:
-        argv.append("--trust-remote-code")
-    if spec.enforce_eager:
-        argv.append("--enforce-eager")
+    argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model_dir]
+    argv += serving_flags(spec)
     # This checkout's backend first, so its plugin is the one vLLM loads; no hub downloads.
     env: dict[str, str] = {
         "PYTHONPATH": str(SOURCE_ROOT),

@@ -25,6 +25,23 @@ OWNED = (
 )  # fmt: skip
 
 
+def serving_flags(spec: LaunchSpec) -> list[str]:
+    """The vLLM serving flags the studio owns (same for vLLM and vLLM-Ascend)."""
+    argv = [
+        "--host", spec.host,
+        "--port", str(spec.port),
+        "--tensor-parallel-size", str(spec.tp),
+        "--dtype", spec.dtype,
+    ]  # fmt: skip
+    if spec.max_model_len is not None:
+        argv += ["--max-model-len", str(spec.max_model_len)]
+    if spec.trust_remote_code:
+        argv.append("--trust-remote-code")
+    if spec.enforce_eager:
+        argv.append("--enforce-eager")
+    return argv
+
+
 def msit_config(dump: DumpSettings) -> dict[str, object]:
     """Keyword arguments for msit_llm.DumpConfig, as the plugin passes them."""
     cfg: dict[str, object] = {
@@ -56,19 +73,8 @@ def msprobe_config(dump: DumpSettings) -> dict[str, object]:
 def build(spec: LaunchSpec, config_dir: Path, python: str = sys.executable) -> Command:
     """``vllm serve`` run by ``python``: the interpreter that also sees the studio's plugin."""
     reject_duplicates(spec, OWNED)
-    argv = [
-        python, "-m", "vllm.entrypoints.cli.main", "serve", spec.model_dir,
-        "--host", spec.host,
-        "--port", str(spec.port),
-        "--tensor-parallel-size", str(spec.tp),
-        "--dtype", spec.dtype,
-    ]  # fmt: skip
-    if spec.max_model_len is not None:
-        argv += ["--max-model-len", str(spec.max_model_len)]
-    if spec.trust_remote_code:
-        argv.append("--trust-remote-code")
-    if spec.enforce_eager:
-        argv.append("--enforce-eager")
+    argv = [python, "-m", "vllm.entrypoints.cli.main", "serve", spec.model_dir]
+    argv += serving_flags(spec)
     env: dict[str, str] = {}
     files: dict[str, str] = {}
     dump = spec.dump
