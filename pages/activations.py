@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from backend.analysis import compare, finder, kronecker, lod, outliers, source
+from backend.analysis import finder, kronecker, lod, source
 from backend.analysis.source import Selected
 from backend.dumps.axis import describe as axis_describe
 from backend.dumps.axis import matrix_shape as axis_matrix
@@ -301,7 +301,7 @@ with guarded("Reading the dump runs"):
 
     # Token axis: decided at ingest from the format, the module and config.json; overridable.
     auto = svc.axis(sel)
-    shape = tuple(svc.raw(sel).shape)
+    shape = svc.shape(sel)  # a tensor on another Ray node is not moved for its shape
     ks = list(range(len(shape) + 1))
     want = link.get("axis")
     k_default = (
@@ -327,12 +327,13 @@ with guarded("Reading the dump runs"):
         svc.save_axis(run_id, f"^{re.escape(module)}$", None)
         st.rerun()
 
-    x = svc.tensor(sel, int(token_dims))
-    n_tok, n_ch = x.shape
+    n_tok, n_ch = svc.matrix_shape(sel, int(token_dims))
     st.caption(
         f"`{sel.label}`: shape {list(shape)} viewed as {axis_describe(shape, int(token_dims))} = "
         f"{n_tok} tokens x {n_ch} channels."
-    )
+        + (" It lies on another Ray node: each view below is computed there and only its "
+           "result comes here." if svc.remote(sel) else "")
+    )  # fmt: skip
     t_range = (0, n_tok)
     if n_tok > 1:
         t_range = side.slider("Token range", 0, n_tok, (0, n_tok), key="act_tokens")
@@ -389,23 +390,23 @@ with guarded("Reading the dump runs"):
     if tab_stats.open:
         with tab_stats, guarded("Computing statistics"):
             k = st.number_input("Top K", 5, 200, 20, step=5)
-            top = outliers.top_k(x[t_range[0] : t_range[1]], int(k))
-            top["token"] += t_range[0]
+            top = svc.top_k(sel, int(token_dims), t_range[0], t_range[1], int(k))
             if texts is not None:
                 top.insert(1, "text", [texts[i] for i in top["token"]])
             st.subheader("Top outliers")
             st.dataframe(top, hide_index=True, width="stretch")
             st.download_button("Download CSV", _csv(top), "top_outliers.csv", "text/csv")
             st.subheader("Top channels by absmax")
-            chans = outliers.channel_table(x[t_range[0] : t_range[1]], int(k))
-            chans["token"] += t_range[0]
+            chans = svc.channel_table(sel, int(token_dims), t_range[0], t_range[1], int(k))
             if texts is not None:
                 chans.insert(3, "text", [texts[i] for i in chans["token"]])
             st.dataframe(chans, hide_index=True, width="stretch")
             st.download_button(
                 "Download CSV", _csv(chans), "top_channels.csv", "text/csv", key="dl_chans"
             )
-            st.plotly_chart(figs.profile_figure(outliers.channel_absmax(x)), key="profile")
+            st.plotly_chart(
+                figs.profile_figure(svc.channel_absmax(sel, int(token_dims))), key="profile"
+            )
             st.subheader("Across layers")
             if st.toggle(
                 f"Compute statistics of every {io} tensor of step {step}", key="act_layers"
@@ -482,12 +483,15 @@ with guarded("Reading the dump runs"):
             if sel_b == sel:
                 st.info("Pick a different run, step, module or io for B (e.g. BF16 vs W8A8).")
             else:
-                xb = svc.tensor(sel_b)
-                if tuple(xb.shape) != tuple(x.shape):
-                    st.warning(f"Shapes differ: A {tuple(x.shape)} vs B {tuple(xb.shape)}.")
+                shape_b = svc.matrix_shape(sel_b)
+                if shape_b != (n_tok, n_ch):
+                    st.warning(f"Shapes differ: A {(n_tok, n_ch)} vs B {shape_b}.")
                 else:
                     kc = st.slider("K for top-K channel Jaccard", 1, 64, 10)
-                    m = compare.compare(xb, x, k=kc)
+                    opts = dict(
+                        max_tokens=res[0] // 2, max_channels=res[1] // 2, absolute=absolute, log=log
+                    )
+                    m, ga, gb, gd = svc.ab(sel, int(token_dims), sel_b, kc, **opts)
                     # Two rows: seven metrics in one row cut values such as "-0.049123".
                     mc = [*st.columns(4), *st.columns(4)]
                     mc[0].metric("cosine", f"{m.cosine:.6f}")
@@ -497,16 +501,6 @@ with guarded("Reading the dump runs"):
                     mc[5].metric("within 0.5 %", f"{m.within_0_5pct:.2%}")
                     mc[6].metric(f"top-{kc} Jaccard", f"{m.topk_jaccard:.3f}")
                     mc[7].metric("absmax Spearman", f"{m.absmax_spearman:.3f}")
-                    opts = dict(
-                        max_tokens=res[0] // 2, max_channels=res[1] // 2, absolute=absolute, log=log
-                    )
-                    ga, gb, gd = (
-                        svc.grid(x, **opts),
-                        svc.grid(xb, **opts),
-                        svc.grid(
-                            xb.float() - x.float(), max_tokens=res[0] // 2, max_channels=res[1] // 2
-                        ),
-                    )
                     cfig = figs.compare_figure(
                         ga, gb, gd, labels=("A", "B"), absolute=absolute, log=log
                     )
@@ -533,50 +527,63 @@ with guarded("Reading the dump runs"):
             else:
                 kmods = sorted(set(kr["module"]))
                 kmod = st.selectbox("Kronecker call", kmods)
-                raw, p1, p2 = (
-                    svc.raw(Selected(run_id, int(step), kmod, "input", i, None)) for i in range(3)
-                )
-                outs = svc.rows(run_id, step, f"^{re.escape(kmod)}$", "output")
-                detected = None
-                if set(outs["idx"]) >= {0, 1}:
-                    q, scale = (
-                        svc.raw(Selected(run_id, int(step), kmod, "output", i, None))
-                        for i in (0, 1)
+                ksel = [Selected(run_id, int(step), kmod, "input", i, None) for i in range(3)]
+                fetch = not any(svc.remote(s) for s in ksel) or st.toggle(
+                    "Download the whole tensors from their Ray node", key="act_kron_fetch",
+                    help="This view needs the activation and both transforms themselves; they "
+                    "lie on another node of the cluster and are moved here only on request.",
+                )  # fmt: skip
+                if not fetch:
+                    st.info("These tensors lie on another Ray node (about "
+                            f"{sum(svc.nbytes(s) for s in ksel) / 1e6:.1f} MB).")  # fmt: skip
+                else:
+                    raw, p1, p2 = (
+                        svc.raw(Selected(run_id, int(step), kmod, "input", i, None))
+                        for i in range(3)
                     )
-                    detected = kronecker.detect_convention(raw, p1, p2, q, scale)
-                conventions = ["P1 @ x @ P2 (torch_npu docs)", "P1^T @ x @ P2 (FlatQuant code)"]
-                conv = st.radio(
-                    "Left factor",
-                    conventions,
-                    index=int(bool(detected)),
-                    horizontal=True,
-                    help="Preselected from the op's own dumped output when it reproduces it.",
-                )
-                if detected is not None:
-                    st.caption(
-                        f"The dumped quantized output matches `{conventions[int(detected)]}`."
+                    outs = svc.rows(run_id, step, f"^{re.escape(kmod)}$", "output")
+                    detected = None
+                    if set(outs["idx"]) >= {0, 1}:
+                        q, scale = (
+                            svc.raw(Selected(run_id, int(step), kmod, "output", i, None))
+                            for i in (0, 1)
+                        )
+                        detected = kronecker.detect_convention(raw, p1, p2, q, scale)
+                    conventions = ["P1 @ x @ P2 (torch_npu docs)", "P1^T @ x @ P2 (FlatQuant code)"]
+                    conv = st.radio(
+                        "Left factor",
+                        conventions,
+                        index=int(bool(detected)),
+                        horizontal=True,
+                        help="Preselected from the op's own dumped output when it reproduces it.",
                     )
-                after = kronecker.apply(raw, p1, p2, left_transposed=conv == conventions[1])
-                ks = kronecker.stats(raw, after)
-                kc = st.columns(4)
-                kc[0].metric("absmax before", f"{ks.absmax_before:.4g}")
-                kc[1].metric("absmax after", f"{ks.absmax_after:.4g}")
-                kc[2].metric("kurtosis before", f"{ks.kurtosis_before:.3g}")
-                kc[3].metric("kurtosis after", f"{ks.kurtosis_after:.3g}")
-                st.caption(f"Per token, P1 {tuple(p1.shape)}, P2 {tuple(p2.shape)}.")
-                b1, b2 = st.columns(2)
-                opts = dict(
-                    max_tokens=res[0] // 2, max_channels=res[1] // 2, absolute=absolute, log=log
-                )
-                gb4 = svc.grid(kronecker.as_tokens(raw), **opts)
-                ga4 = svc.grid(kronecker.as_tokens(after), **opts)
-                b1.plotly_chart(
-                    figs.surface_figure(
-                        gb4, title="before", absolute=absolute, log=log, height=480
-                    ),
-                    key="kb",
-                )
-                b2.plotly_chart(
-                    figs.surface_figure(ga4, title="after", absolute=absolute, log=log, height=480),
-                    key="ka",
-                )
+                    if detected is not None:
+                        st.caption(
+                            f"The dumped quantized output matches `{conventions[int(detected)]}`."
+                        )
+                    after = kronecker.apply(raw, p1, p2, left_transposed=conv == conventions[1])
+                    ks = kronecker.stats(raw, after)
+                    kc = st.columns(4)
+                    kc[0].metric("absmax before", f"{ks.absmax_before:.4g}")
+                    kc[1].metric("absmax after", f"{ks.absmax_after:.4g}")
+                    kc[2].metric("kurtosis before", f"{ks.kurtosis_before:.3g}")
+                    kc[3].metric("kurtosis after", f"{ks.kurtosis_after:.3g}")
+                    st.caption(f"Per token, P1 {tuple(p1.shape)}, P2 {tuple(p2.shape)}.")
+                    b1, b2 = st.columns(2)
+                    opts = dict(
+                        max_tokens=res[0] // 2, max_channels=res[1] // 2, absolute=absolute, log=log
+                    )
+                    gb4 = svc.grid(kronecker.as_tokens(raw), **opts)
+                    ga4 = svc.grid(kronecker.as_tokens(after), **opts)
+                    b1.plotly_chart(
+                        figs.surface_figure(
+                            gb4, title="before", absolute=absolute, log=log, height=480
+                        ),
+                        key="kb",
+                    )
+                    b2.plotly_chart(
+                        figs.surface_figure(
+                            ga4, title="after", absolute=absolute, log=log, height=480
+                        ),
+                        key="ka",
+                    )

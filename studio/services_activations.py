@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from backend.analysis import lod, outliers, source
+from backend.analysis import lod, outliers, source, views
 from backend.analysis.source import Selected
 from backend.dumps.axis import Axis, to_matrix
 from studio.state import workspace
@@ -61,6 +61,89 @@ def _raw(root: str, sel: Selected) -> torch.Tensor:
 def raw(sel: Selected) -> torch.Tensor:
     """The tensor as stored (shape and dtype kept)."""
     return _raw(_root(), sel)
+
+
+@st.cache_data(show_spinner=False, max_entries=64, ttl=30)
+def _remote(root: str, sel: Selected) -> bool:
+    return source.is_remote(workspace(), sel)
+
+
+def remote(sel: Selected) -> bool:
+    """True when the selection's tensor lies on another Ray node: every view of it below is
+    then computed on that node and only the result comes here (never the tensor)."""
+    return _remote(_root(), sel)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _on_node(root: str, op: str, sel: Selected, token_dims: int | None, kw: tuple) -> object:
+    ws = workspace()
+    _tid, rec = source.recipe(ws, sel, config(sel.run_id), token_dims,
+                              as_stored=token_dims is None)  # fmt: skip
+    return source.view(ws, op, [sel], [rec], **dict(kw))
+
+
+def on_node(op: str, sel: Selected, token_dims: int | None, **kw) -> object:
+    """``views.OPS[op]`` of a remote selection, computed on its node (cached)."""
+    return _on_node(_root(), op, sel, token_dims, tuple(sorted(kw.items())))
+
+
+def shape(sel: Selected) -> tuple[int, ...]:
+    """The selection's shape as stored (a remote tensor is not moved to learn it)."""
+    if remote(sel):
+        return tuple(on_node("shape", sel, None)[0])
+    return tuple(raw(sel).shape)
+
+
+def matrix_shape(sel: Selected, token_dims: int | None = None) -> tuple[int, int]:
+    """``(tokens, channels)`` of the selection's view on its token axis."""
+    if remote(sel):
+        from backend.dumps.axis import matrix_shape as on_axis
+
+        s = shape(sel)
+        k = axis(sel).token_dims if token_dims is None else token_dims
+        return on_axis(s, min(k, len(s)))
+    return tuple(tensor(sel, token_dims).shape)
+
+
+def nbytes(sel: Selected) -> int:
+    """Bytes of the selection's stored tensor (what a full download moves)."""
+    import re
+
+    r = rows(sel.run_id, sel.step, f"^{re.escape(sel.module)}$", sel.io)
+    r = r[(r["idx"] == sel.idx) & r["part"].isna()]
+    return int(r["nbytes"].sum())
+
+
+def _local(op: str, sel: Selected, token_dims: int, **kw) -> object:
+    return views.OPS[op][1](tensor(sel, token_dims), **kw)
+
+
+def top_k(sel: Selected, token_dims: int, t0: int, t1: int, k: int) -> pd.DataFrame:
+    """The K largest |x| of tokens ``t0:t1`` (tokens numbered in the whole tensor)."""
+    f = on_node if remote(sel) else _local
+    return f("top_k", sel, token_dims, k=k, t0=t0, t1=t1)
+
+
+def channel_table(sel: Selected, token_dims: int, t0: int, t1: int, k: int) -> pd.DataFrame:
+    """The K channels of largest absmax over tokens ``t0:t1``."""
+    f = on_node if remote(sel) else _local
+    return f("channel_table", sel, token_dims, k=k, t0=t0, t1=t1)
+
+
+def channel_absmax(sel: Selected, token_dims: int) -> np.ndarray:
+    f = on_node if remote(sel) else _local
+    return f("channel_absmax", sel, token_dims)
+
+
+def ab(sel: Selected, token_dims: int, sel_b: Selected, k: int, **opts) -> tuple:
+    """The A/B tab: (metrics of B against A, grids of A, B and B - A); B on its stored axis.
+    With either side on another node it is computed there (the other side sent node to node)."""
+    if remote(sel) or remote(sel_b):
+        ws = workspace()
+        recs = [source.recipe(ws, sel, config(sel.run_id), token_dims)[1],
+                source.recipe(ws, sel_b, config(sel_b.run_id))[1]]  # fmt: skip
+        return source.view(ws, "ab", [sel, sel_b], recs, k=k, **opts)
+    return views.OPS["ab"][1](tensor(sel, token_dims), tensor(sel_b), k=k, **opts)
 
 
 @st.cache_data(show_spinner=False, max_entries=64, ttl=30)
@@ -171,6 +254,8 @@ def sort_columns(g: lod.Grid) -> lod.Grid:
 # (sort_columns), so no toggle pools again.
 @st.cache_resource(show_spinner=False, max_entries=24)
 def _surface_grid(root: str, sel: Selected, token_dims: int, chan_spec: str, **kw) -> lod.Grid:
+    if remote(sel):  # pooled on the tensor's node: only the grid comes here
+        return on_node("grid", sel, token_dims, channels=chan_spec, **kw)
     x = tensor(sel, token_dims)
     return lod.build_grid(x, channels=channels_of(chan_spec, x.shape[1]), **kw)
 
@@ -189,6 +274,8 @@ def surface_grid(
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _summary(root: str, sel: Selected, token_dims: int, t0: int, t1: int) -> outliers.Summary:
+    if remote(sel):
+        return on_node("summary", sel, token_dims, t0=t0, t1=t1)
     return outliers.summarize(tensor(sel, token_dims)[t0:t1])
 
 

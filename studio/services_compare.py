@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import streamlit as st
-import torch
 
-from backend.analysis import lod, source
-from backend.compare.runs import load_matrix
+from backend.analysis import source
+from backend.compare.runs import pair_grids as pair_grids_of
 from studio.state import workspace
 
 
@@ -32,12 +31,7 @@ def _pair_grids(root: str, a: str, b: str, row: int, key: tuple) -> tuple:
     res = _compare(root, a, b, *key)
     pair = res.pairs[row]
     ws = workspace()
-    x = load_matrix(ws, pair.a, source.run_config(ws, a)).float()
-    y = load_matrix(ws, pair.b, source.run_config(ws, b)).float()
-    d = x.to(torch.float64) - y.to(torch.float64)
-    return (lod.build_grid(x, max_tokens=200, max_channels=400),
-            lod.build_grid(y, max_tokens=200, max_channels=400),
-            lod.build_grid(d.float(), max_tokens=100, max_channels=200))  # fmt: skip
+    return pair_grids_of(ws, pair, source.run_config(ws, a), source.run_config(ws, b))
 
 
 def pair_grids(a: str, b: str, row: int, steps, modules, threshold) -> tuple:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from backend.analysis import lod, parts, source
+from backend.analysis import parts, source
 from backend.analysis.render_worker import Job, render_one
 from backend.analysis.source import Selected
 from backend.errors import InputError, StudioError
@@ -82,10 +82,10 @@ def render(
     with SafeProcessPool(n, "spawn") as pool:
         futures = []
         for sel in sels:
-            x = source.matrix(ws, sel, cfg)  # on the tensor's token axis
-            grid = lod.build_grid(
-                x, max_tokens=max_tokens, max_channels=max_channels, absolute=absolute, log=log
-            )
+            # pooled where the tensor is (on its Ray node for a run ingested over Ray)
+            grid = source.view(ws, "grid", [sel], [source.recipe(ws, sel, cfg)[1]],
+                               max_tokens=max_tokens, max_channels=max_channels,
+                               absolute=absolute, log=log)  # fmt: skip
             job = Job(sel.label, grid, out_dir / file_name(sel, fmt), fmt, absolute, log)
             futures.append(pool.submit(render_one, job))
         written: list[Path] = []

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from backend.analysis import outliers, parts
+from backend.analysis import parts, views
 from backend.dumps.axis import Axis, to_matrix
 from backend.errors import InputError, StudioError
 from backend.workspace import Workspace
@@ -121,14 +121,51 @@ def load(ws: Workspace, sel: Selected, config: dict | None = None) -> torch.Tens
 
 def _row_of(ws: Workspace, sel: Selected) -> int:
     """The tensor id the selection reads (its stored part, else the whole tensor)."""
+    return _target(ws, sel)[0]
+
+
+def _target(ws: Workspace, sel: Selected) -> tuple[int, bool]:
+    """The tensor id the selection reads, and whether its part is split off it here."""
     rows = tensors(ws, sel.run_id, step=sel.step, pattern=f"^{re.escape(sel.module)}$", io=sel.io)
     rows = rows[rows["idx"] == sel.idx]
     if sel.part is not None and not rows[rows["part"] == sel.part].empty:
-        return int(rows[rows["part"] == sel.part].iloc[0]["tensor_id"])
+        return int(rows[rows["part"] == sel.part].iloc[0]["tensor_id"]), False
     whole = rows[rows["part"].isna()]
     if whole.empty:
         raise StudioError(f"{sel.label}: not in run {sel.run_id}")
-    return int(whole.iloc[0]["tensor_id"])
+    return int(whole.iloc[0]["tensor_id"]), sel.part is not None
+
+
+def recipe(
+    ws: Workspace, sel: Selected, config: dict | None = None, token_dims: int | None = None,
+    *, as_stored: bool = False,
+) -> tuple[int, views.Recipe]:  # fmt: skip
+    """The tensor id a selection reads and how its view matrix is made from it (its part split
+    off, ``token_dims`` or the stored axis; ``as_stored``: no matrix, the tensor's own shape)."""
+    tid, split = _target(ws, sel)
+    k = (
+        None
+        if as_stored
+        else (token_dims if token_dims is not None else axis_of(ws, sel).token_dims)
+    )
+    if not split:
+        return tid, views.Recipe(k)
+    cfg = config if config is not None else run_config(ws, sel.run_id)
+    return tid, views.Recipe(k, sel.module, sel.part, json.dumps(cfg, sort_keys=True))
+
+
+def is_remote(ws: Workspace, sel: Selected) -> bool:
+    """True when the selection's tensor lies on another Ray node (views then ask that node)."""
+    return any(views._remote_places(ws, [_target(ws, sel)[0]]))
+
+
+def view(ws: Workspace, op: str, sels: list[Selected], recipes: list[views.Recipe] | None = None,
+         **kw) -> object:  # fmt: skip
+    """``views.OPS[op]`` over the selections' matrices (their stored axes unless ``recipes``),
+    computed where the tensors are: only the result travels from a remote node."""
+    ids = [_target(ws, s)[0] for s in sels]
+    recs = recipes if recipes is not None else [recipe(ws, s)[1] for s in sels]
+    return views.run(ws, op, ids, recs, **kw)
 
 
 def axis_of(ws: Workspace, sel: Selected) -> Axis:
@@ -157,6 +194,15 @@ def stored_matrix(ws: Workspace, tensor_id: int) -> torch.Tensor:
     return to_matrix(load_tensor(ws, tensor_id), axis_store.get(ws, tensor_id).token_dims)
 
 
+def _on_stored(ws: Workspace, op: str, tensor_id: int) -> object:
+    """``op`` over one stored tensor as ``[tokens, channels]`` in its stored dtype, computed
+    where it is (``stored_matrix``'s view, without moving a remote tensor)."""
+    from backend.dumps import axis_store
+
+    k = axis_store.get(ws, tensor_id).token_dims
+    return views.run(ws, op, [tensor_id], [views.Recipe(k, plain=True)])
+
+
 def layer_stats(
     ws: Workspace, run_id: str, *, step: int, io: str, pattern: str | None = None
 ) -> pd.DataFrame:
@@ -164,10 +210,9 @@ def layer_stats(
     rows = tensors(ws, run_id, step=step, pattern=pattern, io=io)
     out = []
     for r in rows[rows["part"].isna()].itertuples():
-        t = stored_matrix(ws, int(r.tensor_id))
-        if not t.is_floating_point() or t.numel() == 0:
+        s = _on_stored(ws, "float_summary", int(r.tensor_id))  # where the tensor is
+        if s is None:
             continue
-        s = outliers.summarize(t)
         out.append(
             {
                 "layer": None if pd.isna(r.layer) else int(r.layer),
@@ -186,7 +231,7 @@ def persistence(ws: Workspace, stats: pd.DataFrame, kind: str, *, k: int = 16) -
     sub = stats[(stats["kind"] == kind) & stats["layer"].notna()].sort_values("layer")
     per_layer: dict[int, np.ndarray] = {}
     for r in sub.itertuples():
-        per_layer[int(r.layer)] = outliers.channel_absmax(stored_matrix(ws, int(r.tensor_id)))
+        per_layer[int(r.layer)] = _on_stored(ws, "channel_absmax", int(r.tensor_id))
     if not per_layer:
         return pd.DataFrame()
     widths = {a.size for a in per_layer.values()}

@@ -7,6 +7,7 @@ both runs plus the float64 arithmetic (bench/compare.py).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from backend.analysis import parts, source
+from backend.analysis import parts, source, views
 from backend.compare import divergence, metrics
 from backend.compare.align import Alignment, Pair, Ref, align
 from backend.dumps.axis import to_matrix
@@ -58,6 +59,21 @@ def load_matrix(
     if ref.split:
         t = parts.split(ref.module, t, config, ref.part)
     return to_matrix(t, min(ref.token_dims, t.dim()))
+
+
+def recipe_of(ref: Ref, config: dict) -> views.Recipe:
+    """How ``load_matrix`` makes a side's matrix, as a recipe a Ray node can follow."""
+    if not ref.split:
+        return views.Recipe(ref.token_dims, plain=True)
+    cfg = json.dumps(config, sort_keys=True)
+    return views.Recipe(ref.token_dims, ref.module, ref.part, cfg, plain=True)
+
+
+def pair_grids(ws: Workspace, pair: Pair, config_a: dict, config_b: dict) -> tuple:
+    """Grids of A, B and A - B of one pair (the Compare page's 3D view), computed where the
+    tensors are: a side on another Ray node is not moved here, only the grids are."""
+    recs = [recipe_of(pair.a, config_a), recipe_of(pair.b, config_b)]
+    return views.run(ws, "pair_grids", [pair.a.tensor_id, pair.b.tensor_id], recs)
 
 
 @dataclass

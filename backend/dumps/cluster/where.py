@@ -1,5 +1,7 @@
 """Read a tensor of a run ingested from a Ray cluster: here if its file is here, else on the
-node that holds it (the whole tensor, or only a screen-sized LOD tile of it)."""
+node that holds it: the whole tensor (``load``: an explicit download), or only what a view
+needs (``compute``: a ``backend.analysis.views`` operation run as a task pinned to that node,
+returning the small result)."""
 
 from __future__ import annotations
 
@@ -84,26 +86,48 @@ def load(ws: Workspace, tensor_id: int, address: str | None = None) -> torch.Ten
     return t if t is not None else fetch(w, address)
 
 
-def tile(ws: Workspace, tensor_id: int, address: str | None = None, **grid_kw: Any) -> Any:
-    """``lod.build_grid`` of the tensor, computed where the tensor is (only the grid moves)."""
-    from backend.analysis.lod import build_grid
-    from backend.dumps.query import load_tensor
+VIEWS_ENV = "STUDIO_RAY_VIEWS"  # "node": views always ask the node, even when the file is here
 
+
+def remote(ws: Workspace, tensor_id: int) -> Where | None:
+    """Where a tensor of a Ray-ingested run lives when a view must ask its node for it; None
+    when it is read here (a run ingested on this machine, or its file is on this machine's
+    disk, unless $STUDIO_RAY_VIEWS=node)."""
     w = locate(ws, tensor_id)
-    if w is None or w.local_path.is_file():
-        return build_grid(load_tensor(ws, tensor_id), **grid_kw)
-    return fetch(w, address, grid_kw=grid_kw)
+    if w is None or (os.environ.get(VIEWS_ENV) != "node" and w.local_path.is_file()):
+        return None
+    return w
 
 
 _NODES: dict[tuple[str, str], str] = {}  # (address, file) -> node id that had it
 _NODES_LOCK = threading.Lock()
 
 
+def _address(w: Where, address: str | None) -> str:
+    return address or os.environ.get(runtime.ENV_ADDRESS) or w.address
+
+
 def fetch(w: Where, address: str | None = None, grid_kw: dict[str, Any] | None = None) -> Any:
     """Ask the node holding the tensor's file for it (or for its LOD grid)."""
-    addr = address or os.environ.get(runtime.ENV_ADDRESS) or w.address
+    addr = _address(w, address)
     ray = runtime.connect(addr)
     fn = _remote_fns(ray)
+    nid = _node_of(ray, fn, w, addr)
+    args = _args(w)
+    if grid_kw is not None:
+        return ray.get(fn["tile"].options(**runtime.on_node(nid)).remote(*args, grid_kw))
+    ref = fn["read"].options(**runtime.on_node(nid)).remote(*args)
+    out = ray.get(ref)
+    _account(ray, ref, out)
+    return out
+
+
+def _args(w: Where) -> tuple:
+    return (w.store_root, w.group_file, w.name, w.source)
+
+
+def _node_of(ray: Any, fn: dict[str, Any], w: Where, addr: str) -> str:
+    """The id of the alive node whose disk holds the tensor's file (remembered per file)."""
     path = str(w.local_path)
     with _NODES_LOCK:
         nid = _NODES.get((addr, path))
@@ -120,10 +144,61 @@ def fetch(w: Where, address: str | None = None, grid_kw: dict[str, Any] | None =
                               f"(rank folder {w.folder}); is its node up?")  # fmt: skip
         with _NODES_LOCK:
             _NODES[(addr, path)] = nid
-    args = (w.store_root, w.group_file, w.name, w.source)
-    if grid_kw is not None:
-        return ray.get(fn["tile"].options(**runtime.on_node(nid)).remote(*args, grid_kw))
-    return ray.get(fn["read"].options(**runtime.on_node(nid)).remote(*args))
+    return nid
+
+
+def compute(ws: Workspace, op: str, ids: list[int], places: list[Where | None],
+            recipes: list, kw: dict[str, Any], address: str | None = None) -> Any:  # fmt: skip
+    """``views.apply(op, ...)`` as a task pinned to the node holding the first remote tensor;
+    only its (compact) result comes back. Another tensor of the view is read there when it is
+    on that node, else sent to it: from its own node (node to node, never through here), or
+    from this machine when it is here."""
+    from backend.analysis import views
+    from backend.dumps.query import load_tensor
+
+    first = next(w for w in places if w is not None)
+    addr = _address(first, address)
+    ray = runtime.connect(addr)
+    fn = _remote_fns(ray)
+    nid = _node_of(ray, fn, first, addr)
+    specs, sent = [], []
+    for tid, w in zip(ids, places, strict=True):
+        other = None if w is None else _node_of(ray, fn, w, addr)
+        if other == nid:
+            specs.append(_args(w))
+            sent.append(None)
+        elif w is None:
+            specs.append(None)
+            sent.append(ray.put(load_tensor(ws, tid).contiguous()))
+        else:
+            specs.append(None)
+            sent.append(fn["read"].options(**runtime.on_node(other)).remote(*_args(w)))
+    ref = fn["view"].options(**runtime.on_node(nid)).remote(op, specs, list(recipes), kw, *sent)
+    out = ray.get(ref)
+    _account(ray, ref, out)
+    return views.expand(out)
+
+
+# Bytes that came back to this process from nodes, by Ray's own count of each result object
+# (the object store's size; a small result travels inline in the task's reply: its pickle).
+MOVED = {"calls": 0, "bytes": 0, "last": 0}
+_MOVED_LOCK = threading.Lock()
+
+
+def _account(ray: Any, ref: Any, value: Any) -> None:
+    size = None
+    try:
+        size = ray.experimental.get_object_locations([ref])[ref].get("object_size")
+    except Exception:  # noqa: BLE001 - accounting must never fail a view
+        size = None
+    if not size:
+        import pickle
+
+        size = len(pickle.dumps(value, protocol=5))
+    with _MOVED_LOCK:
+        MOVED["calls"] += 1
+        MOVED["bytes"] += int(size)
+        MOVED["last"] = int(size)
 
 
 _FNS: dict[int, dict[str, Any]] = {}
@@ -143,9 +218,18 @@ def _remote_fns(ray: Any) -> dict[str, Any]:
         def tile_(*args: Any) -> Any:
             return NodeStages().tile(*args)
 
+        def view(op: str, specs: list, recipes: list, kw: dict[str, Any], *sent: Any) -> Any:
+            from backend.analysis import views
+
+            torch.set_num_threads(1)
+            node = NodeStages()
+            ts = [node._open(*s) if s is not None else t for s, t in zip(specs, sent, strict=True)]
+            return views.compact(views.apply(op, ts, recipes, kw))
+
         _FNS[id(ray)] = {
             "has": ray.remote(num_cpus=0)(has),
             "read": ray.remote(num_cpus=0)(read),
             "tile": ray.remote(num_cpus=0)(tile_),
+            "view": ray.remote(num_cpus=0)(view),
         }
     return _FNS[id(ray)]
