@@ -181,12 +181,12 @@ def compute(ws: Workspace, op: str, ids: list[int], places: list[Where | None],
 
 # Bytes that came back to this process from nodes, by Ray's own count of each result object
 # (the object store's size; a small result travels inline in the task's reply: its pickle).
-MOVED = {"calls": 0, "bytes": 0, "last": 0}
+MOVED: dict[str, Any] = {"calls": 0, "bytes": 0, "last": 0, "by": ""}
 _MOVED_LOCK = threading.Lock()
 
 
 def _account(ray: Any, ref: Any, value: Any) -> None:
-    size = None
+    size, by = None, "ray"
     try:
         size = ray.experimental.get_object_locations([ref])[ref].get("object_size")
     except Exception:  # noqa: BLE001 - accounting must never fail a view
@@ -194,11 +194,12 @@ def _account(ray: Any, ref: Any, value: Any) -> None:
     if not size:
         import pickle
 
-        size = len(pickle.dumps(value, protocol=5))
+        size, by = len(pickle.dumps(value, protocol=5)), "pickle"
     with _MOVED_LOCK:
         MOVED["calls"] += 1
         MOVED["bytes"] += int(size)
         MOVED["last"] = int(size)
+        MOVED["by"] = by
 
 
 _FNS: dict[int, dict[str, Any]] = {}
