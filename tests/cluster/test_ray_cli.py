@@ -69,3 +69,51 @@ def test_without_ray_installed_the_message_says_how(monkeypatch, tmp_path: Path,
     argv = ["ingest", str(session), "--ray", "127.0.0.1:6379", "--workspace", str(tmp_path / "w")]
     assert main(argv) == 2
     assert "make ray" in capsys.readouterr().err
+
+
+def test_a_node_lost_mid_ingest_exits_1_and_the_rerun_resumes(
+    ray_cluster, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`studio ingest --ray`: node c dies after the first files are in -> exit 1, one line
+    naming its rank folder and how to resume, no traceback; the same command with the node
+    back gives exactly the workspace a one-machine ingest gives."""
+    from backend.dumps import cli as dumps_cli
+    from backend.workspace import open_workspace
+    from tests.cluster.content import content, stitched
+
+    session = _session(tmp_path)
+    ws_dir = str(tmp_path / "ws-ray")
+    argv = ["ingest", str(session), "--ray", ray_cluster.address, "--workspace", ws_dir]
+    real_update, killed = dumps_cli._update, []
+
+    def update_then_kill(bar, task, p) -> None:  # the CLI's progress callback
+        real_update(bar, task, p)
+        if not killed and p.files_done:
+            killed.append(p.files_done)
+            ray_cluster.kill("c")
+
+    monkeypatch.setattr(dumps_cli, "_update", update_then_kill)
+    try:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert killed and "npu3_4003" in err and "Traceback" not in err, err
+        assert "again" in err  # says how to resume
+    finally:
+        ray_cluster.revive("c")
+    monkeypatch.setattr(dumps_cli, "_update", real_update)
+    assert main(argv) == 0, capsys.readouterr().err
+    one_dir = str(tmp_path / "ws-one")
+    assert main(["ingest", str(session), "--workspace", one_dir]) == 0
+    ws, one = open_workspace(ws_dir), open_workspace(one_dir)
+    try:
+        ((run,),) = ws.cursor().execute("SELECT run_id FROM dump_runs").fetchall()
+        a, b = content(ws, run), content(one, run)
+        for table in a:
+            assert a[table] == b[table], table
+        sa, sb = stitched(ws, run), stitched(one, run)
+        assert sa.keys() == sb.keys() and sa
+        for k in sa:
+            np.testing.assert_array_equal(sa[k], sb[k], err_msg=str(k))
+    finally:
+        ws.close()
+        one.close()

@@ -176,3 +176,24 @@ def test_an_msprobe_dump_with_tool_statistics(ray_cluster, tmp_path: Path) -> No
     _same(ws, run, one, run1)
     (n,) = ws.cursor().execute("SELECT count(*) FROM dump_tool_stats").fetchone()
     assert n > 0
+
+
+@pytest.mark.parametrize("layout", ["hook", "dumper"])
+def test_an_sglang_dump(ray_cluster, tmp_path: Path, layout: str) -> None:
+    """SGLang's hook folders (one per rank, spread over the nodes) and dumper records (every
+    rank in one folder) from the project's SGLang fixture: the same rows as one machine."""
+    from backend.dumps.cluster.ingest import ingest_dump_ray
+    from tests.dumps.sglang_docs_fixture import write_dumper_dump, write_hook_dump
+
+    write = write_hook_dump if layout == "hook" else write_dumper_dump
+    fx = write(tmp_path / "sg", tp=4)
+    ws, plans = open_workspace(tmp_path / "ray"), []
+    run = ingest_dump_ray(ws, ray_cluster.address, fx["dump_dir"], plan_out=plans)
+    # every node sees every file here (no SGLang folder is pinned): the ranks are split among
+    # the nodes, so shards cross nodes for their stitches
+    assert len(set(plans[0].folders.values())) == 3 and plans[0].moved.shards > 0
+    one, run1 = _local(tmp_path, fx["dump_dir"])
+    assert run == run1
+    _same(ws, run, one, run1)
+    (fmt,) = ws.cursor().execute("SELECT format FROM dump_runs").fetchone()
+    assert fmt == f"sglang_{layout}"
