@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import shutil
 import statistics
 import sys
@@ -79,15 +78,17 @@ def run_ray(address: str, node_dirs: dict[str, Path], tmp: Path, tag: str) -> tu
 
 
 def _tile_bytes(ws, address: str) -> int:  # noqa: ANN001
-    """Pickled size of one 400 x 800 LOD grid of the largest stitched tensor (what a view
-    asks the node for)."""
+    """Bytes of one 400 x 800 LOD grid of the largest stitched tensor, as a view asks its node
+    for it (``views.run`` -> ``where.compute``; Ray's size of the returned object)."""
+    from backend.analysis.views import Recipe
     from backend.dumps.cluster import where
 
     (tid,) = ws.cursor().execute(
         "SELECT tensor_id FROM dump_tensors WHERE rank IS NULL AND part IS NULL "
         "ORDER BY nbytes DESC LIMIT 1").fetchone()  # fmt: skip
     w = where.locate(ws, tid)
-    return len(pickle.dumps(where.fetch(w, address, grid_kw={}), protocol=5))
+    where.compute(ws, "grid", [tid], [w], [Recipe(1)], {}, address)
+    return where.MOVED["last"]
 
 
 def main() -> int:
