@@ -174,3 +174,26 @@ def test_the_page_views_a_remote_tensor_without_moving_it(
         else:
             top = at.dataframe[0].value
             assert top.equals(outliers.top_k(x, 20))
+
+
+def test_studio_render_pools_on_the_node(ray_cluster, on_node, tmp_path: Path, monkeypatch) -> None:
+    """`studio render`'s grids of a Ray-ingested run equal those of the one-machine run."""
+    from backend.analysis import render
+
+    ws, one, run = _ingest_both(ray_cluster, tmp_path)
+    real_job, grids = render.Job, {}
+
+    def job(label, grid, *rest):  # noqa: ANN001, ANN202 - records each pooled grid
+        grids.setdefault(label, []).append(grid)
+        return real_job(label, grid, *rest)
+
+    monkeypatch.setattr(render, "Job", job)
+    kw = {"pattern": r"layers\.1\.(input_layernorm|self_attn\.qkv_proj)$", "io": "output",
+          "fmt": "html", "workers": 1, "max_tokens": 4, "max_channels": 5}  # fmt: skip
+    for w, out in ((ws, "ray"), (one, "one")):
+        files = render.render(w, run, tmp_path / f"png-{out}", **kw)
+        assert len(files) == 4  # the layer norm and q, k, v
+    assert len(grids) == 4
+    for label, (g_ray, g_one) in grids.items():
+        _same_grid(g_ray, g_one)
+        assert g_one.pooled, label
