@@ -156,7 +156,7 @@ def recipe(
 
 def is_remote(ws: Workspace, sel: Selected) -> bool:
     """True when the selection's tensor lies on another Ray node (views then ask that node)."""
-    return any(views._remote_places(ws, [_target(ws, sel)[0]]))
+    return any(views.remote_places(ws, [_target(ws, sel)[0]]))
 
 
 def view(ws: Workspace, op: str, sels: list[Selected], recipes: list[views.Recipe] | None = None,

@@ -125,7 +125,7 @@ def run(ws: Workspace, op: str, ids: list[int], recipes: list[Recipe], **kw: Any
     holding the (first remote) one, the others' tensors sent there node to node."""
     from backend.dumps.query import load_tensor
 
-    places = _remote_places(ws, ids)
+    places = remote_places(ws, ids)
     if not any(places):
         return apply(op, [load_tensor(ws, i) for i in ids], recipes, kw)
     from backend.dumps.cluster import where
@@ -133,7 +133,7 @@ def run(ws: Workspace, op: str, ids: list[int], recipes: list[Recipe], **kw: Any
     return where.compute(ws, op, ids, places, recipes, kw)
 
 
-def _remote_places(ws: Workspace, ids: list[int]) -> list[Any]:
+def remote_places(ws: Workspace, ids: list[int]) -> list[Any]:
     """Where each tensor lives when it is on another Ray node, else None (no Ray import for a
     workspace without cluster runs)."""
     (n,) = ws.cursor().execute(

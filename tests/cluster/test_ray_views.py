@@ -197,3 +197,44 @@ def test_studio_render_pools_on_the_node(ray_cluster, on_node, tmp_path: Path, m
     for label, (g_ray, g_one) in grids.items():
         _same_grid(g_ray, g_one)
         assert g_one.pooled, label
+
+
+def _only_on(node_id: str):  # noqa: ANN202
+    """A `has` task that finds files on one node only (as on separate disks)."""
+
+    def has(p: str) -> bool:
+        return Path(p).is_file() and ray.get_runtime_context().get_node_id() == node_id
+
+    return ray.remote(num_cpus=0)(has)
+
+
+def test_a_view_whose_node_is_down_says_so_and_works_once_it_is_back(
+    ray_cluster, on_node, tmp_path: Path
+) -> None:
+    from backend.errors import StudioError
+
+    t = torch.arange(60, dtype=torch.float32).reshape(6, 10)
+    path = tmp_path / "act.pt"
+    torch.save(t, path)
+    w = on_node.Where("r", ray_cluster.address, "npu3_4003", str(tmp_path), str(tmp_path), None,
+                      None, str(path))  # fmt: skip
+    fns = on_node._remote_fns(ray)
+    real_has = fns["has"]
+    kw = {"max_tokens": 2, "max_channels": 3}
+    want = lod.build_grid(t, **kw)
+    try:
+        fns["has"] = _only_on(ray_cluster.nodes["c"].node_id)
+        _same_grid(on_node.compute(None, "grid", [0], [w], [Recipe(1)], kw), want)
+        ray_cluster.kill("c")
+        try:
+            with pytest.raises(
+                StudioError, match=r"npu3_4003.*(is its node up|once the node is back)"
+            ):
+                on_node.compute(None, "grid", [0], [w], [Recipe(1)], kw)
+        finally:
+            ray_cluster.revive("c")
+        fns["has"] = _only_on(ray_cluster.nodes["c"].node_id)  # back, under a new node id
+        _same_grid(on_node.compute(None, "grid", [0], [w], [Recipe(1)], kw), want)
+    finally:
+        fns["has"] = real_has
+        on_node._NODES.clear()

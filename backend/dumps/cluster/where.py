@@ -117,9 +117,23 @@ def fetch(w: Where, address: str | None = None, grid_kw: dict[str, Any] | None =
     if grid_kw is not None:
         return ray.get(fn["tile"].options(**runtime.on_node(nid)).remote(*args, grid_kw))
     ref = fn["read"].options(**runtime.on_node(nid)).remote(*args)
-    out = ray.get(ref)
+    out = _get(ray, ref, w, addr)
     _account(ray, ref, out)
     return out
+
+
+def _get(ray: Any, ref: Any, w: Where, addr: str) -> Any:
+    """The task's result; a node that died under it is one clear line (the next view asks
+    whichever node holds the file then), never a Ray traceback."""
+    try:
+        return ray.get(ref)
+    except Exception as exc:
+        if not runtime.lost_error(exc):
+            raise
+        with _NODES_LOCK:
+            _NODES.pop((addr, str(w.local_path)), None)
+        raise StudioError(f"{w.local_path}: the Ray node holding it (rank folder {w.folder}) "
+                          "stopped answering; view it again once the node is back") from exc  # fmt: skip
 
 
 def _args(w: Where) -> tuple:
@@ -136,7 +150,13 @@ def _node_of(ray: Any, fn: dict[str, Any], w: Where, addr: str) -> str:
         nid = None
         has = {n: fn["has"].options(**runtime.on_node(n)).remote(path) for n in sorted(alive)}
         for n, ref in has.items():
-            if ray.get(ref):
+            try:
+                found = ray.get(ref)
+            except Exception as exc:
+                if not runtime.lost_error(exc):
+                    raise
+                found = False  # that node went away meanwhile
+            if found:
                 nid = n
                 break
         if nid is None:
@@ -174,7 +194,7 @@ def compute(ws: Workspace, op: str, ids: list[int], places: list[Where | None],
             specs.append(None)
             sent.append(fn["read"].options(**runtime.on_node(other)).remote(*_args(w)))
     ref = fn["view"].options(**runtime.on_node(nid)).remote(op, specs, list(recipes), kw, *sent)
-    out = ray.get(ref)
+    out = _get(ray, ref, first, addr)
     _account(ray, ref, out)
     return views.expand(out)
 
