@@ -74,7 +74,8 @@ def remote(sel: Selected) -> bool:
     return _remote(_root(), sel)
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)
+# cache_data: a hit is a copy (the page adds columns to the tables it gets)
+@st.cache_data(show_spinner=False, max_entries=64)
 def _on_node(root: str, op: str, sel: Selected, token_dims: int | None, kw: tuple) -> object:
     ws = workspace()
     _tid, rec = source.recipe(ws, sel, config(sel.run_id), token_dims,
@@ -110,8 +111,9 @@ def nbytes(sel: Selected) -> int:
     import re
 
     r = rows(sel.run_id, sel.step, f"^{re.escape(sel.module)}$", sel.io)
-    r = r[(r["idx"] == sel.idx) & r["part"].isna()]
-    return int(r["nbytes"].sum())
+    r = r[r["idx"] == sel.idx]
+    whole = r[r["part"].isna()]
+    return int((whole if not whole.empty else r)["nbytes"].sum())
 
 
 def _local(op: str, sel: Selected, token_dims: int, **kw) -> object:
