@@ -43,10 +43,10 @@ FAULT_LAYER = 1
 def make_dumps(root: Path, layers: int, tokens: int, decode: int) -> tuple[Path, Path, int, str]:
     cfg = S.SynthConfig(layers=layers, dense_layers=(), **QWEN3_30B)
     truth = S.make_truth(cfg, [tokens] + [1] * decode, seed=0, outlier=120.0)
-    bad = copy.deepcopy(truth)
+    a = S.write_msit(root / "a", cfg, truth, 2, dtype=torch.bfloat16)
+    bad = copy.deepcopy(truth)  # after A's write: it holds A's experts outputs, B splits them
     key = (0, f"model.layers.{min(FAULT_LAYER, layers - 1)}.self_attn.o_proj", "output", 0)
     bad[key] = bad[key] * np.float32(1.05)
-    a = S.write_msit(root / "a", cfg, truth, 2, dtype=torch.bfloat16)
     b = S.write_msit(root / "b", cfg, bad, 4, dtype=torch.bfloat16)
     size = sum(f.stat().st_size for d in (a, b) for f in d.rglob("*.pth"))
     return a, b, size, key[1]

@@ -136,20 +136,24 @@ def rank_tensors(cfg: SynthConfig, truth: Truth, tp: int, dtype: torch.dtype, se
     """Yield (step, module, io, idx, rank, tensor) for every rank's dumped tensor.
 
     FusedMoE outputs become random per-rank partial sums; their sum (in the dump's dtype) is then
-    recorded in ``truth`` as the experts' and the parent ``mlp``'s true output.
+    recorded in ``truth`` as the experts' and the parent ``mlp``'s true output. A truth that
+    already holds that output (written before, e.g. at another TP) is split into partial sums
+    of it instead, so two dumps of one truth agree there up to the dtype's rounding.
     """
     rng = np.random.default_rng(seed)
     partials: dict[tuple[int, str], list[np.ndarray]] = {}
+
+    def rounded(a: np.ndarray) -> np.ndarray:
+        return torch.from_numpy(a.astype(np.float32)).to(dtype).float().numpy()
+
     for step, module, io, idx in list(truth):
         if module.endswith(".mlp.experts"):
             t = truth[(step, module.rsplit(".", 1)[0], "input", 0)].shape[0]
-            ps = [
-                torch.from_numpy(rng.standard_normal((t, cfg.hidden)).astype(np.float32))
-                .to(dtype)
-                .float()
-                .numpy()
-                for _ in range(tp)
-            ]
+            given = truth[(step, module, io, idx)]
+            ps = [rounded(rng.standard_normal((t, cfg.hidden))) for _ in range(tp)]
+            if given is not None:
+                rest = np.sum(np.stack(ps[:-1]), axis=0, dtype=np.float32) if tp > 1 else 0.0
+                ps[-1] = rounded(given - rest)
             total = (
                 torch.from_numpy(np.sum(np.stack(ps), axis=0, dtype=np.float32))
                 .to(dtype)
