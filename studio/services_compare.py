@@ -15,10 +15,9 @@ def _root() -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=4, ttl=120)
 def _compare(root: str, a: str, b: str, steps: tuple | None, modules: str | None, thr):
-    from backend.compare.runs import compare_any
+    from backend.compare.runs import Options, compare_any
 
-    steps_ = list(steps) if steps is not None else None
-    return compare_any(workspace(), a, b, steps=steps_, modules=modules, threshold=thr)
+    return compare_any(workspace(), a, b, Options(steps, modules, thr))
 
 
 def compare(a: str, b: str, steps: list[int] | None, modules: str | None, threshold: float | None):

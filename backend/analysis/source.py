@@ -42,14 +42,12 @@ def check_regex(pattern: str) -> str:
 
 def run_config(ws: Workspace, run_id: str) -> dict:
     """The run's model config (config.json found with the dump), or {}."""
-    from backend.dumps.query import list_runs
-
-    runs = list_runs(ws)
-    row = runs[runs["run_id"] == run_id]
-    if row.empty:
+    sql = "SELECT model_config FROM dump_runs WHERE run_id = ?"  # one row, not list_runs' counts
+    row = ws.cursor().execute(sql, [run_id]).fetchone()
+    if row is None:
         raise StudioError(f"no dump run {run_id!r} in this workspace")
-    raw = row.iloc[0]["model_config"]
-    if raw is None or (isinstance(raw, float) and np.isnan(raw)):
+    raw = row[0]
+    if raw is None:
         return {}
     return json.loads(raw) if isinstance(raw, str) else dict(raw)
 

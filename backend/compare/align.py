@@ -7,6 +7,7 @@ compared, e.g. Hugging Face ``k_proj``'s input is ``q_proj``'s). Nothing is drop
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -14,7 +15,6 @@ import pandas as pd
 
 from backend.analysis import parts, source
 from backend.compare import align_rules as R
-from backend.dumps import query
 from backend.dumps.axis import matrix_shape
 from backend.errors import InputError, StudioError
 from backend.workspace import Workspace
@@ -73,6 +73,7 @@ class Alignment:
     pairs: list[Pair] = field(default_factory=list)
     unaligned: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    configs: tuple[dict, dict] = ({}, {})  # the runs' config.json (splitting fused parts)
 
     def unaligned_frame(self) -> pd.DataFrame:
         cols = ["run", "step", "module", "io", "index", "part", "reason"]
@@ -130,23 +131,70 @@ def _none(v: object) -> object:
     return None if v is None or (isinstance(v, float) and v != v) else v
 
 
+@dataclass
+class _Catalog:
+    """What alignment needs of one run, read in a few queries (not a few per step)."""
+
+    config: dict
+    format: str
+    steps: list[int]
+    modules: list[str]
+    stitched: dict[int, list[tuple]]  # step -> rows of _CATALOG_COLS, find_tensors' order
+    not_stitched: dict[int, list[tuple]]  # step -> (module, io, idx, verdict, detail)
+
+
+_CATALOG_COLS = "tensor_id, module, io, idx, arg_name, part, shape, dtype, call_index, token_dims"
+_Row = tuple  # one row of _CATALOG_COLS
+
+
+def _catalog(ws: Workspace, run_id: str) -> _Catalog:
+    cur = ws.cursor()
+    meta = cur.execute(
+        "SELECT format, model_config FROM dump_runs WHERE run_id = ?", [run_id]
+    ).fetchone()
+    if meta is None:
+        raise StudioError(f"no dump run {run_id!r} in this workspace")
+    fmt, raw = meta
+    config = json.loads(raw) if isinstance(raw, str) else dict(raw) if raw else {}
+    sm = cur.execute(
+        "SELECT step, list(DISTINCT module) FROM dump_tensors WHERE run_id = ? GROUP BY step "
+        "ORDER BY step",
+        [run_id],
+    ).fetchall()
+    stitched: dict[int, list[tuple]] = {}
+    rows = cur.execute(
+        f"SELECT step, {_CATALOG_COLS} FROM dump_tensors LEFT JOIN dump_axes USING (tensor_id) "  # noqa: S608 - constant columns
+        "WHERE run_id = ? AND rank IS NULL "
+        "ORDER BY step, layer NULLS FIRST, module, io, idx, part NULLS FIRST",  # find_tensors'
+        [run_id],
+    ).fetchall()
+    for r in rows:
+        stitched.setdefault(int(r[0]), []).append(r[1:])
+    bad: dict[int, list[tuple]] = {}
+    for r in cur.execute(
+        "SELECT step, module, io, idx, verdict, detail FROM dump_stitch_report "
+        "WHERE run_id = ? AND verdict IN ('failed', 'unknown') ORDER BY step, module, io, idx",
+        [run_id],
+    ).fetchall():
+        bad.setdefault(int(r[0]), []).append(r[1:])
+    modules = sorted({m for _s, ms in sm for m in ms})
+    return _Catalog(config, str(fmt), [int(r[0]) for r in sm], modules, stitched, bad)
+
+
 def entries(
-    ws: Workspace, run_id: str, step: int, config: dict
+    ws: Workspace, run_id: str, step: int, config: dict, rows: list[_Row]
 ) -> tuple[dict[Key, Ref], list[str]]:
-    """Canonical key -> Ref for one step of a run, and notes on duplicates."""
-    rows = source.tensors(ws, run_id, step=step)
-    axes = query.axes(ws, run_id)
-    dims = dict(zip(axes["tensor_id"].astype(int), axes["token_dims"].astype(int), strict=True))
+    """Canonical key -> Ref for one step of a run (its catalog ``rows``), and notes on
+    duplicates."""
     out: dict[Key, Ref] = {}
     notes: list[str] = []
-    for r in rows.itertuples(index=False):
-        tid = int(r.tensor_id)
-        if tid not in dims:
+    for tid, module, io, idx, arg, part, shape, dtype, call, dims in rows:
+        tid, idx = int(tid), int(idx)
+        if dims is None:
             from backend.dumps import axis_store
 
-            dims[tid] = axis_store.get(ws, tid).token_dims
-        module, io, idx = r.module, r.io, int(r.idx)
-        arg, part = _none(r.arg_name), _none(r.part)
+            dims = axis_store.get(ws, tid).token_dims
+        arg, part = _none(arg), _none(part)
         canon = canonical(module)
         parent, _, leaf = canon.rpartition(".")
         if leaf in R.SPLIT_TO_FUSED:
@@ -158,10 +206,10 @@ def entries(
                 notes.append(f"{run_id}: {module} {io}_{idx} is the same tensor as {alias}'s "
                              f"(compared once, as {canon} input)")  # fmt: skip
                 continue
-        shape = [int(s) for s in r.shape]
-        k = min(dims[tid], len(shape))
-        key: Key = (canon, io, _index_key(leaf, io, idx, arg), part, int(r.call_index or 0))
-        ref = Ref(run_id, step, tid, module, io, idx, arg, part, False, k, str(r.dtype),
+        shape = [int(s) for s in shape]
+        k = min(int(dims), len(shape))
+        key: Key = (canon, io, _index_key(leaf, io, idx, arg), part, int(call or 0))
+        ref = Ref(run_id, step, tid, module, io, idx, arg, part, False, k, str(dtype),
                   matrix_shape(shape, k))  # fmt: skip
         if key in out and out[key].split:
             out[key] = ref  # a stored part wins over the same part split here
@@ -181,7 +229,7 @@ def entries(
                 if pk not in out:
                     t, _c = matrix_shape(shape, k)
                     out[pk] = Ref(run_id, step, tid, module, io, idx, arg, p, True, k,
-                                  str(r.dtype), (t, (hi - lo) * _c // shape[-1]))  # fmt: skip
+                                  str(dtype), (t, (hi - lo) * _c // shape[-1]))  # fmt: skip
     return out, notes
 
 
@@ -245,17 +293,12 @@ def _pair_step(al: Alignment, sa: int, sb: int, ea: dict, eb: dict, rx) -> None:
         al.pairs.append(Pair((sa, *order_key(key)), key, a, b))
 
 
-def _not_stitched(al: Alignment, ws: Workspace, side: str, run_id: str, step: int) -> None:
-    for r in source.not_stitched(ws, run_id, step=step).itertuples(index=False):
+def _not_stitched(al: Alignment, side: str, cat: _Catalog, step: int) -> None:
+    for module, io, idx, verdict, detail in cat.not_stitched.get(step, []):
         al.unaligned.append({
-            "run": side, "step": step, "module": r.module, "io": r.io, "index": int(r.idx),
-            "part": None, "reason": f"stitch {r.verdict}: no true tensor ({r.detail})",
+            "run": side, "step": step, "module": module, "io": io, "index": int(idx),
+            "part": None, "reason": f"stitch {verdict}: no true tensor ({detail})",
         })  # fmt: skip
-
-
-def _modules(ws: Workspace, run_id: str) -> list[str]:
-    sql = "SELECT DISTINCT module FROM dump_tensors WHERE run_id = ?"
-    return [r[0] for r in ws.cursor().execute(sql, [run_id]).fetchall()]
 
 
 def align(
@@ -269,8 +312,8 @@ def align(
     """Pair the stitched tensors of two runs. ``steps``: positions in each run's step list
     (0 = first step, the prefill); ``modules``: regex searched in either run's module name."""
     rx = re.compile(source.check_regex(modules)) if modules else None
-    cfg_a, cfg_b = source.run_config(ws, run_a), source.run_config(ws, run_b)
-    steps_a, steps_b = query.steps(ws, run_a), query.steps(ws, run_b)
+    cat_a, cat_b = _catalog(ws, run_a), _catalog(ws, run_b)
+    steps_a, steps_b = cat_a.steps, cat_b.steps
     if not steps_a or not steps_b:
         empty = run_a if not steps_a else run_b
         raise StudioError(f"run {empty} has no tensors (a statistics-only dump compares by "
@@ -283,8 +326,9 @@ def align(
     al = Alignment(
         run_a,
         run_b,
-        (convention(_modules(ws, run_a)), convention(_modules(ws, run_b))),
-        (str(query.run_info(ws, run_a)["format"]), str(query.run_info(ws, run_b)["format"])),
+        (convention(cat_a.modules), convention(cat_b.modules)),
+        (cat_a.format, cat_b.format),
+        configs=(cat_a.config, cat_b.config),
     )
     for pos in sorted(wanted):
         if pos >= len(steps_a) or pos >= len(steps_b):
@@ -295,11 +339,11 @@ def align(
                                            f"run {side}"})  # fmt: skip
             continue
         sa, sb = steps_a[pos], steps_b[pos]
-        ea, na = entries(ws, run_a, sa, cfg_a)
-        eb, nb = entries(ws, run_b, sb, cfg_b)
+        ea, na = entries(ws, run_a, sa, cat_a.config, cat_a.stitched.get(sa, []))
+        eb, nb = entries(ws, run_b, sb, cat_b.config, cat_b.stitched.get(sb, []))
         al.notes += na + nb
         _pair_step(al, pos, sb, ea, eb, rx)
-        _not_stitched(al, ws, "A", run_a, sa)
-        _not_stitched(al, ws, "B", run_b, sb)
+        _not_stitched(al, "A", cat_a, sa)
+        _not_stitched(al, "B", cat_b, sb)
     al.pairs.sort(key=lambda p: p.order)
     return al

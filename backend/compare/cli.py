@@ -97,16 +97,14 @@ def _print(res, top: int) -> None:  # noqa: ANN001 - a CompareResult or StatsRes
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from backend.compare.runs import compare_any
+    from backend.compare.runs import Options, compare_any
     from backend.workspace import open_workspace
 
-    steps = parse_steps(args.steps)
-    if args.threshold is not None and not args.threshold >= 0:
-        raise InputError(f"--threshold {args.threshold}", "must be a number >= 0")
+    opts = Options(parse_steps(args.steps), args.modules, args.threshold)  # checked here, early
     ws = open_workspace(args.workspace, read_only=True)  # stored runs: also while the studio runs
     try:
         a, b = resolve_run(ws, args.run_a), resolve_run(ws, args.run_b)
-        res = compare_any(ws, a, b, steps=steps, modules=args.modules, threshold=args.threshold)
+        res = compare_any(ws, a, b, opts)
     finally:
         ws.close()
     if args.json:

@@ -1,8 +1,10 @@
 """Comparison metrics of two aligned ``[tokens, channels]`` tensors, per token and whole.
 
-A is the reference (relative errors divide by |A|), B the run under test. Computed in float64
-(vectorised torch over blocks of tokens; every dot product of a token from one batched 3x3 Gram
-matrix of x, y and y - x; one intra-op thread, see ``THREADS``):
+A is the reference (relative errors divide by |A|), B the run under test. Float tensors are
+measured in ONE fused pass per pair (``backend/compare/kernel.py``, numba): the stored dtype is
+read directly (bf16, fp16, float32, float64; other float dtypes are first cast to float32) and
+every per-token sum is accumulated in float64; the whole-tensor values come from the per-token
+ones. Blocks of tokens run on ``WORKERS`` threads (the kernel releases the GIL).
 
 - msprobe's: cosine similarity, Euclidean distance ||B - A||, max |B - A|, max |B - A| / |A|,
   share of elements with relative error <= 0.1 % and <= 0.5 % ("one / five thousandth").
@@ -11,14 +13,18 @@ matrix of x, y and y - x; one intra-op thread, see ``THREADS``):
   (the subtraction form cancels to zero below ~1e-16).
 
 Conventions at zero: both vectors zero -> cosine 1, rel_diff 0; one zero -> cosine 0. A relative
-error divides by max(|A|, 1e-12) (so 0 vs 0 counts as within tolerance). Integer tensors (token
-ids, top-k ids) get ``mismatch``, the share of elements that differ, and NaN elsewhere.
+error divides by max(|A|, 1e-12) (so 0 vs 0 counts as within tolerance). A NaN (or inf - inf)
+anywhere makes the sums, cosine, rel_diff and the maxima NaN. Integer tensors (token ids, top-k
+ids) get ``mismatch``, the share of elements that differ, and NaN elsewhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,10 +35,18 @@ METRICS = (
     "rel_diff", "mismatch",
 )  # fmt: skip
 
-
-# Intra-op threads while comparing: each pass is a few MB of memory-bound work, where OpenMP's
-# wake-up and hand-off cost more than a second core gives (measured, docs/PERFORMANCE.md).
+# Kernel threads: one per core this process may use (the kernel is memory- and ALU-bound, one
+# thread per core is what helps), at most 8.
+WORKERS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
+# Elements per kernel task: big enough that the Python hand-off (~20 us) is noise, small
+# enough that the last tasks of a run keep every thread busy.
+TASK = 1 << 19
+# Intra-op threads torch may use for what stays in torch while comparing (integer tensors,
+# splitting fused parts, casting fp8): a few small ops, where OpenMP's wake-up costs more
+# than a second core gives (measured, docs/PERFORMANCE.md).
 THREADS = 1
+
+_CODES = {torch.float64: 0, torch.float32: 1, torch.bfloat16: 2, torch.float16: 3}
 
 
 @contextmanager
@@ -46,79 +60,136 @@ def threads(n: int = THREADS) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _cos(sxy: torch.Tensor, sxx: torch.Tensor, syy: torch.Tensor) -> torch.Tensor:
-    den = torch.sqrt(sxx * syy)
-    out = torch.where(den > 0, sxy / torch.where(den > 0, den, 1.0), 0.0)
-    return torch.where((sxx == 0) & (syy == 0), 1.0, out)
+def warm() -> None:
+    """Compile (or load from numba's disk cache) the kernel now, not on a user's first compare:
+    seconds the first time on a machine, milliseconds after (docs/PERFORMANCE.md)."""
+    compare(torch.ones(1, 1, dtype=torch.bfloat16), torch.ones(1, 1))
 
 
-def _rel_diff(sdd: torch.Tensor, sxx: torch.Tensor, syy: torch.Tensor) -> torch.Tensor:
-    den = sxx + syy
-    return torch.where(den > 0, sdd / torch.where(den > 0, den, 1.0), 0.0)
+_EMPTY = {d: np.empty(0, d) for d in (np.uint16, np.float32, np.float64)}
+for _e in _EMPTY.values():
+    _e.flags.writeable = False
 
 
-# Elements per block (32 tokens of a 2048-wide hidden state): a block's float64 planes (512 KiB
-# each) stay in the CPU cache between the passes over it.
-BLOCK = 1 << 16
+@dataclass
+class _Side:
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray]  # (u16, f32, f64): the kernel's view
+    code: int
+    stride: int  # elements between rows
+    keep: torch.Tensor  # the tensor the view reads (a memory map stays open)
 
 
-def _block(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    """Per-row sums and extremes of one block of tokens, in float64, in few passes: x, y and
-    d = y - x as three planes of one buffer, every dot product of a row from one batched matmul
-    (the 3x3 Gram matrix of its x, y, d), then the absolute and relative errors in place."""
-    r, c = x.shape
-    buf = torch.empty(3, r, c, dtype=torch.float64)
-    px, py, pd = buf
-    px.copy_(x), py.copy_(y)
-    torch.sub(py, px, out=pd)
-    rows = buf.transpose(0, 1)  # [r, 3, c]
-    g = torch.bmm(rows, rows.transpose(1, 2))  # [r, 3, 3]: x.x, x.y, ... d.d
-    ad = pd.abs_()
-    rel = torch.div(ad, px.abs_().clamp_min_(REL_EPS), out=py)  # x, y are not needed any more
-    count = torch.int32
-    return [g[:, 0, 1], g[:, 0, 0], g[:, 1, 1], g[:, 2, 2], ad.amax(1), rel.amax(1),
-            (rel <= 1e-3).sum(1, dtype=count), (rel <= 5e-3).sum(1, dtype=count)]  # fmt: skip
+def _side(t: torch.Tensor) -> _Side:
+    """The kernel's view of a 2-D float tensor: its elements from row 0 on as one read-only
+    1-D array (bf16/fp16 as uint16 bits), its dtype code and its row stride."""
+    if t.dtype not in _CODES:
+        t = t.float()  # fp8 and friends: exact in float32
+    if t.stride(1) != 1 or t.stride(0) < 0:
+        t = t.contiguous()
+    raw = t.view(torch.int16).numpy().view(np.uint16) if t.element_size() == 2 else t.numpy()
+    rows, c = t.shape  # both > 0 here
+    flat = np.lib.stride_tricks.as_strided(
+        raw, shape=((rows - 1) * t.stride(0) + c,), strides=(raw.itemsize,), writeable=False
+    )
+    arrays = tuple(flat if flat.dtype == d else e for d, e in _EMPTY.items())
+    return _Side(arrays, _CODES[t.dtype], t.stride(0), t)
+
+
+def _finish(out: np.ndarray, c: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The metrics from the kernel's per-token fields (kernel.FIELDS)."""
+    sxy, sxx, syy, sdd, mabs, mrel, w1, w5 = out.T
+    t = len(out)
+    tok = {
+        "cosine": _cos(sxy, sxx, syy), "euclidean": np.sqrt(sdd), "max_abs_error": mabs,
+        "max_rel_error": mrel, "within_0_1pct": w1 / c, "within_0_5pct": w5 / c,
+        "rel_diff": _rel_diff(sdd, sxx, syy), "mismatch": np.full(t, np.nan),
+    }  # fmt: skip
+    SXY, SXX, SYY, SDD = (np.array([s.sum()]) for s in (sxy, sxx, syy, sdd))  # noqa: N806
+    n = t * c
+    whole = {
+        "cosine": float(_cos(SXY, SXX, SYY)[0]), "euclidean": float(np.sqrt(SDD[0])),
+        "max_abs_error": float(mabs.max()), "max_rel_error": float(mrel.max()),
+        "within_0_1pct": float(w1.sum() / n), "within_0_5pct": float(w5.sum() / n),
+        "rel_diff": float(_rel_diff(SDD, SXX, SYY)[0]), "mismatch": float("nan"),
+    }  # fmt: skip
+    return whole, tok
+
+
+def _cos(sxy: np.ndarray, sxx: np.ndarray, syy: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        den = np.sqrt(sxx * syy)
+        out = np.where(den > 0, sxy / np.where(den > 0, den, 1.0), 0.0)
+    out = np.where((sxx == 0) & (syy == 0), 1.0, out)
+    return np.where(np.isnan(sxy) | np.isnan(den), np.nan, out)
+
+
+def _rel_diff(sdd: np.ndarray, sxx: np.ndarray, syy: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = sxx + syy
+        out = np.where(den > 0, sdd / np.where(den > 0, den, 1.0), 0.0)
+    return np.where(np.isnan(sdd) | np.isnan(den), np.nan, out)
+
+
+def _integer(a: torch.Tensor, b: torch.Tensor) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    t, c = a.shape
+    nan_t = np.full(t, np.nan)
+    neq = (a.to(torch.int64) != b.to(torch.int64)).double()
+    tok = {m: nan_t for m in METRICS}
+    tok["mismatch"] = neq.mean(1).numpy() if c else nan_t
+    whole = {m: float("nan") for m in METRICS}
+    whole["mismatch"] = float(neq.mean()) if neq.numel() else float("nan")
+    return whole, tok
+
+
+@dataclass
+class _Job:
+    x: _Side | None = None
+    y: _Side | None = None
+    out: np.ndarray | None = None
+    c: int = 0
+    done: tuple | None = None  # the result, for pairs measured without the kernel
+
+
+def _check(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape or a.dim() != 2:
+        raise ValueError(f"need two [tokens, channels] tensors of one shape: {a.shape} {b.shape}")
+
+
+def compare_all(
+    pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], workers: int | None = None
+) -> list[tuple[dict[str, float], dict[str, np.ndarray]]]:
+    """``compare`` of every pair; the pairs are taken (loaded) one by one while worker
+    threads measure the ones before, in blocks of tokens."""
+    from backend.compare import kernel
+
+    jobs: list[_Job] = []
+    futures: list[Future] = []
+    with ThreadPoolExecutor(max_workers=workers or WORKERS) as pool:
+        for a, b in pairs:
+            _check(a, b)
+            t, c = a.shape
+            if not (a.is_floating_point() and b.is_floating_point()):
+                jobs.append(_Job(done=_integer(a, b)))
+                continue
+            if t == 0 or c == 0:
+                nan_t = np.full(t, np.nan)
+                jobs.append(_Job(done=({m: float("nan") for m in METRICS},
+                                       {m: nan_t for m in METRICS})))  # fmt: skip
+                continue
+            job = _Job(_side(a), _side(b), np.empty((t, len(kernel.FIELDS))), c)
+            jobs.append(job)
+            step = max(1, TASK // c)
+            for r0 in range(0, t, step):
+                x, y = job.x, job.y
+                futures.append(pool.submit(
+                    kernel.rows, x.arrays, y.arrays, x.code, y.code, x.stride, y.stride, c, r0,
+                    min(t, r0 + step), kernel.F16_TABLE, job.out,
+                ))  # fmt: skip
+        for f in futures:
+            f.result()  # raises a worker's error here
+    return [j.done if j.done is not None else _finish(j.out, j.c) for j in jobs]
 
 
 def compare(a: torch.Tensor, b: torch.Tensor) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """``(whole, per_token)``: each metric over all elements, and one value per token (row)."""
-    if a.shape != b.shape or a.dim() != 2:
-        raise ValueError(f"need two [tokens, channels] tensors of one shape: {a.shape} {b.shape}")
-    t, c = a.shape
-    nan_t = np.full(t, np.nan)
-    if not (a.is_floating_point() and b.is_floating_point()):
-        neq = (a.to(torch.int64) != b.to(torch.int64)).double()
-        tok = {m: nan_t for m in METRICS}
-        tok["mismatch"] = neq.mean(1).numpy() if c else nan_t
-        whole = {m: float("nan") for m in METRICS}
-        whole["mismatch"] = float(neq.mean()) if neq.numel() else float("nan")
-        return whole, tok
-    if t == 0 or c == 0:
-        return {m: float("nan") for m in METRICS}, {m: nan_t for m in METRICS}
-    rows = max(1, BLOCK // c)
-    blocks = [_block(a[i : i + rows], b[i : i + rows]) for i in range(0, t, rows)]
-    sxy, sxx, syy, sdd, mabs, mrel, w1, w5 = (torch.cat(v) for v in zip(*blocks, strict=True))
-    w1, w5 = w1.double(), w5.double()
-    tok = {
-        "cosine": _cos(sxy, sxx, syy).numpy(),
-        "euclidean": torch.sqrt(sdd).numpy(),
-        "max_abs_error": mabs.numpy(),
-        "max_rel_error": mrel.numpy(),
-        "within_0_1pct": (w1 / c).numpy(),
-        "within_0_5pct": (w5 / c).numpy(),
-        "rel_diff": _rel_diff(sdd, sxx, syy).numpy(),
-        "mismatch": nan_t,
-    }
-    n = t * c
-    SXY, SXX, SYY, SDD = (s.sum().reshape(1) for s in (sxy, sxx, syy, sdd))  # noqa: N806
-    whole = {
-        "cosine": float(_cos(SXY, SXX, SYY)[0]),
-        "euclidean": float(torch.sqrt(SDD)[0]),
-        "max_abs_error": float(mabs.max()),
-        "max_rel_error": float(mrel.max()),
-        "within_0_1pct": float(w1.sum() / n),
-        "within_0_5pct": float(w5.sum() / n),
-        "rel_diff": float(_rel_diff(SDD, SXX, SYY)[0]),
-        "mismatch": float("nan"),
-    }
-    return whole, tok
+    return compare_all([(a, b)])[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,7 @@ from backend.compare.align import Alignment, Pair, Ref, align
 from backend.dumps.axis import to_matrix
 from backend.dumps.formats.common import load_source
 from backend.dumps.query import load_tensor
+from backend.errors import InputError
 from backend.workspace import Workspace
 
 
@@ -166,57 +168,78 @@ def _row(p: Pair, whole: dict[str, float]) -> dict:
 
 
 def measure(ws: Workspace, al: Alignment) -> tuple[pd.DataFrame, dict[int, dict]]:
-    split = any(r.split for p in al.pairs for r in (p.a, p.b))  # else the configs go unused
-    cfg = {r: source.run_config(ws, r) if split else {} for r in (al.run_a, al.run_b)}
-    rows, tok = [], {}
+    cfg = dict(zip((al.run_a, al.run_b), al.configs, strict=True))
     where = locations(ws, sorted({r.tensor_id for p in al.pairs for r in (p.a, p.b)}))
+
+    def load() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for p in al.pairs:  # loaded here while the kernel threads measure the pairs before
+            yield (load_matrix(ws, p.a, cfg[al.run_a], where),
+                   load_matrix(ws, p.b, cfg[al.run_b], where))  # fmt: skip
+
     with metrics.threads():
-        for i, p in enumerate(al.pairs):
-            x = load_matrix(ws, p.a, cfg[al.run_a], where)
-            y = load_matrix(ws, p.b, cfg[al.run_b], where)
-            whole, tok[i] = metrics.compare(x, y)
-            rows.append(_row(p, whole))
+        results = metrics.compare_all(load())
+    rows = [_row(p, whole) for p, (whole, _tok) in zip(al.pairs, results, strict=True)]
+    tok = {i: r[1] for i, r in enumerate(results)}
     cols = list(_row(al.pairs[0], dict.fromkeys(metrics.METRICS, 0.0))) if al.pairs else []
     return pd.DataFrame(rows, columns=cols or None), tok
 
 
+@dataclass(frozen=True)
+class Options:
+    """What to compare and how strictly: the same for tensors and statistics, ``studio
+    compare``'s flags and the Compare page's inputs. ``steps``: step positions (0 = each run's
+    first step); ``modules``: a regex searched in either run's module name; ``threshold``: the
+    rel_diff above which a tensor diverges (None: by dtype pair, divergence.THRESHOLDS)."""
+
+    steps: tuple[int, ...] | None = None
+    modules: str | None = None
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is not None:
+            object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
+        if self.modules:
+            source.check_regex(self.modules)
+        if self.threshold is not None and not self.threshold >= 0:
+            raise InputError(f"--threshold {self.threshold}", "must be a number >= 0")
+
+    @classmethod
+    def of(cls, options: Options | None, kw: dict) -> Options:
+        """``options``, or one made of keywords (``steps=``, ``modules=``, ``threshold=``)."""
+        if options is not None and kw:
+            raise TypeError("pass Options or keywords, not both")
+        return options if options is not None else cls(**kw)
+
+
 def compare_runs(
-    ws: Workspace,
-    run_a: str,
-    run_b: str,
-    *,
-    steps: list[int] | None = None,
-    modules: str | None = None,
-    threshold: float | None = None,
+    ws: Workspace, run_a: str, run_b: str, options: Options | None = None, **kw: object
 ) -> CompareResult:
-    """Compare run B against run A (the reference) tensor by tensor."""
-    al = align(ws, run_a, run_b, steps=steps, modules=modules)
+    """Compare run B against run A (the reference) tensor by tensor; ``options`` or its fields
+    as keywords."""
+    o = Options.of(options, kw)
+    steps = list(o.steps) if o.steps is not None else None
+    al = align(ws, run_a, run_b, steps=steps, modules=o.modules)
     table, tok = measure(ws, al)
     if table.empty:
         table = pd.DataFrame(columns=["step", "label", "canonical", "module_a", "module_b", "io",
                                       "index", "part", "dtype_a", "dtype_b", "rel_diff",
                                       "threshold", "diverged"])  # fmt: skip
     else:
-        table = divergence.mark(table, threshold)
+        table = divergence.mark(table, o.threshold)
     first = divergence.first_divergence(table, tok) if len(table) else None
     ranked = divergence.contributions(table) if len(table) else pd.DataFrame()
     return CompareResult(run_a, run_b, al.conventions, al.pairs, table, tok, first, ranked,
-                         al.unaligned_frame(), al.notes, threshold)  # fmt: skip
+                         al.unaligned_frame(), al.notes, o.threshold)  # fmt: skip
 
 
 def compare_any(
-    ws: Workspace,
-    run_a: str,
-    run_b: str,
-    *,
-    steps: list[int] | None = None,
-    modules: str | None = None,
-    threshold: float | None = None,
-):  # -> CompareResult | StatsResult
+    ws: Workspace, run_a: str, run_b: str, options: Options | None = None, **kw: object
+):  # noqa: ANN201 - CompareResult | StatsResult
     """Tensors when both runs hold them, else statistic deltas (backend/compare/stats.py)."""
     from backend.compare import stats
 
+    o = Options.of(options, kw)
     if stats.stats_only(ws, run_a) or stats.stats_only(ws, run_b):
-        return stats.compare_stats(ws, run_a, run_b, steps=steps, modules=modules,
-                                   threshold=threshold)  # fmt: skip
-    return compare_runs(ws, run_a, run_b, steps=steps, modules=modules, threshold=threshold)
+        return stats.compare_stats(ws, run_a, run_b, steps=o.steps, modules=o.modules,
+                                   threshold=o.threshold)  # fmt: skip
+    return compare_runs(ws, run_a, run_b, o)
