@@ -41,13 +41,25 @@ def threshold(dtype_a: str, dtype_b: str, override: float | None = None) -> floa
 
 def mark(table: pd.DataFrame, override: float | None = None) -> pd.DataFrame:
     """Adds ``threshold`` and ``diverged`` (integer tensors never diverge by rel_diff: their
-    ``mismatch`` is reported, routing flips included, but does not decide)."""
+    ``mismatch`` is reported, routing flips included, but does not decide). A float pair whose
+    rel_diff is NaN holds a NaN or an inf (an fp16 overflow): diverged."""
     t = table.copy()
     t["threshold"] = [
         threshold(a, b, override) for a, b in zip(t["dtype_a"], t["dtype_b"], strict=True)
     ]
-    t["diverged"] = t["rel_diff"].notna() & (t["rel_diff"] > t["threshold"])
+    t["diverged"] = (t["rel_diff"] > t["threshold"]) | nonfinite(t)
     return t
+
+
+def nonfinite(table: pd.DataFrame) -> pd.Series:
+    """Float pairs with elements whose rel_diff is NaN (a NaN or inf in either tensor)."""
+    filled = (table["tokens"] > 0) & (table["channels"] > 0) if "tokens" in table else True
+    return table["rel_diff"].isna() & table["mismatch"].isna() & filled
+
+
+def over(rd: np.ndarray, limit: float) -> np.ndarray:
+    """Tokens over the threshold: rel_diff above it, or NaN (a NaN or inf in the token)."""
+    return (rd > limit) | np.isnan(rd)
 
 
 def first_divergence(
@@ -60,7 +72,7 @@ def first_divergence(
         return None
     row = hit.iloc[0]
     rd = per_token[int(row.name)]["rel_diff"]
-    over = np.flatnonzero(rd > row["threshold"])
+    hits = np.flatnonzero(over(rd, row["threshold"]))
     return {
         "row": int(row.name),
         "step": int(row["step"]),
@@ -75,8 +87,8 @@ def first_divergence(
         "rel_diff": float(row["rel_diff"]),
         "cosine": float(row["cosine"]),
         "threshold": float(row["threshold"]),
-        "first_token": int(over[0]) if over.size else None,
-        "tokens_over": int(over.size),
+        "first_token": int(hits[0]) if hits.size else None,
+        "tokens_over": int(hits.size),
     }
 
 

@@ -96,7 +96,7 @@ class CompareResult:
     def heatmap(self, step: int, metric: str = "rel_diff", io: str = "output") -> pd.DataFrame:
         """Tensor x token matrix of a per-token metric for one step position (forward order)."""
         sub = self.table[(self.table["step"] == step) & (self.table["io"] == io)]
-        sub = sub[sub["rel_diff"].notna()]
+        sub = sub[sub["rel_diff"].notna() | divergence.nonfinite(sub)]  # NaN tokens stay blank
         rows = {r.label: self.per_token[int(i)][metric] for i, r in sub.iterrows()}
         if not rows:
             return pd.DataFrame()
@@ -108,13 +108,14 @@ class CompareResult:
 
     def token_first(self, step: int) -> list[str | None]:
         """For each token of a step, the first tensor where it crosses its threshold."""
-        sub = self.table[(self.table["step"] == step) & self.table["rel_diff"].notna()]
+        tab = self.table
+        sub = tab[(tab["step"] == step) & (tab["rel_diff"].notna() | divergence.nonfinite(tab))]
         first: list[str | None] = []
         for i, r in sub.iterrows():
             rd = self.per_token[int(i)]["rel_diff"]
             if len(first) < len(rd):
                 first += [None] * (len(rd) - len(first))
-            for t in np.flatnonzero(rd > r["threshold"]):
+            for t in np.flatnonzero(divergence.over(rd, r["threshold"])):
                 if first[t] is None:
                     first[t] = r["label"]
         return first

@@ -139,3 +139,44 @@ def test_batched_locations_load_what_load_tensor_loads(planted, workspace) -> No
     left = locations(workspace, ids)
     assert left and all(i in where for i in left)
     assert not {p.a.tensor_id for p in al.pairs} & set(left)
+
+
+def test_an_inf_in_run_b_is_a_divergence_at_its_token(tmp_path: Path, workspace) -> None:
+    # an fp16-style overflow: one element of one token is inf in B. Its rel_diff is NaN (inf /
+    # inf), which must count as diverged (it used to read as 0, "agree"), at that token.
+    cfg = S.SynthConfig(layers=2, dense_layers=(0, 1))
+    truth = S.make_truth(cfg, [5], seed=4)
+    bad = copy.deepcopy(truth)
+    bad[FAULT][3, 7] = np.inf
+    a = ingest_dump(workspace, S.write_msit(tmp_path / "a", cfg, truth, 1))
+    b = ingest_dump(workspace, S.write_msit(tmp_path / "b", cfg, bad, 1))
+    res = compare_runs(workspace, a, b, steps=[0], threshold=1e-9)
+    f = res.first
+    assert (f["module"], f["io"], f["first_token"], f["tokens_over"]) == (FAULT[1], "output", 3, 1)
+    assert np.isnan(f["rel_diff"])
+    row = res.table.loc[f["row"]]
+    assert row["max_abs_error"] == np.inf and row["diverged"]
+    assert res.token_first(0)[3] == f["label"]
+    assert f["label"] in res.heatmap(0).index
+    assert int(res.table["diverged"].sum()) == 1
+
+
+def test_options_are_the_keywords(planted, workspace) -> None:
+    from backend.compare.runs import Options, compare_any
+    from backend.errors import InputError
+
+    a, b, *_ = planted
+    kw = {"steps": [0], "modules": r"layers\.1\.", "threshold": 1e-6}
+    by_kw = compare_runs(workspace, a, b, **kw)
+    by_opts = compare_any(workspace, a, b, Options(**kw))
+    assert by_opts.first["label"] == by_kw.first["label"] and len(by_kw.table) == len(by_opts.table)
+    assert (
+        set(by_kw.table["step"]) == {0} and by_kw.table["module_a"].str.contains("layers.1.").all()
+    )
+    assert (by_kw.table["threshold"] == 1e-6).all()
+    with pytest.raises(TypeError):
+        compare_runs(workspace, a, b, Options(), steps=[0])
+    with pytest.raises(InputError, match="threshold"):
+        Options(threshold=-1.0)
+    with pytest.raises(InputError, match="regex"):
+        Options(modules="(")
