@@ -21,7 +21,7 @@ ids) get ``mismatch``, the share of elements that differ, and NaN elsewhere.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -141,55 +141,60 @@ def _integer(a: torch.Tensor, b: torch.Tensor) -> tuple[dict[str, float], dict[s
     return whole, tok
 
 
-@dataclass
-class _Job:
-    x: _Side | None = None
-    y: _Side | None = None
-    out: np.ndarray | None = None
-    c: int = 0
-    done: tuple | None = None  # the result, for pairs measured without the kernel
-
-
 def _check(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape or a.dim() != 2:
         raise ValueError(f"need two [tokens, channels] tensors of one shape: {a.shape} {b.shape}")
 
 
-def compare_all(
-    pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], workers: int | None = None
-) -> list[tuple[dict[str, float], dict[str, np.ndarray]]]:
-    """``compare`` of every pair; the pairs are taken (loaded) one by one while worker
-    threads measure the ones before, in blocks of tokens."""
+Loader = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+Result = tuple[dict[str, float], dict[str, np.ndarray]]
+
+
+def compare_all(loaders: Sequence[Loader], workers: int | None = None) -> list[Result]:
+    """``compare`` of every pair ``loader()`` returns, in order. Worker threads load the pairs
+    (file opens and memory maps release the GIL) and measure them in blocks of ``TASK``
+    elements: a pair's first block on the thread that loaded it, the others queued for any."""
     from backend.compare import kernel
 
-    jobs: list[_Job] = []
-    futures: list[Future] = []
+    results: list[Result | None] = [None] * len(loaders)
+    blocks: list[tuple[int, Future]] = []  # (pair, block) of pairs split over threads
+    outs: dict[int, tuple[np.ndarray, int]] = {}
+
+    def pair(i: int, pool: ThreadPoolExecutor) -> None:
+        a, b = loaders[i]()
+        _check(a, b)
+        t, c = a.shape
+        if not (a.is_floating_point() and b.is_floating_point()):
+            results[i] = _integer(a, b)
+            return
+        if t == 0 or c == 0:
+            nan_t = np.full(t, np.nan)
+            results[i] = ({m: float("nan") for m in METRICS}, {m: nan_t for m in METRICS})
+            return
+        x, y = _side(a), _side(b)
+        out = np.empty((t, len(kernel.FIELDS)))
+        outs[i] = (out, c)
+        step = max(1, TASK // c)
+
+        def rows(r0: int) -> None:
+            kernel.rows(x.arrays, y.arrays, x.code, y.code, x.stride, y.stride, c, r0,
+                        min(t, r0 + step), kernel.F16_TABLE, out)  # fmt: skip
+
+        for r0 in range(step, t, step):
+            blocks.append((i, pool.submit(rows, r0)))
+        rows(0)
+
     with ThreadPoolExecutor(max_workers=workers or WORKERS) as pool:
-        for a, b in pairs:
-            _check(a, b)
-            t, c = a.shape
-            if not (a.is_floating_point() and b.is_floating_point()):
-                jobs.append(_Job(done=_integer(a, b)))
-                continue
-            if t == 0 or c == 0:
-                nan_t = np.full(t, np.nan)
-                jobs.append(_Job(done=({m: float("nan") for m in METRICS},
-                                       {m: nan_t for m in METRICS})))  # fmt: skip
-                continue
-            job = _Job(_side(a), _side(b), np.empty((t, len(kernel.FIELDS))), c)
-            jobs.append(job)
-            step = max(1, TASK // c)
-            for r0 in range(0, t, step):
-                x, y = job.x, job.y
-                futures.append(pool.submit(
-                    kernel.rows, x.arrays, y.arrays, x.code, y.code, x.stride, y.stride, c, r0,
-                    min(t, r0 + step), kernel.F16_TABLE, job.out,
-                ))  # fmt: skip
-        for f in futures:
-            f.result()  # raises a worker's error here
-    return [j.done if j.done is not None else _finish(j.out, j.c) for j in jobs]
+        pairs = [pool.submit(pair, i, pool) for i in range(len(loaders))]
+        for f in pairs:
+            f.result()  # a pair's error (a bad file, a shape mismatch) is raised here
+        for _i, f in blocks:  # complete: every pair task has queued its blocks by now
+            f.result()
+    for i, (out, c) in outs.items():
+        results[i] = _finish(out, c)
+    return results  # type: ignore[return-value] - every slot is filled
 
 
 def compare(a: torch.Tensor, b: torch.Tensor) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """``(whole, per_token)``: each metric over all elements, and one value per token (row)."""
-    return compare_all([(a, b)])[0]
+    return compare_all([lambda: (a, b)])[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -172,13 +171,12 @@ def measure(ws: Workspace, al: Alignment) -> tuple[pd.DataFrame, dict[int, dict]
     cfg = dict(zip((al.run_a, al.run_b), al.configs, strict=True))
     where = locations(ws, sorted({r.tensor_id for p in al.pairs for r in (p.a, p.b)}))
 
-    def load() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for p in al.pairs:  # loaded here while the kernel threads measure the pairs before
-            yield (load_matrix(ws, p.a, cfg[al.run_a], where),
-                   load_matrix(ws, p.b, cfg[al.run_b], where))  # fmt: skip
+    def loader(p: Pair) -> metrics.Loader:
+        return lambda: (load_matrix(ws, p.a, cfg[al.run_a], where),
+                        load_matrix(ws, p.b, cfg[al.run_b], where))  # fmt: skip
 
     with metrics.threads():
-        results = metrics.compare_all(load())
+        results = metrics.compare_all([loader(p) for p in al.pairs])
     rows = [_row(p, whole) for p, (whole, _tok) in zip(al.pairs, results, strict=True)]
     tok = {i: r[1] for i, r in enumerate(results)}
     cols = list(_row(al.pairs[0], dict.fromkeys(metrics.METRICS, 0.0))) if al.pairs else []

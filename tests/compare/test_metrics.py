@@ -183,9 +183,9 @@ def test_pairs_split_into_many_tasks_on_several_threads(monkeypatch) -> None:
     a = torch.from_numpy(rng.standard_normal((37, 700)).astype(np.float32))
     b = a + 1e-3 * torch.from_numpy(rng.standard_normal((37, 700)).astype(np.float32))
     ids = torch.tensor([[1, 2, 3]])
-    one = metrics.compare_all([(a, b)], workers=1)[0]
+    one = metrics.compare_all([lambda: (a, b)], workers=1)[0]
     monkeypatch.setattr(metrics, "TASK", 1400)  # two rows per task: 19 tasks
-    got = metrics.compare_all([(a, b), (ids, ids + 1), (b, a)], workers=3)
+    got = metrics.compare_all([lambda: (a, b), lambda: (ids, ids + 1), lambda: (b, a)], workers=3)
     for m in METRIC_NAMES:
         np.testing.assert_array_equal(got[0][1][m], one[1][m])
         assert got[0][0][m] == one[0][m] or (np.isnan(got[0][0][m]) and np.isnan(one[0][m]))
