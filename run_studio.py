@@ -8,10 +8,12 @@ import streamlit as st  # noqa: E402
 
 from studio import theme  # noqa: E402,F401 - sets the Plotly template
 from studio.navigation import available_pages  # noqa: E402
+from studio.services_compare import warm_metrics  # noqa: E402
 
 st.set_page_config(page_title="Inspection Studio", page_icon=":material/biotech:", layout="wide")
 pages = [
     st.Page(p.file, title=p.title, icon=p.icon, url_path=p.url, default=(p.url == "home"))
     for p in available_pages()
 ]
+warm_metrics()  # the Compare kernel, in the background (studio/services_compare.py)
 st.navigation(pages).run()

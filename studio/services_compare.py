@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import threading
+
 import streamlit as st
 
 from backend.analysis import source
 from backend.compare.runs import pair_grids as pair_grids_of
 from studio.state import workspace
+
+
+@st.cache_resource(show_spinner=False)
+def warm_metrics(delay_s: float = 2.0) -> threading.Timer:
+    """Ready the comparison kernel in the background, once per studio process: numba's first
+    call in a process takes ~1 s (its typing setup, the kernel from its disk cache), a machine's
+    very first ~4 s (compiling). ``delay_s`` lets the first page render first."""
+    from backend.compare import metrics
+
+    timer = threading.Timer(delay_s, metrics.warm)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _root() -> str:

@@ -99,27 +99,31 @@ def contributions(table: pd.DataFrame) -> pd.DataFrame:
     # A container (align_rules.CONTAINERS) whose children are compared adds nothing of its own.
     parents = {n for n in names if CONTAINERS.search(n) and any(m.startswith(f"{n}.") or (n == ""
                and m) for m in names if m != n)}  # fmt: skip
-    for _step, group in table.groupby("step", sort=False):
-        seen: dict[str, float] = {}
-        prev: float | None = None
-        for i, r in group.iterrows():
-            if pd.isna(r["rel_diff"]):
-                continue
-            rd = float(r["rel_diff"])
-            if r["io"] == "input":
-                seen.setdefault(r["canonical"], rd)  # its first input (index 0 sorts first)
-            elif r["canonical"] not in parents:
-                base = seen.get(r["canonical"])
-                source = "own input" if base is not None else "previous tensor"
-                if base is None:
-                    base = prev if prev is not None else 0.0
-                rows.append({
-                    "row": i, "step": int(r["step"]), "module": r["module_a"],
-                    "label": r["label"], "rel_diff": rd, "received": base,
-                    "added": rd - base, "growth": rd / base if base > 0 else np.inf if rd else 1.0,
-                    "versus": source, "diverged": bool(r["diverged"]),
-                })  # fmt: skip
-            prev = rd
+    cols = ("step", "io", "canonical", "module_a", "label", "rel_diff", "diverged")
+    by_step: dict[object, tuple[dict[str, float], list]] = {}  # step -> (seen, [prev]) in order
+    per_step: dict[object, list[dict]] = {}
+    for i, *vals in zip(table.index, *(table[c] for c in cols), strict=True):  # not iterrows: ms
+        step, io, canon, module, label, rd, diverged = vals
+        if pd.isna(rd):
+            continue
+        rd = float(rd)
+        seen, prev = by_step.setdefault(step, ({}, [None]))
+        out = per_step.setdefault(step, [])
+        if io == "input":
+            seen.setdefault(canon, rd)  # its first input (index 0 sorts first)
+        elif canon not in parents:
+            base = seen.get(canon)
+            source = "own input" if base is not None else "previous tensor"
+            if base is None:
+                base = prev[0] if prev[0] is not None else 0.0
+            out.append({
+                "row": i, "step": int(step), "module": module, "label": label, "rel_diff": rd,
+                "received": base, "added": rd - base,
+                "growth": rd / base if base > 0 else np.inf if rd else 1.0,
+                "versus": source, "diverged": bool(diverged),
+            })  # fmt: skip
+        prev[0] = rd
+    rows = [r for step_rows in per_step.values() for r in step_rows]
     out = pd.DataFrame(rows, columns=["row", "step", "module", "label", "rel_diff", "received",
                                       "added", "growth", "versus", "diverged"])  # fmt: skip
     return out.sort_values("added", ascending=False, kind="stable").reset_index(drop=True)
