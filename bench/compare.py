@@ -137,6 +137,8 @@ def main() -> int:
                 base_t.append(bt)
                 ws = open_workspace(tmp / "ws")
         if args.profile:
+            here = Path(__file__).resolve().parent  # bench/profile.py shadows the stdlib's
+            sys.path[:] = [q for q in sys.path if Path(q or ".").resolve() != here]
             import cProfile
             import pstats
 
