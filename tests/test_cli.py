@@ -56,3 +56,17 @@ def test_info_human_readable(workspace_dir: Path) -> None:
         cwd=REPO, capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     assert "schema version" in out.stdout and "hardware stacks" in out.stdout
+
+
+def test_parsing_the_command_line_imports_neither_torch_nor_pandas() -> None:
+    """Every command pays for building the parser: torch and pandas (seconds on a loaded box)
+    are imported by the commands that use them, so `studio render` starts its workers first."""
+    code = (
+        "import sys\n"
+        "from backend.cli import build_parser\n"
+        "build_parser()\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'pyvista') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from backend.errors import InputError, StudioError
+from backend.errors import StudioError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,28 +29,45 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_id(ws, target: str) -> str:
-    from backend.dumps.query import list_runs
+    """The run ``target`` names; a dump folder not ingested yet is ingested first."""
+    from backend.dumps.cli_read import stored_run
 
-    runs = list_runs(ws)
-    if target in set(runs["run_id"]):
-        return target
-    path = Path(target).expanduser().resolve()
-    if not path.is_dir():
-        raise InputError(target, "is neither a run id of this workspace nor a dump directory")
+    run_id = stored_run(ws, target)
+    if run_id is not None:
+        return run_id
     from backend.dumps.ingest import ingest_dump
 
-    return ingest_dump(ws, path)
+    return ingest_dump(ws, Path(target).expanduser().resolve())
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from backend.timeline import mark
+
+    mark("cli: parsed")
+    # Workers first: they import PyVista and open their off-screen context on the other cores
+    # while this process imports torch / DuckDB / pandas, opens the workspace and reads.
+    from backend.analysis.render_pool import start_pool
+
+    pool = start_pool(args.format, args.workers)
+    try:
+        return _render(args, pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        mark("cli: pool closed")
+
+
+def _render(args: argparse.Namespace, pool) -> int:  # noqa: ANN001
     from backend.analysis.render import render
+    from backend.timeline import mark
     from backend.workspace import open_workspace
 
     try:
         import backend.dumps.query  # noqa: F401
     except ModuleNotFoundError:
         raise StudioError("the dumps package is not installed in this build") from None
+    mark("cli: imported")
     ws = open_workspace(args.workspace)
+    mark("cli: workspace open")
     try:
         run_id = _run_id(ws, args.target)
         files = render(
@@ -61,10 +78,10 @@ def cmd_render(args: argparse.Namespace) -> int:
             io=args.io,
             step=None if args.all_steps else args.step,
             fmt=args.format,
-            workers=args.workers,
             absolute=args.absolute,
             log=args.log,
             progress=lambda p: print(p),
+            pool=pool,
         )
         ws.log("render", f"rendered {len(files)} {args.format} surfaces of run {run_id}")
     finally:

@@ -14,10 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backend.analysis import parts, source
+from backend.analysis.render_pool import start_pool
 from backend.analysis.render_worker import Job, render_one
 from backend.analysis.source import Selected
 from backend.errors import InputError, StudioError
 from backend.procs import SafeProcessPool
+from backend.timeline import mark
 from backend.workspace import Workspace
 
 FORMATS = ("png", "html")
@@ -63,34 +65,62 @@ def render(
     max_tokens: int = 400,
     max_channels: int = 800,
     progress: Callable[[Path], None] | None = None,
+    pool: SafeProcessPool | None = None,
 ) -> list[Path]:
-    """Render every matching tensor to ``out_dir``; returns the files written, in order."""
+    """Render every matching tensor to ``out_dir``; returns the files written, in order.
+
+    ``pool``: workers started earlier by ``render_pool.start_pool(fmt)`` (the CLI starts them
+    before its own heavy imports); left open. Without it a pool is started here and closed.
+    """
     if fmt not in FORMATS:
         raise InputError(fmt, f"format must be one of {', '.join(FORMATS)}")
     if io not in ("input", "output"):
         raise InputError(io, "io must be 'input' or 'output'")
+    mark("render: selecting")
     sels = selections(ws, run_id, pattern=pattern, io=io, step=step)
     if not sels:
         where = f"step {step}" if step is not None else "any step"
         raise StudioError(f"no {io} tensor of {where} in run {run_id} matches {pattern!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = source.run_config(ws, run_id)
-    n = max(1, min(workers or os.cpu_count() or 1, len(sels)))
-    # spawn: workers start clean (no inherited DuckDB handle, no half-initialised VTK). Each job
-    # is submitted as soon as its grid is pooled, so the workers start (import PyVista) while
-    # the parent still reads tensors.
-    with SafeProcessPool(n, "spawn") as pool:
-        futures = []
-        for sel in sels:
-            # pooled where the tensor is (on its Ray node for a run ingested over Ray)
-            grid = source.view(ws, "grid", [sel], [source.recipe(ws, sel, cfg)[1]],
-                               max_tokens=max_tokens, max_channels=max_channels,
-                               absolute=absolute, log=log)  # fmt: skip
-            job = Job(sel.label, grid, out_dir / file_name(sel, fmt), fmt, absolute, log)
-            futures.append(pool.submit(render_one, job))
-        written: list[Path] = []
-        for fut in futures:
-            written.append(fut.result())
-            if progress:
-                progress(written[-1])
+    opts = {"fmt": fmt, "absolute": absolute, "log": log, "max_tokens": max_tokens,
+            "max_channels": max_channels}  # fmt: skip
+    if pool is None:
+        n = max(1, min(workers or os.cpu_count() or 1, len(sels)))
+        with start_pool(fmt, n) as own:
+            return _render_all(ws, sels, cfg, own, out_dir, progress, **opts)
+    return _render_all(ws, sels, cfg, pool, out_dir, progress, **opts)
+
+
+def _render_all(
+    ws: Workspace,
+    sels: list[Selected],
+    cfg: dict,
+    pool: SafeProcessPool,
+    out_dir: Path,
+    progress: Callable[[Path], None] | None,
+    *,
+    fmt: str,
+    absolute: bool,
+    log: bool,
+    max_tokens: int,
+    max_channels: int,
+) -> list[Path]:
+    # spawn workers start clean (no inherited DuckDB handle, no half-initialised VTK). Each job
+    # is submitted as soon as its grid is pooled, so workers render while the parent still reads.
+    futures = []
+    for sel in sels:
+        # pooled where the tensor is (on its Ray node for a run ingested over Ray)
+        grid = source.view(ws, "grid", [sel], [source.recipe(ws, sel, cfg)[1]],
+                           max_tokens=max_tokens, max_channels=max_channels,
+                           absolute=absolute, log=log)  # fmt: skip
+        job = Job(sel.label, grid, out_dir / file_name(sel, fmt), fmt, absolute, log)
+        futures.append(pool.submit(render_one, job))
+    mark(f"render: {len(futures)} jobs submitted")
+    written: list[Path] = []
+    for fut in futures:
+        written.append(fut.result())
+        if progress:
+            progress(written[-1])
+    mark("render: all written")
     return written

@@ -20,9 +20,8 @@ def _int_list(raw: str) -> list[int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from backend.bench.presets import PRESETS
-    from backend.bench.timing import DEVICES
-    from studio_kernels.routing import ROUTINGS
+    from backend.bench.presets import DEVICES, PRESETS
+    from studio_kernels.routing_modes import ROUTINGS
 
     bench = sub.add_parser("bench", help="benchmark W4A16 MoE kernels and serving throughput")
     bsub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 from backend.errors import InputError
 
+DEVICES = ("auto", "cuda", "npu", "cpu")  # where kernels run (backend.bench.timing)
+
 
 @dataclass(frozen=True)
 class Preset:

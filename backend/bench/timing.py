@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from backend.bench.presets import DEVICES
 from backend.errors import InputError
-
-DEVICES = ("auto", "cuda", "npu", "cpu")
 
 
 def npu_available() -> bool:

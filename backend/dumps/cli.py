@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from backend.dumps.cluster.cli_args import add_ray_args
 from backend.errors import InputError
 from backend.paths import existing_file
@@ -298,6 +296,8 @@ def stats_records(
     ws, run_id: str, module: str | None, step: int | None, ranks: bool
 ) -> list[dict[str, Any]]:
     """One record per stitched tensor (and per rank tensor with ``ranks``), in dump order."""
+    import pandas as pd
+
     from backend.dumps import stats as stats_mod
     from backend.dumps.query import find_tensors, load_tensor
 
@@ -395,6 +395,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def tool_records(ws, run_id: str, module: str | None, step: int | None) -> list[dict[str, Any]]:
     """The dump tool's own statistics (a statistics-only dump holds nothing else)."""
+    import pandas as pd
+
     from backend.dumps.query import tool_stats
 
     if module:
@@ -416,6 +418,8 @@ def tool_records(ws, run_id: str, module: str | None, step: int | None) -> list[
 
 
 def _f(v: Any) -> float | None:
+    import pandas as pd
+
     return None if v is None or pd.isna(v) else float(v)
 
 

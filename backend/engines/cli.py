@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import signal
 import time
+from typing import TYPE_CHECKING
 
-from backend.engines.reference.dumping import TOOLS, DumpOptions
+from backend.engines.reference.dump_tools import TOOLS
 from backend.errors import InputError
+
+if TYPE_CHECKING:
+    from backend.engines.reference.dumping import DumpOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +75,8 @@ def parse_token_range(raw: str) -> list[int]:
 
 
 def dump_options(args: argparse.Namespace) -> DumpOptions | None:
+    from backend.engines.reference.dumping import DumpOptions  # torch: only when dumping
+
     if not args.dump_tool:
         return None
     opts = DumpOptions(

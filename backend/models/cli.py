@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from backend.models.create import PRESETS, create_model
+from backend.models.presets import PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    from backend.models.create import create_model  # torch: imported only when creating
+
     out = create_model(
         args.out, preset=args.preset, layers=args.layers, seed=args.seed, outliers=args.outliers
     )

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from backend.errors import InputError
-from backend.moe import metrics, store
 from backend.workspace import Workspace, open_workspace
 
 
@@ -59,6 +58,8 @@ def import_source(
     routed, exactly as ``dump:RUN_ID``; the source is named ``dump-<run id>``, and an existing
     source of that name is reused.
     """
+    from backend.moe import store  # pandas: imported only when run
+
     if source.startswith("dump:"):
         return [_from_dump(ws, source[5:], name, devices, top_k)]
     from backend.moe.detect import read_source
@@ -109,6 +110,7 @@ def _ingest(ws: Workspace, path: Path) -> str:
 def _from_dump(
     ws: Workspace, run_id: str, name: str | None, devices: int | None, top_k: int | None
 ) -> str:
+    from backend.moe import store  # pandas: imported only when run
     from backend.moe.from_dump import load_from_dump
 
     name = name or f"dump-{run_id}"
@@ -123,6 +125,8 @@ def _from_dump(
 
 
 def describe(ws: Workspace, name: str, with_counts: bool = True) -> dict[str, Any]:
+    from backend.moe import metrics, store  # pandas: imported only when run
+
     info = store.source_info(ws, name)
     agg = store.aggregate(ws, name)
     out: dict[str, Any] = {
@@ -147,6 +151,8 @@ def describe(ws: Workspace, name: str, with_counts: bool = True) -> dict[str, An
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
+    from backend.moe import metrics, store  # pandas: imported only when run
+
     # Showing a stored source only reads: it works while the studio owns the workspace.
     ws = open_workspace(args.workspace, read_only=True)
     try:

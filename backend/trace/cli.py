@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from backend.errors import StudioError
 from backend.paths import existing_dir
 from backend.workspace import open_workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _print_table(df: pd.DataFrame, as_json: bool) -> None:
     if as_json:
         print(json.dumps(json.loads(df.to_json(orient="records", date_format="iso")), indent=1))
     else:
+        import pandas as pd
+
         with pd.option_context("display.max_rows", 200, "display.width", 160):
             print(df.to_string(index=False))
 

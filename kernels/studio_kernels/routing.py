@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-ROUTINGS = ("disjoint", "uniform", "skewed")
+from studio_kernels.routing_modes import ROUTINGS
 
 
 def make_routing(

@@ -115,6 +115,33 @@ def test_pyvista_mesh_and_png(tmp_path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_reused_png_writer_is_pixel_identical_to_a_fresh_one(tmp_path) -> None:
+    """A ``studio render`` worker draws every image in one window: each image must equal what a
+    new window draws (no camera, bounds, lights or colour bar left over from the one before)."""
+    from PIL import Image
+
+    from studio.figures import pyvista_surface as pvs
+
+    rng = np.random.default_rng(3)
+    a = build_grid(_data(), max_tokens=40, max_channels=60)
+    b = build_grid(rng.normal(size=(7, 300)).astype(np.float32) * 50, max_tokens=40,
+                   max_channels=60, absolute=True)  # fmt: skip
+    w = pvs.PngWriter()
+    try:
+        seq = [w.write(a, None, title="a"), w.write(b, None, title="b", absolute=True),
+               w.write(a, tmp_path / "a.png", title="a")]  # fmt: skip
+    finally:
+        w.close()
+    fresh_a = pvs.PngWriter().write(a, None, title="a")
+    fresh_b = pvs.PngWriter().write(b, None, title="b", absolute=True)
+    assert np.array_equal(seq[0], fresh_a)
+    assert np.array_equal(seq[1], fresh_b)
+    assert np.array_equal(seq[2], fresh_a)
+    assert not np.array_equal(fresh_a, fresh_b)
+    # the file holds the same pixels (lossless PNG)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png").convert("RGB")), fresh_a)
+
+
 @pytest.mark.parametrize(
     ("values", "ticks"),
     [

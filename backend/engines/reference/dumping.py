@@ -20,10 +20,9 @@ from typing import Any
 import torch.distributed as dist
 
 from backend.engines.reference import kronecker
+from backend.engines.reference.dump_tools import TOOLS
 from backend.engines.reference.runner import ModelRunner
 from backend.errors import InputError, StudioError
-
-TOOLS = ("msit", "msprobe")
 
 
 @dataclass
