@@ -131,14 +131,16 @@ with guarded("Opening the launch service"):
     ]
     d1, d2 = st.columns([1, 3])
     tool = d1.selectbox("Dump tool", tools, key="tool")
-    dump_path = d2.text_input(
-        "Dump path",
-        value=str(ws.root / "dumps" / f"launch-{tool}"),
-        help="msit adds msit_dump_<time>/ per server start; msprobe needs an empty folder",
-    )
-    dump = DumpSettings(
-        tool=None if tool == "none" else tool, dump_path=dump_path if tool != "none" else ""
-    )
+    if tool == "none":  # nothing is dumped, so there is no folder to show or create
+        dump_path = ""
+        d2.caption("No dump tool: the engine serves without dumping tensors.")
+    else:
+        dump_path = d2.text_input(
+            "Dump path",
+            value=str(ws.root / "dumps" / f"launch-{tool}"),
+            help="msit adds msit_dump_<time>/ per server start; msprobe needs an empty folder",
+        )
+    dump = DumpSettings(tool=None if tool == "none" else tool, dump_path=dump_path)
     recorder = None
     if tool in ("msit", "msprobe"):
         e1, e2, e3 = st.columns([2, 1, 1])

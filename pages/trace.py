@@ -139,8 +139,9 @@ if ws is not None:
         else:
             names = _label(trace_list, "trace_id")
             tid = st.selectbox(
-                "Trace", list(names), format_func=names.get, index=len(names) - 1, key="trace_id"
-            )
+                "Trace", list(names), format_func=names.get,
+                index=traces.first_choice(trace_list["name"].tolist()), key="trace_id",
+            )  # fmt: skip
             counts = traces.class_counts(ws, tid)
             c1, c2 = st.columns([2, 3])
             with c1:
@@ -176,8 +177,9 @@ if ws is not None:
             ids = list(names)
             a_col, b_col = st.columns(2)
             a = a_col.selectbox(
-                "Profile", ids, format_func=names.get, index=len(ids) - 1, key="profile_a"
-            )
+                "Profile", ids, format_func=names.get,
+                index=traces.first_choice(profile_list["name"].tolist()), key="profile_a",
+            )  # fmt: skip
             compare = ["(none)"] + [i for i in ids if i != a]
             b = b_col.selectbox(
                 "Compare with",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from backend.workspace import Workspace
@@ -16,6 +18,22 @@ def list_traces(ws: Workspace) -> pd.DataFrame:
         )
         .df()
     )
+
+
+_RANK = re.compile(r"\brank (\d+)")
+
+
+def first_choice(names: list[str]) -> int:
+    """The row a page opens on: the newest trace (or profile); when that is one rank of a
+    multi-rank run, stored one row per rank and named ``... rank N ...``, its rank 0."""
+    if not names:
+        return 0
+    last = names[-1]
+    m = _RANK.search(last)
+    if m is None:
+        return len(names) - 1
+    rank0 = f"{last[: m.start()]}rank 0{last[m.end() :]}"
+    return max((i for i, n in enumerate(names) if n == rank0), default=len(names) - 1)
 
 
 def layers(ws: Workspace, trace_id: str) -> list[int]:

@@ -41,6 +41,19 @@ def test_empty_workspace_and_command_preview(workspace_dir: Path, model_dir: Pat
     assert any("model directory does not exist" in e.value for e in at.error)
 
 
+def test_no_dump_path_for_dump_tool_none(workspace_dir: Path, model_dir: Path) -> None:
+    at = _page()
+    at.text_input(key="model_dir").set_value(str(model_dir)).run()
+    at.selectbox(key="tool").set_value("none").run()
+    assert not at.exception, at.exception
+    assert [t.label for t in at.text_input if t.label == "Dump path"] == []
+    assert "launch-none" not in " ".join(c.value for c in at.code)
+    assert any("No dump tool" in c.value for c in at.caption)
+    at.selectbox(key="tool").set_value("msit").run()
+    paths = [t.value for t in at.text_input if t.label == "Dump path"]
+    assert paths == [str(workspace_dir.resolve() / "dumps" / "launch-msit")]
+
+
 def test_reattached_launch_shown_and_stopped(workspace_dir: Path, model_dir: Path) -> None:
     ws = open_workspace(workspace_dir)
     sup = Supervisor(ws, poll_s=0.1)

@@ -146,3 +146,18 @@ def test_stored_trace_reads_back(workspace) -> None:
     assert list(df["out_shapes"]) == [json.dumps(r[3]) for r in LAYER0]
     counts = traces.class_counts(workspace, tid)
     assert list(zip(counts["module_class"], counts["calls"], strict=True)) == counts_by_class(calls)
+
+
+def test_page_opens_on_rank_0_of_the_newest_trace() -> None:
+    from backend.trace.traces import first_choice
+
+    demo = ["demo (reference engine tp=2, rank 0)", "demo (reference engine tp=2, rank 1)"]
+    assert first_choice(demo) == 0
+    assert first_choice(["old (reference engine)", *demo]) == 1
+    # the newest run wins even when an older run's rank 0 has the same shape of name
+    assert first_choice([*demo, "m (reference engine)"]) == 2
+    assert first_choice([*demo, *demo]) == 2
+    v = ["x (vLLM tp=2, rank 1, step 0)", "x (vLLM tp=2, rank 0, step 0)"]
+    assert first_choice(v) == 1
+    assert first_choice(["solo (vLLM tp=2, rank 1, step 0)"]) == 0
+    assert first_choice([]) == 0
