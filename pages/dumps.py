@@ -160,7 +160,17 @@ with guarded("Reading the dumps"):
     left, right = st.columns([1, 2])
     with left:
         st.markdown("**Ranks**")
-        st.dataframe(query.ranks(ws, run_id), hide_index=True, width="stretch")
+        ranks = query.ranks(ws, run_id)
+        # A third of the page wide: bytes as "3.75 MB" and narrow columns, so every column fits
+        # at 1600 px (raw byte counts were cut off).
+        ranks["bytes"] = [_mb(int(b)) for b in ranks["bytes"]]
+        small = st.column_config.Column(width="small")
+        st.dataframe(
+            ranks.rename(columns={"bytes": "size"}),
+            hide_index=True,
+            width="stretch",
+            column_config={c: small for c in ("rank", "device", "pid", "files", "size", "steps")},
+        )
     report = query.stitch_report(ws, run_id)
     with right:
         st.markdown("**Stitch verdicts**")

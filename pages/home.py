@@ -47,8 +47,9 @@ st.subheader("Run the demo")
 st.caption(
     "Creates a tiny Qwen3-MoE that looks like a real LLM inside (massive activations on the "
     "first and delimiter tokens, long-tailed expert routing), serves it with the CPU reference "
-    "engine at tp=2 with msit_llm dumps, sends a bundled text, ingests the dump and fills the "
-    "expert load, a DSA trace, a profile and a module trace: every page has data. "
+    "engine at tp=2 with msit_llm dumps, sends a bundled text, ingests the dump, dumps the same "
+    "request at tp=1 as the Compare page's reference run and fills the expert load, a DSA "
+    "trace, a profile and a module trace: every page has data. "
     "CLI twin: `studio demo`."
 )
 if st.button("Run the demo", icon=":material/play_arrow:"):

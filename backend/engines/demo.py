@@ -51,6 +51,18 @@ def demo_prompt() -> str:
     return FIRST_TOKEN + CAPTURE_TEXT.read_text(encoding="utf-8")
 
 
+def demo_model(models_dir: Path, progress: Progress | None = None) -> Path:
+    """The demo model's folder, created on first use (once per workspace)."""
+    model_dir = models_dir / DEMO_MODEL
+    if not (model_dir / "config.json").is_file():
+        if progress:
+            progress(
+                0.05, "Creating the tiny Qwen3-MoE model (massive activations, skewed routing)"
+            )
+        create_model(model_dir, preset="tiny", seed=0, outliers=True)
+    return model_dir
+
+
 def run_demo(
     dumps_dir: Path,
     models_dir: Path,
@@ -61,10 +73,7 @@ def run_demo(
     """Run the demo; ``progress(fraction, message)`` reports each stage."""
     t0 = time.monotonic()
     say = progress or (lambda f, m: None)
-    model_dir = models_dir / DEMO_MODEL
-    if not (model_dir / "config.json").is_file():
-        say(0.05, "Creating the tiny Qwen3-MoE model (massive activations, skewed routing)")
-        create_model(model_dir, preset="tiny", seed=0, outliers=True)
+    model_dir = demo_model(models_dir, say)
     say(0.15, f"Starting the reference engine (tp={tp}, msit_llm dumps)")
     dump = DumpOptions(tool="msit", dump_path=dumps_dir, token_range=list(range(max_tokens)))
     server = start_server(model_dir, tp=tp, port=free_port(), dump=dump)

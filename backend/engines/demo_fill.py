@@ -1,4 +1,5 @@
-"""One demo click fills every page: dump + expert load + DSA trace + profile + module trace.
+"""One demo click fills every page: dump + expert load + DSA trace + profile + module trace,
+and a second dump of the same request at tp=1 (the Compare page's reference run).
 
 Runs the same code paths as ``studio dump ingest``, ``studio experts dump:RUN``, ``studio dsa
 run --workload needle --engine MODEL --ingest``, ``studio profile run`` and ``studio trace
@@ -8,12 +9,14 @@ modules``, in this process, on the demo model and the demo request text.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.engines.demo import DemoResult, Progress, demo_prompt, run_demo
+from backend.engines.demo import DemoResult, Progress, demo_model, demo_prompt, run_demo
 from backend.workspace import Workspace
 
+REFERENCE_NAME = "demo tp=1 (reference)"
 DSA_REQUESTS = 2  # needle prompts traced by the DSA run
 DSA_CONTEXT_CHARS = 600
 DSA_NEW_TOKENS = 4
@@ -28,6 +31,7 @@ class FullDemo:
     profile_id: str
     trace_id: str
     lines: list[str] = field(default_factory=list)
+    reference_run: str | None = None  # the same request at tp=1 (None when the demo ran at tp=1)
 
 
 def run_full_demo(
@@ -40,7 +44,17 @@ def run_full_demo(
     def part(lo: float, hi: float) -> Progress:
         return lambda f, m: say(lo + (hi - lo) * f, m)
 
-    demo = run_demo(ws.dumps_dir, ws.root / "models", part(0.0, 0.45), tp=tp, max_tokens=max_tokens)
+    # The tp=1 reference dump runs in its own process while the tp=2 server starts and serves:
+    # their start-ups (imports, model load) overlap instead of adding up.
+    model_dir = demo_model(ws.root / "models", part(0.0, 0.45))
+    with ThreadPoolExecutor(1) as pool:
+        tp1 = pool.submit(_tp1_dump, ws, model_dir, max_tokens) if tp > 1 else None
+        demo = run_demo(
+            ws.dumps_dir, ws.root / "models", part(0.0, 0.45), tp=tp, max_tokens=max_tokens
+        )
+        if tp1 is not None:
+            say(0.46, "Waiting for the same request at tp=1 (the Compare page's reference)")
+        ref_root = tp1.result() if tp1 is not None else None
     ws.log("demo", f"reference engine demo dump at {demo.dump_root}")
     lines = [
         f"Dump written to `{demo.dump_root}` ({demo.prompt_tokens} prompt tokens, "
@@ -49,6 +63,13 @@ def run_full_demo(
     from backend.dumps.ingest import ingest_dump
     from backend.moe.cli import import_source
 
+    reference_run = None
+    if ref_root is not None:
+        # Ingested first: the Compare page offers the older of the two newest runs as A (the
+        # reference) and the newest as B, and the other pages open on the newest (the demo).
+        say(0.48, "Ingesting the tp=1 reference dump")
+        reference_run = ingest_dump(ws, ref_root, name=REFERENCE_NAME)
+        lines.append(f"The same request at tp=1 ingested as `{reference_run}` (Compare: A).")
     say(0.5, "Ingesting the dump")
     run_id = ingest_dump(ws, demo.dump_root, name="demo")
     lines.append(f"Ingested as dump run `{run_id}`.")
@@ -74,7 +95,21 @@ def run_full_demo(
     ws.log("demo", f"demo filled dump {run_id}, experts, DSA, profile and module trace")
     lines.append(f"Every page has data now ({time.monotonic() - t0:.0f} s in all).")
     say(1.0, "Demo done")
-    return FullDemo(demo, run_id, source, dsa_trace, profile_id, trace_id, lines)
+    return FullDemo(demo, run_id, source, dsa_trace, profile_id, trace_id, lines, reference_run)
+
+
+def _tp1_dump(ws: Workspace, model_dir: Path, max_tokens: int) -> Path:
+    """The demo request through the reference engine on one rank, dumped by msit like the demo."""
+    from backend.engines.reference.dumping import DumpOptions
+    from backend.engines.reference.offline import run_offline
+
+    # Its own folder: msit names a dump by the second it starts, like the demo's running beside it.
+    out = ws.dumps_dir / "demo-tp1"
+    dump = DumpOptions(tool="msit", dump_path=out, token_range=list(range(max_tokens)))
+    res = run_offline(model_dir, tp=1, prompts=[demo_prompt()], max_tokens=max_tokens, dump=dump)
+    if res.dump_root is None:
+        raise RuntimeError("the tp=1 reference run reported no dump root")
+    return res.dump_root
 
 
 def _dsa(ws: Workspace, model_dir: Path) -> str:

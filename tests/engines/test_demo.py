@@ -76,6 +76,20 @@ def test_demo_fills_every_page_with_a_realistic_model(
         first = big if first is None else first
         np.testing.assert_allclose(big, first, rtol=0.02)  # roughly constant across layers
 
+    # The Compare page's reference: the same request at tp=1, dumped apart; its residual stream
+    # is the tp=2 one (the tp=2 ranks hold it replicated), so the page compares like with like.
+    (ref,) = list((workspace_dir / "dumps" / "demo-tp1").glob("msit_dump_*"))
+    assert sorted(json.loads((ref / "ranks.json").read_text()).values()) == [0]
+    (ref_folder,) = [p for p in (ref / "torch_tensors").iterdir() if p.is_dir()]
+    ref0 = ref_folder / "0"
+    np.testing.assert_allclose(
+        _load(ref0 / "root.model.embed_tokens/output.pth"), streams[0], rtol=0, atol=0
+    )
+    for i in range(cfg["num_hidden_layers"]):
+        layer = ref0 / f"root.model.layers.{i}"
+        x = _load(layer / "output_0.pth") + _load(layer / "output_1.pth")
+        np.testing.assert_allclose(x, streams[i + 1], rtol=1e-4, atol=1e-4 * np.abs(x).max())
+
     # Expert load: numpy top-k of every dumped router logit tensor (all steps) is what the
     # workspace stored, spread over >= 75% of the experts and neither even nor on one device.
     from backend.moe import store
@@ -101,6 +115,8 @@ def test_demo_fills_every_page_with_a_realistic_model(
         dev = expected.reshape(len(moe_layers), 2, e // 2).sum(axis=2)
         np.testing.assert_allclose(agg.table["balancedness"], dev.mean(1) / dev.max(1))
         cur = ws.cursor()
+        runs = cur.execute("SELECT name, tp_size FROM dump_runs ORDER BY created_at").fetchall()
+        assert runs == [("demo tp=1 (reference)", 1), ("demo", 2)]  # Compare: A, then B
         for table in TABLES:
             assert cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0, table  # noqa: S608
         assert cur.execute("SELECT count(*) FROM trace_runs").fetchone()[0] == 2  # one per rank
