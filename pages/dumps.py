@@ -157,12 +157,12 @@ with guarded("Reading the dumps"):
         r.run_id: f"{r.name} · {r.format} · tp={r.tp_size} · {r.run_id}" for r in runs.itertuples()
     }
     run_id = st.selectbox("Run", list(labels), format_func=labels.get)
-    left, right = st.columns([1, 2])
+    left, right = st.columns([1, 1])  # the ranks' seven columns need half the width
     with left:
         st.markdown("**Ranks**")
         ranks = query.ranks(ws, run_id)
-        # A third of the page wide: bytes as "3.75 MB" and narrow columns, so every column fits
-        # at 1600 px (raw byte counts were cut off).
+        # Bytes as "3.75 MB" and narrow columns, so every column fits at 1440-1600 px (the
+        # raw byte count was cut off).
         ranks["bytes"] = [_mb(int(b)) for b in ranks["bytes"]]
         small = st.column_config.Column(width="small")
         st.dataframe(

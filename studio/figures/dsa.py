@@ -30,7 +30,10 @@ def hot_spot_heatmap(
     fig = go.Figure(
         go.Heatmap(
             z=np.where(grid > 0, grid, np.nan), x=steps, y=blocks, colorscale=SEQUENTIAL,
-            zmin=0, zmax=max(layers_in_range, 1), colorbar={"title": "layers"},
+            zmin=0, zmax=max(layers_in_range, 1),
+            # a count of layers: whole ticks when few (Plotly's own read 0.5, 1.5, 2.5)
+            colorbar={"title": "layers",
+                      **(whole_ticks(0, layers_in_range) if layers_in_range <= 16 else {})},
             hovertemplate="step %{x}<br>block %{y}<br>%{z} layers<extra></extra>",
         )
     )  # fmt: skip
@@ -47,7 +50,11 @@ def hot_spot_heatmap(
 
 
 def bar(x, y, title: str, xt: str, yt: str, color: str = ACCENT) -> go.Figure:
-    return _layout(go.Figure(go.Bar(x=x, y=y, marker_color=color)), title, xt, yt)
+    fig = _layout(go.Figure(go.Bar(x=x, y=y, marker_color=color)), title, xt, yt)
+    v = np.asarray(y, dtype=float)
+    if v.size and np.all(v == np.round(v)) and 0 < v.max() <= 16:  # small counts: 0, 1, 2 ...
+        fig.update_yaxes(**whole_ticks(0, v.max()))
+    return fig
 
 
 def popularity_cdf(df: pd.DataFrame, title: str = "Block popularity CDF") -> go.Figure:
