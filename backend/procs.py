@@ -132,3 +132,15 @@ class SafeProcessPool(ProcessPoolExecutor):
         # Workers (and the forkserver itself) are started lazily by submit.
         with clean_main_for_spawn(always=self._hide_always):
             return super().submit(fn, *args, **kwargs)
+
+    def terminate(self) -> None:
+        """Stop now: pending work is cancelled and this pool's own workers are ended by their
+        PIDs (SIGTERM) instead of being waited for (a failed command does not sit out a
+        worker's warm-up)."""
+        procs = list((getattr(self, "_processes", None) or {}).values())
+        self.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(5)

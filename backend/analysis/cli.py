@@ -50,10 +50,13 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     pool = start_pool(args.format, args.workers)
     try:
-        return _render(args, pool)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        mark("cli: pool closed")
+        code = _render(args, pool)
+    except BaseException:
+        pool.terminate()  # a bad run id or pattern: do not wait for the workers' warm-up
+        raise
+    pool.shutdown(wait=True)
+    mark("cli: pool closed")
+    return code
 
 
 def _render(args: argparse.Namespace, pool) -> int:  # noqa: ANN001
