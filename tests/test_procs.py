@@ -132,3 +132,23 @@ def test_pool_workers_exit_when_their_parent_is_killed(tmp_path: Path, method: s
     while any(alive(w) for w in workers) and time.time() < deadline:
         time.sleep(0.2)
     assert not [w for w in workers if alive(w)]
+
+
+def test_terminate_ends_busy_workers_without_waiting_for_their_work() -> None:
+    pool = SafeProcessPool(2, "spawn", always=True)
+    busy = [pool.submit(time.sleep, 120) for _ in range(2)]
+    queued = pool.submit(time.sleep, 120)
+    while not all(f.running() for f in busy):
+        time.sleep(0.05)
+    procs = list(pool._processes.values())
+    assert len(procs) == 2 and all(p.is_alive() for p in procs)
+    t0 = time.monotonic()
+    pool.terminate()
+    assert time.monotonic() - t0 < 30  # not the 120 s of the sleeping jobs
+    assert not any(p.is_alive() for p in procs)
+    # the running jobs fail (pool broken) instead of finishing later; nothing else runs
+    from concurrent.futures import wait
+
+    done, _ = wait(busy, timeout=30)
+    assert len(done) == 2 and all(f.exception() is not None for f in done)
+    assert not queued.done() or queued.cancelled() or queued.exception() is not None
