@@ -62,7 +62,7 @@ def timed(checkout: Path, args: list[str], out: Path, **extra: str) -> tuple[flo
     if p.returncode != 0:
         raise SystemExit(f"{checkout}: exit {p.returncode}\n{p.stderr}")
     n = len(list(out.glob("*.png")))
-    return wall, cpu, f"{n} PNGs" + ("" if extra else "") + "\n" + p.stderr
+    return wall, cpu, f"{n} PNGs\n{p.stderr}"
 
 
 def main() -> None:
