@@ -179,10 +179,18 @@ with guarded("Opening the launch service"):
     )  # fmt: skip
     ok, why = usable[engine]
     if not model_dir.strip():
+        from backend.engines.demo import DEMO_MODEL
+
+        demo = ws.root / "models" / DEMO_MODEL
         st.info(
             "Enter a Hugging Face checkpoint directory. No model at hand? `studio model create "
             "--preset tiny --out models/tiny` writes a small Qwen3-MoE for the reference engine; "
             "`--preset tiny-d32` one that real vLLM serves on CPU (head_dim 32) at TP 1, 2, 4."
+            + (
+                f" The demo's model (reference engine): `{demo}`."
+                if (demo / "config.json").is_file()
+                else ""
+            )  # fmt: skip
         )
     else:
         with guarded("Checking the launch"):

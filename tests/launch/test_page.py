@@ -41,6 +41,16 @@ def test_empty_workspace_and_command_preview(workspace_dir: Path, model_dir: Pat
     assert any("model directory does not exist" in e.value for e in at.error)
 
 
+def test_empty_model_field_names_the_demo_model_once_made(workspace_dir: Path) -> None:
+    at = _page()
+    assert not any("The demo's model" in i.value for i in at.info)
+    demo = workspace_dir.resolve() / "models" / "demo-tiny-realistic"
+    demo.mkdir(parents=True)
+    (demo / "config.json").write_text("{}")
+    at.run()
+    assert any(f"The demo's model (reference engine): `{demo}`" in i.value for i in at.info)
+
+
 def test_no_dump_path_for_dump_tool_none(workspace_dir: Path, model_dir: Path) -> None:
     at = _page()
     at.text_input(key="model_dir").set_value(str(model_dir)).run()
