@@ -190,7 +190,7 @@ with guarded("Opening the launch service"):
                 f" The demo's model (reference engine): `{demo}`."
                 if (demo / "config.json").is_file()
                 else ""
-            )  # fmt: skip
+            )
         )
     else:
         with guarded("Checking the launch"):
