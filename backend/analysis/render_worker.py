@@ -1,4 +1,5 @@
-"""What a ``studio render`` worker process runs: one pooled grid to one PNG or HTML file.
+"""What a ``studio render`` worker process runs: one pooled grid to one PNG or HTML file, every
+PNG of a worker drawn in its one off-screen window (``PngWriter``), opened by ``warm``.
 
 Kept apart from render.py on purpose: a spawned worker imports only this module, numpy and the
 figure code (PyVista for PNG), not torch, DuckDB or pandas, so it starts in a fraction of the
@@ -8,6 +9,7 @@ time (docs/PERFORMANCE.md "`studio render`").
 from __future__ import annotations
 
 import atexit
+import multiprocessing
 import os
 import sys
 from dataclasses import dataclass
@@ -54,7 +56,8 @@ def _png_writer():
         # Tearing down VTK, EGL and Mesa at exit took 0.3-0.7 s per worker, and the CLI waits
         # for its workers to exit: every file is written and closed before its job returns, so
         # the worker leaves at once (the pool does not read a finished worker's exit code).
-        atexit.register(_leave_now)
+        if multiprocessing.parent_process() is not None:  # only in a pool worker, never a caller
+            atexit.register(_leave_now)
         mark("worker: window open")
     return _writer
 
