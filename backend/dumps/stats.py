@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from backend.dumps import fused
+
 OVER_THRESHOLD = 6.0  # LLM.int8() outlier feature magnitude
 MASSIVE_ABS = 100.0  # Sun et al. 2024: |x| > 100 ...
 MASSIVE_RATIO = 1000.0  # ... and > 1000 x the median |x| of the hidden state
@@ -75,15 +77,17 @@ def _patterns(dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 def _compute_16bit(t: torch.Tensor, top_k: int, token_dims: int | None) -> TensorStats | None:
     """bf16/fp16: the scalar statistics from a histogram of the 65536 bit patterns.
 
-    One counting pass replaces the moment, min/max, threshold and median passes, and the
-    moments are exact float64 sums over the distinct values (numpy: 65536 bins are too small
-    to be worth torch's thread pool). None if a value is not finite.
+    One numba pass (``fused.hist_reduce``) counts the patterns and takes the per-channel and
+    per-token reductions together; the histogram replaces the moment, min/max, threshold and
+    median passes, and the moments are exact float64 sums over the distinct values. None if a
+    value is not finite.
     """
     x = as_2d(t, token_dims)
-    bits = x.reshape(-1).view(torch.int16).to(torch.int32)
-    bits.bitwise_and_(0xFFFF)
-    counts = torch.bincount(bits, minlength=1 << 16).numpy()
-    del bits
+    bits = fused.bits16(x)
+    if bits is None:
+        x = x.contiguous()
+        bits = fused.bits16(x)
+    counts, chan_absmax, chan_sum_abs, token_absmax = fused.hist_reduce(bits, t.dtype)
     ids, vals, absv, order = _patterns(t.dtype)
     c = counts[ids].astype(np.float64)
     n = int(counts.sum())
@@ -98,10 +102,8 @@ def _compute_16bit(t: torch.Tensor, top_k: int, token_dims: int | None) -> Tenso
     cum = np.cumsum(c[order])
     median_abs = float(absv[order][int(np.searchsorted(cum, (n + 1) // 2))])
     massive_cut = max(MASSIVE_ABS, MASSIVE_RATIO * median_abs)
-    a = x.abs()
-    chan_absmax = a.amax(dim=0).float()
-    token_absmax = a.amax(dim=1).float()
-    chan_mean_abs = a.sum(dim=0, dtype=torch.float32) / x.shape[0]
+    # float64 sums rounded once to float32 (the float32 vector the other dtypes give)
+    chan_mean_abs = (chan_sum_abs / x.shape[0]).astype(np.float32)
     return TensorStats(
         numel=n, min=float(vp.min()), max=float(vp.max()), mean=mean, std=math.sqrt(m2),
         absmax=float(absv[present].max()), l2=math.sqrt(float(cp @ (vp * vp))), nan_count=0,
@@ -109,17 +111,15 @@ def _compute_16bit(t: torch.Tensor, top_k: int, token_dims: int | None) -> Tenso
         over6_count=int(c[absv > OVER_THRESHOLD].sum()), median_abs=median_abs,
         massive_count=int(c[absv > massive_cut].sum()), channel_absmax=chan_absmax.tolist(),
         channel_mean_abs=chan_mean_abs.tolist(), token_absmax=token_absmax.tolist(),
-        top=_top(x, a, token_absmax, top_k),
+        top=_top(x, torch.from_numpy(token_absmax), top_k),
     )  # fmt: skip
 
 
-def _top(
-    x: torch.Tensor, a: torch.Tensor, token_absmax: torch.Tensor, top_k: int
-) -> list[tuple[int, int, float]]:
+def _top(x: torch.Tensor, token_absmax: torch.Tensor, top_k: int) -> list[tuple[int, int, float]]:
     """The top-k |x| entries: they lie in the k tokens with the largest maxima."""
     k = min(top_k, x.numel())
     rows = torch.topk(token_absmax, min(k, x.shape[0])).indices
-    sub = a[rows].reshape(-1).float()
+    sub = x[rows].abs().reshape(-1).float()
     sub_i = torch.topk(sub, k).indices
     cols = x.shape[1]
     tok = rows[sub_i // cols].tolist()
@@ -173,7 +173,7 @@ def compute(t: torch.Tensor, top_k: int = TOP_K, token_dims: int | None = None) 
     else:
         median_abs = float("nan")
     massive_cut = max(MASSIVE_ABS, MASSIVE_RATIO * median_abs)
-    top = _top(xf, a, token_absmax, top_k)
+    top = _top(xf, token_absmax, top_k)
     lo, hi = torch.aminmax(xf) if nf else (torch.tensor(math.nan), torch.tensor(math.nan))
     return TensorStats(
         numel=n,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from backend.dumps import fused
 from backend.dumps.stitch.rules import RuleChoice
 
 
@@ -95,6 +96,13 @@ class Agreement:
 
 def agree(shards: list[torch.Tensor], terms: int = 1) -> Agreement:
     """Compare every shard with the first: bitwise, else within ``tolerance`` of the magnitude."""
+    fast = fused.agree_bf16(shards)  # one numba pass per pair (contiguous bf16 shards)
+    if fast is not None:
+        diff, top = fast
+        if top is None or diff == 0:
+            return Agreement(0.0, True, 0.0)
+        tol = tolerance(shards[0].dtype, top, terms)
+        return Agreement(diff, diff <= tol, tol)
     diff = max((max_diff(shards[0], s) for s in shards[1:]), default=0.0)
     if diff == 0:
         return Agreement(0.0, True, 0.0)
@@ -282,10 +290,13 @@ def _partial_sum(choice: RuleChoice, shards: list[torch.Tensor], ranks: list[int
         return StitchResult("replicated", "verified", ranks, shards[0], max_abs_diff=a.diff,
                             detail=f"all ranks {a.describe()}: the output is already reduced, "
                             "kept as replicated (not summed)")  # fmt: skip
-    acc = shards[0].to(torch.float32, copy=True)  # never add into a rank's own tensor
-    for s in shards[1:]:
-        acc.add_(s)  # promotes in the kernel: no float32 temporary per rank
-    return StitchResult("partial_sum", "assumed", ranks, acc.to(shards[0].dtype),
+    summed = fused.sum_bf16(shards)  # one numba pass, bit-identical to the torch lines below
+    if summed is None:
+        acc = shards[0].to(torch.float32, copy=True)  # never add into a rank's own tensor
+        for s in shards[1:]:
+            acc.add_(s)  # promotes in the kernel: no float32 temporary per rank
+        summed = acc.to(shards[0].dtype)
+    return StitchResult("partial_sum", "assumed", ranks, summed,
                         detail="ranks differ: partial sums added over ranks; awaiting the parent "
                         "block's output")  # fmt: skip
 

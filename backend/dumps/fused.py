@@ -1,0 +1,202 @@
+"""One-pass numba kernels for the ingest's hot loops over 16-bit float tensors.
+
+Each kernel replaces several numpy/torch passes (and their temporaries) with one pass, and
+releases the GIL (``nogil``) so the ingest's worker threads run them in parallel. Their results
+equal the torch code they replace (tests/dumps/test_fused.py holds the oracles); where a case
+would need the slow path's special rules (a non-finite value), the callers fall back to torch.
+
+The first call of each kernel in a process loads its machine code from numba's cache (it is
+compiled once per machine, seconds); benches warm up first.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+_BLOCK = 2048  # elements per block: equal blocks are skipped at memcmp speed
+_FLT_MAX = np.float32(np.finfo(np.float32).max)
+
+# float32 value of every 16-bit pattern (index: the pattern as uint16)
+_TABLES = {
+    dt: torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(dt).float().numpy().copy()
+    for dt in (torch.bfloat16, torch.float16)
+}
+
+
+def bits16(t: torch.Tensor) -> np.ndarray | None:
+    """A contiguous bf16/fp16 tensor's bit patterns as a uint16 array (no copy); else None."""
+    if t.dtype not in _TABLES or not t.is_contiguous():
+        return None
+    try:
+        return t.view(torch.int16).numpy().view(np.uint16)
+    except (RuntimeError, TypeError):
+        return None
+
+
+# -- statistics -------------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def _hist_reduce(bits, table, counts, chmax, chsum, tokmax):  # noqa: ANN001, ANN202
+    """One pass over ``bits`` (uint16 [T, C]): pattern histogram, per-channel max magnitude
+    pattern and float64 sum of |x|, per-token max magnitude pattern.
+
+    Magnitude patterns (sign bit cleared) order like the magnitudes they encode for finite
+    values, so maxima are taken on integers and converted once at the end.
+    """
+    t_n, c_n = bits.shape
+    row_f = np.empty(c_n, np.float32)
+    for i in range(t_n):
+        row = bits[i]
+        m = np.uint16(0)
+        for j in range(c_n):
+            b = row[j] & np.uint16(0x7FFF)
+            chmax[j] = max(chmax[j], b)
+            m = max(m, b)
+            row_f[j] = table[b]
+        tokmax[i] = m
+        for j in range(c_n):
+            chsum[j] += row_f[j]
+        for j in range(c_n):
+            counts[row[j]] += 1
+
+
+def hist_reduce(
+    bits: np.ndarray, dtype: torch.dtype
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(counts of the 65536 patterns, channel max |x|, channel sum |x| (float64), token max
+    |x|) of a uint16 [T, C] matrix of bf16/fp16 patterns; maxima as float32. The vectors are
+    only meaningful when every value is finite (the counts tell)."""
+    t_n, c_n = bits.shape
+    table = _TABLES[dtype]
+    counts = np.zeros(1 << 16, np.int64)
+    chmax = np.zeros(c_n, np.uint16)
+    chsum = np.zeros(c_n, np.float64)
+    tokmax = np.zeros(t_n, np.uint16)
+    if bits.size:
+        _hist_reduce(bits, table, counts, chmax, chsum, tokmax)
+    return counts, table[chmax], chsum, table[tokmax]
+
+
+# -- replica checks and partial sums (bf16) -----------------------------------------------------
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _max_diff_bf16(a, b, a8, b8):  # noqa: ANN001, ANN202
+    """(max |a - b| in float32, whether any pattern differs) of two bf16 pattern arrays
+    (``a8``/``b8``: their first whole 8-byte words); blocks whose words are equal are skipped
+    without converting. fastmath lets the max reduce in vector lanes: the result is exact for
+    finite values, and the caller discards it when a value is not finite."""
+    n = a.size
+    ua = np.empty(_BLOCK, np.uint32)
+    ub = np.empty(_BLOCK, np.uint32)
+    fa = ua.view(np.float32)
+    fb = ub.view(np.float32)
+    diff = np.float32(0.0)
+    unequal = False
+    w = _BLOCK // 4
+    nb = a8.size // w
+    for blk in range(nb + 1):
+        s8 = blk * w
+        e8 = min(a8.size, s8 + w)
+        acc = np.uint64(0)
+        for j in range(s8, e8):
+            acc |= a8[j] ^ b8[j]
+        s = s8 * 4
+        e = e8 * 4
+        if blk == nb:  # the words' tail, and the elements past the last whole word
+            for j in range(e, n):
+                acc |= np.uint64(a[j] ^ b[j])
+            e = n
+        if acc == 0:
+            continue
+        unequal = True
+        m = e - s
+        for j in range(m):
+            ua[j] = np.uint32(a[s + j]) << 16
+            ub[j] = np.uint32(b[s + j]) << 16
+        d = np.float32(0.0)
+        for j in range(m):
+            d = max(d, abs(fa[j] - fb[j]))
+        diff = max(diff, d)
+    return diff, unequal
+
+
+def _words(a: np.ndarray) -> np.ndarray:
+    """The whole 8-byte words at the start of a contiguous uint16 array."""
+    return a[: a.size // 4 * 4].view(np.uint64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _absmax_bf16(a):  # noqa: ANN001, ANN202
+    """(max |x| over a bf16 pattern array, whether any value is NaN or infinite)."""
+    m = np.uint16(0)
+    for j in range(a.size):
+        m = max(m, a[j] & np.uint16(0x7FFF))
+    return m, m >= np.uint16(0x7F80)
+
+
+def agree_bf16(shards: list[torch.Tensor]) -> tuple[float, float | None] | None:
+    """(max |diff| of every shard against the first, max |x| over all shards or None when
+    every shard is bitwise equal to the first) for contiguous bf16 shards of one shape, as
+    ``stitcher.max_diff`` and ``stitcher.absmax`` compute them; None when not applicable
+    (another dtype or layout, or a NaN/inf whose special rules the torch path applies)."""
+    if shards[0].dtype != torch.bfloat16:
+        return None
+    arrs = [bits16(s) for s in shards]
+    if any(a is None or a.shape != arrs[0].shape for a in arrs):
+        return None
+    diff, unequal = 0.0, False
+    for a in arrs[1:]:
+        a0, ai = arrs[0].reshape(-1), a.reshape(-1)
+        d, u = _max_diff_bf16(a0, ai, _words(a0), _words(ai))
+        diff, unequal = max(diff, float(d)), unequal or u
+    if not unequal:
+        return 0.0, None
+    top = 0
+    for a in arrs:
+        m, nonfinite = _absmax_bf16(a.reshape(-1))
+        if nonfinite:
+            return None
+        top = max(top, int(m))
+    return diff, float(_TABLES[torch.bfloat16][top])
+
+
+@numba.njit(cache=True, nogil=True)
+def _sum_bf16(shards, out):  # noqa: ANN001, ANN202
+    """out = bf16(sum of the shards in float32, in order), rounded to nearest even; returns
+    False (out unusable) if a sum is NaN (torch's vectorised and scalar casts differ there)."""
+    n = out.size
+    acc = np.empty(_BLOCK, np.float32)
+    u = np.empty(_BLOCK, np.uint32)
+    f = u.view(np.float32)
+    bad = np.uint32(0)
+    for s in range(0, n, _BLOCK):
+        m = min(n, s + _BLOCK) - s
+        for k in range(len(shards)):
+            sh = shards[k][s : s + m]
+            for j in range(m):
+                u[j] = np.uint32(sh[j]) << 16
+            if k == 0:
+                acc[:m] = f[:m]
+            else:
+                for j in range(m):
+                    acc[j] += f[j]
+        f[:m] = acc[:m]
+        o = out[s : s + m]
+        for j in range(m):
+            w = u[j]
+            bad |= np.uint32((w & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000))
+            o[j] = np.uint16((w + np.uint32(0x7FFF) + ((w >> 16) & np.uint32(1))) >> 16)
+    return bad == 0
+
+
+def sum_bf16(shards: list[torch.Tensor]) -> torch.Tensor | None:
+    """The float32 sum of contiguous bf16 shards (in order) cast to bf16, bit-identical to
+    ``acc = s0.float(); acc += s1; ...; acc.bfloat16()``; None when not applicable."""
+    if shards[0].dtype != torch.bfloat16:
+        return None
+    arrs = [bits16(s) for s in shards]
+    if any(a is None or a.shape != arrs[0].shape for a in arrs):
+        return None
+    out = torch.empty(shards[0].shape, dtype=torch.bfloat16)
+    ok = _sum_bf16(tuple(a.reshape(-1) for a in arrs), bits16(out).reshape(-1))
+    return out if ok else None
