@@ -226,12 +226,12 @@ class CatalogStage:
         paths = sorted({str(e.ref.path) for e in good})
         if not paths:
             return
-        with self.ws.transaction() as cur:
-            cur.execute(
-                "DELETE FROM dump_ingest_errors WHERE run_id = ? AND list_contains(?, path) "
-                "AND kind IN ('unreadable', 'not_tensor', 'unsupported_dtype')",
-                [self.run_id, paths],
-            )
+        where = ("FROM dump_ingest_errors WHERE run_id = ? AND list_contains(?, path) "
+                 "AND kind IN ('unreadable', 'not_tensor', 'unsupported_dtype')")  # fmt: skip
+        # a read first: the common case has nothing to clear, and each commit is a WAL sync
+        if self.ws.cursor().execute(f"SELECT 1 {where} LIMIT 1", [self.run_id, paths]).fetchone():
+            with self.ws.transaction() as cur:
+                cur.execute(f"DELETE {where}", [self.run_id, paths])
 
     def _track(self, ref: TensorRef, rank: int) -> None:
         assert self._groups is not None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
+import pyarrow as pa
 
 from backend.dumps import stats as stats_mod
 from backend.dumps.formats.common import (
@@ -52,24 +54,41 @@ def stats_of_stored(
         return stats_mod.compute(f.get_tensor(name), token_dims=token_dims)
 
 
+_VECTORS = ("channel_absmax", "channel_mean_abs", "token_absmax")
+
+
+def _float_lists(vectors: list[list[float]]) -> pa.ListArray:
+    """FLOAT[] column from Python lists, built from one float32 array (no per-float objects)."""
+    lens = np.fromiter((len(v) for v in vectors), np.int64, len(vectors))
+    offsets = np.zeros(len(vectors) + 1, np.int32)
+    np.cumsum(lens, out=offsets[1:])
+    flat = np.fromiter(itertools.chain.from_iterable(vectors), np.float32, int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+
+
 def write_stats(ws: Workspace, ids: list[int], results: list[stats_mod.TensorStats]) -> None:
     """Record statistics and top outliers of the given tensors (replacing older ones)."""
-    rows, outliers = [], []
-    for tid, st in zip(ids, results, strict=True):
-        rows.append({"tensor_id": tid, **st.as_row()})
-        outliers += [
-            {"tensor_id": tid, "k": k, "token": tok, "channel": ch, "value": v}
-            for k, (tok, ch, v) in enumerate(st.top)
-        ]
+    rows = [st.as_row() for st in results]
+    cols = {"tensor_id": pa.array(ids, pa.int64())}
+    for k in rows[0] if rows else ():
+        if k in _VECTORS:
+            cols[k] = _float_lists([r[k] for r in rows])
+        else:
+            cols[k] = pa.array([r[k] for r in rows])
+    outliers = [
+        {"tensor_id": tid, "k": k, "token": tok, "channel": ch, "value": v}
+        for tid, st in zip(ids, results, strict=True)
+        for k, (tok, ch, v) in enumerate(st.top)
+    ]
     with ws.transaction() as cur:
-        cur.register("_new_stats", pd.DataFrame(rows))
+        cur.register("_new_stats", pa.table(cols))
         cur.execute("INSERT OR REPLACE INTO dump_stats BY NAME SELECT * FROM _new_stats")
         cur.unregister("_new_stats")
         cur.execute(
             "DELETE FROM dump_outliers WHERE list_contains(?, tensor_id)", [[int(i) for i in ids]]
         )
         if outliers:
-            cur.register("_new_outliers", pd.DataFrame(outliers))
+            cur.register("_new_outliers", pa.Table.from_pylist(outliers))
             cur.execute("INSERT OR REPLACE INTO dump_outliers BY NAME SELECT * FROM _new_outliers")
             cur.unregister("_new_outliers")
 
