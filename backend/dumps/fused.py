@@ -134,30 +134,101 @@ def _absmax_bf16(a):  # noqa: ANN001, ANN202
     return m, m >= np.uint16(0x7F80)
 
 
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _max_diff_all_bf16(shards, words):  # noqa: ANN001, ANN202
+    """``_max_diff_bf16`` of every shard against the first in one pass over all of them (the
+    first is read once, not once per pair); ``words``: each shard's whole 8-byte words."""
+    n = shards[0].size
+    nw = words[0].size
+    ua = np.empty(_BLOCK, np.uint32)
+    ub = np.empty(_BLOCK, np.uint32)
+    fa = ua.view(np.float32)
+    fb = ub.view(np.float32)
+    diff = np.float32(0.0)
+    unequal = False
+    w = _BLOCK // 4
+    nb = nw // w
+    w0 = words[0]
+    s0 = shards[0]
+    for blk in range(nb + 1):
+        s8 = blk * w
+        e8 = min(nw, s8 + w)
+        acc = np.uint64(0)
+        for k in range(1, len(shards)):
+            wk = words[k]
+            for j in range(s8, e8):
+                acc |= w0[j] ^ wk[j]
+        s = s8 * 4
+        e = e8 * 4
+        if blk == nb:  # the words' tail, and the elements past the last whole word
+            for k in range(1, len(shards)):
+                sk = shards[k]
+                for j in range(e, n):
+                    acc |= np.uint64(s0[j] ^ sk[j])
+            e = n
+        if acc == 0:
+            continue
+        unequal = True
+        m = e - s
+        for j in range(m):
+            ua[j] = np.uint32(s0[s + j]) << 16
+        for k in range(1, len(shards)):
+            sk = shards[k]
+            for j in range(m):
+                ub[j] = np.uint32(sk[s + j]) << 16
+            d = np.float32(0.0)
+            for j in range(m):
+                d = max(d, abs(fa[j] - fb[j]))
+            diff = max(diff, d)
+    return diff, unequal
+
+
+def _bf16_arrays(tensors: list[torch.Tensor]) -> list[np.ndarray] | None:
+    """Flat uint16 patterns of contiguous bf16 tensors of one shape; None if not that."""
+    if tensors[0].dtype != torch.bfloat16:
+        return None
+    arrs = [bits16(t) for t in tensors]
+    if any(a is None or a.shape != arrs[0].shape for a in arrs):
+        return None
+    return [a.reshape(-1) for a in arrs]
+
+
 def agree_bf16(shards: list[torch.Tensor]) -> tuple[float, float | None] | None:
     """(max |diff| of every shard against the first, max |x| over all shards or None when
     every shard is bitwise equal to the first) for contiguous bf16 shards of one shape, as
     ``stitcher.max_diff`` and ``stitcher.absmax`` compute them; None when not applicable
     (another dtype or layout, or a NaN/inf whose special rules the torch path applies)."""
-    if shards[0].dtype != torch.bfloat16:
+    arrs = _bf16_arrays(shards)
+    if arrs is None:
         return None
-    arrs = [bits16(s) for s in shards]
-    if any(a is None or a.shape != arrs[0].shape for a in arrs):
-        return None
-    diff, unequal = 0.0, False
-    for a in arrs[1:]:
-        a0, ai = arrs[0].reshape(-1), a.reshape(-1)
-        d, u = _max_diff_bf16(a0, ai, _words(a0), _words(ai))
-        diff, unequal = max(diff, float(d)), unequal or u
+    if len(arrs) < 2:
+        return 0.0, None
+    diff, unequal = _max_diff_all_bf16(tuple(arrs), tuple(_words(a) for a in arrs))
     if not unequal:
         return 0.0, None
     top = 0
     for a in arrs:
-        m, nonfinite = _absmax_bf16(a.reshape(-1))
+        m, nonfinite = _absmax_bf16(a)
         if nonfinite:
             return None
         top = max(top, int(m))
-    return diff, float(_TABLES[torch.bfloat16][top])
+    return float(diff), float(_TABLES[torch.bfloat16][top])
+
+
+def diff_and_scale_bf16(mine: torch.Tensor, parent: torch.Tensor) -> tuple[float, float] | None:
+    """(``max_diff(mine, parent)``, max |parent|) for finite contiguous bf16 tensors of one
+    shape; None when not applicable (the torch path decides NaN/inf)."""
+    arrs = _bf16_arrays([mine, parent])
+    if arrs is None:
+        return None
+    top = 0
+    for a in arrs:
+        m, nonfinite = _absmax_bf16(a)
+        if nonfinite:
+            return None
+        top = int(m)  # the parent's, last
+    diff, _ = _max_diff_bf16(arrs[0], arrs[1], _words(arrs[0]), _words(arrs[1]))
+    return float(diff), float(_TABLES[torch.bfloat16][top])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -192,11 +263,9 @@ def _sum_bf16(shards, out):  # noqa: ANN001, ANN202
 def sum_bf16(shards: list[torch.Tensor]) -> torch.Tensor | None:
     """The float32 sum of contiguous bf16 shards (in order) cast to bf16, bit-identical to
     ``acc = s0.float(); acc += s1; ...; acc.bfloat16()``; None when not applicable."""
-    if shards[0].dtype != torch.bfloat16:
-        return None
-    arrs = [bits16(s) for s in shards]
-    if any(a is None or a.shape != arrs[0].shape for a in arrs):
+    arrs = _bf16_arrays(shards)
+    if arrs is None:
         return None
     out = torch.empty(shards[0].shape, dtype=torch.bfloat16)
-    ok = _sum_bf16(tuple(a.reshape(-1) for a in arrs), bits16(out).reshape(-1))
+    ok = _sum_bf16(tuple(arrs), bits16(out).reshape(-1))
     return out if ok else None

@@ -18,6 +18,7 @@ from backend.dumps.formats.common import (
 )
 from backend.dumps.formats.torch_zip import FileEnds, read_ends
 from backend.dumps.pipeline.discover import content_key
+from backend.dumps.pipeline.rows import STALE_KINDS
 from backend.dumps.pipeline.stitch_stage import StitchJob, stitch_key
 from backend.errors import InputError
 
@@ -226,12 +227,26 @@ class CatalogStage:
         paths = sorted({str(e.ref.path) for e in good})
         if not paths:
             return
-        where = ("FROM dump_ingest_errors WHERE run_id = ? AND list_contains(?, path) "
-                 "AND kind IN ('unreadable', 'not_tensor', 'unsupported_dtype')")  # fmt: skip
-        # a read first: the common case has nothing to clear, and each commit is a WAL sync
-        if self.ws.cursor().execute(f"SELECT 1 {where} LIMIT 1", [self.run_id, paths]).fetchone():
-            with self.ws.transaction() as cur:
-                cur.execute(f"DELETE {where}", [self.run_id, paths])
+        if not self._has_stale_errors():
+            return  # the common case: nothing to clear, and each commit is a WAL sync
+        with self.ws.transaction() as cur:
+            cur.execute(
+                "DELETE FROM dump_ingest_errors WHERE run_id = ? AND list_contains(?, path) "
+                "AND list_contains(?, kind)",
+                [self.run_id, paths, list(STALE_KINDS)],
+            )
+
+    def _has_stale_errors(self) -> bool:
+        """Whether the run may hold errors a file clears by loading (read once, then kept up
+        to date by ``_error``: the ingestor is the run's single writer)."""
+        if getattr(self, "_stale_errors", None) is None:
+            self._stale_errors = bool(
+                self.ws.cursor().execute(
+                    "SELECT count(*) FROM dump_ingest_errors WHERE run_id = ? AND "
+                    "list_contains(?, kind)", [self.run_id, list(STALE_KINDS)],
+                ).fetchone()[0]
+            )  # fmt: skip
+        return self._stale_errors
 
     def _track(self, ref: TensorRef, rank: int) -> None:
         assert self._groups is not None

@@ -10,6 +10,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+# error kinds a file clears by loading later (it was caught while being written)
+STALE_KINDS = ("unreadable", "not_tensor", "unsupported_dtype")
+
 
 @dataclass
 class Progress:
@@ -57,6 +60,8 @@ class RowWriter:
                 "INSERT INTO dump_ingest_errors (run_id, path, kind, message) VALUES (?, ?, ?, ?)",
                 [self.run_id, str(path), kind, message],
             )
+        if kind in STALE_KINDS:
+            self._stale_errors = True
         self.progress.errors += 1
 
     def _write(self, **rows: list) -> None:

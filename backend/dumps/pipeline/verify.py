@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from backend.dumps import run_checks
+from backend.dumps import fused, run_checks
 from backend.dumps.stitch.rules import NO_PARENT_CHECK
 from backend.dumps.stitch.stitcher import max_diff, tolerance
 
@@ -20,9 +20,13 @@ def check_partial(
             None,
             f"summed shape {list(mine.shape)} != parent output {list(parent.shape)}",
         )
-    diff = max_diff(mine, parent)
-    lo, hi = torch.aminmax(parent) if parent.numel() else (0.0, 0.0)
-    scale = max(abs(float(lo)), abs(float(hi)))
+    fast = fused.diff_and_scale_bf16(mine, parent)  # one numba pass each; finite bf16 only
+    if fast is not None:
+        diff, scale = fast
+    else:
+        diff = max_diff(mine, parent)
+        lo, hi = torch.aminmax(parent) if parent.numel() else (0.0, 0.0)
+        scale = max(abs(float(lo)), abs(float(hi)))
     ok = diff <= tolerance(parent.dtype, scale, n_ranks)
     detail = (f"sum of {n_ranks} partial outputs equals the parent block's output" if ok
               else "sum of partial outputs differs from the parent block's output")  # fmt: skip
