@@ -269,3 +269,17 @@ def sum_bf16(shards: list[torch.Tensor]) -> torch.Tensor | None:
     out = torch.empty(shards[0].shape, dtype=torch.bfloat16)
     ok = _sum_bf16(tuple(arrs), bits16(out).reshape(-1))
     return out if ok else None
+
+
+def warm_up() -> None:
+    """Load every kernel's machine code now (the first call in a process costs ~1 s: numba's
+    own start-up, then each kernel's cache), e.g. before timing an ingest."""
+    a = torch.ones(8, dtype=torch.bfloat16)
+    b = a * 2
+    agree_bf16([a, b])
+    agree_bf16([a, b, a, b])
+    sum_bf16([a, b])
+    sum_bf16([a, b, a, b])
+    diff_and_scale_bf16(a, b)
+    for dt in _TABLES:
+        hist_reduce(bits16(a.to(dt).reshape(2, 4)), dt)

@@ -40,6 +40,7 @@ from backend.dumps.pipeline.stitch_stage import (  # noqa: F401
     Location,
     StitchJob,
     StitchStage,
+    _no_cyclic_gc,
     _pool,
     _short_gil_switch,
     run_stitch,
@@ -205,7 +206,7 @@ class Ingestor(RowWriter, CatalogStage, StitchStage, VerifyStage, StatsStage, To
         self._groups, self._complete, self._batched = {}, [], {}
         running: list[Future] = []
         try:
-            with _pool(self.workers) as pool, _short_gil_switch():
+            with _pool(self.workers) as pool, _short_gil_switch(), _no_cyclic_gc():
                 for i in range(0, len(order), batch_files):
                     self.ingest_paths([p for p, _ in order[i : i + batch_files]])
                     jobs, self._complete = self._complete, []

@@ -12,7 +12,7 @@ from backend.dumps import stats as stats_mod
 from backend.dumps.formats.common import (
     load_source,
 )
-from backend.dumps.pipeline.stitch_stage import _pool
+from backend.dumps.pipeline.stitch_stage import _no_cyclic_gc, _pool
 from backend.errors import InputError
 from backend.workspace import Workspace
 
@@ -125,7 +125,7 @@ class StatsStage:
         if self.stats_pool is not None:
             results = list(self.stats_pool.map(stats_or_problem, *zip(*args, strict=True)))
         elif self.workers > 1 and len(args) > 1:
-            with _pool(self.workers) as pool:
+            with _pool(self.workers) as pool, _no_cyclic_gc():
                 results = list(pool.map(stats_or_problem, *zip(*args, strict=True)))
         else:
             results = [stats_or_problem(*a) for a in args]
