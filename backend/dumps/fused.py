@@ -42,10 +42,13 @@ def _hist_reduce(bits, table, counts, chmax, chsum, tokmax):  # noqa: ANN001, AN
     pattern and float64 sum of |x|, per-token max magnitude pattern.
 
     Magnitude patterns (sign bit cleared) order like the magnitudes they encode for finite
-    values, so maxima are taken on integers and converted once at the end.
+    values, so maxima are taken on integers and converted once at the end. ``table``: the
+    float32 value of each pattern (fp16); None for bf16, whose value is the pattern shifted
+    into a float32's high half (no gather: the row loops stay vectorised, 3x faster).
     """
     t_n, c_n = bits.shape
-    row_f = np.empty(c_n, np.float32)
+    u = np.empty(c_n, np.uint32)
+    row_f = u.view(np.float32)
     for i in range(t_n):
         row = bits[i]
         m = np.uint16(0)
@@ -53,7 +56,10 @@ def _hist_reduce(bits, table, counts, chmax, chsum, tokmax):  # noqa: ANN001, AN
             b = row[j] & np.uint16(0x7FFF)
             chmax[j] = max(chmax[j], b)
             m = max(m, b)
-            row_f[j] = table[b]
+            if table is None:
+                u[j] = np.uint32(b) << 16
+            else:
+                row_f[j] = table[b]
         tokmax[i] = m
         for j in range(c_n):
             chsum[j] += row_f[j]
@@ -74,7 +80,7 @@ def hist_reduce(
     chsum = np.zeros(c_n, np.float64)
     tokmax = np.zeros(t_n, np.uint16)
     if bits.size:
-        _hist_reduce(bits, table, counts, chmax, chsum, tokmax)
+        _hist_reduce(bits, None if dtype == torch.bfloat16 else table, counts, chmax, chsum, tokmax)
     return counts, table[chmax], chsum, table[tokmax]
 
 
