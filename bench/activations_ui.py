@@ -95,8 +95,8 @@ TOGGLES = {
     "Absolute values |x|": ("zaxis", "|value|", "value"),
     "Sort channels by absmax": ("xaxis", "channel rank", "channel"),
 }
-# The same toggles in the surface component's own bar (studio/components/surface/frontend).
-COMPONENT = "iframe[title='studio.components.surface.studio_surface']"
+# The same toggles in the surface component's own bar (studio_ui/components/surface/frontend).
+COMPONENT = "iframe[title='studio_ui.components.surface.studio_surface']"
 COMPONENT_BOX = {"Absolute values |x|": "#t-abs", "Sort channels by absmax": "#t-sort"}
 
 
@@ -152,8 +152,8 @@ def main() -> None:
     load0 = os.getloadavg()
     from playwright.sync_api import sync_playwright
 
-    from backend.dumps.ingest import ingest_dump
-    from backend.workspace import open_workspace
+    from studio_backend.dumps.ingest import ingest_dump
+    from studio_backend.workspace import open_workspace
 
     versions = {"this checkout": REPO}
     if args.baseline:

@@ -1,6 +1,6 @@
 """Whole-run comparison benchmark: two Qwen3-30B-A3B-shaped msit dumps (bench/ingest.py's shape),
 TP=2 and TP=4 of one truth in bf16 with one module perturbed in B, compared by
-``backend.compare.runs.compare_runs`` against the time of reading both dumps once.
+``studio_backend.compare.runs.compare_runs`` against the time of reading both dumps once.
 
     python bench/compare.py [--layers 2 --tokens 1000 --repeats 5] [--baseline /path/to/old/checkout]
 
@@ -40,12 +40,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.compare import metrics  # noqa: E402
-from backend.compare.runs import compare_runs  # noqa: E402
-from backend.dumps import synthetic as S  # noqa: E402
-from backend.dumps.ingest import ingest_dump  # noqa: E402
-from backend.workspace import open_workspace  # noqa: E402
 from bench.ingest import QWEN3_30B, floor  # noqa: E402
+from studio_backend.compare import metrics  # noqa: E402
+from studio_backend.compare.runs import compare_runs  # noqa: E402
+from studio_backend.dumps import synthetic as S  # noqa: E402
+from studio_backend.dumps.ingest import ingest_dump  # noqa: E402
+from studio_backend.workspace import open_workspace  # noqa: E402
 
 FAULT_LAYER = 1
 
@@ -64,8 +64,8 @@ def make_dumps(root: Path, layers: int, tokens: int, decode: int) -> tuple[Path,
 
 BASELINE = """
 import json, sys, time
-from backend.compare.runs import compare_runs
-from backend.workspace import open_workspace
+from studio_backend.compare.runs import compare_runs
+from studio_backend.workspace import open_workspace
 ws = open_workspace(sys.argv[1], read_only=True)
 compare_runs(ws, sys.argv[2], sys.argv[3])  # warm-up, as for (b)
 t0 = time.perf_counter()

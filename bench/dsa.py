@@ -33,9 +33,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.dsa import analysis  # noqa: E402
-from backend.dsa.ingest import Ingestor, worker_count  # noqa: E402
-from backend.workspace import open_workspace  # noqa: E402
+from studio_backend.dsa import analysis  # noqa: E402
+from studio_backend.dsa.ingest import Ingestor, worker_count  # noqa: E402
+from studio_backend.workspace import open_workspace  # noqa: E402
 
 LAYERS, TOPK, BLOCK = 61, 2048, 16
 

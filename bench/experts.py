@@ -2,7 +2,7 @@
 
 Studio path: one DuckDB GROUP BY over a packed (layer, slot) key of the stored counts, then
 device/expert from the slot table and the per-layer metrics in numpy on the 61 x 256 result
-(backend.moe.store.aggregate).
+(studio_backend.moe.store.aggregate).
 Baseline: fetch every count row into pandas and aggregate there (what a notebook would do).
 Both run in the same process on the same synthetic, seeded table; interleaved, median of N.
 
@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.moe import metrics, store  # noqa: E402
-from backend.workspace import open_workspace  # noqa: E402
+from studio_backend.moe import metrics, store  # noqa: E402
+from studio_backend.workspace import open_workspace  # noqa: E402
 
 
 def baseline(ws, name: str, experts: int, devices: int, top_k: int):

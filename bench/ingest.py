@@ -34,12 +34,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.dumps import fused  # noqa: E402
-from backend.dumps import synthetic as S  # noqa: E402
-from backend.dumps.detect import detect  # noqa: E402
-from backend.dumps.ingest import Ingestor  # noqa: E402
-from backend.dumps.watch import DumpWatcher  # noqa: E402
-from backend.workspace import open_workspace  # noqa: E402
+from studio_backend.dumps import fused  # noqa: E402
+from studio_backend.dumps import synthetic as S  # noqa: E402
+from studio_backend.dumps.detect import detect  # noqa: E402
+from studio_backend.dumps.ingest import Ingestor  # noqa: E402
+from studio_backend.dumps.watch import DumpWatcher  # noqa: E402
+from studio_backend.workspace import open_workspace  # noqa: E402
 
 # watchdog warns about re-added inotify callbacks for folders created in quick succession
 warnings.filterwarnings("ignore", category=RuntimeWarning, module="watchdog")

@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from backend.dumps.cluster.ingest import ingest_dump_ray  # noqa: E402
-from backend.dumps.ingest import ingest_dump  # noqa: E402
-from backend.workspace import open_workspace  # noqa: E402
 from bench.ingest import make_dump  # noqa: E402
+from studio_backend.dumps.cluster.ingest import ingest_dump_ray  # noqa: E402
+from studio_backend.dumps.ingest import ingest_dump  # noqa: E402
+from studio_backend.workspace import open_workspace  # noqa: E402
 
 
 def split_dump(session: Path, dest: Path, parts: list[list[str]]) -> list[Path]:
@@ -80,8 +80,8 @@ def run_ray(address: str, node_dirs: dict[str, Path], tmp: Path, tag: str) -> tu
 def _tile_bytes(ws, address: str) -> int:  # noqa: ANN001
     """Bytes of one 400 x 800 LOD grid of the largest stitched tensor, as a view asks its node
     for it (``views.run`` -> ``where.compute``; Ray's size of the returned object)."""
-    from backend.analysis.views import Recipe
-    from backend.dumps.cluster import where
+    from studio_backend.analysis.views import Recipe
+    from studio_backend.dumps.cluster import where
 
     (tid,) = ws.cursor().execute(
         "SELECT tensor_id FROM dump_tensors WHERE rank IS NULL AND part IS NULL "

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from backend.bench.harness import KernelBenchConfig, run_kernel_bench  # noqa: E402
+from studio_backend.bench.harness import KernelBenchConfig, run_kernel_bench  # noqa: E402
 
 
 def targets(rows: list[dict]) -> list[tuple[str, bool]]:

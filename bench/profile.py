@@ -87,9 +87,9 @@ def _child(mode: str, trace: Path, ws_dir: Path) -> None:
     """Run one measured job and print a JSON result line (runs in a fresh interpreter)."""
     if mode == "ingest":
         sys.path.insert(0, str(REPO))
-        from backend.trace import analysis
-        from backend.trace.ingest import ingest_profile
-        from backend.workspace import open_workspace
+        from studio_backend.trace import analysis
+        from studio_backend.trace.ingest import ingest_profile
+        from studio_backend.workspace import open_workspace
 
         ws = open_workspace(ws_dir)
     # imports (torch comes in with the workspace) are outside the measured span

@@ -24,9 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.analysis.lod import as_matrix, build_grid  # noqa: E402
-from backend.workspace import open_workspace  # noqa: E402
-from studio.figures.activations import surface_figure  # noqa: E402
+from studio_backend.analysis.lod import as_matrix, build_grid  # noqa: E402
+from studio_backend.workspace import open_workspace  # noqa: E402
+from studio_ui.figures.activations import surface_figure  # noqa: E402
 
 PHASES: dict[str, list[float]] = {"load": [], "pool": [], "figure": [], "json": []}
 

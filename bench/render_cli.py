@@ -1,6 +1,6 @@
 """Benchmark: ``studio render`` as the user types it, timed as a whole process.
 
-Times ``python -m backend.cli --workspace WS render RUN --layer-pattern P --out DIR`` (wall and
+Times ``python -m studio_backend.cli --workspace WS render RUN --layer-pattern P --out DIR`` (wall and
 user+sys CPU of the process and its workers, from the OS) for this checkout and, interleaved
 A B A B, for a baseline checkout (e.g. ``git worktree add --detach /work/wt/uxbase main``), each
 with its own ``PYTHONPATH``. Prints the command, the load average before and after, every run,
@@ -36,7 +36,7 @@ def env_for(checkout: Path, **extra: str) -> dict[str, str]:
 
 
 def studio(checkout: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "backend.cli", *args]
+    cmd = [sys.executable, "-m", "studio_backend.cli", *args]
     return subprocess.run(cmd, env=env_for(checkout, **extra), cwd=checkout,
                           capture_output=True, text=True, check=False)  # fmt: skip
 
@@ -83,7 +83,7 @@ def main() -> None:
             raise SystemExit(f"studio demo failed:\n{p.stderr[-2000:]}")
     run = a.run or demo_run(ws)
     args = ["--workspace", str(ws), "render", run, "--layer-pattern", a.pattern]
-    print("command: python -m backend.cli " + " ".join(args) + " --out DIR")
+    print("command: python -m studio_backend.cli " + " ".join(args) + " --out DIR")
     print(f"cpus: {os.cpu_count()}   load before: {os.getloadavg()}")
     sides = {"this": HERE} | ({"base": a.base.resolve()} if a.base else {})
     timed(HERE, args, tmp / "warm")  # warm the page cache and Mesa's shader cache, not counted

@@ -6,7 +6,7 @@
 A local two-node ``ray.cluster_utils.Cluster`` (127.0.0.1 only); the tensor's file is assigned to
 the worker node (the studio's process is the driver on the head). For each drawn-cell budget of
 the Activations page (20k, 80k = the default, 320k, 720k) and for ``studio render``'s 400 x 800
-grid, the view asks the node (``backend.analysis.views.run`` -> ``where.compute``, a task pinned
+grid, the view asks the node (``studio_backend.analysis.views.run`` -> ``where.compute``, a task pinned
 to that node) and the bytes are Ray's own size of the returned object
 (``ray.experimental.get_object_locations``: ``where.MOVED``). The explicit full download
 (``where.fetch``) is measured the same way, interleaved. Times are medians, warm (one untimed
@@ -34,9 +34,9 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from backend.analysis import lod  # noqa: E402
-from backend.analysis.views import Recipe  # noqa: E402
-from backend.dumps.cluster import where  # noqa: E402
+from studio_backend.analysis import lod  # noqa: E402
+from studio_backend.analysis.views import Recipe  # noqa: E402
+from studio_backend.dumps.cluster import where  # noqa: E402
 
 BUDGETS = {"20k cells": 20_000, "80k cells (page default)": 80_000, "320k cells": 320_000,
            "720k cells": 720_000}  # fmt: skip

@@ -8,13 +8,13 @@ import re
 import pandas as pd
 import streamlit as st
 
-from backend.analysis import finder, kronecker, lod, source
-from backend.analysis.source import Selected
-from backend.dumps.axis import describe as axis_describe
-from backend.dumps.axis import matrix_shape as axis_matrix
-from studio import services_activations as svc
-from studio.figures import activations as figs
-from studio.widgets import guarded
+from studio_backend.analysis import finder, kronecker, lod, source
+from studio_backend.analysis.source import Selected
+from studio_backend.dumps.axis import describe as axis_describe
+from studio_backend.dumps.axis import matrix_shape as axis_matrix
+from studio_ui import services_activations as svc
+from studio_ui.figures import activations as figs
+from studio_ui.widgets import guarded
 
 st.title("Activations")
 st.caption(
@@ -68,7 +68,7 @@ def _downloads(fig, name: str, *, grid=None, title: str = "", sync: bool = False
         import tempfile
         from pathlib import Path
 
-        from studio.figures import pyvista_surface as pvs
+        from studio_ui.figures import pyvista_surface as pvs
 
         with tempfile.TemporaryDirectory() as d:
             png = pvs.screenshot(
@@ -93,7 +93,7 @@ def _surface(grid, base, *, title, texts, absolute, log, sort, renderer, key):
     if renderer == "PyVista":
         from stpyvista import stpyvista  # only importable inside a running app
 
-        from studio.figures import pyvista_surface as pvs
+        from studio_ui.figures import pyvista_surface as pvs
 
         stpyvista(
             pvs.plotter(
@@ -111,7 +111,7 @@ def _surface(grid, base, *, title, texts, absolute, log, sort, renderer, key):
             "Hover values and exact positions are in the Plotly view."
         )
     else:
-        from studio.components.surface import surface_chart
+        from studio_ui.components.surface import surface_chart
 
         # One persistent plot (Plotly.react in place): a toggle keeps the WebGL context. The
         # grid travels once; |x|, log and sort are applied in the browser (no round trip).
@@ -179,7 +179,7 @@ def _finder(run_id: str, step: int) -> None:
 
 def _dumps_available() -> bool:
     try:
-        return importlib.util.find_spec("backend.dumps.query") is not None
+        return importlib.util.find_spec("studio_backend.dumps.query") is not None
     except ModuleNotFoundError:  # the dumps package is not installed in this build
         return False
 

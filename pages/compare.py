@@ -7,12 +7,12 @@ import math
 import pandas as pd
 import streamlit as st
 
-from backend.compare.divergence import THRESHOLDS
-from studio import services_activations as act
-from studio import services_compare as svc
-from studio.figures import activations as afigs
-from studio.figures import compare as cfigs
-from studio.widgets import guarded
+from studio_backend.compare.divergence import THRESHOLDS
+from studio_ui import services_activations as act
+from studio_ui import services_compare as svc
+from studio_ui.figures import activations as afigs
+from studio_ui.figures import compare as cfigs
+from studio_ui.widgets import guarded
 
 st.title("Compare")
 st.caption(
@@ -77,7 +77,7 @@ qp["a"], qp["b"] = run_a, run_b
 steps = None
 res = None
 with guarded("Comparing"):
-    from backend.compare.cli import parse_steps
+    from studio_backend.compare.cli import parse_steps
 
     steps = parse_steps(steps_txt) if steps_txt.strip() else None
     with st.spinner("Comparing every aligned tensor..."):

@@ -6,13 +6,13 @@ import os
 import pandas as pd
 import streamlit as st
 
-from backend.dumps import query
-from backend.errors import InputError
-from backend.paths import existing_file
-from studio.figures.dumps import module_treemap, verdict_style
-from studio.services_ingest import ingest_service
-from studio.state import workspace
-from studio.widgets import guarded
+from studio_backend.dumps import query
+from studio_backend.errors import InputError
+from studio_backend.paths import existing_file
+from studio_ui.figures.dumps import module_treemap, verdict_style
+from studio_ui.services_ingest import ingest_service
+from studio_ui.state import workspace
+from studio_ui.widgets import guarded
 
 HOW_TO = """No dumps in this workspace yet. To get one:
 
@@ -194,7 +194,7 @@ with guarded("Reading the dumps"):
         )
         if c2.button("Copy into workspace", key=f"pack-{run_id}"):
             with guarded("Copying the tensors into the workspace"):
-                from backend.dumps.pack import pack_run
+                from studio_backend.dumps.pack import pack_run
 
                 n, nbytes = pack_run(ws, run_id)
                 st.success(f"Copied {n:,} tensors ({_mb(nbytes)}) into the workspace.")

@@ -6,12 +6,12 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from backend.errors import InputError
-from backend.moe import metrics, store
-from backend.moe.cli import import_source
-from studio.figures import experts as figs
-from studio.state import workspace
-from studio.widgets import guarded
+from studio_backend.errors import InputError
+from studio_backend.moe import metrics, store
+from studio_backend.moe.cli import import_source
+from studio_ui.figures import experts as figs
+from studio_ui.state import workspace
+from studio_ui.widgets import guarded
 
 st.title("Experts")
 st.caption(
@@ -51,7 +51,7 @@ def _import_section(ws) -> None:
                                           devices=int(devices) or None, expert_map=emap.strip() or None)  # fmt: skip
                     st.success(f"Imported {', '.join(names)}")
         try:
-            from backend.dumps import query
+            from studio_backend.dumps import query
 
             runs = query.list_runs(ws)
         except Exception:  # noqa: BLE001 - dumps tables absent: nothing to offer
@@ -109,7 +109,7 @@ def _tokens_section(ws, name: str, agg, info: dict) -> None:
     if run_id:
         step = int(tok["step"].iloc[0])
         ids = ", ".join(map(str, tok[tok.step == step]["token"].tolist()[:30]))
-        from backend.moe.from_dump import router_module
+        from studio_backend.moe.from_dump import router_module
 
         module = router_module(ws, run_id, int(layer))  # mlp.gate or mlp.experts.gate
         params = {"run": run_id, "step": str(step), "module": module}
@@ -177,7 +177,7 @@ with st.form("ckpt"):
     go = st.form_submit_button("Inspect")
 if go:
     with guarded("Inspecting the checkpoint"):
-        from backend.moe.checkpoint import inspect
+        from studio_backend.moe.checkpoint import inspect
 
         if not path.strip():
             raise InputError("path", "enter a checkpoint directory")

@@ -3,10 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from backend import hardware
-from studio.navigation import available_pages
-from studio.state import workspace
-from studio.widgets import guarded, stack_table
+from studio_backend import hardware
+from studio_ui.navigation import available_pages
+from studio_ui.state import workspace
+from studio_ui.widgets import guarded, stack_table
 
 st.title("Inference Inspection Studio")
 st.caption(
@@ -54,7 +54,7 @@ st.caption(
 )
 if st.button("Run the demo", icon=":material/play_arrow:"):
     with guarded("Running the demo"):
-        from backend.engines.demo_fill import run_full_demo
+        from studio_backend.engines.demo_fill import run_full_demo
 
         bar = st.progress(0.0, text="Starting")
         full = run_full_demo(workspace(), lambda f, m: bar.progress(min(f, 1.0), text=m))

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from backend.bench.published import SOURCE, published_kernel_rows, published_serve_rows
-from backend.bench.results import (
+from studio_backend.bench.published import SOURCE, published_kernel_rows, published_serve_rows
+from studio_backend.bench.results import (
     export_run,
     import_text,
     kernel_results,
@@ -14,9 +14,9 @@ from backend.bench.results import (
     save_result,
     serve_results,
 )
-from studio.figures import kernels as figs
-from studio.state import workspace
-from studio.widgets import guarded
+from studio_ui.figures import kernels as figs
+from studio_ui.state import workspace
+from studio_ui.widgets import guarded
 
 st.title("Kernels")
 st.caption(
@@ -37,7 +37,7 @@ with guarded("Loading benchmark runs"):
                 "preset here (seconds; on a CPU it times the torch paths, labelled CPU):"
             )
             if st.button("Run tiny preset here", icon=":material/play_arrow:"):
-                from backend.bench.harness import KernelBenchConfig, run_kernel_bench
+                from studio_backend.bench.harness import KernelBenchConfig, run_kernel_bench
 
                 with guarded("Running the tiny preset"), st.spinner("benchmarking"):
                     cfg = KernelBenchConfig(preset="tiny", batches=[1, 2, 3, 4, 8], reps=10)

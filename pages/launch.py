@@ -8,16 +8,22 @@ import shlex
 import pandas as pd
 import streamlit as st
 
-from backend import hardware
-from backend.launch import engine_python, ingest
-from backend.launch.capture import list_captures
-from backend.launch.commands import vllm_ascend
-from backend.launch.logtail import shutdown_part
-from backend.launch.spec import DUMP_TOOLS, ENGINES, EXPERT_RECORDER_MODES, DumpSettings, LaunchSpec
-from studio.navigation import ROOT
-from studio.services_launch import launch_service
-from studio.state import workspace
-from studio.widgets import guarded
+from studio_backend import hardware
+from studio_backend.launch import engine_python, ingest
+from studio_backend.launch.capture import list_captures
+from studio_backend.launch.commands import vllm_ascend
+from studio_backend.launch.logtail import shutdown_part
+from studio_backend.launch.spec import (
+    DUMP_TOOLS,
+    ENGINES,
+    EXPERT_RECORDER_MODES,
+    DumpSettings,
+    LaunchSpec,
+)
+from studio_ui.navigation import ROOT
+from studio_ui.services_launch import launch_service
+from studio_ui.state import workspace
+from studio_ui.widgets import guarded
 
 STATUS_ICON = {
     "starting": ":material/hourglass_top:", "ready": ":material/check_circle:",
@@ -45,8 +51,8 @@ def engine_status(vllm_python: str) -> dict[str, tuple[bool, str]]:
     real = engine_python.probe_vllm(vllm_python)
     out = {
         "reference": (
-            _present("backend.engines.reference"),
-            "the studio's CPU engine (backend.engines.reference) is not part of this build",
+            _present("studio_backend.engines.reference"),
+            "the studio's CPU engine (studio_backend.engines.reference) is not part of this build",
         ),
         "vllm": (
             real.distribution is not None,
@@ -179,7 +185,7 @@ with guarded("Opening the launch service"):
     )  # fmt: skip
     ok, why = usable[engine]
     if not model_dir.strip():
-        from backend.engines.demo import DEMO_MODEL
+        from studio_backend.engines.demo import DEMO_MODEL
 
         demo = ws.root / "models" / DEMO_MODEL
         st.info(
@@ -294,7 +300,7 @@ def capture_panel(service, launch) -> None:
         )
     if not ingest.available():
         st.caption(
-            "Dump ingest (backend.dumps) is not part of this build: captured folders are listed but not ingested."
+            "Dump ingest (studio_backend.dumps) is not part of this build: captured folders are listed but not ingested."
         )
     for job in service.jobs_for(launch.launch_id)[:3]:
         label = job.capture_id or "capture"

@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from backend.dsa import analysis
-from backend.paths import existing_file
-from studio.figures import dsa as fig
-from studio.services_dsa import ingest_service
-from studio.state import workspace
-from studio.widgets import guarded
+from studio_backend.dsa import analysis
+from studio_backend.paths import existing_file
+from studio_ui.figures import dsa as fig
+from studio_ui.services_dsa import ingest_service
+from studio_ui.state import workspace
+from studio_ui.widgets import guarded
 
 st.title("Sparse attention")
 st.caption(

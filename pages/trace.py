@@ -5,13 +5,13 @@ import json
 import pandas as pd
 import streamlit as st
 
-from backend.trace import analysis, traces
-from backend.trace.diff import diff
-from backend.trace.ingest import ingest_profile
-from backend.trace.model_trace import trace_model_dir
-from studio.figures import trace as figs
-from studio.state import workspace
-from studio.widgets import guarded
+from studio_backend.trace import analysis, traces
+from studio_backend.trace.diff import diff
+from studio_backend.trace.ingest import ingest_profile
+from studio_backend.trace.model_trace import trace_model_dir
+from studio_ui.figures import trace as figs
+from studio_ui.state import workspace
+from studio_ui.widgets import guarded
 
 st.title("Trace")
 st.caption(
@@ -25,7 +25,7 @@ HOW_TO = """
 - Module calls of a model: `studio trace modules --model DIR --prompt "Hello"` (or the form below).
 - A profile: `studio profile ingest FILE` with a torch.profiler Chrome trace (`.json`, `.json.gz`),
   a torch_npu `*_ascend_pt` directory, or an `nsys export --type sqlite` file (or the form below).
-  Record module annotations with `backend.trace.profile_run.profile_call` so kernels attribute
+  Record module annotations with `studio_backend.trace.profile_run.profile_call` so kernels attribute
   to layers.
 """
 
@@ -64,10 +64,10 @@ if ws is not None:
                                    help="0: the prefill; 1: the first decode step")  # fmt: skip
             if st.form_submit_button("Trace module calls") and model_dir:
                 with guarded("Tracing the model"), st.spinner("Running one forward pass…"):
-                    from backend.paths import existing_dir
+                    from studio_backend.paths import existing_dir
 
                     if engine == "vllm":
-                        from backend.trace.vllm_trace import VllmTraceOptions, trace_vllm
+                        from studio_backend.trace.vllm_trace import VllmTraceOptions, trace_vllm
 
                         opts = VllmTraceOptions(tp=int(tp), step=int(step))
                         traced = trace_vllm(ws, existing_dir(model_dir), prompt, opts)
@@ -111,17 +111,17 @@ if ws is not None:
             prof_tokens = q3.number_input("Tokens", min_value=1, value=2, key="prof_tokens")
             if st.form_submit_button("Profile") and prof_model:
                 with guarded("Profiling the run"), st.spinner("Profiling…"):
-                    from backend.paths import existing_dir
+                    from studio_backend.paths import existing_dir
 
                     model = existing_dir(prof_model, "model directory")
                     if prof_engine == "vllm":
-                        from backend.trace.vllm_trace import VllmTraceOptions, profile_vllm
+                        from studio_backend.trace.vllm_trace import VllmTraceOptions, profile_vllm
 
                         done = profile_vllm(ws, model, prof_prompt, int(prof_tokens),
                                             VllmTraceOptions(tp=int(prof_tp)))  # fmt: skip
                         pids = [pid for pid, _ in done]
                     else:
-                        from backend.trace.engine_profile import profile_model_dir
+                        from studio_backend.trace.engine_profile import profile_model_dir
 
                         pid, _ = profile_model_dir(
                             ws, model, prompt=prof_prompt, max_tokens=int(prof_tokens),

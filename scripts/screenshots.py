@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from studio.navigation import PAGES  # noqa: E402
+from studio_ui.navigation import PAGES  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_FLAGS, StudioServer, wait_for_app  # noqa: E402
 
 # The README view: layer 2's residual stream (decoder layer output 1) of the demo's prefill,
@@ -33,7 +33,7 @@ VALUE = re.compile(r"token \d+.*channel \d+.*?value (-?[\d.]+(?:e[+-]?\d+)?)", r
 
 
 def _has_runs(ws: Path) -> bool:
-    from backend.workspace import open_workspace
+    from studio_backend.workspace import open_workspace
 
     if not (ws / "studio.duckdb").exists():
         return False
@@ -151,7 +151,7 @@ def main() -> int:
             pg.goto(f"{server.url}/activations?{q}")
             _settle(pg)
             # The surface is a custom component: its plotly.js plot lives in an iframe.
-            frame = pg.frame_locator("iframe[title='studio.components.surface.studio_surface']")
+            frame = pg.frame_locator("iframe[title='studio_ui.components.surface.studio_surface']")
             plot = frame.locator(".js-plotly-plot").first
             plot.locator(".gl-container canvas").first.wait_for(timeout=60_000)
             pg.wait_for_timeout(3000)

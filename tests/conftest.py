@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.gl_compat import load_triton_before_gl
+from studio_backend.gl_compat import load_triton_before_gl
 
 # Kernel tests run Triton's CPU interpreter. The flag must be set before triton is imported:
 # triton.language decorates its own helpers (reductions' combine functions) at import time.
@@ -34,7 +34,7 @@ def workspace_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def workspace(workspace_dir: Path):
-    from backend.workspace import open_workspace
+    from studio_backend.workspace import open_workspace
 
     ws = open_workspace(workspace_dir)
     yield ws

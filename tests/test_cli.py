@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.cli import build_parser, main
-from backend.workspace import open_workspace
-from backend.workspace.migrate import available
+from studio_backend.cli import build_parser, main
+from studio_backend.workspace import open_workspace
+from studio_backend.workspace.migrate import available
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ def test_info_json(workspace_dir: Path) -> None:
     ws.log("test", "y")
     ws.close()
     out = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "--workspace", str(workspace_dir), "info", "--json"],
+        [sys.executable, "-m", "studio_backend.cli", "--workspace", str(workspace_dir), "info", "--json"],
         cwd=REPO, capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     info = json.loads(out.stdout)
@@ -52,7 +52,7 @@ def test_info_json(workspace_dir: Path) -> None:
 
 def test_info_human_readable(workspace_dir: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "--workspace", str(workspace_dir), "info"],
+        [sys.executable, "-m", "studio_backend.cli", "--workspace", str(workspace_dir), "info"],
         cwd=REPO, capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     assert "schema version" in out.stdout and "hardware stacks" in out.stdout
@@ -63,7 +63,7 @@ def test_parsing_the_command_line_imports_neither_torch_nor_pandas() -> None:
     are imported by the commands that use them, so `studio render` starts its workers first."""
     code = (
         "import sys\n"
-        "from backend.cli import build_parser\n"
+        "from studio_backend.cli import build_parser\n"
         "build_parser()\n"
         "print(sorted(m for m in ('torch', 'pandas', 'pyvista') if m in sys.modules))\n"
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.cli import build_parser, main
+from studio_backend.cli import build_parser, main
 
 
 def _leaves(parser: argparse.ArgumentParser, path=()):
@@ -47,7 +47,7 @@ def test_nested_command_and_precedence(tmp_path: Path, capsys, monkeypatch) -> N
     assert args.workspace == "B"
     args = build_parser().parse_args(["dsa", "ingest", "f"])
     assert args.workspace is None
-    from backend.dsa.selfcheck import selfcheck
+    from studio_backend.dsa.selfcheck import selfcheck
 
     selfcheck(tmp_path / "t", requests=1, steps=2, layers=2)
     ws = tmp_path / "nested_ws"

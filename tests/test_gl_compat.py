@@ -1,4 +1,4 @@
-"""Rendering with VTK and then using Triton in one process must not crash (backend/gl_compat)."""
+"""Rendering with VTK and then using Triton in one process must not crash (studio_backend/gl_compat)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 _SCRIPT = """
-from backend.gl_compat import load_triton_before_gl
+from studio_backend.gl_compat import load_triton_before_gl
 load_triton_before_gl()
 import pyvista as pv
 plotter = pv.Plotter(off_screen=True)

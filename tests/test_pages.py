@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from backend.workspace import open_workspace
-from studio.navigation import ROOT, available_pages
+from studio_backend.workspace import open_workspace
+from studio_ui.navigation import ROOT, available_pages
 
 
 @pytest.mark.parametrize("page", [p.file for p in available_pages()])

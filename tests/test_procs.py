@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.procs import SafeProcessPool, clean_main_for_spawn
+from studio_backend.procs import SafeProcessPool, clean_main_for_spawn
 
 
 def _fake_page(tmp_path: Path) -> tuple[types.ModuleType, Path]:
@@ -48,7 +48,7 @@ def test_spawned_child_and_borrowed_main(tmp_path: Path, monkeypatch, guarded: b
 @pytest.mark.parametrize("always", [False, True])
 def test_entry_script_main_hidden_only_when_asked(tmp_path: Path, monkeypatch, always) -> None:
     """A genuine entry script stays importable in children unless ``always`` hides it too
-    (worker pools whose target lives in a package module: backend/dsa/ingest.py)."""
+    (worker pools whose target lives in a package module: studio_backend/dsa/ingest.py)."""
     module, marker = _fake_page(tmp_path)
     monkeypatch.setitem(sys.modules, "__main__", module)
     monkeypatch.setattr(sys, "argv", [module.__file__])  # the entry script, not a borrowed page
@@ -106,7 +106,7 @@ def test_pool_workers_exit_when_their_parent_is_killed(tmp_path: Path, method: s
     pids = tmp_path / "pids"
     prog = (
         "import os, sys, time\n"
-        "from backend.procs import SafeProcessPool\n"
+        "from studio_backend.procs import SafeProcessPool\n"
         f"pool = SafeProcessPool(2, {method!r}, always=True)\n"
         "ws = {pool.submit(os.getpid).result(timeout=120) for _ in range(8)}\n"
         f"open({str(pids)!r}, 'w').write(' '.join(map(str, ws)))\n"

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from backend.errors import StudioError
-from backend.workspace import open_workspace
-from backend.workspace.read_service import query
+from studio_backend.errors import StudioError
+from studio_backend.workspace import open_workspace
+from studio_backend.workspace.read_service import query
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def studio(ws: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "backend.cli", "--workspace", str(ws), *args],
+        [sys.executable, "-m", "studio_backend.cli", "--workspace", str(ws), *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -76,7 +76,7 @@ def test_socket_removed_when_the_studio_closes(tmp_path: Path) -> None:
 def test_stored_expert_load_is_shown_while_the_studio_runs(tmp_path: Path) -> None:
     import torch
 
-    from backend.moe.cli import describe, import_source
+    from studio_backend.moe.cli import describe, import_source
 
     load = tmp_path / "load.pt"
     torch.save(torch.tensor([[5, 0, 3, 1], [2, 2, 2, 2]]), str(load))
@@ -105,11 +105,11 @@ def _records(df) -> list[dict]:
 
 
 def test_dump_runs_and_stored_statistics_while_the_studio_runs(owned, tmp_path: Path) -> None:
-    pytest.importorskip("backend.dumps.query", reason="needs the dumps package")
-    from backend.dumps.cli import stats_records
-    from backend.dumps.cli_read import RUN_COLUMNS
-    from backend.dumps.ingest import ingest_dump
-    from backend.dumps.query import list_runs
+    pytest.importorskip("studio_backend.dumps.query", reason="needs the dumps package")
+    from studio_backend.dumps.cli import stats_records
+    from studio_backend.dumps.cli_read import RUN_COLUMNS
+    from studio_backend.dumps.ingest import ingest_dump
+    from studio_backend.dumps.query import list_runs
     from tests.analysis.dumpdata import write_dump
 
     session, _ = write_dump(tmp_path / "dump")
@@ -137,10 +137,10 @@ def test_dump_runs_and_stored_statistics_while_the_studio_runs(owned, tmp_path: 
 
 
 def test_profiles_traces_and_bench_runs_while_the_studio_runs(owned, tmp_path: Path) -> None:
-    from backend.bench.results import export_run, list_runs, save_result
-    from backend.trace import analysis
-    from backend.trace.diff import diff
-    from backend.trace.ingest import ingest_profile
+    from studio_backend.bench.results import export_run, list_runs, save_result
+    from studio_backend.trace import analysis
+    from studio_backend.trace.diff import diff
+    from studio_backend.trace.ingest import ingest_profile
     from tests.bench.test_results import _doc
     from tests.trace.fixtures import write_kineto_gpu
 
@@ -170,8 +170,8 @@ def test_profiles_traces_and_bench_runs_while_the_studio_runs(owned, tmp_path: P
 
 
 def test_launches_listed_and_logged_while_the_studio_runs(owned, tmp_path: Path) -> None:
-    from backend.launch.spec import LaunchSpec
-    from backend.launch.supervisor import Supervisor
+    from studio_backend.launch.spec import LaunchSpec
+    from studio_backend.launch.supervisor import Supervisor
     from tests.launch.conftest import free_port, standin
 
     (tmp_path / "m").mkdir()
@@ -199,9 +199,9 @@ def test_launches_listed_and_logged_while_the_studio_runs(owned, tmp_path: Path)
 
 
 def test_compare_of_stored_runs_while_the_studio_runs(owned, tmp_path: Path) -> None:
-    pytest.importorskip("backend.compare.runs", reason="needs the compare package")
-    from backend.compare.runs import compare_any
-    from backend.dumps.ingest import ingest_dump
+    pytest.importorskip("studio_backend.compare.runs", reason="needs the compare package")
+    from studio_backend.compare.runs import compare_any
+    from studio_backend.dumps.ingest import ingest_dump
     from tests.analysis.dumpdata import write_dump
 
     a = ingest_dump(owned, write_dump(tmp_path / "a")[0])

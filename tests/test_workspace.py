@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.errors import WorkspaceBusyError
-from backend.workspace import open_workspace
-from backend.workspace.migrate import available
+from studio_backend.errors import WorkspaceBusyError
+from studio_backend.workspace import open_workspace
+from studio_backend.workspace.migrate import available
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,7 @@ def test_tensor_store_round_trip(workspace, dtype: torch.dtype) -> None:
 
 _HOLDER = """
 import sys, time
-from backend.workspace import open_workspace
+from studio_backend.workspace import open_workspace
 ws = open_workspace(sys.argv[1], owner=sys.argv[2] == "owner", url="http://127.0.0.1:8599")
 print("ready", flush=True)
 time.sleep(60)
@@ -67,7 +67,7 @@ def test_cli_refuses_held_workspace(tmp_path: Path, mode: str) -> None:
         start = time.monotonic()
         out = subprocess.run(
             # A writing command: reading ones are answered by the owner (test_read_service.py).
-            [sys.executable, "-m", "backend.cli", "--workspace", str(ws_dir), "ingest",
+            [sys.executable, "-m", "studio_backend.cli", "--workspace", str(ws_dir), "ingest",
              str(tmp_path)],
             cwd=REPO, capture_output=True, text=True, timeout=60,
         )  # fmt: skip

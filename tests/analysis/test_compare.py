@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.analysis.compare import compare, jaccard, spearman
-from backend.errors import InputError
+from studio_backend.analysis.compare import compare, jaccard, spearman
+from studio_backend.errors import InputError
 
 
 def test_metrics_on_hand_values() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backend.analysis.lod import build_grid
-from studio.figures import activations as figs
+from studio_backend.analysis.lod import build_grid
+from studio_ui.figures import activations as figs
 
 
 def _data() -> np.ndarray:
@@ -104,7 +104,7 @@ def test_compare_profile_kurtosis_persistence() -> None:
 
 
 def test_pyvista_mesh_and_png(tmp_path) -> None:
-    from studio.figures import pyvista_surface as pvs
+    from studio_ui.figures import pyvista_surface as pvs
 
     g = build_grid(_data(), max_tokens=40, max_channels=60)
     mesh = pvs.surface_mesh(g)
@@ -120,7 +120,7 @@ def test_reused_png_writer_is_pixel_identical_to_a_fresh_one(tmp_path) -> None:
     new window draws (no camera, bounds, lights or colour bar left over from the one before)."""
     from PIL import Image
 
-    from studio.figures import pyvista_surface as pvs
+    from studio_ui.figures import pyvista_surface as pvs
 
     rng = np.random.default_rng(3)
     a = build_grid(_data(), max_tokens=40, max_channels=60)

@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("backend.dumps.query", reason="needs the dumps package")
+pytest.importorskip("studio_backend.dumps.query", reason="needs the dumps package")
 
-from backend.analysis import finder  # noqa: E402
+from studio_backend.analysis import finder  # noqa: E402
 from tests.analysis.dumpdata import write_dump  # noqa: E402
 
 
 @pytest.fixture
 def ranked(tmp_path: Path):
-    from backend.dumps.ingest import ingest_dump
-    from backend.workspace import open_workspace
+    from studio_backend.dumps.ingest import ingest_dump
+    from studio_backend.workspace import open_workspace
 
     session, truth = write_dump(tmp_path / "dump", tokens=24)
     ws = open_workspace(tmp_path / "ws")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend.analysis import kronecker
-from backend.analysis.parts import part_sizes, parts_of, split
-from backend.errors import InputError
+from studio_backend.analysis import kronecker
+from studio_backend.analysis.parts import part_sizes, parts_of, split
+from studio_backend.errors import InputError
 
 
 def _hadamard(n: int) -> np.ndarray:

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from backend.analysis.lod import (
+from studio_backend.analysis.lod import (
     build_grid,
     grid_shape,
     parse_channels,
     pool_signed_absmax,
     transform,
 )
-from backend.errors import InputError
+from studio_backend.errors import InputError
 
 
 def _oracle(a: np.ndarray, rows: int, cols: int) -> np.ndarray:

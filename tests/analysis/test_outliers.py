@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.analysis.outliers import (
+from studio_backend.analysis.outliers import (
     channel_absmax,
     channel_table,
     kurtosis,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-pytest.importorskip("backend.dumps.query", reason="needs the dumps package")
+pytest.importorskip("studio_backend.dumps.query", reason="needs the dumps package")
 
-from studio.navigation import ROOT  # noqa: E402
+from studio_ui.navigation import ROOT  # noqa: E402
 from tests.analysis.dumpdata import write_dump  # noqa: E402
 
 PAGE = str(ROOT / "pages/activations.py")
@@ -17,8 +17,8 @@ PAGE = str(ROOT / "pages/activations.py")
 
 @pytest.fixture
 def filled(workspace_dir: Path, tmp_path: Path) -> str:
-    from backend.dumps.ingest import ingest_dump
-    from backend.workspace import open_workspace
+    from studio_backend.dumps.ingest import ingest_dump
+    from studio_backend.workspace import open_workspace
 
     session, _ = write_dump(tmp_path / "dump")
     ws = open_workspace(workspace_dir)
@@ -101,10 +101,10 @@ def test_page_across_layers(filled: str) -> None:
 def test_page_says_which_tensors_did_not_stitch(workspace_dir: Path, tmp_path: Path) -> None:
     """A failed stitch (real vLLM 0.32 layout, rank 1's o_proj output broken) is not drawn as if
     true: the page names it and draws the layer's other tensors."""
-    from backend.dumps import synthetic_vllm as V
-    from backend.dumps.ingest import ingest_dump
-    from backend.dumps.synthetic import SynthConfig
-    from backend.workspace import open_workspace
+    from studio_backend.dumps import synthetic_vllm as V
+    from studio_backend.dumps.ingest import ingest_dump
+    from studio_backend.dumps.synthetic import SynthConfig
+    from studio_backend.workspace import open_workspace
 
     cfg = SynthConfig(layers=3, dense_layers=(0,))
     truth = V.make_truth(cfg, [4], seed=7)

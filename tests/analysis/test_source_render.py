@@ -9,19 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("backend.dumps.query", reason="needs the dumps package")
+pytest.importorskip("studio_backend.dumps.query", reason="needs the dumps package")
 
-from backend.analysis import outliers, source  # noqa: E402
-from backend.analysis.render import file_name, render, selections  # noqa: E402
-from backend.analysis.source import Selected  # noqa: E402
+from studio_backend.analysis import outliers, source  # noqa: E402
+from studio_backend.analysis.render import file_name, render, selections  # noqa: E402
+from studio_backend.analysis.source import Selected  # noqa: E402
 from tests.analysis.dumpdata import HEAD_DIM, HEADS, OUTLIER_CHANNELS, write_dump  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory):
-    from backend.dumps.ingest import ingest_dump
-    from backend.workspace import open_workspace
+    from studio_backend.dumps.ingest import ingest_dump
+    from studio_backend.workspace import open_workspace
 
     d = tmp_path_factory.mktemp("act")
     session, truth = write_dump(d / "dump")
@@ -80,7 +80,7 @@ def test_cli_renders_png(ingested, tmp_path: Path) -> None:
     ws, run_id, _, d = ingested
     ws.close()  # the CLI opens the workspace itself (single DuckDB writer)
     out = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "--workspace", str(d / "ws"), "render", run_id,
+        [sys.executable, "-m", "studio_backend.cli", "--workspace", str(d / "ws"), "render", run_id,
          "--layer-pattern", r"layers\.[01]\.input_layernorm", "--io", "input",
          "--out", str(tmp_path / "png"), "--workers", "2"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -92,7 +92,7 @@ def test_cli_renders_png(ingested, tmp_path: Path) -> None:
         "model.layers.1.input_layernorm.input_0.step0.png",
     ]
     bad = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "--workspace", str(d / "ws"), "render", "nope",
+        [sys.executable, "-m", "studio_backend.cli", "--workspace", str(d / "ws"), "render", "nope",
          "--layer-pattern", "x", "--out", str(tmp_path / "x")],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio.components.surface import FRONTEND, PLOTLY_JS, served_dir
+from studio_ui.components.surface import FRONTEND, PLOTLY_JS, served_dir
 
 
 def test_served_dir_holds_frontend_and_plotly(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_served_dir_follows_content(tmp_path: Path, monkeypatch) -> None:
     for p in FRONTEND.iterdir():
         (front / p.name).write_bytes(p.read_bytes())
     (front / "surface.js").write_text("// changed\n")
-    monkeypatch.setattr("studio.components.surface.FRONTEND", front)
+    monkeypatch.setattr("studio_ui.components.surface.FRONTEND", front)
     second = served_dir(tmp_path)
     assert second != first
     assert (second / "surface.js").read_text() == "// changed\n"

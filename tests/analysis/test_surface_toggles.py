@@ -9,10 +9,10 @@ import math
 import numpy as np
 import torch
 
-from backend.analysis import lod
-from studio.components.surface import payload
-from studio.figures.style import value_label
-from studio.services_activations import sort_columns
+from studio_backend.analysis import lod
+from studio_ui.components.surface import payload
+from studio_ui.figures.style import value_label
+from studio_ui.services_activations import sort_columns
 
 
 def _x(tokens: int = 60, channels: int = 97, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""backend/analysis/views.py on one machine: the same numbers as the direct calls, no Ray import,
+"""studio_backend/analysis/views.py on one machine: the same numbers as the direct calls, no Ray import,
 and the compact wire form restores every grid exactly."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.analysis import compare, lod, outliers, source, views
-from backend.analysis.source import Selected
+from studio_backend.analysis import compare, lod, outliers, source, views
+from studio_backend.analysis.source import Selected
 from tests.analysis.dumpdata import write_dump
 
 FIELDS = ("values", "raw", "tokens", "channels", "token_axis", "channel_axis")
@@ -42,7 +42,7 @@ def test_compact_round_trip_is_exact(dtype, opts) -> None:
 
 
 def test_local_views_equal_direct_calls_without_ray(tmp_path: Path, workspace, monkeypatch) -> None:
-    from backend.dumps.ingest import ingest_dump
+    from studio_backend.dumps.ingest import ingest_dump
 
     monkeypatch.setitem(sys.modules, "ray", None)  # any import of ray would fail
     session, _ = write_dump(tmp_path / "dump")

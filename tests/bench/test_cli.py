@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from backend.bench.results import kernel_results, list_runs, serve_results
-from backend.cli import main
-from backend.workspace import open_workspace
+from studio_backend.bench.results import kernel_results, list_runs, serve_results
+from studio_backend.cli import main
+from studio_backend.workspace import open_workspace
 from tests.bench.standin import StandIn
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from backend.bench.published import published_kernel_rows, published_serve_rows
-from studio.figures import kernels as figs
+from studio_backend.bench.published import published_kernel_rows, published_serve_rows
+from studio_ui.figures import kernels as figs
 
 
 def _measured() -> pd.DataFrame:

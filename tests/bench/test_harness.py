@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from backend.bench import harness
-from backend.bench.harness import KernelBenchConfig, run_kernel_bench
-from backend.bench.metrics import layer_flops, min_layer_bytes
-from backend.errors import InputError, StudioError
+from studio_backend.bench import harness
+from studio_backend.bench.harness import KernelBenchConfig, run_kernel_bench
+from studio_backend.bench.metrics import layer_flops, min_layer_bytes
+from studio_backend.errors import InputError, StudioError
 
 
 @pytest.fixture(scope="module")

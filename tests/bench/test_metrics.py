@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from backend.bench.metrics import expert_bytes, layer_flops, min_layer_bytes, reference_layer_bytes
-from backend.bench.published import SEED_002_KERNEL
+from studio_backend.bench.metrics import (
+    expert_bytes,
+    layer_flops,
+    min_layer_bytes,
+    reference_layer_bytes,
+)
+from studio_backend.bench.published import SEED_002_KERNEL
 
 
 def test_expert_bytes_formula() -> None:

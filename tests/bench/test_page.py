@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-from backend.bench.results import save_result
-from backend.workspace import open_workspace
-from studio.navigation import ROOT
+from studio_backend.bench.results import save_result
+from studio_backend.workspace import open_workspace
+from studio_ui.navigation import ROOT
 from tests.bench.test_results import _doc
 
 PAGE = str(ROOT / "pages" / "kernels.py")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from backend.bench.results import (
+from studio_backend.bench.results import (
     export_run,
     import_result,
     kernel_results,
@@ -15,8 +15,8 @@ from backend.bench.results import (
     serve_results,
     write_json,
 )
-from backend.errors import InputError
-from backend.workspace import open_workspace
+from studio_backend.errors import InputError
+from studio_backend.workspace import open_workspace
 
 
 def _doc() -> dict:

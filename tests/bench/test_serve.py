@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backend.bench.serve import ServeBenchConfig, run_serve_bench
-from backend.errors import InputError, StudioError
+from studio_backend.bench.serve import ServeBenchConfig, run_serve_bench
+from studio_backend.errors import InputError, StudioError
 from tests.bench.standin import StandIn
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.bench.serve import ServeBenchConfig, run_serve_bench
+from studio_backend.bench.serve import ServeBenchConfig, run_serve_bench
 from tests.conftest import REPO
 
 
@@ -30,7 +30,7 @@ def _present(module: str) -> bool:
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not (_present("backend.engines.cli") and _present("backend.models.create")),
+        not (_present("studio_backend.engines.cli") and _present("studio_backend.models.create")),
         reason="the reference engine (studio serve-reference) is not in this checkout",
     ),
 ]
@@ -43,13 +43,13 @@ def _free_port() -> int:
 
 
 def test_serve_bench_against_reference_engine(tmp_path: Path) -> None:
-    from backend.models.create import create_model
+    from studio_backend.models.create import create_model
 
     model = create_model(tmp_path / "model", preset="tiny", seed=0)
     port = _free_port()
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "serve-reference", "--model", str(model),
+        [sys.executable, "-m", "studio_backend.cli", "serve-reference", "--model", str(model),
          "--tp", "1", "--port", str(port), "--host", "127.0.0.1"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip

@@ -13,7 +13,7 @@ import pytest
 # before Ray is imported anywhere: every node of the test cluster binds 127.0.0.1 only
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
-# rank folders of backend.dumps.synthetic.write_msit at tp=4, and the node each is pinned to
+# rank folders of studio_backend.dumps.synthetic.write_msit at tp=4, and the node each is pinned to
 FOLDERS = ["npu0_4000", "npu1_4001", "npu2_4002", "npu3_4003"]
 PINS = {"head": FOLDERS[:2], "b": FOLDERS[2:3], "c": FOLDERS[3:]}
 # a killed node is declared dead after ~3 s, not the default ~30 s

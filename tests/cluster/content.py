@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.dumps import query
+from studio_backend.dumps import query
 
 # tables keyed by tensor_id: the id is replaced by the tensor's natural key
 BY_TENSOR = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.dumps.cluster.runtime import Node, assign_folders
+from studio_backend.dumps.cluster.runtime import Node, assign_folders
 
 
 def test_a_folder_only_one_node_sees_goes_there() -> None:

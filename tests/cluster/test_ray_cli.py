@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.cli import main
-from backend.dumps import synthetic as S
+from studio_backend.cli import main
+from studio_backend.dumps import synthetic as S
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
@@ -77,8 +77,8 @@ def test_a_node_lost_mid_ingest_exits_1_and_the_rerun_resumes(
     """`studio ingest --ray`: node c dies after the first files are in -> exit 1, one line
     naming its rank folder and how to resume, no traceback; the same command with the node
     back gives exactly the workspace a one-machine ingest gives."""
-    from backend.dumps import cli as dumps_cli
-    from backend.workspace import open_workspace
+    from studio_backend.dumps import cli as dumps_cli
+    from studio_backend.workspace import open_workspace
     from tests.cluster.content import content, stitched
 
     session = _session(tmp_path)

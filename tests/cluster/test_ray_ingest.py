@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.dumps import synthetic as S
-from backend.dumps.ingest import ingest_dump
-from backend.workspace import open_workspace
+from studio_backend.dumps import synthetic as S
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.workspace import open_workspace
 from tests.cluster.conftest import PINS
 from tests.cluster.content import content, stitched
 
@@ -49,7 +49,7 @@ def _same(ws_a, run_a, ws_b, run_b) -> None:
 
 
 def test_three_nodes_ingest_what_one_machine_does(ray_cluster, tmp_path: Path) -> None:
-    from backend.dumps.cluster.ingest import ingest_dump_ray
+    from studio_backend.dumps.cluster.ingest import ingest_dump_ray
 
     session, truth = _dump(tmp_path)
     plans: list = []
@@ -81,10 +81,10 @@ def test_three_nodes_ingest_what_one_machine_does(ray_cluster, tmp_path: Path) -
 
 def test_a_node_reads_its_tensor_and_tile(ray_cluster, tmp_path: Path) -> None:
     """The view's path: the node holding a tensor returns it, or only its LOD grid."""
-    from backend.analysis.lod import build_grid
-    from backend.dumps import query
-    from backend.dumps.cluster import where
-    from backend.dumps.cluster.ingest import ingest_dump_ray
+    from studio_backend.analysis.lod import build_grid
+    from studio_backend.dumps import query
+    from studio_backend.dumps.cluster import where
+    from studio_backend.dumps.cluster.ingest import ingest_dump_ray
 
     session, _truth = _dump(tmp_path, seed=1)
     ws = open_workspace(tmp_path / "ray")
@@ -116,7 +116,7 @@ def test_a_node_reads_its_tensor_and_tile(ray_cluster, tmp_path: Path) -> None:
 
 def test_ranks_on_one_node_move_no_shard(ray_cluster, tmp_path: Path) -> None:
     """--node-dump: only node b holds the dump; every stitch is local to it."""
-    from backend.dumps.cluster.ingest import ingest_dump_ray
+    from studio_backend.dumps.cluster.ingest import ingest_dump_ray
 
     session, _truth = _dump(tmp_path, seed=2)
     plans: list = []
@@ -131,8 +131,8 @@ def test_ranks_on_one_node_move_no_shard(ray_cluster, tmp_path: Path) -> None:
 
 
 def test_a_node_killed_mid_ingest_loses_nothing(ray_cluster, tmp_path: Path) -> None:
-    from backend.dumps.cluster.ingest import ingest_dump_ray
-    from backend.dumps.cluster.runtime import NodeLost
+    from studio_backend.dumps.cluster.ingest import ingest_dump_ray
+    from studio_backend.dumps.cluster.runtime import NodeLost
 
     session, _truth = _dump(tmp_path, seed=3)
     ws = open_workspace(tmp_path / "ray")
@@ -165,7 +165,7 @@ def test_a_node_killed_mid_ingest_loses_nothing(ray_cluster, tmp_path: Path) -> 
 
 def test_an_msprobe_dump_with_tool_statistics(ray_cluster, tmp_path: Path) -> None:
     """msprobe's layout (step<N>/rank<R>/) and its dump.json statistics, read on the nodes."""
-    from backend.dumps.cluster.ingest import ingest_dump_ray
+    from studio_backend.dumps.cluster.ingest import ingest_dump_ray
 
     cfg = S.SynthConfig()
     root = S.write_msprobe(tmp_path / "probe", cfg, S.make_truth(cfg, [4, 2], seed=9), 4)
@@ -182,7 +182,7 @@ def test_an_msprobe_dump_with_tool_statistics(ray_cluster, tmp_path: Path) -> No
 def test_an_sglang_dump(ray_cluster, tmp_path: Path, layout: str) -> None:
     """SGLang's hook folders (one per rank, spread over the nodes) and dumper records (every
     rank in one folder) from the project's SGLang fixture: the same rows as one machine."""
-    from backend.dumps.cluster.ingest import ingest_dump_ray
+    from studio_backend.dumps.cluster.ingest import ingest_dump_ray
     from tests.dumps.sglang_docs_fixture import write_dumper_dump, write_hook_dump
 
     write = write_hook_dump if layout == "hook" else write_dumper_dump

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from backend.dumps import synthetic as S
-from studio.navigation import ROOT
+from studio_backend.dumps import synthetic as S
+from studio_ui.navigation import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
@@ -26,7 +26,7 @@ def _field(at: AppTest, label: str):
 def no_jobs_left():
     """The page's ingest service is one per process: later page tests must not see our job."""
     yield
-    from studio.services_ingest import ingest_service
+    from studio_ui.services_ingest import ingest_service
 
     ingest_service.clear()
 

@@ -16,13 +16,13 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from backend.analysis import compare, lod, outliers, source, views
-from backend.analysis.source import Selected
-from backend.analysis.views import Recipe
-from backend.dumps import synthetic as S
-from backend.dumps.ingest import ingest_dump
-from backend.workspace import open_workspace
-from studio.navigation import ROOT
+from studio_backend.analysis import compare, lod, outliers, source, views
+from studio_backend.analysis.source import Selected
+from studio_backend.analysis.views import Recipe
+from studio_backend.dumps import synthetic as S
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.workspace import open_workspace
+from studio_ui.navigation import ROOT
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
@@ -41,7 +41,7 @@ def _same_grid(g, ref) -> None:
 @pytest.fixture
 def on_node(ray_cluster, monkeypatch):
     """Views ask the node; a whole-tensor download (``where.load``) fails the test."""
-    from backend.dumps.cluster import where
+    from studio_backend.dumps.cluster import where
 
     monkeypatch.setenv(where.VIEWS_ENV, "node")
     monkeypatch.setenv("STUDIO_RAY_ADDRESS", ray_cluster.address)
@@ -54,7 +54,7 @@ def on_node(ray_cluster, monkeypatch):
 
 
 def _ingest_both(ray_cluster, tmp_path: Path, ws_dir: Path | None = None):
-    from backend.dumps.cluster.ingest import ingest_dump_ray
+    from studio_backend.dumps.cluster.ingest import ingest_dump_ray
 
     cfg = S.SynthConfig()
     session = S.write_msit(tmp_path / "dump", cfg, S.make_truth(cfg, [6, 3], seed=11), 4)
@@ -119,7 +119,7 @@ def test_remote_views_equal_the_local_ingest(ray_cluster, on_node, tmp_path: Pat
 
 def test_a_3d_view_moves_the_tile_not_the_tensor(ray_cluster, on_node, tmp_path: Path) -> None:
     """One Qwen3-30B-A3B-shaped activation (2000 tokens x 2048 hidden, bf16) on node c."""
-    from backend.dumps.cluster.where import Where
+    from studio_backend.dumps.cluster.where import Where
 
     g = torch.Generator().manual_seed(3)
     t = (torch.randn(2000, 2048, generator=g) * 0.5).bfloat16()
@@ -178,7 +178,7 @@ def test_the_page_views_a_remote_tensor_without_moving_it(
 
 def test_studio_render_pools_on_the_node(ray_cluster, on_node, tmp_path: Path, monkeypatch) -> None:
     """`studio render`'s grids of a Ray-ingested run equal those of the one-machine run."""
-    from backend.analysis import render
+    from studio_backend.analysis import render
 
     ws, one, run = _ingest_both(ray_cluster, tmp_path)
     real_job, grids = render.Job, {}
@@ -211,7 +211,7 @@ def _only_on(node_id: str):  # noqa: ANN202
 def test_a_view_whose_node_is_down_says_so_and_works_once_it_is_back(
     ray_cluster, on_node, tmp_path: Path
 ) -> None:
-    from backend.errors import StudioError
+    from studio_backend.errors import StudioError
 
     t = torch.arange(60, dtype=torch.float32).reshape(6, 10)
     path = tmp_path / "act.pt"

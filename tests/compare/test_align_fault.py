@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from backend.cli import main
-from backend.compare import align as A
-from backend.compare.runs import compare_runs, load_matrix, locations
-from backend.dumps import synthetic as S
-from backend.dumps.ingest import ingest_dump
-from backend.dumps.query import load_tensor
+from studio_backend.cli import main
+from studio_backend.compare import align as A
+from studio_backend.compare.runs import compare_runs, load_matrix, locations
+from studio_backend.dumps import synthetic as S
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.dumps.query import load_tensor
 
 FAULT = (0, "model.layers.1.self_attn.o_proj", "output", 0)
 
@@ -162,8 +162,8 @@ def test_an_inf_in_run_b_is_a_divergence_at_its_token(tmp_path: Path, workspace)
 
 
 def test_options_are_the_keywords(planted, workspace) -> None:
-    from backend.compare.runs import Options, compare_any
-    from backend.errors import InputError
+    from studio_backend.compare.runs import Options, compare_any
+    from studio_backend.errors import InputError
 
     a, b, *_ = planted
     kw = {"steps": [0], "modules": r"layers\.1\.", "threshold": 1e-6}

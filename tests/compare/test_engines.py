@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.compare.runs import compare_any, compare_runs, load_matrix
-from backend.dumps.ingest import ingest_dump
+from studio_backend.compare.runs import compare_any, compare_runs, load_matrix
+from studio_backend.dumps.ingest import ingest_dump
 
-offline = pytest.importorskip("backend.engines.reference.offline")
+offline = pytest.importorskip("studio_backend.engines.reference.offline")
 pytest.importorskip("msit_llm")
 pytest.importorskip("msprobe")
-from backend.engines.reference.dumping import DumpOptions  # noqa: E402
-from backend.models.create import create_model  # noqa: E402
+from studio_backend.engines.reference.dumping import DumpOptions  # noqa: E402
+from studio_backend.models.create import create_model  # noqa: E402
 from tests.compare.models import variant  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def ingested(runs, tmp_path_factory):
-    from backend.workspace import open_workspace
+    from studio_backend.workspace import open_workspace
 
     ws = open_workspace(tmp_path_factory.mktemp("compare-ws"))
     ids = {name: ingest_dump(ws, path) for name, path in runs[1].items()}
@@ -107,7 +107,7 @@ def test_reference_engine_tp2_vs_transformers_msprobe(ingested) -> None:
         cfg["num_key_value_heads"] * cfg["head_dim"],
     )
     a = load_matrix(ws, pair.a, {}) if not pair.a.split else None
-    from backend.dumps.query import load_tensor
+    from studio_backend.dumps.query import load_tensor
 
     whole = load_tensor(ws, pair.a.tensor_id).double().numpy()
     x = whole[..., q : q + kv].reshape(len(IDS), kv) if pair.a.split else a.double().numpy()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.compare.metrics import compare, threads
+from studio_backend.compare.metrics import compare, threads
 
 
 def numpy_metrics(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -177,7 +177,7 @@ def test_nan_and_inf_propagate_per_token() -> None:
 
 def test_pairs_split_into_many_tasks_on_several_threads(monkeypatch) -> None:
     # the same numbers however the rows are cut into tasks and threads; pairs keep their order
-    from backend.compare import metrics
+    from studio_backend.compare import metrics
 
     rng = np.random.default_rng(8)
     a = torch.from_numpy(rng.standard_normal((37, 700)).astype(np.float32))

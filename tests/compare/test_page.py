@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from backend.dumps import synthetic as S
-from studio.navigation import ROOT
+from studio_backend.dumps import synthetic as S
+from studio_ui.navigation import ROOT
 
 PAGE = str(ROOT / "pages/compare.py")
 FAULT = (0, "model.layers.1.mlp.down_proj", "output", 0)
@@ -18,7 +18,7 @@ FAULT = (0, "model.layers.1.mlp.down_proj", "output", 0)
 
 def make_pair(tmp_path: Path, ws) -> tuple[str, str]:
     """TP=1 reference and a TP=2 copy with one module's output perturbed."""
-    from backend.dumps.ingest import ingest_dump
+    from studio_backend.dumps.ingest import ingest_dump
 
     cfg = S.SynthConfig(layers=3, dense_layers=(0, 1, 2))
     truth = S.make_truth(cfg, [6], seed=4)
@@ -32,7 +32,7 @@ def make_pair(tmp_path: Path, ws) -> tuple[str, str]:
 
 @pytest.fixture
 def pair(workspace_dir: Path, tmp_path: Path) -> tuple[str, str]:
-    from backend.workspace import open_workspace
+    from studio_backend.workspace import open_workspace
 
     ws = open_workspace(workspace_dir)
     try:

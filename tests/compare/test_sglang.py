@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from backend.compare.runs import compare_runs
-from backend.dumps.ingest import ingest_dump
+from studio_backend.compare.runs import compare_runs
+from studio_backend.dumps.ingest import ingest_dump
 from tests.dumps import sglang_docs_fixture as F
 
 

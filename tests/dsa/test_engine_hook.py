@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.dsa.engine_hook import attach_dsa
-from backend.dsa.prefix import PrefixCacheAnalyzer
-from backend.dsa.schema import validate_record
-from backend.dsa.tracer import TraceConfig, Tracer
-from backend.engines.reference.runner import ModelRunner
-from backend.models.create import create_model
+from studio_backend.dsa.engine_hook import attach_dsa
+from studio_backend.dsa.prefix import PrefixCacheAnalyzer
+from studio_backend.dsa.schema import validate_record
+from studio_backend.dsa.tracer import TraceConfig, Tracer
+from studio_backend.engines.reference.runner import ModelRunner
+from studio_backend.models.create import create_model
 
 
 @pytest.fixture(scope="module")

@@ -9,28 +9,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backend.dsa.indexer import (
+from studio_backend.dsa.indexer import (
     LightningIndexer,
     SparseAttention,
     TinyConfig,
     apply_rope,
     rope_cos_sin,
 )
-from backend.dsa.run import run_requests
-from backend.dsa.schema import validate_record
-from backend.dsa.summary import summarize_file
-from backend.dsa.tracer import TraceConfig
-from backend.dsa.workloads import Request
-from backend.dsa.workloads.burstgpt import load_burstgpt, replay
-from backend.dsa.workloads.needle import needle_prompts
-from backend.dsa.workloads.samples import (
+from studio_backend.dsa.run import run_requests
+from studio_backend.dsa.schema import validate_record
+from studio_backend.dsa.summary import summarize_file
+from studio_backend.dsa.tracer import TraceConfig
+from studio_backend.dsa.workloads import Request
+from studio_backend.dsa.workloads.burstgpt import load_burstgpt, replay
+from studio_backend.dsa.workloads.needle import needle_prompts
+from studio_backend.dsa.workloads.samples import (
     burstgpt_sample,
     longbench_v2_sample,
     mooncake_sample,
     ruler_sample,
     sharegpt_sample,
 )
-from backend.dsa.workloads.sharegpt import load_sharegpt
+from studio_backend.dsa.workloads.sharegpt import load_sharegpt
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "dsa"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.dsa import analysis, replay
-from backend.dsa.ingest import Ingestor, ingest_path
-from backend.dsa.synthetic import generate_trace
-from backend.dsa.tracer import TraceConfig, Tracer, distribution
+from studio_backend.dsa import analysis, replay
+from studio_backend.dsa.ingest import Ingestor, ingest_path
+from studio_backend.dsa.synthetic import generate_trace
+from studio_backend.dsa.tracer import TraceConfig, Tracer, distribution
 
 
 def _recs(path: Path) -> list[dict]:
@@ -222,7 +222,7 @@ def test_mooncake_prefix_trace(workspace, tmp_path: Path) -> None:
 
 
 def test_strip_arrays_only_cuts_flat_number_arrays() -> None:
-    from backend.dsa.ingest import strip_arrays
+    from studio_backend.dsa.ingest import strip_arrays
 
     line = (b'{"selected_token_pos": [3, 1, 2], "kv_fetch": {"hbm": {"hit_blocks": [0, 1]},'
             b' "local_pool": {"hit_blocks": null, "y": [5]}}, "scores_topk": [[1]]}\n')  # fmt: skip
@@ -238,7 +238,7 @@ def test_trace_with_only_seed_004_key_fields(workspace, trace, tmp_path, monkeyp
     """Issue 16: a trace carrying seed 004's key fields but not run_name, dataset, rank,
     world_size (nor selected_token_pos on some lines) is valid on both paths; the result says
     which optional fields its rows lack, and how many rows."""
-    from backend.dsa import fastpath
+    from studio_backend.dsa import fastpath
 
     src, _ = trace
     recs = _recs(src)
@@ -263,7 +263,7 @@ def test_trace_with_only_seed_004_key_fields(workspace, trace, tmp_path, monkeyp
     want = {"run_name": n, "dataset": n, "rank": n, "world_size": n,
             "selected_token_pos": len(range(0, n, 4))}  # fmt: skip
     assert res.missing_optional == want
-    from backend.dsa.summary import summarize_file
+    from studio_backend.dsa.summary import summarize_file
 
     assert summarize_file(path)["optional_fields_missing"] == want  # studio dsa summarize
     assert res.describe().endswith(

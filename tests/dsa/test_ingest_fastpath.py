@@ -14,11 +14,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from backend.dsa import fastpath
-from backend.dsa import ingest as ingest_mod
-from backend.dsa.ingest import Ingestor, missing_fields
-from backend.dsa.schema import missing_optional, validate_record
-from backend.dsa.synthetic import generate_trace
+from studio_backend.dsa import fastpath
+from studio_backend.dsa import ingest as ingest_mod
+from studio_backend.dsa.ingest import Ingestor, missing_fields
+from studio_backend.dsa.schema import missing_optional, validate_record
+from studio_backend.dsa.synthetic import generate_trace
 
 STEP_COLS = (
     "line_no, byte_offset, rank, request_id, layer_id, step_idx, seq_len, unique_tokens,"
@@ -266,7 +266,7 @@ def test_fast_path_tables_equal_the_exact_path(
         d = tmp_path / name
         d.mkdir()
         (d / "trace_steps.jsonl").write_bytes(data)
-    from backend.workspace import open_workspace
+    from studio_backend.workspace import open_workspace
 
     monkeypatch.setenv("STUDIO_DSA_WORKERS", "2")
     chunks: dict = {}

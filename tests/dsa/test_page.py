@@ -6,13 +6,13 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from backend.dsa.indexer import TinyConfig
-from backend.dsa.ingest import ingest_path
-from backend.dsa.run import run_requests
-from backend.dsa.tracer import TraceConfig
-from backend.dsa.workloads.sharegpt import load_sharegpt
-from backend.workspace import open_workspace
-from studio.navigation import ROOT
+from studio_backend.dsa.indexer import TinyConfig
+from studio_backend.dsa.ingest import ingest_path
+from studio_backend.dsa.run import run_requests
+from studio_backend.dsa.tracer import TraceConfig
+from studio_backend.dsa.workloads.sharegpt import load_sharegpt
+from studio_backend.workspace import open_workspace
+from studio_ui.navigation import ROOT
 
 ASSETS = ROOT / "assets" / "dsa"
 
@@ -44,7 +44,7 @@ def test_page_names_the_optional_fields_a_trace_lacks(workspace_dir: Path, tmp_p
     optional fields they lack."""
     import json
 
-    from backend.dsa.synthetic import generate_trace
+    from studio_backend.dsa.synthetic import generate_trace
 
     generate_trace(tmp_path / "t", requests=2, steps=3, layers=2, topk=16, prompt_len=80,
                    shared_prefix=16, kv_block_size=8, seed=1)  # fmt: skip

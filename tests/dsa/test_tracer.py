@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.cli import main
-from backend.dsa.prefix import PrefixCacheAnalyzer, RequestPrefixInfo, sha1_tokens
-from backend.dsa.schema import validate_record, validate_summary
-from backend.dsa.summary import summarize_file
-from backend.dsa.synthetic import generate_trace
-from backend.dsa.tiers import LruTiers
-from backend.dsa.tracer import TraceConfig, Tracer
+from studio_backend.cli import main
+from studio_backend.dsa.prefix import PrefixCacheAnalyzer, RequestPrefixInfo, sha1_tokens
+from studio_backend.dsa.schema import validate_record, validate_summary
+from studio_backend.dsa.summary import summarize_file
+from studio_backend.dsa.synthetic import generate_trace
+from studio_backend.dsa.tiers import LruTiers
+from studio_backend.dsa.tracer import TraceConfig, Tracer
 
 
 def _lines(path: Path) -> list[dict]:

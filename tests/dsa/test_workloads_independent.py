@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.dsa.workloads.longbench import load_longbench_v2
-from backend.dsa.workloads.ruler import load_ruler
+from studio_backend.dsa.workloads.longbench import load_longbench_v2
+from studio_backend.dsa.workloads.ruler import load_ruler
 from tests.dsa import independent_workload_fixtures as fx
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def _run_cli(tmp_path: Path, workload: str, src: Path, *extra: str) -> dict[int,
     """``studio dsa run`` with one decode step: request id -> the decode step's position, which
     is the prompt's length in the tiny model's byte tokens."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "backend.cli", "dsa", "run", "--workload", workload]
+    cmd = [sys.executable, "-m", "studio_backend.cli", "dsa", "run", "--workload", workload]
     cmd += ["--input", str(src), "--out", str(out), "--max-new-tokens", "1", "--layers", "1"]
     cmd += ["--workspace", str(tmp_path / "ws"), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)

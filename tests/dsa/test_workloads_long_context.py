@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from backend.cli import main
-from backend.dsa.workloads import truncate_middle
-from backend.dsa.workloads.longbench import load_longbench_v2
-from backend.dsa.workloads.ruler import load_ruler
-from backend.errors import InputError
+from studio_backend.cli import main
+from studio_backend.dsa.workloads import truncate_middle
+from studio_backend.dsa.workloads.longbench import load_longbench_v2
+from studio_backend.dsa.workloads.ruler import load_ruler
+from studio_backend.errors import InputError
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 RULER = FIX / "ruler_niah_single_1_validation.jsonl"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.dumps import synthetic as S
+from studio_backend.dumps import synthetic as S
 
 
 @pytest.fixture

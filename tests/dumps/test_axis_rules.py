@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from backend.dumps import axis as ax
-from backend.dumps import axis_store
+from studio_backend.dumps import axis as ax
+from studio_backend.dumps import axis_store
 
 HF = ax.RunFacts("msprobe", True, "ids [2, 7]", frozenset({(4, 16), (2, 16)}), 64)
 VLLM = ax.RunFacts("msit", False, "ids [14]", frozenset({(4, 16), (2, 16)}), 64)
@@ -81,8 +81,8 @@ def test_sglang_hook_dump_is_flat(tmp_path, workspace) -> None:
     tensor is [tokens, ...]; q_norm [tokens, heads, head_dim]."""
     import numpy as np
 
-    from backend.dumps import query
-    from backend.dumps.ingest import ingest_dump
+    from studio_backend.dumps import query
+    from studio_backend.dumps.ingest import ingest_dump
     from tests.dumps.sglang_docs_fixture import write_hook_dump
 
     fx = write_hook_dump(tmp_path / "sg", tp=2, passes=1)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.dumps import query
-from backend.dumps.ingest import ingest_dump
+from studio_backend.dumps import query
+from studio_backend.dumps.ingest import ingest_dump
 
 QKV_OUT = "root.model.layers.0.self_attn.qkv_proj/output.pth"
 
@@ -122,7 +122,7 @@ def test_unknown_class_is_flagged(synth_dump, workspace) -> None:
 def test_not_a_dump(tmp_path: Path, workspace) -> None:
     import pytest
 
-    from backend.errors import InputError
+    from studio_backend.errors import InputError
 
     with pytest.raises(InputError, match="not an msit_llm or msprobe dump"):
         ingest_dump(workspace, tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.cli import main
+from studio_backend.cli import main
 
 FIELDS = [
     "step", "module", "io", "index", "rank", "dtype", "shape", "token_axis", "axis_source",
@@ -132,8 +132,8 @@ def test_ingest_cli_and_bad_args(synth_dump, workspace_dir: Path, tmp_path: Path
 def test_pack_makes_stitched_tensors_independent_of_the_dump(
     synth_dump, workspace_dir: Path, capsys
 ) -> None:
-    from backend.dumps import query
-    from backend.workspace import open_workspace
+    from studio_backend.dumps import query
+    from studio_backend.workspace import open_workspace
 
     session, truth, _ = synth_dump(2)
     assert main(["pack", str(session)]) == 2  # not ingested yet
@@ -166,8 +166,8 @@ def test_pack_makes_stitched_tensors_independent_of_the_dump(
 def test_stitch_never_writes_a_failed_tensor(workspace_dir: Path, tmp_path: Path, capsys) -> None:
     """vLLM 0.32 layout, rank 1's o_proj output broken: `studio stitch` writes every other
     tensor (the already-reduced experts output as it is, not summed) and says what it left out."""
-    from backend.dumps import synthetic_vllm as V
-    from backend.dumps.synthetic import SynthConfig
+    from studio_backend.dumps import synthetic_vllm as V
+    from studio_backend.dumps.synthetic import SynthConfig
 
     cfg = SynthConfig(layers=3, dense_layers=(0,))
     truth = V.make_truth(cfg, [4], seed=5)

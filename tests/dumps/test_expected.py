@@ -1,4 +1,4 @@
-"""The expected tp of a run (backend/dumps/expected.py) against shards cut by the synthetic
+"""The expected tp of a run (studio_backend/dumps/expected.py) against shards cut by the synthetic
 writer's own sharding code (REFERENCE.md section 2, written independently of expected.py)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.dumps import expected as E
-from backend.dumps import synthetic as S
+from studio_backend.dumps import expected as E
+from studio_backend.dumps import synthetic as S
 
 
 @pytest.mark.parametrize("tp", [1, 2, 4])  # 4 > kv heads (2): KV heads are replicated

@@ -17,10 +17,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from backend.dumps.formats.common import load_tensor_file
-from backend.dumps.formats.torch_zip import mmap_plain_tensor
-from backend.errors import InputError
-from backend.workspace.tensor_store import TensorStore, write_safetensors
+from studio_backend.dumps.formats.common import load_tensor_file
+from studio_backend.dumps.formats.torch_zip import mmap_plain_tensor
+from studio_backend.errors import InputError
+from studio_backend.workspace.tensor_store import TensorStore, write_safetensors
 
 
 def _cases() -> dict[str, torch.Tensor]:
@@ -148,7 +148,7 @@ def test_store_views_are_column_ranges_of_the_stored_tensor(tmp_path: Path) -> N
 def test_short_gil_switch_nests_and_restores() -> None:
     import sys
 
-    from backend.dumps.ingest import _short_gil_switch
+    from studio_backend.dumps.ingest import _short_gil_switch
 
     before = sys.getswitchinterval()
     with _short_gil_switch(0.001):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.dumps import fused
-from backend.dumps.stitch.stitcher import absmax, max_diff
+from studio_backend.dumps import fused
+from studio_backend.dumps.stitch.stitcher import absmax, max_diff
 
 
 def _bf16(values: np.ndarray) -> torch.Tensor:

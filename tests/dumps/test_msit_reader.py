@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backend.dumps.detect import detect
-from backend.dumps.formats import msit
-from backend.dumps.ingest import ingest_dump
+from studio_backend.dumps.detect import detect
+from studio_backend.dumps.formats import msit
+from studio_backend.dumps.ingest import ingest_dump
 
 TREE = {
     "name": "root", "type": "Qwen3MoeForCausalLM", "children": [

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.dumps import query
-from backend.dumps import synthetic as S
-from backend.dumps.detect import detect
-from backend.dumps.formats.msprobe import parse_name
-from backend.dumps.ingest import ingest_dump
+from studio_backend.dumps import query
+from studio_backend.dumps import synthetic as S
+from studio_backend.dumps.detect import detect
+from studio_backend.dumps.formats.msprobe import parse_name
+from studio_backend.dumps.ingest import ingest_dump
 
 
 def test_parse_name() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.dumps.ingest import ingest_dump
-from backend.errors import InputError
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.errors import InputError
 
 DATA = Path(__file__).with_name("data") / "real_vllm_not_eager"
 
@@ -33,7 +33,7 @@ def test_ingest_says_why(workspace, tmp_path: Path) -> None:
 def test_cli_ingest_says_why(workspace_dir: Path, tmp_path: Path) -> None:
     dump = shutil.copytree(DATA, tmp_path / "dump")
     done = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "--workspace", str(workspace_dir), "ingest", str(dump)],
+        [sys.executable, "-m", "studio_backend.cli", "--workspace", str(workspace_dir), "ingest", str(dump)],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode != 0

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from streamlit.testing.v1 import AppTest
 
-from backend.dumps.ingest import ingest_dump
-from backend.workspace import open_workspace
-from studio.navigation import ROOT
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.workspace import open_workspace
+from studio_ui.navigation import ROOT
 
 
 def test_page_with_a_run(synth_dump, workspace_dir: Path) -> None:
@@ -65,8 +65,8 @@ def test_page_failed_stitch_offers_rank_tensors_and_flags_shared(tmp_path, works
     (with its distance from rank 0) instead of a stitched one, and lists the shared modules."""
     import pytest
 
-    from backend.dumps import synthetic_vllm as V
-    from backend.dumps.synthetic import SynthConfig
+    from studio_backend.dumps import synthetic_vllm as V
+    from studio_backend.dumps.synthetic import SynthConfig
 
     cfg = SynthConfig(layers=3, dense_layers=(0,))
     truth = V.make_truth(cfg, [4], seed=2)

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.cli import main
-from backend.dumps import query
-from backend.dumps.detect import detect
-from backend.dumps.ingest import ingest_dump
-from backend.dumps.ranks_json import parse_ranks
-from backend.errors import InputError
+from studio_backend.cli import main
+from studio_backend.dumps import query
+from studio_backend.dumps.detect import detect
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.dumps.ranks_json import parse_ranks
+from studio_backend.errors import InputError
 
 P = Path("ranks.json")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.dumps import query
-from backend.dumps.ingest import ingest_dump
-from backend.moe.from_dump import load_from_dump
+from studio_backend.dumps import query
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.moe.from_dump import load_from_dump
 
 FIX = Path(__file__).parent / "fixtures" / "vllm032_tiny"
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.dumps import query
-from backend.dumps.ingest import ingest_dump
+from studio_backend.dumps import query
+from studio_backend.dumps.ingest import ingest_dump
 
-offline = pytest.importorskip("backend.engines.reference.offline")
+offline = pytest.importorskip("studio_backend.engines.reference.offline")
 pytest.importorskip("msit_llm")
-from backend.engines.reference.dumping import DumpOptions  # noqa: E402
-from backend.errors import StudioError  # noqa: E402
-from backend.models.create import create_model  # noqa: E402
+from studio_backend.engines.reference.dumping import DumpOptions  # noqa: E402
+from studio_backend.errors import StudioError  # noqa: E402
+from studio_backend.models.create import create_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
 PROMPTS = [[11, 57, 203, 9, 100], [3, 480, 4]]

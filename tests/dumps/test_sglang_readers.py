@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.dumps import query
-from backend.dumps.detect import detect
-from backend.dumps.ingest import ingest_dump
+from studio_backend.dumps import query
+from studio_backend.dumps.detect import detect
+from studio_backend.dumps.ingest import ingest_dump
 from tests.dumps.sglang_docs_fixture import write_dumper_dump, write_hook_dump
 
 SUMS = {"o_partial", "moe_partial"}  # summed over ranks: float32 rounding differs
@@ -186,7 +186,7 @@ def test_bad_sglang_files_are_reported(tmp_path: Path, workspace) -> None:
 
 
 def test_pipeline_parallel_is_refused(tmp_path: Path) -> None:
-    from backend.errors import InputError
+    from studio_backend.errors import InputError
 
     fx = write_hook_dump(tmp_path / "h", tp=1, passes=1)
     src = fx["dump_dir"] / "TP0_PP0_Rank0_pid4242"
@@ -196,7 +196,7 @@ def test_pipeline_parallel_is_refused(tmp_path: Path) -> None:
 
 
 def test_member_addresses_round_trip(tmp_path: Path) -> None:
-    from backend.dumps.formats.common import Member, load_source, source_path, split_source
+    from studio_backend.dumps.formats.common import Member, load_source, source_path, split_source
 
     folder = tmp_path / "odd #member= name"
     folder.mkdir()
@@ -220,7 +220,7 @@ def test_watch_while_sglang_writes(writer, tmp_path: Path, workspace) -> None:
     import threading
     import time
 
-    from backend.dumps.watch import DumpWatcher
+    from studio_backend.dumps.watch import DumpWatcher
 
     fx = writer(tmp_path / "staged", tp=2)
     live = tmp_path / "live"
@@ -268,7 +268,7 @@ def test_o_proj_partial_sum_only_for_models_that_build_it(tmp_path: Path, worksp
 
 
 def test_dp_attention_is_refused(tmp_path: Path) -> None:
-    from backend.errors import InputError
+    from studio_backend.errors import InputError
 
     fd = write_dumper_dump(tmp_path / "d", tp=2, steps=1)
     for f in fd["files"]:
@@ -281,7 +281,7 @@ def test_dp_attention_is_refused(tmp_path: Path) -> None:
 
 def test_dumper_names(tmp_path: Path) -> None:
     """Record names as dumper.py forms them (``_format_tags``; ``_NonIntrusiveDumper``)."""
-    from backend.dumps.formats.sglang_dumper import DumperReader, module_of
+    from studio_backend.dumps.formats.sglang_dumper import DumperReader, module_of
 
     ni = "non_intrusive__model.layers.1.self_attn"
     assert module_of(ni + ".inputs.hidden_states", {}) == (

@@ -22,8 +22,8 @@ import pytest
 import torch
 from torch import nn
 
-from backend.dumps import query
-from backend.dumps.ingest import ingest_dump
+from studio_backend.dumps import query
+from studio_backend.dumps.ingest import ingest_dump
 
 # `make test` fetches the writers into .cache/sglang-src (scripts/fetch_sglang_src.sh).
 SRC = os.environ.get(

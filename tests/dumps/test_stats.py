@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.dumps import stats
-from backend.dumps.ingest import ingest_dump
+from studio_backend.dumps import stats
+from studio_backend.dumps.ingest import ingest_dump
 
 
 def _numpy_oracle(arr: np.ndarray) -> dict[str, float]:
@@ -95,7 +95,7 @@ def test_bf16_median_histogram_matches_numpy() -> None:
 
 
 def test_process_pool_gives_the_same_statistics(synth_dump, workspace, tmp_path) -> None:
-    from backend.workspace import open_workspace
+    from studio_backend.workspace import open_workspace
 
     session, _, _ = synth_dump(2)
     run = ingest_dump(workspace, session)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from backend.dumps import query
-from backend.dumps.export import export_npy
-from backend.dumps.ingest import ingest_dump
-from backend.dumps.stitch.rules import choose
-from backend.dumps.stitch.stitcher import Heads, stitch, tolerance
+from studio_backend.dumps import query
+from studio_backend.dumps.export import export_npy
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.dumps.stitch.rules import choose
+from studio_backend.dumps.stitch.stitcher import Heads, stitch, tolerance
 
 HEADS = Heads(num_heads=4, num_kv_heads=2, head_dim=4)
 
@@ -106,7 +106,7 @@ def test_tolerance_scales_with_dtype_and_magnitude() -> None:
 def test_failed_partial_sum_is_dropped_after_the_parent_check(synth_dump, workspace, tmp_path):
     """Older FusedMoE layout whose parent output disagrees with the sum: the summed tensor was
     stored while awaiting the parent; once the check fails it is removed (not exported)."""
-    from backend.dumps import synthetic as S
+    from studio_backend.dumps import synthetic as S
 
     cfg = S.SynthConfig()
     truth = S.make_truth(cfg, [4], seed=1)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.dumps import query
-from backend.dumps.ingest import ingest_dump
+from studio_backend.dumps import query
+from studio_backend.dumps.ingest import ingest_dump
 
 Q_W, KV_W, INTER = 16, 8, 8  # SynthConfig: 4 heads x 4, 2 KV heads x 4, intermediate 8
 
@@ -133,10 +133,10 @@ def test_crash_in_batched_ingest_resumes_exactly_once(
 ) -> None:
     """A stitch that dies mid-way: what was queued is committed, and a rerun completes the run
     with the same rows as an uninterrupted ingest (nothing lost, nothing twice)."""
-    import backend.dumps.ingest as ingest_mod
-    import backend.dumps.pipeline.stitch_stage as stitch_mod
-    from backend.dumps.detect import detect
-    from backend.workspace import open_workspace
+    import studio_backend.dumps.ingest as ingest_mod
+    import studio_backend.dumps.pipeline.stitch_stage as stitch_mod
+    from studio_backend.dumps.detect import detect
+    from studio_backend.workspace import open_workspace
 
     session, truth, _ = synth_dump(4)
     real, calls = stitch_mod.run_stitch, []

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.dumps import query
-from backend.dumps import synthetic_vllm as V
-from backend.dumps.export import export_npy
-from backend.dumps.ingest import ingest_dump
-from backend.dumps.synthetic import SynthConfig
+from studio_backend.dumps import query
+from studio_backend.dumps import synthetic_vllm as V
+from studio_backend.dumps.export import export_npy
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.dumps.synthetic import SynthConfig
 
 CFG = SynthConfig(layers=3, dense_layers=(0,))  # 4 heads, 2 KV heads, head_dim 4, 4 experts
 
@@ -149,7 +149,7 @@ def test_shared_modules_are_flagged(tmp_path, workspace) -> None:
 
 
 def test_activations_source_names_what_did_not_stitch(tmp_path, workspace) -> None:
-    from backend.analysis import source
+    from studio_backend.analysis import source
 
     key = (0, "model.layers.1.self_attn.o_proj", "output", 0)
     session, _ = _dump(tmp_path, 2, tamper={key: 1e-3})

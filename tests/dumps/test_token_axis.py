@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from backend.analysis import compare, lod, outliers, source
-from backend.analysis.source import Selected
-from backend.dumps import axis_store, query
-from backend.dumps.ingest import ingest_dump
-from backend.workspace import open_workspace
+from studio_backend.analysis import compare, lod, outliers, source
+from studio_backend.analysis.source import Selected
+from studio_backend.dumps import axis_store, query
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.workspace import open_workspace
 
 pytest.importorskip("transformers")
 pytest.importorskip("msprobe")
@@ -158,7 +158,7 @@ def test_planted_outliers_land_on_token_and_channel(tool: str, runs, ws, dumps) 
     )
     assert top == (SPIKE_TOKEN, SPIKE_CHANNEL, 40.0)  # not "token 1, channel 2*64+5"
     # `studio stats` top channels: channel 3 of input_layernorm (weight 50x) for every token
-    from backend.dumps.cli import stats_records
+    from studio_backend.dumps.cli import stats_records
 
     rec = stats_records(ws, run, r"layers\.0\.input_layernorm$", None, False)
     out = next(r for r in rec if r["io"] == "output")
@@ -222,7 +222,7 @@ def test_statistics_only_dump(tool: str, runs, ws, dumps) -> None:
     """msprobe ``task: statistics`` (dump.json Max/Min/Mean/Norm) and msit
     ``dump_statistics_mode=1`` (statistics.csv) write no tensors: their numbers are all kept,
     and equal numpy on the tensors the tensor-mode run of the same model wrote."""
-    from backend.dumps.formats import msit, msprobe
+    from studio_backend.dumps.formats import msit, msprobe
 
     run = runs[f"{tool}-stats"]
     assert query.find_tensors(ws, run).empty
@@ -283,7 +283,7 @@ def test_vllm_layout_tokens_first_and_heads(synth_dump, tmp_path: Path) -> None:
 
 
 def test_cli_token_axis_and_statistics_only_stats(dumps, workspace_dir: Path, capsys) -> None:
-    from backend.cli import main
+    from studio_backend.cli import main
 
     probe = str(dumps["msprobe"] / "dump")
     assert (
@@ -336,7 +336,7 @@ def test_cli_token_axis_and_statistics_only_stats(dumps, workspace_dir: Path, ca
 def test_page_token_axis_widget_and_statistics_only(dumps, workspace_dir: Path) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from studio.navigation import ROOT as APP
+    from studio_ui.navigation import ROOT as APP
 
     w = open_workspace(workspace_dir)
     run = ingest_dump(w, dumps["msprobe"] / "dump")
@@ -393,9 +393,9 @@ def test_page_token_axis_widget_and_statistics_only(dumps, workspace_dir: Path) 
 @pytest.mark.slow
 def test_reference_engine_msprobe_dump_is_tokens_first(tmp_path: Path) -> None:
     """The reference engine (vLLM's Qwen3-MoE modules) under msprobe: flat [tokens, ...]."""
-    offline = pytest.importorskip("backend.engines.reference.offline")
-    from backend.engines.reference.dumping import DumpOptions
-    from backend.models.create import create_model
+    offline = pytest.importorskip("studio_backend.engines.reference.offline")
+    from studio_backend.engines.reference.dumping import DumpOptions
+    from studio_backend.models.create import create_model
 
     tiny = create_model(tmp_path / "tiny", preset="tiny", seed=0)
     opts = DumpOptions(tool="msprobe", dump_path=tmp_path / "probe", token_range=[0])

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.dumps import query
-from backend.dumps import synthetic as S
-from backend.dumps.watch import DumpWatcher
+from studio_backend.dumps import query
+from studio_backend.dumps import synthetic as S
+from studio_backend.dumps.watch import DumpWatcher
 
 
 def _slow_writer(root: Path, cfg, truth, tp: int, items: slice | None = None, pause: float = 0.002):

@@ -131,9 +131,9 @@ def wait_for_app(pg, timeout: float = 60_000) -> None:
     )
 
 
-# The Activations surface is a custom component (studio/components/surface): its plot lives in
+# The Activations surface is a custom component (studio_ui/components/surface): its plot lives in
 # an iframe.
-SURFACE = "iframe[title='studio.components.surface.studio_surface']"
+SURFACE = "iframe[title='studio_ui.components.surface.studio_surface']"
 
 
 def surface_frame(page):  # noqa: ANN001, ANN201 - a Playwright page and its FrameLocator

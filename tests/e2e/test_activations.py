@@ -23,9 +23,9 @@ _surface_frame = surface_frame
 
 
 def _filled_workspace(tmp_path: Path) -> tuple[Path, Path]:
-    from backend.dumps.ingest import ingest_dump
-    from backend.models.tokenizer import write_tokenizer
-    from backend.workspace import open_workspace
+    from studio_backend.dumps.ingest import ingest_dump
+    from studio_backend.models.tokenizer import write_tokenizer
+    from studio_backend.workspace import open_workspace
     from tests.analysis.dumpdata import write_dump
 
     session, _ = write_dump(tmp_path / "dump", tokens=40)
@@ -85,11 +85,11 @@ def test_demo_run_planted_channels_and_kronecker(studio_factory, page, tmp_path:
     with planted outlier channels: those channels top the channel table and the 3D view."""
     import json
 
-    from backend.dumps.ingest import ingest_dump
-    from backend.engines.reference.dumping import DumpOptions
-    from backend.engines.reference.offline import run_offline
-    from backend.models.create import create_model
-    from backend.workspace import open_workspace
+    from studio_backend.dumps.ingest import ingest_dump
+    from studio_backend.engines.reference.dumping import DumpOptions
+    from studio_backend.engines.reference.offline import run_offline
+    from studio_backend.models.create import create_model
+    from studio_backend.workspace import open_workspace
 
     model = create_model(tmp_path / "model", preset="tiny", seed=0, outliers=True)
     planted = json.loads((model / "studio_model.json").read_text())["outliers"]["channels"]

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_compare_page_first_divergence_and_3d(studio_factory, page, tmp_path: Path) -> None:
-    from backend.workspace import open_workspace
+    from studio_backend.workspace import open_workspace
 
     wsdir = tmp_path / "e2e-workspace"
     ws = open_workspace(wsdir)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.dumps import synthetic as S
+from studio_backend.dumps import synthetic as S
 from tests.e2e.conftest import wait_for_app
 
 pytestmark = pytest.mark.e2e

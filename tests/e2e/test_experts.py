@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.moe import store
-from backend.moe.detect import read_source
-from backend.workspace import open_workspace
+from studio_backend.moe import store
+from studio_backend.moe.detect import read_source
+from studio_backend.workspace import open_workspace
 from tests.e2e.conftest import wait_for_app
 from tests.moe import fixtures
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.workspace import open_workspace
+from studio_backend.workspace import open_workspace
 from tests.e2e.conftest import REPO, wait_for_app
 
 pytestmark = pytest.mark.e2e
@@ -45,14 +45,14 @@ def test_cli_names_the_running_studio(studio_factory, page, tmp_path: Path) -> N
     page.get_by_text("Schema version").wait_for()  # the server process now owns the workspace
     # Reading commands are answered by the running studio (read service) ...
     info = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "--workspace", str(ws_dir), "info", "--json"],
+        [sys.executable, "-m", "studio_backend.cli", "--workspace", str(ws_dir), "info", "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["workspace"] == str(ws_dir.resolve())
     # ... writing ones are refused, naming the studio.
     out = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "--workspace", str(ws_dir), "ingest", str(tmp_path)],
+        [sys.executable, "-m", "studio_backend.cli", "--workspace", str(ws_dir), "ingest", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 2

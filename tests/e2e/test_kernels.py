@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.bench.harness import KernelBenchConfig, run_kernel_bench
-from backend.bench.results import save_result, write_json
-from backend.bench.serve import ServeBenchConfig, run_serve_bench
-from backend.workspace import open_workspace
+from studio_backend.bench.harness import KernelBenchConfig, run_kernel_bench
+from studio_backend.bench.results import save_result, write_json
+from studio_backend.bench.serve import ServeBenchConfig, run_serve_bench
+from studio_backend.workspace import open_workspace
 from tests.bench.standin import StandIn
 from tests.bench.test_results import _doc
 from tests.e2e.conftest import wait_for_app

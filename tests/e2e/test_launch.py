@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from backend.dumps.synthetic import SynthConfig
-from backend.launch import procs
-from backend.launch.spec import DumpSettings, LaunchSpec
-from backend.launch.supervisor import Supervisor
-from backend.workspace import open_workspace
+from studio_backend.dumps.synthetic import SynthConfig
+from studio_backend.launch import procs
+from studio_backend.launch.spec import DumpSettings, LaunchSpec
+from studio_backend.launch.supervisor import Supervisor
+from studio_backend.workspace import open_workspace
 from tests.e2e.conftest import wait_for_app
 from tests.launch.conftest import _no_leftover_servers, free_port, kill_groups, standin  # noqa: F401 - fixture
 
@@ -140,12 +140,12 @@ def test_reattach_capture_ingest_stop_from_page(studio_factory, page, tmp_path: 
 
 @pytest.mark.skipif(
     not (
-        _have("backend.engines.reference")
-        and _have("backend.models.create")
-        and _have("backend.dumps.ingest")
+        _have("studio_backend.engines.reference")
+        and _have("studio_backend.models.create")
+        and _have("studio_backend.dumps.ingest")
     ),
-    reason="needs the reference engine (backend.engines.reference, studio serve-reference), "
-    "backend.models.create and backend.dumps.ingest on main",
+    reason="needs the reference engine (studio_backend.engines.reference, studio serve-reference), "
+    "studio_backend.models.create and studio_backend.dumps.ingest on main",
 )
 def test_launch_reference_tp2_capture_ingest_stop(studio_factory, page, tmp_path: Path) -> None:
     """Launch the reference engine with tp=2 from the page, capture, see stitched modules, stop."""
@@ -156,7 +156,7 @@ def test_launch_reference_tp2_capture_ingest_stop(studio_factory, page, tmp_path
 
 
 def _reference_flow(studio_factory, page, tmp_path: Path) -> None:
-    from backend.models.create import create_model
+    from studio_backend.models.create import create_model
 
     model = create_model(tmp_path / "tiny", preset="tiny", layers=2, seed=0)
     ws_dir = tmp_path / "e2e-workspace"

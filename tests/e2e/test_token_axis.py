@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_hf_dump_token_axis_on_page(studio_factory, page, tmp_path: Path) -> None:
     pytest.importorskip("msprobe")
-    from backend.dumps.ingest import ingest_dump
-    from backend.workspace import open_workspace
+    from studio_backend.dumps.ingest import ingest_dump
+    from studio_backend.workspace import open_workspace
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "kernels")])}
     subprocess.run([sys.executable, "-m", "tests.dumps.hf_tiny", "msprobe", str(tmp_path / "hf")],

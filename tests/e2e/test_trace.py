@@ -46,8 +46,8 @@ def test_trace_page_shows_both_views(studio_factory, page, tmp_path: Path) -> No
 
 def test_trace_page_self_time_of_a_cpu_profile(studio_factory, page, tmp_path: Path) -> None:
     """A real CPU torch.profiler trace: ops ranked by self time, with self and total bars."""
-    from backend.trace.ingest import ingest_profile
-    from backend.workspace import open_workspace
+    from studio_backend.trace.ingest import ingest_profile
+    from studio_backend.workspace import open_workspace
     from tests.trace.conftest import make_cpu_trace
 
     ws_dir = tmp_path / "e2e-workspace"
@@ -72,8 +72,8 @@ def test_trace_module_calls_button_in_the_browser(studio_factory, page, tmp_path
     to fail on a `kernels` import shadowed by the project) and stores every decoder layer."""
     import json
 
-    from backend.models.create import create_model
-    from backend.workspace import open_workspace
+    from studio_backend.models.create import create_model
+    from studio_backend.workspace import open_workspace
 
     model = create_model(tmp_path / "tiny", preset="tiny", seed=0)
     ws_dir = tmp_path / "e2e-workspace"

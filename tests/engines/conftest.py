@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.models.create import create_model
+from studio_backend.models.create import create_model
 
 
 @pytest.fixture(scope="session")

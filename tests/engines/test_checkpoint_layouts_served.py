@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from backend.engines.reference.offline import run_offline
+from studio_backend.engines.reference.offline import run_offline
 from tests.engines.test_oracle import PROMPTS, STEPS, TOL, hf_logits
 from tests.models import quant_fixtures as qf
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend.cli import main
-from backend.engines.demo import DEMO_MODEL, demo_prompt
-from backend.models.tokenizer import load_tokenizer
+from studio_backend.cli import main
+from studio_backend.engines.demo import DEMO_MODEL, demo_prompt
+from studio_backend.models.tokenizer import load_tokenizer
 
 pytest.importorskip("msit_llm")
 
@@ -92,8 +92,8 @@ def test_demo_fills_every_page_with_a_realistic_model(
 
     # Expert load: numpy top-k of every dumped router logit tensor (all steps) is what the
     # workspace stored, spread over >= 75% of the experts and neither even nor on one device.
-    from backend.moe import store
-    from backend.workspace import open_workspace
+    from studio_backend.moe import store
+    from studio_backend.workspace import open_workspace
 
     e, k = cfg["num_experts"], cfg["num_experts_per_tok"]
     moe_layers = [i for i in range(cfg["num_hidden_layers"]) if i not in cfg["mlp_only_layers"]]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.engines.reference.dumping import DumpOptions
-from backend.engines.reference.offline import OfflineResult, run_offline
-from backend.models.config import read_config
+from studio_backend.engines.reference.dumping import DumpOptions
+from studio_backend.engines.reference.offline import OfflineResult, run_offline
+from studio_backend.models.config import read_config
 
 pytest.importorskip("msit_llm")
 PROMPTS = [[11, 57, 203, 9, 100], [3, 480, 4]]

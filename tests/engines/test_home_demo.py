@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from studio.navigation import ROOT
+from studio_ui.navigation import ROOT
 
 pytest.importorskip("msit_llm")
 
@@ -23,7 +23,7 @@ def test_home_demo_button(workspace_dir: Path) -> None:
     assert any(str(root) in s.value for s in at.success)
     assert len(list((root / "torch_tensors").iterdir())) == 2
     assert any("Every page has data now" in s.value for s in at.success)
-    from backend.workspace import open_workspace
+    from studio_backend.workspace import open_workspace
 
     ws = open_workspace(workspace_dir, read_only=True)
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.engines.reference.offline import OfflineResult, run_offline
+from studio_backend.engines.reference.offline import OfflineResult, run_offline
 
 PROMPTS = [[11, 57, 203, 9, 100, 42, 7], [3, 480, 4]]  # two requests, batched and flattened
 STEPS = 4  # prefill + 3 decode steps

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from backend.engines.reference.launcher import ServerHandle, start_server
-from backend.engines.reference.offline import run_offline
-from backend.engines.reference.parallel import free_port
-from backend.models.config import read_config
-from backend.models.tokenizer import load_tokenizer
+from studio_backend.engines.reference.launcher import ServerHandle, start_server
+from studio_backend.engines.reference.offline import run_offline
+from studio_backend.engines.reference.parallel import free_port
+from studio_backend.models.config import read_config
+from studio_backend.models.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT_IDS = [11, 57, 203, 9, 100]
@@ -149,7 +149,7 @@ def test_cli_sigterm_stops_every_rank(tiny_model: Path) -> None:
         [
             sys.executable,
             "-m",
-            "backend.cli",
+            "studio_backend.cli",
             "serve-reference",
             "--model",
             str(tiny_model),

@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 import torch
 
-from backend.errors import InputError
-from backend.moe.records import COLUMNS, LoadSet, validate
+from studio_backend.errors import InputError
+from studio_backend.moe.records import COLUMNS, LoadSet, validate
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def studio(ws: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "backend.cli", "--workspace", str(ws), *args],
+        [sys.executable, "-m", "studio_backend.cli", "--workspace", str(ws), *args],
         capture_output=True,
         text=True,
         cwd=REPO,

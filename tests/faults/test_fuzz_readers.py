@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.errors import StudioError
+from studio_backend.errors import StudioError
 
 FUZZ = settings(
     max_examples=40,
@@ -139,7 +139,7 @@ def only_studio_errors(fn: Callable[[], Any]) -> None:
 
 @pytest.fixture(scope="module")
 def dsa_lines() -> list[dict]:
-    from backend.dsa.synthetic import generate_trace
+    from studio_backend.dsa.synthetic import generate_trace
 
     out = _TMP / "dsa_sample"
     generate_trace(out, requests=1, steps=1, layers=3, topk=8, prompt_len=32, shared_prefix=16)
@@ -148,7 +148,7 @@ def dsa_lines() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def workspace():
-    from backend.workspace import open_workspace
+    from studio_backend.workspace import open_workspace
 
     ws = open_workspace(_TMP / "ws")
     yield ws
@@ -168,8 +168,8 @@ def jsonl(data: st.DataObject, records: list[Any]) -> bytes:
 @FUZZ
 @given(data=st.data())
 def test_fuzz_dsa_trace(dsa_lines, workspace, data) -> None:
-    from backend.dsa.ingest import ingest_path
-    from backend.dsa.summary import summarize_file
+    from studio_backend.dsa.ingest import ingest_path
+    from studio_backend.dsa.summary import summarize_file
 
     raw = jsonl(data, dsa_lines)
     gz = data.draw(st.booleans())
@@ -192,7 +192,7 @@ MOONCAKE = [
 @FUZZ
 @given(data=st.data())
 def test_fuzz_dsa_prefix_trace(workspace, data) -> None:
-    from backend.dsa.ingest import ingest_path
+    from studio_backend.dsa.ingest import ingest_path
 
     path = write("mooncake.jsonl", jsonl(data, MOONCAKE))
     only_studio_errors(lambda: ingest_path(workspace, path))
@@ -220,8 +220,8 @@ CHROME = {
 @FUZZ
 @given(data=st.data())
 def test_fuzz_chrome_trace(workspace, data) -> None:
-    from backend.trace.formats import kineto
-    from backend.trace.ingest import ingest_profile
+    from studio_backend.trace.formats import kineto
+    from studio_backend.trace.ingest import ingest_profile
 
     raw = document(data, CHROME)
     path = write("trace.pt.trace.json", raw)
@@ -245,13 +245,13 @@ EXPERT_MAP = {
 @FUZZ
 @given(data=st.data())
 def test_fuzz_expert_map(data) -> None:
-    from backend.moe.formats import expert_map
+    from studio_backend.moe.formats import expert_map
 
     path = write("expert_map.json", document(data, EXPERT_MAP))
     only_studio_errors(lambda: expert_map.read(path))
 
 
-# ---- dump side files (backend/dumps) ---------------------------------------------------------
+# ---- dump side files (studio_backend/dumps) ---------------------------------------------------------
 
 RANKS = {"world_size": 2, "ranks": {"cpu_4000": {"rank": 0}, "cpu_4001": {"rank": 1}}}
 
@@ -259,7 +259,7 @@ RANKS = {"world_size": 2, "ranks": {"cpu_4000": {"rank": 0}, "cpu_4001": {"rank"
 @FUZZ
 @given(data=st.data())
 def test_fuzz_ranks_json(data) -> None:
-    from backend.dumps.ranks_json import find_ranks
+    from studio_backend.dumps.ranks_json import find_ranks
 
     path = write("ranks.json", document(data, RANKS))
     only_studio_errors(lambda: find_ranks(path.parent, up=0))
@@ -284,7 +284,7 @@ DUMP_JSON = {
 @FUZZ
 @given(data=st.data())
 def test_fuzz_msprobe_dump_json(data) -> None:
-    from backend.dumps.formats.msprobe import read_dump_json_stats
+    from studio_backend.dumps.formats.msprobe import read_dump_json_stats
 
     path = write("dump.json", document(data, DUMP_JSON))
     only_studio_errors(lambda: read_dump_json_stats(path))
@@ -326,7 +326,7 @@ def statistics_csv(data: st.DataObject) -> bytes:
 @FUZZ
 @given(data=st.data())
 def test_fuzz_msit_statistics_csv(data) -> None:
-    from backend.dumps.formats.msit import read_statistics_csv
+    from studio_backend.dumps.formats.msit import read_statistics_csv
 
     path = write("statistics.csv", statistics_csv(data))
     only_studio_errors(lambda: read_statistics_csv(path))

@@ -19,7 +19,7 @@ import duckdb
 import pytest
 import torch
 
-from backend.dumps import synthetic as S
+from studio_backend.dumps import synthetic as S
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENS = (3,)  # one step: the cases are about files, not sizes
@@ -28,7 +28,7 @@ TOKENS = (3,)  # one step: the cases are about files, not sizes
 def studio(ws: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "STUDIO_WORKSPACE": str(ws)}
     return subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args],
+        [sys.executable, "-m", "studio_backend.cli", *args],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout,
     )  # fmt: skip
 
@@ -130,7 +130,7 @@ def test_the_launch_that_wrote_a_dump_gives_its_tp(tmp_path) -> None:
     session = make_msit(tmp_path, config_json=False)
     shutil.rmtree(_rank_dirs(session)[1])
     ws = tmp_path / "ws"
-    from backend.workspace import open_workspace
+    from studio_backend.workspace import open_workspace
 
     w = open_workspace(ws)  # the workspace and its tables, as a launch leaves them
     w.cursor().execute(

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from backend.dsa.synthetic import generate_trace
+from studio_backend.dsa.synthetic import generate_trace
 from tests.faults.test_workspace_faults import assert_clear, studio
 
 ROWS = 24  # 2 requests x 3 steps x 4 layers
@@ -99,8 +99,8 @@ def test_dsa_line_completed_after_the_ingest_is_not_a_blank_line(trace, tmp_path
 
 def test_dsa_last_line_exact_path_agrees_with_fast_path(trace: Path, tmp_path: Path) -> None:
     """The same file through the fast path and, with it refused, the exact (DuckDB) path."""
-    from backend.dsa import fastpath, ingest
-    from backend.workspace import open_workspace
+    from studio_backend.dsa import fastpath, ingest
+    from studio_backend.workspace import open_workspace
 
     path = _place(tmp_path, "nonl", trace.read_bytes()[:-1])
     tables = []
@@ -270,9 +270,9 @@ def test_dsa_ingest_positions_same_verdict_on_every_path(trace, tmp_path, case, 
     """Issue 17: the fast path cut selected_token_pos unchecked, so a line of strings, floats or
     negative positions was stored. Now the fast path, the exact (DuckDB) path and the validator
     give one verdict per line; the other 23 rows equal the clean file's."""
-    from backend.dsa import fastpath, ingest
-    from backend.dsa.schema import validate_record
-    from backend.workspace import open_workspace
+    from studio_backend.dsa import fastpath, ingest
+    from studio_backend.dsa.schema import validate_record
+    from studio_backend.workspace import open_workspace
 
     mutate, refused = _position_mutations()[case]
     lines = trace.read_text().splitlines()
@@ -411,7 +411,7 @@ def test_profile_fifo_is_never_opened(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
-    from backend.models.create import create_model
+    from studio_backend.models.create import create_model
 
     return create_model(tmp_path_factory.mktemp("ckpt") / "tiny", preset="tiny", seed=1)
 
@@ -430,7 +430,7 @@ def test_inspect_checkpoint_config_beyond_files(tiny_ckpt, tmp_path, key, value,
     cfg[key] = value
     (ckpt / "config.json").write_text(json.dumps(cfg))
     out = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "inspect-checkpoint", str(ckpt)],
+        [sys.executable, "-m", "studio_backend.cli", "inspect-checkpoint", str(ckpt)],
         capture_output=True, text=True, timeout=120, env={**os.environ, "STUDIO_WORKSPACE": str(tmp_path / "ws")},
     )  # fmt: skip
     assert_clear(out, 2, str(ckpt / "config.json"), *words)

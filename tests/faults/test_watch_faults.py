@@ -30,7 +30,7 @@ def clean(tmp_path_factory) -> dict:
 def _watch(ws: Path, dump: Path, idle: float) -> subprocess.Popen:
     env = {**os.environ, "STUDIO_WORKSPACE": str(ws)}
     return subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "ingest", str(dump), "--watch",
+        [sys.executable, "-m", "studio_backend.cli", "ingest", str(dump), "--watch",
          "--idle-exit", str(idle)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
     )  # fmt: skip
@@ -97,7 +97,7 @@ def test_watch_events_of_reads_are_ignored() -> None:
         FileOpenedEvent,
     )
 
-    from backend.dumps.watch import _Handler
+    from studio_backend.dumps.watch import _Handler
 
     seen: list[Path] = []
     h = _Handler(seen.append)

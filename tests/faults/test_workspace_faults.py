@@ -1,7 +1,7 @@
 """Workspace faults and Ctrl-C: one clear line, a documented exit code, nothing lost (issue 17).
 
 Each case runs the real CLI in a subprocess, as a user would, and asserts the line, the code and
-that no traceback reached the terminal. Exit codes: backend/workspace/faults.py.
+that no traceback reached the terminal. Exit codes: studio_backend/workspace/faults.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from backend.dumps import synthetic as S
-from backend.procs import process_start
+from studio_backend.dumps import synthetic as S
+from studio_backend.procs import process_start
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 def studio(ws: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "STUDIO_WORKSPACE": str(ws)}
     return subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args],
+        [sys.executable, "-m", "studio_backend.cli", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -136,7 +136,7 @@ def interrupted(ws: Path, args: list[str], after_s: float) -> tuple[subprocess.P
     """Run ``studio ARGS`` and send it SIGINT ``after_s`` seconds after its database appears."""
     env = {**os.environ, "STUDIO_WORKSPACE": str(ws)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", *args],
+        [sys.executable, "-m", "studio_backend.cli", *args],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 120

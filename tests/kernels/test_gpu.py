@@ -25,7 +25,7 @@ from studio_kernels.oracle import moe_oracle, relative_error
 from studio_kernels.reference import moe_reference
 from studio_kernels.routing import make_routing
 from studio_kernels.triton_moe import moe_fused_triton
-from backend.bench.timing import time_calls
+from studio_backend.bench.timing import time_calls
 awq = random_experts(128, 2048, 768, 128, seed=0, device="cuda")
 fused = fuse_experts(awq)
 out = {}

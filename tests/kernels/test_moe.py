@@ -111,7 +111,7 @@ def test_fused_refuses_duplicate_experts(fused) -> None:
 def test_harness_gpu_impls_are_wired(experts, fused) -> None:
     # The harness's CUDA path list, run here in the interpreter on CPU tensors (not timed).
     pytest.importorskip("triton")
-    from backend.bench.harness import impls_for
+    from studio_backend.bench.harness import impls_for
 
     impls = impls_for("cuda", experts, fused)
     assert [i.name for i in impls] == ["reference", "fused-triton"]

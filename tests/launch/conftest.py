@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.launch.commands import Command
+from studio_backend.launch.commands import Command
 
 STANDIN = Path(__file__).with_name("standin_server.py")
 
@@ -59,7 +59,7 @@ def kill_groups(pgids: list[int]) -> None:
 @pytest.fixture(autouse=True)
 def _no_leftover_servers(monkeypatch: pytest.MonkeyPatch):
     """Every server started through Supervisor.start in a test is killed at teardown."""
-    from backend.launch.supervisor import Supervisor
+    from studio_backend.launch.supervisor import Supervisor
 
     started: list[int] = []
     original = Supervisor.start

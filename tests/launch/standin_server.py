@@ -77,7 +77,7 @@ def main() -> None:
                     fh.write(json.dumps(body) + "\n")
             if args.dump_dir and args.synthetic_msit_tp:
                 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-                from backend.dumps.synthetic import SynthConfig, make_truth, write_msit
+                from studio_backend.dumps.synthetic import SynthConfig, make_truth, write_msit
 
                 cfg = SynthConfig()
                 truth = make_truth(cfg, [5] + [1] * (int(body.get("max_tokens", 1)) - 1), seed=0)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.errors import InputError, StudioError
-from backend.launch.capture import capture, list_captures, read_text, truncate
-from backend.launch.spec import DumpSettings, LaunchSpec
-from backend.launch.supervisor import Supervisor
+from studio_backend.errors import InputError, StudioError
+from studio_backend.launch.capture import capture, list_captures, read_text, truncate
+from studio_backend.launch.spec import DumpSettings, LaunchSpec
+from studio_backend.launch.supervisor import Supervisor
 from tests.launch.conftest import free_port, standin
 
 

@@ -6,10 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-from backend.cli import main
-from backend.launch.spec import LaunchSpec
-from backend.launch.supervisor import Supervisor
-from backend.workspace import open_workspace
+from studio_backend.cli import main
+from studio_backend.launch.spec import LaunchSpec
+from studio_backend.launch.supervisor import Supervisor
+from studio_backend.workspace import open_workspace
 from tests.launch.conftest import free_port, standin
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.errors import InputError
-from backend.launch.commands import reference, sglang, vllm_ascend
-from backend.launch.spec import DumpSettings, LaunchSpec, validate
+from studio_backend.errors import InputError
+from studio_backend.launch.commands import reference, sglang, vllm_ascend
+from studio_backend.launch.spec import DumpSettings, LaunchSpec, validate
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_reference_command(model: Path, tmp_path: Path) -> None:
     spec = validate(LaunchSpec("reference", str(model), tp=2, port=8020, dump=dump))
     cmd = reference.build(spec, python="py")
     assert cmd.argv == [
-        "py", "-m", "backend.cli", "serve-reference", "--model", str(model), "--tp", "2",
+        "py", "-m", "studio_backend.cli", "serve-reference", "--model", str(model), "--tp", "2",
         "--port", "8020", "--host", "127.0.0.1", "--dump-tool", "msit",
         "--dump-path", str(tmp_path / "d"), "--token-range", "0-3",
         "--layer-name", "root.model.layers.*", "--dump-mode", "module,api",

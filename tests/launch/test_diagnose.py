@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from backend.launch.diagnose import diagnose, important
-from backend.launch.spec import LaunchSpec
-from backend.launch.supervisor import Supervisor
-from backend.workspace import open_workspace
+from studio_backend.launch.diagnose import diagnose, important
+from studio_backend.launch.spec import LaunchSpec
+from studio_backend.launch.supervisor import Supervisor
+from studio_backend.workspace import open_workspace
 from tests.launch.conftest import free_port
 
 DATA = Path(__file__).with_name("data")
@@ -55,7 +55,7 @@ def test_important_lines() -> None:
 
 def test_supervisor_puts_the_cause_in_the_message(workspace_dir: Path, model_dir: Path) -> None:
     log = DATA / "vllm_cpu_no_kvcache_space.log"
-    from backend.launch.commands import Command
+    from studio_backend.launch.commands import Command
 
     replay = Command(argv=[sys.executable, "-c",
                            f"import sys; sys.stdout.write(open({str(log)!r}).read()); sys.exit(1)"])  # fmt: skip

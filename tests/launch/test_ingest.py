@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.dumps.query import find_tensors, list_runs, load_tensor
-from backend.dumps.synthetic import SynthConfig, make_truth, truth_key_map
-from backend.launch import ingest
-from backend.launch.capture import capture, list_captures
-from backend.launch.spec import DumpSettings, LaunchSpec
-from backend.launch.supervisor import Supervisor
+from studio_backend.dumps.query import find_tensors, list_runs, load_tensor
+from studio_backend.dumps.synthetic import SynthConfig, make_truth, truth_key_map
+from studio_backend.launch import ingest
+from studio_backend.launch.capture import capture, list_captures
+from studio_backend.launch.spec import DumpSettings, LaunchSpec
+from studio_backend.launch.supervisor import Supervisor
 from tests.launch.conftest import free_port, standin
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from backend.launch import procs
-from backend.launch.spec import LaunchSpec
-from backend.launch.supervisor import Supervisor
-from backend.workspace import open_workspace
-from studio.navigation import ROOT
+from studio_backend.launch import procs
+from studio_backend.launch.spec import LaunchSpec
+from studio_backend.launch.supervisor import Supervisor
+from studio_backend.workspace import open_workspace
+from studio_ui.navigation import ROOT
 from tests.launch.conftest import free_port, standin
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from backend.launch.commands import Command
-from backend.launch.engine_python import SOURCE_ROOT, default_python, probe_vllm
-from backend.launch.spec import LaunchSpec
-from backend.launch.supervisor import Supervisor
-from backend.workspace import open_workspace
-from studio.navigation import ROOT
+from studio_backend.launch.commands import Command
+from studio_backend.launch.engine_python import SOURCE_ROOT, default_python, probe_vllm
+from studio_backend.launch.spec import LaunchSpec
+from studio_backend.launch.supervisor import Supervisor
+from studio_backend.workspace import open_workspace
+from studio_ui.navigation import ROOT
 from tests.launch.conftest import free_port
 
 DATA = Path(__file__).with_name("data")

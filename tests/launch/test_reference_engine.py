@@ -9,10 +9,10 @@ import json
 import re
 from pathlib import Path
 
-from backend.cli import main
-from backend.launch import procs
-from backend.launch.capture import truncate
-from backend.workspace import open_workspace
+from studio_backend.cli import main
+from studio_backend.launch import procs
+from studio_backend.launch.capture import truncate
+from studio_backend.workspace import open_workspace
 from tests.launch.conftest import free_port, kill_groups
 
 TEXT = "Tensor parallel inference splits every matrix across ranks and stitches the results. " * 8
@@ -21,8 +21,8 @@ TEXT = "Tensor parallel inference splits every matrix across ranks and stitches 
 def test_cli_launch_capture_ingest_stop(workspace_dir: Path, tmp_path: Path, capsys) -> None:
     from transformers import AutoTokenizer
 
-    from backend.engines.reference.offline import run_offline
-    from backend.models.create import create_model
+    from studio_backend.engines.reference.offline import run_offline
+    from studio_backend.models.create import create_model
 
     model = create_model(tmp_path / "tiny", preset="tiny", layers=2, seed=0)
     port = free_port()

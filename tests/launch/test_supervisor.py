@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.errors import InputError
-from backend.launch import procs
-from backend.launch.spec import LaunchSpec
-from backend.launch.supervisor import Supervisor
+from studio_backend.errors import InputError
+from studio_backend.launch import procs
+from studio_backend.launch.spec import LaunchSpec
+from studio_backend.launch.supervisor import Supervisor
 from tests.launch.conftest import free_port, standin
 
 
@@ -123,8 +123,8 @@ def test_port_conflicts_rejected(workspace, model_dir: Path) -> None:
 
 
 def test_missing_executable_is_clear(workspace, model_dir: Path) -> None:
-    from backend.errors import StudioError
-    from backend.launch.commands import Command
+    from studio_backend.errors import StudioError
+    from studio_backend.launch.commands import Command
 
     sup = Supervisor(workspace, poll_s=0.1)
     with pytest.raises(StudioError, match="not found"):
@@ -135,7 +135,7 @@ def test_missing_executable_is_clear(workspace, model_dir: Path) -> None:
 
 
 def test_msprobe_needs_empty_dump_folder(workspace, model_dir: Path, tmp_path: Path) -> None:
-    from backend.launch.spec import DumpSettings
+    from studio_backend.launch.spec import DumpSettings
 
     dump = tmp_path / "probe"
     (dump / "step0").mkdir(parents=True)
@@ -150,7 +150,7 @@ def test_stop_of_reference_engine_tp2_is_clean(workspace, tmp_path: Path) -> Non
     launcher's leader gets SIGTERM first and stops rank 0, which stops rank 1 over gloo. The
     log ends with the studio's two notes, with no traceback (a SIGTERM to the whole group
     killed rank 1 under rank 0's stop message: gloo "Connection closed by peer")."""
-    from backend.models.create import create_model
+    from studio_backend.models.create import create_model
 
     model = create_model(tmp_path / "tiny", preset="tiny", seed=0)
     sup = Supervisor(workspace, poll_s=0.1)
@@ -173,7 +173,7 @@ def test_stop_of_reference_engine_tp2_is_clean(workspace, tmp_path: Path) -> Non
 
 
 def test_shutdown_part_is_what_follows_the_studio_stop_note() -> None:
-    from backend.launch.logtail import shutdown_part
+    from studio_backend.launch.logtail import shutdown_part
 
     lines = [
         "serving",

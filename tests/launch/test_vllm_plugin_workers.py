@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.launch import vllm_plugin
+from studio_backend.launch import vllm_plugin
 
 GPU_WORKER = textwrap.dedent(
     """

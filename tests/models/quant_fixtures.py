@@ -1,5 +1,5 @@
 """Quantized checkpoints written from the quantizers' documented layouts, in numpy, sharing no
-code with the reader (backend/models/checkpoint_reader.py) or studio_kernels.awq.
+code with the reader (studio_backend/models/checkpoint_reader.py) or studio_kernels.awq.
 
 Sources: AWQ - REFERENCE.md section 7 (AutoAWQ GEMM: qweight [K, N/8], nibble i of word j holds
 column 8j + [0,2,4,6,1,3,5,7][i]); GPTQ - AutoGPTQ auto_gptq/nn_modules/qlinear/

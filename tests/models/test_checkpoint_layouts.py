@@ -15,11 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from backend.cli import main
-from backend.errors import InputError
-from backend.models.checkpoint_reader import open_checkpoint
-from backend.models.create import create_model
-from backend.moe.checkpoint import inspect
+from studio_backend.cli import main
+from studio_backend.errors import InputError
+from studio_backend.models.checkpoint_reader import open_checkpoint
+from studio_backend.models.create import create_model
+from studio_backend.moe.checkpoint import inspect
 from tests.models import quant_fixtures as qf
 
 GROUP = 32  # tiny: K in {64, 32, 128}, N in {64, 32, 128}: every K a multiple, N of 8
@@ -153,7 +153,7 @@ def test_reader_dequantizes_exactly(
 
 
 def test_loader_serves_dequantized_awq(quant: dict) -> None:
-    from backend.engines.reference.runner import ModelRunner
+    from studio_backend.engines.reference.runner import ModelRunner
 
     path, truth = quant["awq"]
     model = ModelRunner(path, dtype="float32").model.model

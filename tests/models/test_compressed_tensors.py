@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from backend.models.checkpoint_reader import open_checkpoint
-from backend.moe.checkpoint import inspect
+from studio_backend.models.checkpoint_reader import open_checkpoint
+from studio_backend.moe.checkpoint import inspect
 
 DATA = Path(__file__).parent / "data" / "ct_checkpoints"
 KINDS = {"fp8-channel": "fp8", "fp8-tensor": "fp8", "fp8-block": "fp8",

@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from backend.cli import main
-from backend.errors import InputError
-from backend.models.config import Qwen3MoeConfig, read_config
-from backend.models.create import OUTLIER_MAGNITUDE, create_model
-from backend.models.tokenizer import load_tokenizer
+from studio_backend.cli import main
+from studio_backend.errors import InputError
+from studio_backend.models.config import Qwen3MoeConfig, read_config
+from studio_backend.models.create import OUTLIER_MAGNITUDE, create_model
+from studio_backend.models.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_demo_model_looks_like_a_real_llm(tiny: Path) -> None:
     in every layer, and top-2 routing of the router logits spreads over the experts unevenly."""
     from transformers import AutoModelForCausalLM
 
-    from backend.engines.demo import demo_prompt
+    from studio_backend.engines.demo import demo_prompt
 
     info = json.loads((tiny / "studio_model.json").read_text())["outliers"]
     ids = load_tokenizer(tiny).encode(demo_prompt()).ids

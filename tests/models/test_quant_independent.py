@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.models.checkpoint_reader import open_checkpoint
+from studio_backend.models.checkpoint_reader import open_checkpoint
 from tests.models import independent_quant_fixtures as fx
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,7 +88,14 @@ def test_expert_names_as_the_hub_spells_them(ckpt):
 
 def test_inspect_checkpoint_reports_ok_and_layout(ckpt):
     name, fix = ckpt
-    cmd = [sys.executable, "-m", "backend.cli", "inspect-checkpoint", str(fix.path), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "studio_backend.cli",
+        "inspect-checkpoint",
+        str(fix.path),
+        "--json",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads(proc.stdout)
@@ -118,7 +125,14 @@ def test_inspect_checkpoint_names_a_missing_tensor(tmp_path: Path, method: str):
     missing = "model.layers.1.mlp.experts.2.up_proj.qzeros"
     del tensors[missing]
     save_file(tensors, str(shard), metadata={"format": "pt"})
-    cmd = [sys.executable, "-m", "backend.cli", "inspect-checkpoint", str(fix.path), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "studio_backend.cli",
+        "inspect-checkpoint",
+        str(fix.path),
+        "--json",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 1, proc.stderr[-2000:]
     report = json.loads(proc.stdout)

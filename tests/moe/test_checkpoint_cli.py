@@ -7,10 +7,10 @@ import json
 import pytest
 from safetensors.torch import load_file, save_file
 
-from backend.cli import main
-from backend.errors import InputError
-from backend.models.create import create_model
-from backend.moe.checkpoint import inspect
+from studio_backend.cli import main
+from studio_backend.errors import InputError
+from studio_backend.models.create import create_model
+from studio_backend.moe.checkpoint import inspect
 from tests.moe import fixtures
 
 

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from backend.cli import main
-from backend.dumps import synthetic
+from studio_backend.cli import main
+from studio_backend.dumps import synthetic
 
 
 def _numpy_counts(logits: np.ndarray, k: int) -> np.ndarray:
@@ -65,12 +65,12 @@ def test_experts_on_a_real_msit_dump(tmp_path, workspace_dir, capsys) -> None:
     import pytest
 
     pytest.importorskip("msit_llm")
-    from backend.dumps import query
-    from backend.engines.reference.dumping import DumpOptions
-    from backend.engines.reference.offline import run_offline
-    from backend.models.config import read_config
-    from backend.models.create import create_model
-    from backend.workspace import open_workspace
+    from studio_backend.dumps import query
+    from studio_backend.engines.reference.dumping import DumpOptions
+    from studio_backend.engines.reference.offline import run_offline
+    from studio_backend.models.config import read_config
+    from studio_backend.models.create import create_model
+    from studio_backend.workspace import open_workspace
 
     model = create_model(tmp_path / "tiny", preset="tiny", seed=3)
     cfg = read_config(model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from studio.figures import dsa, experts
+from studio_ui.figures import dsa, experts
 
 
 def test_expert_heatmap_and_evolution_tick_whole_numbers() -> None:

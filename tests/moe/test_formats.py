@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from backend.errors import InputError
-from backend.moe import store
-from backend.moe.detect import read_source
-from backend.moe.formats import expert_map
+from studio_backend.errors import InputError
+from studio_backend.moe import store
+from studio_backend.moe.detect import read_source
+from studio_backend.moe.formats import expert_map
 from tests.moe import fixtures
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.dumps import synthetic
-from backend.dumps.ingest import ingest_dump
-from backend.moe import store
-from backend.moe.from_dump import load_from_dump
+from studio_backend.dumps import synthetic
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.moe import store
+from studio_backend.moe.from_dump import load_from_dump
 
 
 def _numpy_counts(logits: np.ndarray, k: int) -> np.ndarray:
@@ -59,7 +59,7 @@ def test_dumped_topk_ids_are_cross_checked(workspace, tmp_path) -> None:
     assert load.meta["checked_against_dumped_ids"] == 1
     import pytest
 
-    from backend.errors import StudioError
+    from studio_backend.errors import StudioError
 
     with pytest.raises(StudioError, match="dumped top-k ids differ"):
         load_from_dump(workspace, run_id, top_k=3)
@@ -68,8 +68,8 @@ def test_dumped_topk_ids_are_cross_checked(workspace, tmp_path) -> None:
 def test_counts_from_vllm032_layout_router_under_experts_gate(workspace, tmp_path) -> None:
     """Real vLLM 0.32 dumps its router (GateLinear) as mlp.experts.gate only: expert load and
     per-token routing come from there, equal to numpy's top-k of the same logits."""
-    from backend.dumps import synthetic_vllm
-    from backend.moe.from_dump import router_module
+    from studio_backend.dumps import synthetic_vllm
+    from studio_backend.moe.from_dump import router_module
 
     cfg = synthetic.SynthConfig(layers=3, experts=6, dense_layers=(0,))
     truth = synthetic_vllm.make_truth(cfg, tokens=[6, 1], seed=4)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.moe import metrics, placement
-from backend.moe.routing import route
+from studio_backend.moe import metrics, placement
+from studio_backend.moe.routing import route
 
 
 def test_layer_metrics_hand_computed() -> None:

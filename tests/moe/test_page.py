@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from backend.moe import store
-from backend.moe.detect import read_source
-from backend.workspace import open_workspace
-from studio.navigation import ROOT
+from studio_backend.moe import store
+from studio_backend.moe.detect import read_source
+from studio_backend.workspace import open_workspace
+from studio_ui.navigation import ROOT
 from tests.moe import fixtures
 
 
@@ -51,7 +51,7 @@ def test_import_form_errors_are_messages(workspace_dir, bad) -> None:
 
 
 def test_checkpoint_section(workspace_dir, tmp_path) -> None:
-    from backend.models.create import create_model
+    from studio_backend.models.create import create_model
 
     model = create_model(tmp_path / "tiny", preset="tiny", seed=2)
     at = AppTest.from_file(str(ROOT / "pages/experts.py"), default_timeout=60).run()
@@ -71,8 +71,8 @@ def test_checkpoint_section(workspace_dir, tmp_path) -> None:
 
 
 def test_route_dump_run_from_page(workspace_dir, tmp_path) -> None:
-    from backend.dumps import synthetic
-    from backend.dumps.ingest import ingest_dump
+    from studio_backend.dumps import synthetic
+    from studio_backend.dumps.ingest import ingest_dump
 
     cfg = synthetic.SynthConfig(layers=2, experts=4, dense_layers=(0,))
     root = synthetic.write_msit(
@@ -96,8 +96,8 @@ def test_route_dump_run_from_page(workspace_dir, tmp_path) -> None:
 def test_expert_with_no_tokens_is_not_called_a_source_without_routing(workspace_dir) -> None:
     import pandas as pd
 
-    from backend.moe import store
-    from backend.moe.records import COLUMNS, LoadSet
+    from studio_backend.moe import store
+    from studio_backend.moe.records import COLUMNS, LoadSet
 
     counts = pd.DataFrame(
         [[0, -1, 0, e, 0, e, n] for e, n in enumerate([2, 1, 0])], columns=COLUMNS

@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from backend.dumps import query
-from backend.dumps.ingest import ingest_dump
-from backend.models.config import read_config
-from backend.models.create import create_model
-from backend.moe import store
-from backend.moe.from_dump import load_from_dump
+from studio_backend.dumps import query
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.models.config import read_config
+from studio_backend.models.create import create_model
+from studio_backend.moe import store
+from studio_backend.moe.from_dump import load_from_dump
 
 pytest.importorskip("msit_llm")
 pytestmark = pytest.mark.slow
@@ -28,8 +28,8 @@ def _numpy_counts(logits: np.ndarray, k: int, e: int) -> np.ndarray:
 
 
 def test_counts_from_real_tp2_run(workspace, tmp_path) -> None:
-    from backend.engines.reference.dumping import DumpOptions
-    from backend.engines.reference.offline import run_offline
+    from studio_backend.engines.reference.dumping import DumpOptions
+    from studio_backend.engines.reference.offline import run_offline
 
     model = create_model(tmp_path / "tiny", preset="tiny", seed=3)
     cfg = read_config(model)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.trace.profile_run import profile_call
+from studio_backend.trace.profile_run import profile_call
 from tests.trace.tiny import TinyDecoder
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from backend.cli import main
-from backend.trace.module_tracer import counts_by_class, trace_modules
+from studio_backend.cli import main
+from studio_backend.trace.module_tracer import counts_by_class, trace_modules
 from tests.trace.fixtures import GPU_EXPECTED, write_kineto_gpu
 
 

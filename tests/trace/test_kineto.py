@@ -11,11 +11,11 @@ from collections import Counter, defaultdict
 import pandas as pd
 import pytest
 
-from backend.errors import InputError
-from backend.trace import analysis
-from backend.trace.families import classify
-from backend.trace.ingest import ingest_profile
-from backend.trace.module_tracer import layer_of
+from studio_backend.errors import InputError
+from studio_backend.trace import analysis
+from studio_backend.trace.families import classify
+from studio_backend.trace.ingest import ingest_profile
+from studio_backend.trace.module_tracer import layer_of
 from tests.trace.fixtures import GPU_EXPECTED, GRAPH_KERNELS, ORPHAN, write_kineto_gpu
 
 
@@ -213,7 +213,7 @@ def test_malformed_traces_name_the_problem(workspace, tmp_path, content, problem
 def test_many_small_commits_give_the_same_profile_and_fail_cleanly(
     workspace, cpu_trace, tmp_path, monkeypatch
 ) -> None:
-    import backend.trace.ingest as ingest_mod
+    import studio_backend.trace.ingest as ingest_mod
 
     path, _ = cpu_trace
     whole = analysis.top(workspace, ingest_profile(workspace, path), n=None)

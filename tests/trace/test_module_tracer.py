@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from backend.trace.module_tracer import (
+from studio_backend.trace.module_tracer import (
     counts_by_class,
     counts_by_module,
     format_counts,
@@ -134,8 +134,8 @@ def test_layer_of() -> None:
 
 
 def test_stored_trace_reads_back(workspace) -> None:
-    from backend.trace import traces
-    from backend.trace.ingest import store_trace
+    from studio_backend.trace import traces
+    from studio_backend.trace.ingest import store_trace
 
     calls = _run()
     tid = store_trace(workspace, calls, name="tiny", model="TinyDecoder", prompt="ids 0..6")
@@ -149,7 +149,7 @@ def test_stored_trace_reads_back(workspace) -> None:
 
 
 def test_page_opens_on_rank_0_of_the_newest_trace() -> None:
-    from backend.trace.traces import first_choice
+    from studio_backend.trace.traces import first_choice
 
     demo = ["demo (reference engine tp=2, rank 0)", "demo (reference engine tp=2, rank 1)"]
     assert first_choice(demo) == 0

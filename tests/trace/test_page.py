@@ -7,10 +7,10 @@ import json
 import torch
 from streamlit.testing.v1 import AppTest
 
-from backend.trace.ingest import ingest_profile, store_trace
-from backend.trace.module_tracer import trace_modules
-from backend.workspace import open_workspace
-from studio.navigation import ROOT
+from studio_backend.trace.ingest import ingest_profile, store_trace
+from studio_backend.trace.module_tracer import trace_modules
+from studio_backend.workspace import open_workspace
+from studio_ui.navigation import ROOT
 from tests.trace.fixtures import write_kineto_gpu, write_nsys
 from tests.trace.tiny import TinyDecoder
 
@@ -58,7 +58,7 @@ def test_page_shows_calls_profiles_and_diff(workspace_dir, tmp_path) -> None:
 def test_page_ranks_ops_by_self_time(workspace_dir, cpu_trace) -> None:
     """A real CPU profile: the top table shows self and total time, ranked by self time by
     default (as torch.profiler's table) and by total on request, equal to analysis.top."""
-    from backend.trace import analysis
+    from studio_backend.trace import analysis
 
     ws = open_workspace(workspace_dir)
     pid = ingest_profile(ws, cpu_trace[0], name="cpu")
@@ -81,9 +81,9 @@ def test_page_ranks_ops_by_self_time(workspace_dir, cpu_trace) -> None:
 def test_profile_a_run_from_the_page(workspace_dir, tmp_path) -> None:
     """The page's twin of `studio profile run`: one click stores a profile whose kernels are
     attributed to every decoder layer of the model."""
-    from backend.models.create import create_model
-    from backend.trace import analysis
-    from backend.workspace import open_workspace
+    from studio_backend.models.create import create_model
+    from studio_backend.trace import analysis
+    from studio_backend.workspace import open_workspace
 
     model = create_model(tmp_path / "tiny", preset="tiny", seed=0)
     at = AppTest.from_file(str(ROOT / "pages/trace.py"), default_timeout=300).run()

@@ -7,15 +7,15 @@ import json
 import pandas as pd
 import pytest
 
-from backend.cli import main
-from backend.trace import analysis
-from backend.trace.naming import layer_of
-from backend.workspace import open_workspace
+from studio_backend.cli import main
+from studio_backend.trace import analysis
+from studio_backend.trace.naming import layer_of
+from studio_backend.workspace import open_workspace
 
 
 @pytest.fixture(scope="module")
 def tiny_moe(tmp_path_factory):
-    from backend.models.create import create_model
+    from studio_backend.models.create import create_model
 
     return create_model(tmp_path_factory.mktemp("m") / "tiny", preset="tiny", seed=0)
 
@@ -84,7 +84,7 @@ def test_transformers_profile_refuses_tp(workspace_dir, tiny_moe, capsys) -> Non
 def test_reference_engine_tp2_profiles_every_rank(
     workspace_dir, tiny_moe, capsys, tmp_path
 ) -> None:
-    from backend.models.config import read_config
+    from studio_backend.models.config import read_config
 
     out = tmp_path / "traces" / "tp2"  # --out DIR: created, and every rank's trace lands in it
     args = ["profile", "run", "--model", str(tiny_moe), "--tp", "2", "--max-tokens", "2",
@@ -118,9 +118,9 @@ def test_reference_engine_tp2_profiles_every_rank(
 def test_reference_engine_profile_attributes_ops_to_layers(
     workspace_dir, tiny_moe, capsys, tmp_path
 ) -> None:
-    from backend.engines.reference import parallel
-    from backend.engines.reference.model import Qwen3MoeForCausalLM
-    from backend.models.config import read_config
+    from studio_backend.engines.reference import parallel
+    from studio_backend.engines.reference.model import Qwen3MoeForCausalLM
+    from studio_backend.models.config import read_config
 
     out = tmp_path / "prof"
     out.mkdir()  # an existing directory: the trace goes inside it
@@ -159,8 +159,8 @@ def test_reference_engine_profile_attributes_ops_to_layers(
 
 
 def test_trace_modules_on_reference_engine_every_rank(workspace_dir, tiny_moe, capsys) -> None:
-    from backend.models.config import read_config
-    from backend.trace import traces
+    from studio_backend.models.config import read_config
+    from studio_backend.trace import traces
 
     prompt = "Tensor parallel shards"
     for tp in (1, 2):
@@ -169,7 +169,7 @@ def test_trace_modules_on_reference_engine_every_rank(workspace_dir, tiny_moe, c
     assert "QKVParallelLinear" in capsys.readouterr().out
     cfg = read_config(tiny_moe)
     hd, heads, kv = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
-    from backend.models.tokenizer import load_tokenizer
+    from studio_backend.models.tokenizer import load_tokenizer
 
     n_tok = len(load_tokenizer(tiny_moe).encode(prompt).ids)
     ws = open_workspace(workspace_dir)

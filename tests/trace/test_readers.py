@@ -8,10 +8,10 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from backend.errors import InputError
-from backend.trace import analysis
-from backend.trace.diff import diff
-from backend.trace.ingest import detect_format, ingest_profile
+from studio_backend.errors import InputError
+from studio_backend.trace import analysis
+from studio_backend.trace.diff import diff
+from studio_backend.trace.ingest import detect_format, ingest_profile
 from tests.trace.fixtures import (
     NPU_EXPECTED_MODULES,
     NPU_KERNELS,

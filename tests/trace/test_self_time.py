@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from backend.trace import analysis
-from backend.trace.ingest import ingest_profile
-from backend.trace.module_tracer import ModuleTracer
+from studio_backend.trace import analysis
+from studio_backend.trace.ingest import ingest_profile
+from studio_backend.trace.module_tracer import ModuleTracer
 from tests.trace.tiny import TinyDecoder
 
 

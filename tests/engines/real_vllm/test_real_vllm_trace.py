@@ -60,12 +60,12 @@ def test_trace_per_rank_and_step(real_servers) -> None:
 
 
 def test_cli_trace_modules_on_real_vllm(real_vllm_python, real_model, tmp_path, monkeypatch):
-    from backend.workspace import open_workspace
+    from studio_backend.workspace import open_workspace
     from tests.launch.conftest import free_port
 
     ws_dir = tmp_path / "ws"
     done = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "--workspace", str(ws_dir), "trace", "modules",
+        [sys.executable, "-m", "studio_backend.cli", "--workspace", str(ws_dir), "trace", "modules",
          "--engine", "vllm", "--model", str(real_model), "--tp", "2", "--step", "1",
          "--prompt", "Tensor parallel inference", "--layer", "1", "--port", str(free_port()),
          "--python", real_vllm_python],
@@ -91,7 +91,7 @@ def test_cli_trace_modules_on_real_vllm(real_vllm_python, real_model, tmp_path, 
     # The Trace page shows the stored real-vLLM traces and offers the engine in its form.
     from streamlit.testing.v1 import AppTest
 
-    from studio.navigation import ROOT
+    from studio_ui.navigation import ROOT
 
     monkeypatch.setenv("STUDIO_WORKSPACE", str(ws_dir))
     at = AppTest.from_file(str(ROOT / "pages/trace.py"), default_timeout=60).run()
@@ -105,13 +105,13 @@ def test_cli_trace_modules_on_real_vllm(real_vllm_python, real_model, tmp_path, 
 
 def test_cli_profile_run_on_real_vllm(real_vllm_python, real_model, tmp_path) -> None:
     """vLLM's own torch profiler, modules annotated by the plugin: one profile per rank."""
-    from backend.trace import analysis
-    from backend.workspace import open_workspace
+    from studio_backend.trace import analysis
+    from studio_backend.workspace import open_workspace
     from tests.launch.conftest import free_port
 
     ws_dir = tmp_path / "ws"
     done = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "--workspace", str(ws_dir), "profile", "run",
+        [sys.executable, "-m", "studio_backend.cli", "--workspace", str(ws_dir), "profile", "run",
          "--engine", "vllm", "--model", str(real_model), "--tp", "2", "--max-tokens", "2",
          "--prompt", "Tensor parallel inference", "--port", str(free_port()),
          "--python", real_vllm_python, "--json"],
