@@ -17,17 +17,20 @@ class PageSpec:
 
 
 PAGES: tuple[PageSpec, ...] = (
-    PageSpec("pages/home.py", "Home", ":material/home:", "home"),
-    PageSpec("pages/launch.py", "Launch", ":material/rocket_launch:", "launch"),
-    PageSpec("pages/dumps.py", "Dumps", ":material/folder_open:", "dumps"),
-    PageSpec("pages/activations.py", "Activations", ":material/view_in_ar:", "activations"),
-    PageSpec("pages/compare.py", "Compare", ":material/compare_arrows:", "compare"),
-    PageSpec("pages/experts.py", "Experts", ":material/hub:", "experts"),
-    PageSpec("pages/kernels.py", "Kernels", ":material/speed:", "kernels"),
+    PageSpec("app_pages/home.py", "Home", ":material/home:", "home"),
+    PageSpec("app_pages/launch.py", "Launch", ":material/rocket_launch:", "launch"),
+    PageSpec("app_pages/dumps.py", "Dumps", ":material/folder_open:", "dumps"),
+    PageSpec("app_pages/activations.py", "Activations", ":material/view_in_ar:", "activations"),
+    PageSpec("app_pages/compare.py", "Compare", ":material/compare_arrows:", "compare"),
+    PageSpec("app_pages/experts.py", "Experts", ":material/hub:", "experts"),
+    PageSpec("app_pages/kernels.py", "Kernels", ":material/speed:", "kernels"),
     PageSpec(
-        "pages/sparse_attention.py", "Sparse attention", ":material/grid_on:", "sparse_attention"
+        "app_pages/sparse_attention.py",
+        "Sparse attention",
+        ":material/grid_on:",
+        "sparse_attention",
     ),
-    PageSpec("pages/trace.py", "Trace", ":material/timeline:", "trace"),
+    PageSpec("app_pages/trace.py", "Trace", ":material/timeline:", "trace"),
 )
 
 

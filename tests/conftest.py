@@ -18,7 +18,7 @@ load_triton_before_gl()
 
 REPO = Path(__file__).resolve().parent.parent
 
-# AppTest runs a page with its folder (pages/) first on sys.path, where pages/kernels.py would
+# AppTest runs a page with its folder (app_pages/) first on sys.path, where app_pages/kernels.py would
 # shadow the PyPI package `kernels` that transformers imports: load the real one first.
 with contextlib.suppress(ImportError):
     import kernels  # noqa: F401

@@ -15,7 +15,7 @@ from studio_ui.navigation import ROOT, available_pages
 def test_page_runs(page: str, workspace_dir: Path) -> None:
     # Through the real navigation: a page run on its own cannot resolve st.page_link targets.
     at = AppTest.from_file(str(ROOT / "run_studio.py"), default_timeout=60).run()
-    if page != "pages/home.py":
+    if page != "app_pages/home.py":
         at.switch_page(page).run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -44,7 +44,7 @@ def test_page_without_a_workspace_shows_an_error_not_a_traceback(
     blocker.write_text("a file where the workspace folder should be\n")
     monkeypatch.setenv("STUDIO_WORKSPACE", str(blocker))
     at = AppTest.from_file(str(ROOT / "run_studio.py"), default_timeout=60).run()
-    if page != "pages/home.py":
+    if page != "app_pages/home.py":
         at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(str(blocker) in e.value for e in at.error), [e.value for e in at.error]

@@ -174,7 +174,9 @@ def pct_copy_heatmap(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def throughput_chart(df: pd.DataFrame) -> go.Figure:
+def throughput_chart(
+    df: pd.DataFrame, *, title: str | None = "End-to-end decode throughput"
+) -> go.Figure:
     """End-to-end decode tokens/s per batch size, per run.
 
     Measured runs and published series (seed 002: another device and model) get subplots and
@@ -216,7 +218,7 @@ def throughput_chart(df: pd.DataFrame) -> go.Figure:
         )  # fmt: skip
         fig.update_yaxes(title_text="tokens/s", rangemode="tozero", row=1, col=col)
     fig.update_layout(
-        title="End-to-end decode throughput",
+        title=title,
         legend={"orientation": "h", "y": -0.25},
         margin={"t": 80, "b": 10},
         height=440,

@@ -47,6 +47,22 @@ def _cmap(absolute: bool):
     )
 
 
+def whole_label_count(lo: float, hi: float, preferred: tuple[int, ...]) -> int:
+    """How many evenly spaced labels put every channel / token tick on a whole number.
+
+    PyVista spaces an axis's labels evenly between its ends, so 0-63 with 5 labels reads 15.75,
+    31.5, ...: a channel id that does not exist. The first preferred count whose gaps divide the
+    span is used; a span no preferred count divides (a prime, say) gets its two ends only.
+    """
+    span = float(hi) - float(lo)
+    if span <= 0 or not span.is_integer() or not float(lo).is_integer():
+        return preferred[0] if span > 0 else 2
+    for n in preferred:
+        if int(span) % (n - 1) == 0:
+            return n
+    return 2
+
+
 def plotter(
     grid: Grid,
     *,
@@ -113,7 +129,9 @@ def _draw(p, grid: Grid, *, label: str, title: str, absolute: bool, sorted_chann
             float(grid.token_axis[0]), float(grid.token_axis[-1]),
             float(z.min()), float(z.max()),
         ],
-        n_xlabels=5, n_ylabels=4, n_zlabels=4, fmt="%.4g", font_size=10, color="black",
+        n_xlabels=whole_label_count(grid.channel_axis[0], grid.channel_axis[-1], (5, 4, 6, 3, 7)),
+        n_ylabels=whole_label_count(grid.token_axis[0], grid.token_axis[-1], (4, 5, 3, 6, 7)),
+        n_zlabels=4, fmt="%.4g", font_size=10, color="black",
     )  # fmt: skip
     p.camera_position = [(2.6, -1.8, 1.6), (0.8, 0.5, 0.0), (0.0, 0.0, 1.0)]
     p.reset_camera()  # keep the viewing direction, fit the whole surface and its labels

@@ -161,3 +161,16 @@ def test_kurtosis_log_axis_ticks_are_true_values(values: list[float], ticks: lis
     lo, hi = y.range
     assert lo < np.log10(min(values)) and np.log10(max(values)) < hi
     assert all(lo <= np.log10(v) <= hi for v in y.tickvals)
+
+
+@pytest.mark.parametrize("lo,hi", [(0, 63), (0, 23), (0, 6128), (16, 176), (0, 173), (3, 3)])
+def test_png_channel_and_token_ticks_are_whole_numbers(lo: int, hi: int) -> None:
+    """PyVista spaces labels evenly between the axis ends; the count keeps every label whole."""
+    from studio_ui.figures.pyvista_surface import whole_label_count
+
+    n = whole_label_count(lo, hi, (5, 4, 6, 3, 7))
+    labels = np.linspace(lo, hi, n)
+    assert np.array_equal(labels, np.round(labels)), labels
+    assert n >= 2 and labels[0] == lo and labels[-1] == hi
+    expected = {(0, 63): 4, (0, 23): 2, (0, 6128): 5, (16, 176): 5, (0, 173): 2, (3, 3): 2}
+    assert n == expected[(lo, hi)]

@@ -12,7 +12,7 @@ pytest.importorskip("studio_backend.dumps.query", reason="needs the dumps packag
 from studio_ui.navigation import ROOT  # noqa: E402
 from tests.analysis.dumpdata import write_dump  # noqa: E402
 
-PAGE = str(ROOT / "pages/activations.py")
+PAGE = str(ROOT / "app_pages/activations.py")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from studio_backend.workspace import open_workspace
 from studio_ui.navigation import ROOT
 from tests.bench.test_results import _doc
 
-PAGE = str(ROOT / "pages" / "kernels.py")
+PAGE = str(ROOT / "app_pages" / "kernels.py")
 
 
 def test_empty_workspace_explains_how_to_get_data(workspace_dir) -> None:

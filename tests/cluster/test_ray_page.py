@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 def _page() -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / "dumps.py"), default_timeout=60).run()
+    return AppTest.from_file(str(ROOT / "app_pages" / "dumps.py"), default_timeout=60).run()
 
 
 def _field(at: AppTest, label: str):

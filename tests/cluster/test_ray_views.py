@@ -149,7 +149,7 @@ def test_a_3d_view_moves_the_tile_not_the_tensor(ray_cluster, on_node, tmp_path:
           f"({tensor_bytes / tile_bytes:.1f}x less)")  # fmt: skip
 
 
-PAGE = str(ROOT / "pages/activations.py")
+PAGE = str(ROOT / "app_pages/activations.py")
 
 
 def test_the_page_views_a_remote_tensor_without_moving_it(

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from studio_backend.dumps import synthetic as S
 from studio_ui.navigation import ROOT
 
-PAGE = str(ROOT / "pages/compare.py")
+PAGE = str(ROOT / "app_pages/compare.py")
 FAULT = (0, "model.layers.1.mlp.down_proj", "output", 0)
 
 

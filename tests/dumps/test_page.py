@@ -31,7 +31,7 @@ def test_page_with_a_run(synth_dump, workspace_dir: Path) -> None:
         .fetchall()
     )
     ws.close()
-    at = AppTest.from_file(str(ROOT / "pages" / "dumps.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "dumps.py"), default_timeout=60).run()
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {
@@ -75,7 +75,7 @@ def test_page_failed_stitch_offers_rank_tensors_and_flags_shared(tmp_path, works
     ws = open_workspace(workspace_dir)
     ingest_dump(ws, session, "vllm 0.32")
     ws.close()
-    at = AppTest.from_file(str(ROOT / "pages" / "dumps.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "dumps.py"), default_timeout=60).run()
     assert not at.exception, at.exception
     assert {m.label: m.value for m in at.metric}["failed"] == "1"
     assert [s.value for s in at.subheader if s.value.startswith("Failed")] == [

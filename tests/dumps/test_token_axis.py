@@ -342,7 +342,7 @@ def test_page_token_axis_widget_and_statistics_only(dumps, workspace_dir: Path) 
     run = ingest_dump(w, dumps["msprobe"] / "dump")
     stats_run = ingest_dump(w, dumps["msprobe-stats"] / "dump")
     w.close()
-    page = str(APP / "pages/activations.py")
+    page = str(APP / "app_pages/activations.py")
     at = AppTest.from_file(page, default_timeout=120)
     at.query_params["run"] = run
     at.query_params["pattern"] = r"layers\.0\.input_layernorm"
@@ -383,7 +383,7 @@ def test_page_token_axis_widget_and_statistics_only(dumps, workspace_dir: Path) 
     assert any("statistics-only dump" in i.value for i in at2.info)
     table = at2.dataframe[0].value
     assert {"max", "min", "mean", "norm", "absmax"} <= set(table.columns) and len(table) > 60
-    at3 = AppTest.from_file(str(APP / "pages/dumps.py"), default_timeout=120).run()
+    at3 = AppTest.from_file(str(APP / "app_pages/dumps.py"), default_timeout=120).run()
     next(s for s in at3.selectbox if s.label == "Run").set_value(stats_run).run()
     assert not at3.exception, at3.exception
     assert any(h.value == "Statistics written by the dump tool" for h in at3.subheader)

@@ -198,7 +198,7 @@ def _reference_flow(studio_factory, page, tmp_path: Path) -> None:
     _wait_text(page, "16 prompt tokens", 240)
     _wait_text(page, "stitched modules", 240)
     _wait_text(page, "Open Dumps for run", 240) if (
-        Path(__file__).parents[2] / "pages/dumps.py"
+        Path(__file__).parents[2] / "app_pages/dumps.py"
     ).is_file() else None
     page.get_by_text("Ingested:").first.scroll_into_view_if_needed()
     page.wait_for_timeout(1000)

@@ -17,7 +17,7 @@ from tests.launch.conftest import free_port, standin
 
 def _page() -> AppTest:
     at = AppTest.from_file(str(ROOT / "run_studio.py"), default_timeout=60).run()
-    return at.switch_page("pages/launch.py").run()
+    return at.switch_page("app_pages/launch.py").run()
 
 
 def test_empty_workspace_and_command_preview(workspace_dir: Path, model_dir: Path) -> None:

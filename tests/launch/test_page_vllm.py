@@ -20,7 +20,7 @@ DATA = Path(__file__).with_name("data")
 
 def _page() -> AppTest:
     at = AppTest.from_file(str(ROOT / "run_studio.py"), default_timeout=60).run()
-    return at.switch_page("pages/launch.py").run()
+    return at.switch_page("app_pages/launch.py").run()
 
 
 def test_vllm_command_shown_exactly(workspace_dir: Path, model_dir: Path) -> None:

@@ -13,7 +13,7 @@ from tests.moe import fixtures
 
 
 def test_empty_workspace_shows_how_to(workspace_dir) -> None:
-    at = AppTest.from_file(str(ROOT / "pages/experts.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/experts.py"), default_timeout=60).run()
     assert not at.exception
     assert any("No expert load in this workspace yet" in i.value for i in at.info)
 
@@ -28,7 +28,7 @@ def test_source_metrics_and_compare(workspace_dir, tmp_path) -> None:
     store.save(ws, m, "after")
     summary = store.aggregate(ws, "before").summary
     ws.close()
-    at = AppTest.from_file(str(ROOT / "pages/experts.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app_pages/experts.py"), default_timeout=60)
     at.query_params["source"] = "before"
     at.run()
     assert not at.exception and not at.error
@@ -43,7 +43,7 @@ def test_source_metrics_and_compare(workspace_dir, tmp_path) -> None:
 
 @pytest.mark.parametrize("bad", ["", "/nonexistent/rec.pt"])
 def test_import_form_errors_are_messages(workspace_dir, bad) -> None:
-    at = AppTest.from_file(str(ROOT / "pages/experts.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/experts.py"), default_timeout=60).run()
     at.text_input[0].set_value(bad)
     at.button[0].click().run()
     assert not at.exception
@@ -54,7 +54,7 @@ def test_checkpoint_section(workspace_dir, tmp_path) -> None:
     from studio_backend.models.create import create_model
 
     model = create_model(tmp_path / "tiny", preset="tiny", seed=2)
-    at = AppTest.from_file(str(ROOT / "pages/experts.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/experts.py"), default_timeout=60).run()
     at.text_input[-1].set_value(str(model))
     at.number_input[-2].set_value(2)
     at.number_input[-1].set_value(2)
@@ -81,7 +81,7 @@ def test_route_dump_run_from_page(workspace_dir, tmp_path) -> None:
     ws = open_workspace(workspace_dir)
     run_id = ingest_dump(ws, root, name="synth")
     ws.close()
-    at = AppTest.from_file(str(ROOT / "pages/experts.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/experts.py"), default_timeout=60).run()
     form_k = [n for n in at.number_input if n.label.startswith("Top-k")][0]
     form_k.set_value(2)
     [b for b in at.button if b.label.startswith("Route router logits")][0].click().run()
@@ -112,7 +112,7 @@ def test_expert_with_no_tokens_is_not_called_a_source_without_routing(workspace_
     assert store.has_tokens(ws, "routed")
     assert store.tokens_for_expert(ws, "routed", 0, 2).empty
     ws.close()
-    at = AppTest.from_file(str(ROOT / "pages/experts.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/experts.py"), default_timeout=60).run()
     [n for n in at.number_input if n.label == "Expert"][0].set_value(2).run()
     assert not at.exception
     info = " ".join(i.value for i in at.info)

@@ -29,7 +29,7 @@ def seed(ws_dir, tmp_path) -> tuple[str, str]:
 
 def test_page_shows_calls_profiles_and_diff(workspace_dir, tmp_path) -> None:
     kineto_id, _ = seed(workspace_dir, tmp_path)
-    at = AppTest.from_file(str(ROOT / "pages/trace.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/trace.py"), default_timeout=60).run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     counts = at.dataframe[0].value
@@ -65,7 +65,7 @@ def test_page_ranks_ops_by_self_time(workspace_dir, cpu_trace) -> None:
     want_self = analysis.top(ws, pid, kind="cpu_op", n=15)
     want_total = analysis.top(ws, pid, kind="cpu_op", n=15, by="total")
     ws.close()
-    at = AppTest.from_file(str(ROOT / "pages/trace.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/trace.py"), default_timeout=60).run()
     assert not at.exception, at.exception
     top = next(d.value for d in at.dataframe if "self_us" in d.value.columns)
     assert top["name"].tolist() == want_self["name"].tolist()
@@ -86,7 +86,7 @@ def test_profile_a_run_from_the_page(workspace_dir, tmp_path) -> None:
     from studio_backend.workspace import open_workspace
 
     model = create_model(tmp_path / "tiny", preset="tiny", seed=0)
-    at = AppTest.from_file(str(ROOT / "pages/trace.py"), default_timeout=300).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/trace.py"), default_timeout=300).run()
     at.text_input(key="prof_model").set_value(str(model))
     at.selectbox(key="prof_engine").set_value("transformers")
     next(b for b in at.button if b.label == "Profile").click().run()

@@ -94,7 +94,7 @@ def test_cli_trace_modules_on_real_vllm(real_vllm_python, real_model, tmp_path, 
     from studio_ui.navigation import ROOT
 
     monkeypatch.setenv("STUDIO_WORKSPACE", str(ws_dir))
-    at = AppTest.from_file(str(ROOT / "pages/trace.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/trace.py"), default_timeout=60).run()
     assert not at.exception, at.exception
     assert "vllm" in at.selectbox(key="trace_engine").options
     labels = at.selectbox(key="trace_id").options

@@ -146,7 +146,10 @@ if ws is not None:
             c1, c2 = st.columns([2, 3])
             with c1:
                 st.subheader("Calls per module class")
-                st.dataframe(counts, hide_index=True, width="stretch")
+                st.dataframe(
+                    counts, hide_index=True, width="stretch",
+                    column_config={"wall_us": st.column_config.NumberColumn("wall µs", format="%.1f")},
+                )  # fmt: skip
             with c2:
                 st.plotly_chart(figs.class_counts_bar(counts), width="stretch")
             layer_ids = traces.layers(ws, tid)

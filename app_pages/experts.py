@@ -115,7 +115,7 @@ def _tokens_section(ws, name: str, agg, info: dict) -> None:
         params = {"run": run_id, "step": str(step), "module": module}
         label = f"Open these tokens' router input in Activations (step {step}, tokens {ids})"
         try:
-            st.page_link("pages/activations.py", label=label, query_params=params)
+            st.page_link("app_pages/activations.py", label=label, query_params=params)
         except StreamlitAPIException:  # page run outside st.navigation (tests): plain link
             st.markdown(f"[{label}](/activations?{urlencode(params)})")
 

@@ -138,7 +138,9 @@ with guarded("Loading benchmark runs"):
     )
     if not splot.empty:
         # Measured and published (another device and model) in subplots with axes of their own.
-        st.plotly_chart(figs.throughput_chart(splot), width="stretch")
+        st.plotly_chart(
+            figs.throughput_chart(splot, title=None), width="stretch"
+        )  # the header names it
     if serve.empty:
         st.caption(
             "Measure a server: `studio bench serve --url URL --batch 1,2,4,6,8 --input-tokens 1 --output-tokens 1024`."

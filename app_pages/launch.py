@@ -329,8 +329,8 @@ def capture_panel(service, launch) -> None:
                 )
         if job.phase == "done" and job.run_ids:
             for file, title in (
-                ("pages/dumps.py", "Dumps"),
-                ("pages/activations.py", "Activations"),
+                ("app_pages/dumps.py", "Dumps"),
+                ("app_pages/activations.py", "Activations"),
             ):
                 if (ROOT / file).is_file():
                     st.page_link(
