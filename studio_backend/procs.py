@@ -144,3 +144,7 @@ class SafeProcessPool(ProcessPoolExecutor):
                 p.terminate()
         for p in procs:
             p.join(5)
+        for p in procs:  # a worker that did not end on SIGTERM in 5 s (a loaded box): SIGKILL
+            if p.is_alive():
+                p.kill()
+                p.join(5)

@@ -416,7 +416,7 @@ def parse_scalars(prep: Prepared) -> bool:
             f" FROM read_json(?, format='newline_delimited', columns={cols}) c",
             params=[tmp.name],
         ).to_arrow_table()
-    except duckdb.Error:
+    except (duckdb.Error, UnicodeDecodeError):  # invalid UTF-8 surfaces as the latter
         return False
     finally:
         os.unlink(tmp.name)

@@ -540,7 +540,10 @@ class Ingestor:
             # Loaded in its own (auto-committed) statement: inside a transaction, rows of the
             # temp table would get transaction-local rowids, and rowid is the line index here.
             self._load(cur, data)
-        except duckdb.Error as exc:
+        except (
+            duckdb.Error,
+            UnicodeDecodeError,
+        ) as exc:  # invalid UTF-8: DuckDB's result conversion
             raise _Rejected from exc
         try:
             return self._insert_loaded(offsets, line_nos)

@@ -420,3 +420,36 @@ def test_digits_and_commas_cases(body: bytes, ok: bool) -> None:
 def test_positions_plain(value: bytes, ok: bool) -> None:
     line = b'{"selected_token_pos":' + value + b',"selected_block_ids":[0]}\n'
     assert fastpath.positions_plain(line + b'{"selected_token_pos":[3]}\n') is ok
+
+
+@pytest.mark.parametrize("where", [b'"synthetic-prefix', b'"offset_p50"', b'"kv_fetch"'])
+def test_invalid_utf8_never_raises_and_every_line_is_counted(
+    workspace, tmp_path: Path, where: bytes
+) -> None:
+    """A byte that is not UTF-8 inside a line: the line is ingested or reported, never a raw error."""
+    lines = _base_lines(tmp_path)
+    lines[1] = lines[1].replace(where, where[:2] + b"\xc2\x41" + where[2:], 1)
+    path = tmp_path / "trace_steps.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    res = ingest_mod.ingest_path(workspace, path)
+    assert res.rows + res.bad_lines == len(lines)
+
+
+def test_fast_path_declines_a_chunk_duckdb_cannot_decode(tmp_path: Path, monkeypatch) -> None:
+    """DuckDB's result conversion raised UnicodeDecodeError (not a duckdb.Error) on a fuzzed
+    chunk in CI: the fast path must decline it (the exact path then reports the line)."""
+
+    class Undecodable:
+        def execute(self, *_a, **_k):
+            return self
+
+        def sql(self, *_a, **_k):
+            return self
+
+        def to_arrow_table(self):
+            raise UnicodeDecodeError("utf-8", b"\xc2\x41", 0, 1, "invalid continuation byte")
+
+    prep = fastpath.prepare_chunk(b"\n".join(_base_lines(tmp_path)) + b"\n")
+    assert prep is not None  # a clean chunk: the fast path would take it
+    monkeypatch.setattr(fastpath._LOCAL, "con", Undecodable(), raising=False)
+    assert fastpath.parse_scalars(prep) is False
