@@ -26,7 +26,9 @@ def test_page_with_trace_and_prefix_trace(workspace_dir: Path, tmp_path: Path) -
     res = ingest_path(ws, out / "trace_steps.jsonl")
     ingest_path(ws, ASSETS / "mooncake_sample.jsonl")
     ws.close()
-    at = AppTest.from_file(str(ROOT / "app_pages" / "sparse_attention.py"), default_timeout=120).run()
+    at = AppTest.from_file(
+        str(ROOT / "app_pages" / "sparse_attention.py"), default_timeout=120
+    ).run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     metrics = {m.label: m.value for m in at.metric}
@@ -58,7 +60,9 @@ def test_page_names_the_optional_fields_a_trace_lacks(workspace_dir: Path, tmp_p
     ws = open_workspace(workspace_dir)
     ingest_path(ws, keys_only)
     ws.close()
-    at = AppTest.from_file(str(ROOT / "app_pages" / "sparse_attention.py"), default_timeout=120).run()
+    at = AppTest.from_file(
+        str(ROOT / "app_pages" / "sparse_attention.py"), default_timeout=120
+    ).run()
     assert not at.exception, at.exception
     n = len(lines)
     assert {m.label: m.value for m in at.metric}["Records"] == f"{n:,}"
