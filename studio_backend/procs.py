@@ -138,13 +138,21 @@ class SafeProcessPool(ProcessPoolExecutor):
         PIDs (SIGTERM) instead of being waited for (a failed command does not sit out a
         worker's warm-up)."""
         procs = list((getattr(self, "_processes", None) or {}).values())
+        # PID + start time, not Process.is_alive(): where something else reaps children
+        # (SIGCHLD ignored, a waitpid(-1) elsewhere) is_alive() reads a dead worker as alive.
+        starts = {p.pid: process_start(p.pid) for p in procs if p.pid}
         self.shutdown(wait=False, cancel_futures=True)
         for p in procs:
-            if p.is_alive():
+            if process_alive(p.pid, starts.get(p.pid)):
                 p.terminate()
-        for p in procs:
-            p.join(5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(
+            process_alive(p.pid, starts.get(p.pid)) for p in procs
+        ):
+            time.sleep(0.02)
+            for p in procs:
+                p.join(0)  # reap it when it is ours to reap
         for p in procs:  # a worker that did not end on SIGTERM in 5 s (a loaded box): SIGKILL
-            if p.is_alive():
+            if process_alive(p.pid, starts.get(p.pid)):
                 p.kill()
                 p.join(5)

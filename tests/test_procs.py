@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from studio_backend.procs import SafeProcessPool, clean_main_for_spawn
+from studio_backend.procs import SafeProcessPool, clean_main_for_spawn, process_alive, process_start
 
 
 def _fake_page(tmp_path: Path) -> tuple[types.ModuleType, Path]:
@@ -141,11 +141,13 @@ def test_terminate_ends_busy_workers_without_waiting_for_their_work() -> None:
     while not all(f.running() for f in busy):
         time.sleep(0.05)
     procs = list(pool._processes.values())
-    assert len(procs) == 2 and all(p.is_alive() for p in procs)
+    starts = {p.pid: process_start(p.pid) for p in procs}
+    assert len(procs) == 2 and all(process_alive(p.pid, starts[p.pid]) for p in procs)
     t0 = time.monotonic()
     pool.terminate()
     assert time.monotonic() - t0 < 30  # not the 120 s of the sleeping jobs
-    assert not any(p.is_alive() for p in procs)
+    # by PID, not is_alive(): an earlier test in this process may leave children auto-reaped
+    assert not any(process_alive(p.pid, starts[p.pid]) for p in procs)
     # the running jobs fail (pool broken) instead of finishing later; nothing else runs
     from concurrent.futures import wait
 

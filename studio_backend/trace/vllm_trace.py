@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,14 @@ def _serve_once(
         launch = sup.wait_status(launch.launch_id, ("ready",), READY_TIMEOUT_S)
         if launch.status != "ready":
             raise StudioError(f"vLLM did not start ({launch.status}): {launch.message}")
-        run(launch.base_url)
+        try:
+            run(launch.base_url)
+        except urllib.error.HTTPError as exc:  # the server answered, but failed: its log says why
+            raise StudioError(
+                f"vLLM answered {exc.code} {exc.reason} to {exc.url}; its log says why: "
+                f"{launch.log_path} (`studio launches --log {launch.launch_id}`; a worker the "
+                "system killed for memory shows there as 'died unexpectedly (exit code: -9)')"
+            ) from exc
     finally:
         if launch is not None and sup.get(launch.launch_id).active:
             sup.stop(launch.launch_id)
