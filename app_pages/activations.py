@@ -68,10 +68,10 @@ def _downloads(fig, name: str, *, grid=None, title: str = "", sync: bool = False
         import tempfile
         from pathlib import Path
 
-        from studio_ui.figures import pyvista_surface as pvs
+        from studio_ui.figures import vtk_scene
 
         with tempfile.TemporaryDirectory() as d:
-            png = pvs.screenshot(
+            png = vtk_scene.screenshot(
                 grid, Path(d) / "s.png", title=title, **(png_opts or {})
             ).read_bytes()
         c2.download_button("Download PNG", png, file_name=f"{name}.png", mime="image/png")
@@ -100,7 +100,6 @@ def _surface(grid, base, *, title, texts, absolute, log, sort, renderer, key):
                 grid,
                 title=title,
                 absolute=absolute,
-                interactive=True,
                 label=figs.value_label(absolute, log),
             ),
             key=f"pv_{key}",

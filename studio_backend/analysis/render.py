@@ -13,7 +13,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from studio_backend.analysis import parts, source
+import pandas as pd
+
+from studio_backend.analysis import parts, source, views
 from studio_backend.analysis.render_pool import start_pool
 from studio_backend.analysis.render_worker import Job, render_one
 from studio_backend.analysis.source import Selected
@@ -36,8 +38,11 @@ def selections(
 ) -> list[Selected]:
     """Floating tensors matching the pattern; fused outputs are split into Q/K/V, gate/up."""
     rows = source.tensors(ws, run_id, step=step, pattern=pattern, io=io)
+    return _selected(rows, run_id, source.run_config(ws, run_id))
+
+
+def _selected(rows: pd.DataFrame, run_id: str, cfg: dict) -> list[Selected]:
     rows = rows[~rows["dtype"].astype(str).str.contains("int")]
-    cfg = source.run_config(ws, run_id)
     out: list[Selected] = []
     for key, grp in rows.groupby(["step", "module", "io", "idx"], sort=True):
         st, module, io_, idx = key
@@ -77,25 +82,26 @@ def render(
     if io not in ("input", "output"):
         raise InputError(io, "io must be 'input' or 'output'")
     mark("render: selecting")
-    sels = selections(ws, run_id, pattern=pattern, io=io, step=step)
+    rows = source.tensors(ws, run_id, step=step, pattern=pattern, io=io)
+    cfg = source.run_config(ws, run_id)
+    sels = _selected(rows, run_id, cfg)
     if not sels:
         where = f"step {step}" if step is not None else "any step"
         raise StudioError(f"no {io} tensor of {where} in run {run_id} matches {pattern!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = source.run_config(ws, run_id)
+    plan = list(zip(sels, source.recipes_in(ws, sels, rows, cfg), strict=True))
     opts = {"fmt": fmt, "absolute": absolute, "log": log, "max_tokens": max_tokens,
             "max_channels": max_channels}  # fmt: skip
     if pool is None:
         n = max(1, min(workers or os.cpu_count() or 1, len(sels)))
         with start_pool(fmt, n) as own:
-            return _render_all(ws, sels, cfg, own, out_dir, progress, **opts)
-    return _render_all(ws, sels, cfg, pool, out_dir, progress, **opts)
+            return _render_all(ws, plan, own, out_dir, progress, **opts)
+    return _render_all(ws, plan, pool, out_dir, progress, **opts)
 
 
 def _render_all(
     ws: Workspace,
-    sels: list[Selected],
-    cfg: dict,
+    plan: list[tuple[Selected, tuple[int, views.Recipe]]],
     pool: SafeProcessPool,
     out_dir: Path,
     progress: Callable[[Path], None] | None,
@@ -109,11 +115,10 @@ def _render_all(
     # spawn workers start clean (no inherited DuckDB handle, no half-initialised VTK). Each job
     # is submitted as soon as its grid is pooled, so workers render while the parent still reads.
     futures = []
-    for sel in sels:
+    for sel, (tid, recipe) in plan:
         # pooled where the tensor is (on its Ray node for a run ingested over Ray)
-        grid = source.view(ws, "grid", [sel], [source.recipe(ws, sel, cfg)[1]],
-                           max_tokens=max_tokens, max_channels=max_channels,
-                           absolute=absolute, log=log)  # fmt: skip
+        grid = views.run(ws, "grid", [tid], [recipe], max_tokens=max_tokens,
+                         max_channels=max_channels, absolute=absolute, log=log)  # fmt: skip
         job = Job(sel.label, grid, out_dir / file_name(sel, fmt), fmt, absolute, log)
         futures.append(pool.submit(render_one, job))
     mark(f"render: {len(futures)} jobs submitted")

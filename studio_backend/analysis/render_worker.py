@@ -2,8 +2,8 @@
 PNG of a worker drawn in its one off-screen window (``PngWriter``), opened by ``warm``.
 
 Kept apart from render.py on purpose: a spawned worker imports only this module, numpy and the
-figure code (PyVista for PNG), not torch, DuckDB or pandas, so it starts in a fraction of the
-time (docs/PERFORMANCE.md "`studio render`").
+figure code (plain VTK for PNG: no PyVista, no matplotlib), not torch, DuckDB or pandas, so it
+starts in a fraction of the time (docs/PERFORMANCE.md "`studio render`").
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def warm(fmt: str) -> None:
 def _png_writer():
     global _writer
     if _writer is None:
-        from studio_ui.figures.pyvista_surface import PngWriter
+        from studio_ui.figures.vtk_scene import PngWriter
 
         _writer = PngWriter()
         # Tearing down VTK, EGL and Mesa at exit took 0.3-0.7 s per worker, and the CLI waits

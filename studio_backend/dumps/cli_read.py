@@ -40,8 +40,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def stored_run(ws, target: str, model_config: dict | None = None) -> str | None:  # noqa: ANN001
     """The run id ``target`` names (a run id, or a dump folder already ingested), else None."""
-    from studio_backend.dumps.detect import detect
-    from studio_backend.dumps.ingest import run_id_for
     from studio_backend.dumps.query import list_runs
 
     runs = list_runs(ws)
@@ -50,6 +48,11 @@ def stored_run(ws, target: str, model_config: dict | None = None) -> str | None:
     path = Path(target).expanduser().resolve()
     if not path.is_dir():
         raise InputError(target, "is neither a run id of this workspace nor a dump directory")
+    # Only for a folder: detect and ingest import numba, scipy and yaml (0.35 s), which a run
+    # id (``studio render RUN``: the parent's imports are its critical path) does not need.
+    from studio_backend.dumps.detect import detect
+    from studio_backend.dumps.ingest import run_id_for
+
     run_id = run_id_for(detect(path, model_config).root)
     return run_id if run_id in set(runs["run_id"]) else None
 

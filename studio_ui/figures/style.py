@@ -9,6 +9,13 @@ DIVERGING_GREY = [
     [0.0, "#053061"], [0.2, "#2166ac"], [0.4, "#92c5de"], [0.5, "#b4b4b4"],
     [0.6, "#f4a582"], [0.8, "#b2182b"], [1.0, "#67001f"],
 ]  # fmt: skip
+# Plotly's "Viridis" (plotly.colors.sequential.Viridis), the |x| scale of every renderer.
+VIRIDIS = [
+    [i / 9, c] for i, c in enumerate(
+        ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
+         "#b5de2b", "#fde725"]
+    )
+]  # fmt: skip
 
 
 def value_label(absolute: bool, log: bool) -> str:

@@ -103,43 +103,73 @@ def test_compare_profile_kurtosis_persistence() -> None:
     assert (k.layout.xaxis.tickmode, k.layout.xaxis.tick0, k.layout.xaxis.dtick) == ("linear", 0, 1)
 
 
-def test_pyvista_mesh_and_png(tmp_path) -> None:
-    from studio_ui.figures import pyvista_surface as pvs
+def test_vtk_surface_grid_and_png(tmp_path) -> None:
+    from studio_ui.figures import vtk_scene
 
     g = build_grid(_data(), max_tokens=40, max_channels=60)
-    mesh = pvs.surface_mesh(g)
-    # The scalars are the grid values; heights are scaled so the extreme sits at -0.7.
-    assert float(mesh["value"].min()) == -900.0
-    assert mesh.points[:, 2].min() == pytest.approx(-0.7)
-    png = pvs.screenshot(g, tmp_path / "s.png", title="test")
+    sg = vtk_scene.surface_grid(g)
+    ny, nx = g.values.shape
+    dims = [0, 0, 0]
+    sg.GetDimensions(dims)
+    assert dims == [nx, ny, 1]
+    pts = vtk_scene.points_of(sg)
+    scalars = vtk_scene.vtk_to_numpy(sg.GetPointData().GetScalars())
+    # point c + nx * t: channel position c of token row t; height = value / peak * 0.7
+    np.testing.assert_array_equal(scalars, g.values.astype(np.float64).ravel())
+    assert float(scalars.min()) == -900.0
+    np.testing.assert_allclose(pts[:, 2], g.values.ravel() / 900.0 * 0.7, rtol=1e-6)
+    np.testing.assert_allclose(pts[:nx, 0], np.linspace(0, 1.6, nx))
+    np.testing.assert_allclose(pts[::nx, 1], np.linspace(0, 1.0, ny))
+    png = vtk_scene.screenshot(g, tmp_path / "s.png", title="test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_reused_png_writer_is_pixel_identical_to_a_fresh_one(tmp_path) -> None:
-    """A ``studio render`` worker draws every image in one window: each image must equal what a
-    new window draws (no camera, bounds, lights or colour bar left over from the one before)."""
+    """A ``studio render`` worker draws every image in one window and one scene: each image must
+    equal what a new window draws (no camera, bounds, labels or colour bar left over)."""
     from PIL import Image
 
-    from studio_ui.figures import pyvista_surface as pvs
+    from studio_ui.figures import vtk_scene
 
     rng = np.random.default_rng(3)
     a = build_grid(_data(), max_tokens=40, max_channels=60)
     b = build_grid(rng.normal(size=(7, 300)).astype(np.float32) * 50, max_tokens=40,
                    max_channels=60, absolute=True)  # fmt: skip
-    w = pvs.PngWriter()
+    w = vtk_scene.PngWriter()
     try:
         seq = [w.write(a, None, title="a"), w.write(b, None, title="b", absolute=True),
                w.write(a, tmp_path / "a.png", title="a")]  # fmt: skip
     finally:
         w.close()
-    fresh_a = pvs.PngWriter().write(a, None, title="a")
-    fresh_b = pvs.PngWriter().write(b, None, title="b", absolute=True)
+    fresh_a = vtk_scene.PngWriter().write(a, None, title="a")
+    fresh_b = vtk_scene.PngWriter().write(b, None, title="b", absolute=True)
     assert np.array_equal(seq[0], fresh_a)
     assert np.array_equal(seq[1], fresh_b)
     assert np.array_equal(seq[2], fresh_a)
     assert not np.array_equal(fresh_a, fresh_b)
     # the file holds the same pixels (lossless PNG)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png").convert("RGB")), fresh_a)
+
+
+def test_png_colours_are_the_plotly_scales() -> None:
+    """The PNG's lookup table is the Plotly view's scale: grey at zero, the end colours at the
+    ends (signed), viridis for |x|."""
+    from studio_ui.figures import vtk_scene
+
+    def rgb(lut, v: float) -> tuple[int, ...]:
+        c = [0.0, 0.0, 0.0]
+        lut.GetColor(v, c)
+        return tuple(round(x * 255) for x in c)
+
+    signed = vtk_scene.lookup_table(False, 10.0)
+    assert signed.GetTableRange() == (-10.0, 10.0)
+    assert rgb(signed, -10.0) == (0x05, 0x30, 0x61)
+    assert rgb(signed, 10.0) == (0x67, 0x00, 0x1F)
+    assert max(abs(x - 0xB4) for x in rgb(signed, 0.0)) <= 2  # the grey, to one 256th
+    viridis = vtk_scene.lookup_table(True, 4.0)
+    assert viridis.GetTableRange() == (0.0, 4.0)
+    assert rgb(viridis, 0.0) == (0x44, 0x01, 0x54)
+    assert rgb(viridis, 4.0) == (0xFD, 0xE7, 0x25)
 
 
 @pytest.mark.parametrize(
@@ -163,14 +193,29 @@ def test_kurtosis_log_axis_ticks_are_true_values(values: list[float], ticks: lis
     assert all(lo <= np.log10(v) <= hi for v in y.tickvals)
 
 
-@pytest.mark.parametrize("lo,hi", [(0, 63), (0, 23), (0, 6128), (16, 176), (0, 173), (3, 3)])
-def test_png_channel_and_token_ticks_are_whole_numbers(lo: int, hi: int) -> None:
-    """PyVista spaces labels evenly between the axis ends; the count keeps every label whole."""
-    from studio_ui.figures.pyvista_surface import whole_label_count
+@pytest.mark.parametrize(
+    ("lo", "hi", "most", "whole", "expected"),
+    [
+        (0, 63, 6, True, [0, 10, 20, 30, 40, 50, 60, 70]),
+        (0, 173, 4, True, [0, 100, 200]),  # a prime span: round ticks, the box goes to 200
+        (0, 3, 4, True, [0, 1, 2, 3]),
+        (0, 1, 4, True, [0, 1]),  # whole numbers only: never 0.5
+        (16, 176, 6, True, [0, 50, 100, 150, 200]),
+        (0, 6143, 6, True, [0, 1000, 2000, 3000, 4000, 5000, 6000, 7000]),
+        (-16.39, 18.03, 5, False, [-20, -10, 0, 10, 20]),
+        (-2.97, 2.97, 5, False, [-3, -2, -1, 0, 1, 2, 3]),
+        (0.001, 0.0042, 5, False, [0.001, 0.002, 0.003, 0.004, 0.005]),
+        (5, 5, 4, True, [5, 5]),  # one token: its value at both ends
+    ],
+)
+def test_png_ticks_are_round_and_cover_the_data(lo, hi, most, whole, expected) -> None:
+    """The PNG's box axes label evenly spaced ticks: round numbers (whole for channels and
+    tokens) from at or below the data to at or above it, so each label sits at its value."""
+    from studio_ui.figures.vtk_scene import nice_ticks
 
-    n = whole_label_count(lo, hi, (5, 4, 6, 3, 7))
-    labels = np.linspace(lo, hi, n)
-    assert np.array_equal(labels, np.round(labels)), labels
-    assert n >= 2 and labels[0] == lo and labels[-1] == hi
-    expected = {(0, 63): 4, (0, 23): 2, (0, 6128): 5, (16, 176): 5, (0, 173): 2, (3, 3): 2}
-    assert n == expected[(lo, hi)]
+    t = nice_ticks(lo, hi, most, whole=whole)
+    np.testing.assert_allclose(t, expected, rtol=0, atol=1e-12)
+    assert t[0] <= lo and t[-1] >= hi
+    if whole:
+        assert np.array_equal(t, np.round(t))
+    assert np.allclose(np.diff(t), t[1] - t[0])
