@@ -85,47 +85,6 @@ def hist_reduce(
 
 
 # -- replica checks and partial sums (bf16) -----------------------------------------------------
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def _max_diff_bf16(a, b, a8, b8):  # noqa: ANN001, ANN202
-    """(max |a - b| in float32, whether any pattern differs) of two bf16 pattern arrays
-    (``a8``/``b8``: their first whole 8-byte words); blocks whose words are equal are skipped
-    without converting. fastmath lets the max reduce in vector lanes: the result is exact for
-    finite values, and the caller discards it when a value is not finite."""
-    n = a.size
-    ua = np.empty(_BLOCK, np.uint32)
-    ub = np.empty(_BLOCK, np.uint32)
-    fa = ua.view(np.float32)
-    fb = ub.view(np.float32)
-    diff = np.float32(0.0)
-    unequal = False
-    w = _BLOCK // 4
-    nb = a8.size // w
-    for blk in range(nb + 1):
-        s8 = blk * w
-        e8 = min(a8.size, s8 + w)
-        acc = np.uint64(0)
-        for j in range(s8, e8):
-            acc |= a8[j] ^ b8[j]
-        s = s8 * 4
-        e = e8 * 4
-        if blk == nb:  # the words' tail, and the elements past the last whole word
-            for j in range(e, n):
-                acc |= np.uint64(a[j] ^ b[j])
-            e = n
-        if acc == 0:
-            continue
-        unequal = True
-        m = e - s
-        for j in range(m):
-            ua[j] = np.uint32(a[s + j]) << 16
-            ub[j] = np.uint32(b[s + j]) << 16
-        d = np.float32(0.0)
-        for j in range(m):
-            d = max(d, abs(fa[j] - fb[j]))
-        diff = max(diff, d)
-    return diff, unequal
-
-
 def _words(a: np.ndarray) -> np.ndarray:
     """The whole 8-byte words at the start of a contiguous uint16 array."""
     return a[: a.size // 4 * 4].view(np.uint64)
@@ -141,9 +100,12 @@ def _absmax_bf16(a):  # noqa: ANN001, ANN202
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _max_diff_all_bf16(shards, words):  # noqa: ANN001, ANN202
-    """``_max_diff_bf16`` of every shard against the first in one pass over all of them (the
-    first is read once, not once per pair); ``words``: each shard's whole 8-byte words."""
+def _max_diff_bf16(shards, words):  # noqa: ANN001, ANN202
+    """(max |shard - first| in float32 over every shard, whether any pattern differs) of bf16
+    pattern arrays, in one pass over all of them (the first is read once, not once per pair);
+    ``words``: each shard's whole 8-byte words. Blocks whose words are all equal are skipped
+    without converting. fastmath lets the max reduce in vector lanes: the result is exact for
+    finite values, and the callers discard it when a value is not finite."""
     n = shards[0].size
     nw = words[0].size
     ua = np.empty(_BLOCK, np.uint32)
@@ -209,7 +171,7 @@ def agree_bf16(shards: list[torch.Tensor]) -> tuple[float, float | None] | None:
         return None
     if len(arrs) < 2:
         return 0.0, None
-    diff, unequal = _max_diff_all_bf16(tuple(arrs), tuple(_words(a) for a in arrs))
+    diff, unequal = _max_diff_bf16(tuple(arrs), tuple(_words(a) for a in arrs))
     if not unequal:
         return 0.0, None
     top = 0
@@ -233,7 +195,7 @@ def diff_and_scale_bf16(mine: torch.Tensor, parent: torch.Tensor) -> tuple[float
         if nonfinite:
             return None
         top = int(m)  # the parent's, last
-    diff, _ = _max_diff_bf16(arrs[0], arrs[1], _words(arrs[0]), _words(arrs[1]))
+    diff, _ = _max_diff_bf16(tuple(arrs), tuple(_words(a) for a in arrs))
     return float(diff), float(_TABLES[torch.bfloat16][top])
 
 

@@ -81,13 +81,15 @@ def test_agree_bf16_signed_zero_and_nonfinite() -> None:
     assert fused.agree_bf16([a, a.clone()]) == (0.0, None)
 
 
-def test_diff_and_scale_bf16_equals_the_torch_check() -> None:
+@pytest.mark.parametrize("shape", [(33, 130), *SIZES])
+def test_diff_and_scale_bf16_equals_the_torch_check(shape) -> None:
     rng = np.random.default_rng(4)
-    mine, parent = (_bf16(rng.standard_normal((33, 130)) * 9) for _ in range(2))
+    mine, parent = (_bf16(rng.standard_normal(shape) * 9) for _ in range(2))
     lo, hi = torch.aminmax(parent)
     want = max_diff(mine, parent), max(abs(float(lo)), abs(float(hi)))
     assert fused.diff_and_scale_bf16(mine, parent) == want
-    parent[0, 0] = float("nan")
+    assert fused.diff_and_scale_bf16(parent, parent.clone()) == (0.0, want[1])
+    parent.view(-1)[0] = float("nan")
     assert fused.diff_and_scale_bf16(mine, parent) is None
 
 
