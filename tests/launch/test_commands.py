@@ -119,6 +119,28 @@ def test_sglang_dump_and_expert_recorder(model: Path, tmp_path: Path) -> None:
     assert cmd.env == {"SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR": str(tmp_path / "sg")}
 
 
+def test_sglang_ascend_and_eager(model: Path) -> None:
+    spec = validate(LaunchSpec("sglang", str(model), tp=1, port=30002, enforce_eager=True))
+    assert sglang.build(spec, python="py").argv == [
+        "py", "-m", "sglang.launch_server", "--model-path", str(model),
+        "--host", "127.0.0.1", "--port", "30002", "--tp-size", "1", "--dtype", "auto",
+        "--context-length", "2000", "--trust-remote-code", "--disable-cuda-graph",
+        "--attention-backend", "ascend", "--sampling-backend", "ascend",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("engine", "module"), [("sglang", sglang), ("vllm-ascend", vllm_ascend)])
+def test_every_serving_flag_is_owned(model: Path, engine: str, module) -> None:
+    """The form's flags cannot be repeated in the extra arguments, each one of them."""
+    spec = validate(LaunchSpec(engine, str(model), max_model_len=64, enforce_eager=True))
+    flags = [a for a in module.FLAGS.argv(spec) if a.startswith("--")]
+    assert len(flags) == 7
+    for flag in flags:
+        with pytest.raises(InputError, match="set by the form"):
+            module.build(validate(LaunchSpec(engine, str(model), extra_args=(f"{flag}=1",))),
+                         *((Path("cfg"),) if module is vllm_ascend else ()))  # fmt: skip
+
+
 def test_reference_command(model: Path, tmp_path: Path) -> None:
     dump = DumpSettings(tool="msit", dump_path=str(tmp_path / "d"), token_end=4,
                         modes=("module", "api"), api_list=("torch_npu.npu_kronecker_quant",),

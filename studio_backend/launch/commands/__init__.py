@@ -42,6 +42,36 @@ def reject_duplicates(spec: LaunchSpec, owned: tuple[str, ...]) -> None:
             raise InputError(f"extra argument {arg}", "is set by the form; change it there")
 
 
+@dataclass(frozen=True)
+class ServingFlags:
+    """One engine's flag for each serving setting of the form: the argv it gets and the flags
+    the form owns come from this one table, so they cannot drift apart."""
+
+    tp: str
+    max_model_len: str
+    enforce_eager: str
+    host: str = "--host"
+    port: str = "--port"
+    dtype: str = "--dtype"
+    trust_remote_code: str = "--trust-remote-code"
+
+    def argv(self, spec: LaunchSpec) -> list[str]:
+        argv = [self.host, spec.host, self.port, str(spec.port), self.tp, str(spec.tp),
+                self.dtype, spec.dtype]  # fmt: skip
+        if spec.max_model_len is not None:
+            argv += [self.max_model_len, str(spec.max_model_len)]
+        if spec.trust_remote_code:
+            argv.append(self.trust_remote_code)
+        if spec.enforce_eager:
+            argv.append(self.enforce_eager)
+        return argv
+
+    def owned(self, *more: str) -> tuple[str, ...]:
+        """These flags and ``more`` (the engine's other form-set flags and their aliases)."""
+        return (self.host, self.port, self.tp, self.dtype, self.max_model_len,
+                self.trust_remote_code, self.enforce_eager, *more)  # fmt: skip
+
+
 def build(spec: LaunchSpec, config_dir: Path) -> Command:
     """The command for ``spec.engine``; config files go under ``config_dir``."""
     if spec.engine == "reference":

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from studio_backend.launch.commands import Command, reject_duplicates
+from studio_backend.launch.commands import Command, ServingFlags, reject_duplicates
 from studio_backend.launch.spec import LaunchSpec
 
 RECORDER_DIR_ENV = "SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR"
-OWNED = (
-    "--model-path", "--host", "--port", "--tp-size", "--tp", "--context-length", "--dtype",
-    "--trust-remote-code", "--disable-cuda-graph", "--attention-backend", "--sampling-backend",
+FLAGS = ServingFlags(
+    tp="--tp-size", max_model_len="--context-length", enforce_eager="--disable-cuda-graph"
+)
+OWNED = FLAGS.owned(
+    "--model-path", "--tp", "--attention-backend", "--sampling-backend",
     "--debug-tensor-dump-output-folder", "--expert-distribution-recorder-mode",
     "--expert-distribution-recorder-buffer-size",
 )  # fmt: skip
@@ -18,23 +20,11 @@ OWNED = (
 
 def build(spec: LaunchSpec, python: str = sys.executable) -> Command:
     reject_duplicates(spec, OWNED)
-    argv = [
-        python, "-m", "sglang.launch_server",
-        "--model-path", spec.model_dir,
-        "--host", spec.host,
-        "--port", str(spec.port),
-        "--tp-size", str(spec.tp),
-        "--dtype", spec.dtype,
-    ]  # fmt: skip
-    if spec.max_model_len is not None:
-        argv += ["--context-length", str(spec.max_model_len)]
-    if spec.trust_remote_code:
-        argv.append("--trust-remote-code")
+    argv = [python, "-m", "sglang.launch_server", "--model-path", spec.model_dir]
+    argv += FLAGS.argv(spec)
     if spec.ascend:
         # Seed 002: both backends are required for the Ascend-optimised paths.
         argv += ["--attention-backend", "ascend", "--sampling-backend", "ascend"]
-    if spec.enforce_eager:
-        argv.append("--disable-cuda-graph")
     env: dict[str, str] = {}
     if spec.dump.tool == "sglang-tensor-dump":
         argv += ["--debug-tensor-dump-output-folder", spec.dump.dump_path]

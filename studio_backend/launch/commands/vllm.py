@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from studio_backend.launch.commands import Command, reject_duplicates
-from studio_backend.launch.commands.vllm_ascend import msit_config, msprobe_config, serving_flags
+from studio_backend.launch.commands.vllm_ascend import FLAGS, msit_config, msprobe_config
 from studio_backend.launch.engine_python import (
     SOURCE_ROOT,
     VllmInstall,
@@ -31,10 +31,7 @@ MSPROBE_ENV = "STUDIO_MSPROBE_DUMP_CONFIG"
 KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 KVCACHE_GIB = "1"  # GiB; vLLM CPU refuses to start without it on a small machine
-OWNED = (
-    "--model", "--host", "--port", "--tensor-parallel-size", "-tp", "--max-model-len",
-    "--dtype", "--enforce-eager", "--trust-remote-code",
-)  # fmt: skip
+OWNED = FLAGS.owned("--model", "-tp")
 
 
 def cpu_env(tp: int, environ: dict[str, str], cpus: list[int]) -> dict[str, str]:
@@ -60,7 +57,7 @@ def build(
     python = python or spec.python or default_python("vllm", environ)
     install = install or probe_vllm(python)
     argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model_dir]
-    argv += serving_flags(spec)
+    argv += FLAGS.argv(spec)
     # This checkout's backend first, so its plugin is the one vLLM loads; no hub downloads.
     env: dict[str, str] = {
         "PYTHONPATH": str(SOURCE_ROOT),

@@ -12,34 +12,18 @@ import json
 import sys
 from pathlib import Path
 
-from studio_backend.launch.commands import Command, reject_duplicates
+from studio_backend.launch.commands import Command, ServingFlags, reject_duplicates
 from studio_backend.launch.spec import DumpSettings, LaunchSpec
 
 MSIT_ENV = "STUDIO_MSIT_DUMP_CONFIG"
 # msprobe first: vllm-ascend's own hook (no plugin, no site-packages edits); msit's llm dump
 # component is retired upstream in favour of msprobe (REFERENCE.md section 1).
 DEFAULT_DUMP_TOOL = "msprobe"
-OWNED = (
-    "--host", "--port", "--tensor-parallel-size", "-tp", "--max-model-len", "--dtype",
-    "--enforce-eager", "--trust-remote-code", "--additional-config",
-)  # fmt: skip
-
-
-def serving_flags(spec: LaunchSpec) -> list[str]:
-    """The vLLM serving flags the studio owns (same for vLLM and vLLM-Ascend)."""
-    argv = [
-        "--host", spec.host,
-        "--port", str(spec.port),
-        "--tensor-parallel-size", str(spec.tp),
-        "--dtype", spec.dtype,
-    ]  # fmt: skip
-    if spec.max_model_len is not None:
-        argv += ["--max-model-len", str(spec.max_model_len)]
-    if spec.trust_remote_code:
-        argv.append("--trust-remote-code")
-    if spec.enforce_eager:
-        argv.append("--enforce-eager")
-    return argv
+# The vLLM serving flags the studio owns (the same for vLLM and vLLM-Ascend).
+FLAGS = ServingFlags(
+    tp="--tensor-parallel-size", max_model_len="--max-model-len", enforce_eager="--enforce-eager"
+)
+OWNED = FLAGS.owned("-tp", "--additional-config")
 
 
 def msit_config(dump: DumpSettings) -> dict[str, object]:
@@ -74,7 +58,7 @@ def build(spec: LaunchSpec, config_dir: Path, python: str = sys.executable) -> C
     """``vllm serve`` run by ``python``: the interpreter that also sees the studio's plugin."""
     reject_duplicates(spec, OWNED)
     argv = [python, "-m", "vllm.entrypoints.cli.main", "serve", spec.model_dir]
-    argv += serving_flags(spec)
+    argv += FLAGS.argv(spec)
     env: dict[str, str] = {}
     files: dict[str, str] = {}
     dump = spec.dump
