@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 import time
@@ -64,6 +65,22 @@ def clean_main_for_spawn(*, always: bool = False) -> Iterator[None]:
                     _saved = None
                     if sys.modules.get("__main__") is stub:  # not replaced by a newer page run
                         sys.modules["__main__"] = main
+
+
+@contextmanager
+def stop_signals(on_stop: Callable[[], None]) -> Iterator[None]:
+    """While active, SIGTERM and SIGINT call ``on_stop`` (set a flag; never raise); on exit the
+    previous handlers are back. Signal handlers belong to the whole process: a CLI command run
+    in-process (tests, a page) must leave them as it found them (main thread only, as
+    ``signal.signal`` itself)."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for s in saved:
+            signal.signal(s, lambda *_: on_stop())
+        yield
+    finally:
+        for s, handler in saved.items():  # None: set outside Python, restored as the default
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 def process_start(pid: int) -> str | None:

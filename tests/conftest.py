@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,42 @@ REPO = Path(__file__).resolve().parent.parent
 # shadow the PyPI package `kernels` that transformers imports: load the real one first.
 with contextlib.suppress(ImportError):
     import kernels  # noqa: F401
+
+
+# Signal dispositions belong to the whole worker process: a test (or code it runs in-process)
+# that leaves one changed alters every later test in that pytest-xdist worker. With SIGCHLD
+# ignored, children are reaped by the kernel and multiprocessing's is_alive() reads a dead
+# worker as alive. Checked around every test; the kernel's view too (C code can ignore SIGCHLD
+# without Python's signal module seeing it).
+_GUARDED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT)
+
+
+def _dispositions() -> dict[str, object]:
+    out: dict[str, object] = {s.name: signal.getsignal(s) for s in _GUARDED}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                out["SIGCHLD ignored by the kernel"] = bool(
+                    int(line.split()[1], 16) >> (signal.SIGCHLD - 1) & 1
+                )
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _signals_as_found():
+    """Fails a test that leaves a guarded signal's handler changed, after putting it back."""
+    before = {s: signal.getsignal(s) for s in _GUARDED}
+    was = _dispositions()
+    yield
+    now = _dispositions()
+    if now != was:
+        for s, handler in before.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        changed = {k: (was.get(k), now[k]) for k in now if now[k] != was.get(k)}
+        pytest.fail(
+            f"the test left signal handling changed (before, after): {changed}; restore it "
+            "(studio_backend.procs.stop_signals, or monkeypatch)"
+        )
 
 
 @pytest.fixture

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from studio_backend.procs import SafeProcessPool, clean_main_for_spawn, process_alive, process_start
+from studio_backend.procs import (
+    SafeProcessPool,
+    clean_main_for_spawn,
+    process_alive,
+    process_start,
+    stop_signals,
+)
 
 
 def _fake_page(tmp_path: Path) -> tuple[types.ModuleType, Path]:
@@ -154,3 +160,25 @@ def test_terminate_ends_busy_workers_without_waiting_for_their_work() -> None:
     done, _ = wait(busy, timeout=30)
     assert len(done) == 2 and all(f.exception() is not None for f in done)
     assert not queued.done() or queued.cancelled() or queued.exception() is not None
+
+
+def test_stop_signals_sets_a_flag_then_gives_the_handlers_back() -> None:
+    """SIGTERM / SIGINT inside set the flag (no exception); after, every handler (SIGCHLD too)
+    is the one from before, also when the block raises."""
+    import signal
+
+    sigs = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT)
+    before = {s: signal.getsignal(s) for s in sigs}
+    stopped: list[int] = []
+    with stop_signals(lambda: stopped.append(1)):
+        assert signal.getsignal(signal.SIGTERM) not in (before[signal.SIGTERM], signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 5
+        while len(stopped) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # handlers run in the main thread between bytecodes
+    assert stopped == [1, 1]
+    assert {s: signal.getsignal(s) for s in sigs} == before
+    with pytest.raises(RuntimeError), stop_signals(lambda: None):
+        raise RuntimeError("boom")
+    assert {s: signal.getsignal(s) for s in sigs} == before

@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import re
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -182,7 +181,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from studio_backend.cli import safe_text
     from studio_backend.dumps.cluster import cli_args as ray_args
     from studio_backend.dumps.cluster.runtime import NodeLost
-    from studio_backend.dumps.watch import DumpWatcher
 
     cfg = _config(args.model_config)
     axis_specs = _axis_specs(getattr(args, "token_axis", None) or [])
@@ -203,36 +201,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     _print_errors(ws, exc.run_id)
                     return 1
             else:
-                # Ctrl-C / SIGTERM end watching as a flag, never as an exception: one raised while
-                # the watcher starts its threads left them running and the process hung (CI).
-                stop = {"now": False}
-                signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-                signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-                w = DumpWatcher(
-                    ws, args.dump, args.name, model_config=cfg, with_stats=not args.no_stats
-                ).start()
-                idle_since = time.monotonic()
-                last = -1
-                try:
-                    while not stop["now"]:
-                        time.sleep(0.2)
-                        p = w.progress
-                        if p is not None:
-                            _update(bar, task, p)
-                            if p.files_done != last:
-                                last, idle_since = p.files_done, time.monotonic()
-                        if (
-                            args.idle_exit
-                            and time.monotonic() - idle_since > args.idle_exit
-                            and w.idle()
-                        ):
-                            break
-                except KeyboardInterrupt:
-                    pass
-                w.stop(finish=True)
-                if w.run_id is None:
-                    raise InputError(args.dump, "no dump appeared in this folder while watching")
-                run = w.run_id
+                run = _watch(ws, args, cfg, bar, task)
         if axis_specs:
             from studio_backend.dumps import axis_store
 
@@ -251,6 +220,38 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 # notes, not problems: nothing was lost or left unstitched (exit 0 with only these)
 NOTE_KINDS = ("unknown_class", "rank_order", "shared_modules")
+
+
+def _watch(ws, args: argparse.Namespace, cfg: dict[str, Any] | None, bar, task) -> str:
+    """``ingest --watch`` until Ctrl-C / SIGTERM (or ``--idle-exit``): the run id."""
+    from studio_backend.dumps.watch import DumpWatcher
+    from studio_backend.procs import stop_signals
+
+    # Ctrl-C / SIGTERM end watching as a flag, never as an exception: one raised while the
+    # watcher starts its threads left them running and the process hung (CI).
+    stop = {"now": False}
+    with stop_signals(lambda: stop.update(now=True)):
+        w = DumpWatcher(
+            ws, args.dump, args.name, model_config=cfg, with_stats=not args.no_stats
+        ).start()
+        idle_since = time.monotonic()
+        last = -1
+        try:
+            while not stop["now"]:
+                time.sleep(0.2)
+                p = w.progress
+                if p is not None:
+                    _update(bar, task, p)
+                    if p.files_done != last:
+                        last, idle_since = p.files_done, time.monotonic()
+                if args.idle_exit and time.monotonic() - idle_since > args.idle_exit and w.idle():
+                    break
+        except KeyboardInterrupt:
+            pass
+        w.stop(finish=True)
+    if w.run_id is None:
+        raise InputError(args.dump, "no dump appeared in this folder while watching")
+    return w.run_id
 
 
 def _print_errors(ws, run_id: str, limit: int = 8, cmd: str = "ingest") -> int:

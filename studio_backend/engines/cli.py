@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import time
 from typing import TYPE_CHECKING
 
@@ -97,27 +96,23 @@ def dump_options(args: argparse.Namespace) -> DumpOptions | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from studio_backend.engines.reference.launcher import start_server
     from studio_backend.paths import existing_dir
+    from studio_backend.procs import stop_signals
 
     model = existing_dir(args.model, "model directory")
     server = start_server(
         model, tp=args.tp, port=args.port, host=args.host, dump=dump_options(args)
     )
     stop = {"requested": False}
-
-    def on_signal(*_: object) -> None:
-        stop["requested"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        server.wait_ready()
-        print(f"serving {model.name} on {server.url} (tp={args.tp})", flush=True)
-        if server.dump_root:
-            print(f"dumping to {server.dump_root}", flush=True)
-        while not stop["requested"] and server.alive():
-            time.sleep(0.2)
-    finally:
-        server.stop()
+    with stop_signals(lambda: stop.update(requested=True)):
+        try:
+            server.wait_ready()
+            print(f"serving {model.name} on {server.url} (tp={args.tp})", flush=True)
+            if server.dump_root:
+                print(f"dumping to {server.dump_root}", flush=True)
+            while not stop["requested"] and server.alive():
+                time.sleep(0.2)
+        finally:
+            server.stop()
     if not stop["requested"]:
         print("a rank process exited; server stopped", flush=True)
         return 1

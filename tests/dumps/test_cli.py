@@ -129,6 +129,30 @@ def test_ingest_cli_and_bad_args(synth_dump, workspace_dir: Path, tmp_path: Path
     assert main(["stats", str(tmp_path), "--json"]) == 2
 
 
+def test_ingest_watch_in_process_leaves_signal_handlers_as_found(
+    synth_dump, workspace_dir: Path, capsys
+) -> None:
+    """`ingest --watch` handles Ctrl-C / SIGTERM itself; run in-process (as here) it must hand
+    the process's handlers back: a left-over handler changes how every later test's children and
+    signals behave in a pytest worker."""
+    import signal
+
+    from studio_backend.dumps import query
+    from studio_backend.workspace import open_workspace
+
+    session, _, _ = synth_dump(2)
+    sigs = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT)
+    before = {s: signal.getsignal(s) for s in sigs}
+    assert main(["ingest", str(session), "--watch", "--idle-exit", "0.5", "--no-stats"]) == 0
+    assert {s: signal.getsignal(s) for s in sigs} == before
+    assert "verified" in capsys.readouterr().out
+    ws = open_workspace(workspace_dir)
+    try:
+        assert len(query.list_runs(ws)) == 1  # it did watch and ingest the dump
+    finally:
+        ws.close()
+
+
 def test_pack_makes_stitched_tensors_independent_of_the_dump(
     synth_dump, workspace_dir: Path, capsys
 ) -> None:
