@@ -155,8 +155,9 @@ class SafeProcessPool(ProcessPoolExecutor):
         PIDs (SIGTERM) instead of being waited for (a failed command does not sit out a
         worker's warm-up)."""
         procs = list((getattr(self, "_processes", None) or {}).values())
-        # PID + start time, not Process.is_alive(): where something else reaps children
-        # (SIGCHLD ignored, a waitpid(-1) elsewhere) is_alive() reads a dead worker as alive.
+        # PID + start time, not Process.is_alive(): when another thread reaps the worker first
+        # (this executor's manager thread joins its workers once the pool breaks or shuts
+        # down; also SIGCHLD ignored, a waitpid(-1)), is_alive() reads the dead worker as alive.
         starts = {p.pid: process_start(p.pid) for p in procs if p.pid}
         self.shutdown(wait=False, cancel_futures=True)
         for p in procs:
