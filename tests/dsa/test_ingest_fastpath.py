@@ -435,6 +435,26 @@ def test_invalid_utf8_never_raises_and_every_line_is_counted(
     assert res.rows + res.bad_lines == len(lines)
 
 
+@pytest.mark.parametrize("prefix", ["", "xx"])
+def test_a_long_non_ascii_string_as_a_number_is_one_bad_line(
+    workspace, tmp_path: Path, prefix: str
+) -> None:
+    """The input the fuzzer found in CI (fixed in 9d043d0): DuckDB's cast error quoted the value
+    cut at a byte count, mid-character, and its Python binding raised UnicodeDecodeError on its
+    own message. The file is plain ASCII (\\u20ac escapes); two offsets, so one of them splits a
+    3-byte character wherever DuckDB cuts."""
+    lines = _base_lines(tmp_path)
+    rec = json.loads(lines[1])
+    rec["offset_p50"] = prefix + "\u20ac" * 60
+    lines[1] = json.dumps(rec).encode()
+    path = tmp_path / "trace_steps.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    res = ingest_mod.ingest_path(workspace, path)
+    steps, _, bad, _ = _tables(workspace, res.trace_id)
+    assert bad == [(2, "offset_p50 is not an integer")]
+    assert res.rows == len(steps) == len(lines) - 1 and res.bad_lines == 1
+
+
 def test_fast_path_declines_a_chunk_duckdb_cannot_decode(tmp_path: Path, monkeypatch) -> None:
     """DuckDB's result conversion raised UnicodeDecodeError (not a duckdb.Error) on a fuzzed
     chunk in CI: the fast path must decline it (the exact path then reports the line)."""
