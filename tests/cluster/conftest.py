@@ -4,6 +4,7 @@ the synthetic TP=4 dump pinned to one node by a ``studio_folder:<folder>`` resou
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +60,13 @@ class LocalCluster:
                 pass
 
     def revive(self, name: str) -> None:
-        self.nodes[name] = self.cluster.add_node(**node_args(name))
+        # add_node registers the new node's SIGTERM handler in this (the test's) process: the
+        # previous one goes back, as every test leaves signal handling as it found it.
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            self.nodes[name] = self.cluster.add_node(**node_args(name))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         self.cluster.wait_for_nodes()
 
 
