@@ -290,12 +290,15 @@ with guarded("Reading the dump runs"):
     )  # fmt: skip
     if cells_label != DEFAULT_CELLS:
         qp["cells"] = cells_label
+    # Pre-filled with the folder the run was made from when the workspace knows it (its launch,
+    # the demo's model, or config's _name_or_path); a deep link's tokenizer wins. One key per
+    # run: another run brings its own default, a typed folder stays with its run.
     tok_dir = side.text_input(
         "Tokenizer directory (optional)",
-        link.get("tokenizer")
-        or (cfg.get("_name_or_path", "") if isinstance(cfg.get("_name_or_path"), str) else ""),
-        help="A folder with tokenizer.json: hover and tables then show each token's text.",
-        key="act_tokenizer",
+        link.get("tokenizer") or svc.default_tokenizer(run_id),
+        help="A folder with tokenizer.json: hover and tables then show each token's text. "
+        "Pre-filled with the model folder the run was made from when the workspace knows it.",
+        key=f"act_tokenizer:{run_id}",
     )
 
     # Token axis: decided at ingest from the format, the module and config.json; overridable.

@@ -221,6 +221,18 @@ def token_texts(run_id: str, step: int, tokenizer_dir: str) -> list[str] | None:
     return _token_texts(_root(), run_id, step, tokenizer_dir)
 
 
+@st.cache_data(show_spinner=False, max_entries=16, ttl=30)
+def _default_tokenizer(root: str, run_id: str) -> str:
+    from studio_backend.analysis.run_model import tokenizer_dir
+
+    return tokenizer_dir(workspace(), run_id) or ""
+
+
+def default_tokenizer(run_id: str) -> str:
+    """The run's known tokenizer folder (its launch's model, or config's ``_name_or_path``), or ""."""
+    return _default_tokenizer(_root(), run_id)
+
+
 def grid(x: torch.Tensor, **kwargs) -> lod.Grid:
     return lod.build_grid(x, **kwargs)
 

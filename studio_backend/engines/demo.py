@@ -36,6 +36,7 @@ class DemoResult:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    port: int  # where the server listened (the demo's launch record names it)
 
 
 def _post(url: str, body: dict) -> dict:
@@ -76,7 +77,8 @@ def run_demo(
     model_dir = demo_model(models_dir, say)
     say(0.15, f"Starting the reference engine (tp={tp}, msit_llm dumps)")
     dump = DumpOptions(tool="msit", dump_path=dumps_dir, token_range=list(range(max_tokens)))
-    server = start_server(model_dir, tp=tp, port=free_port(), dump=dump)
+    port = free_port()
+    server = start_server(model_dir, tp=tp, port=port, dump=dump)
     try:
         server.wait_ready()
         say(0.55, "Sending the capture request")
@@ -98,4 +100,5 @@ def run_demo(
         prompt_tokens=out["usage"]["prompt_tokens"],
         completion_tokens=out["usage"]["completion_tokens"],
         seconds=time.monotonic() - t0,
+        port=port,
     )

@@ -56,11 +56,13 @@ def run_full_demo(
             say(0.46, "Waiting for the same request at tp=1 (the Compare page's reference)")
         ref_root = tp1.result() if tp1 is not None else None
     ws.log("demo", f"reference engine demo dump at {demo.dump_root}")
+    capture_id = _record_launch(ws, demo, tp, max_tokens)
     lines = [
         f"Dump written to `{demo.dump_root}` ({demo.prompt_tokens} prompt tokens, "
         f"{demo.completion_tokens} generated)."
     ]
     from studio_backend.dumps.ingest import ingest_dump
+    from studio_backend.launch.capture import set_ingest
     from studio_backend.moe.cli import import_source
 
     reference_run = None
@@ -72,6 +74,7 @@ def run_full_demo(
         lines.append(f"The same request at tp=1 ingested as `{reference_run}` (Compare: A).")
     say(0.5, "Ingesting the dump")
     run_id = ingest_dump(ws, demo.dump_root, name="demo")
+    set_ingest(ws, capture_id, "ingested", run_id)
     lines.append(f"Ingested as dump run `{run_id}`.")
     say(0.6, "Routing the dumped router logits (expert load)")
     (source,) = import_source(ws, f"dump:{run_id}")  # dump-<run id>, as `studio experts`
@@ -96,6 +99,22 @@ def run_full_demo(
     lines.append(f"Every page has data now ({time.monotonic() - t0:.0f} s in all).")
     say(1.0, "Demo done")
     return FullDemo(demo, run_id, source, dsa_trace, profile_id, trace_id, lines, reference_run)
+
+
+def _record_launch(ws: Workspace, demo: DemoResult, tp: int, max_tokens: int) -> str:
+    """The demo's server and request as a launch and its capture, like the Launch page's: the
+    run is then known to come from the demo model (its tokenizer, its tp). Returns the capture id."""
+    from studio_backend.engines.demo import CAPTURE_TEXT
+    from studio_backend.launch.record import record_capture, record_served
+    from studio_backend.launch.spec import DumpSettings, LaunchSpec
+
+    dump = DumpSettings(tool="msit", dump_path=str(ws.dumps_dir), token_end=max_tokens)
+    spec = LaunchSpec("reference", str(demo.model_dir), tp=tp, port=demo.port, dump=dump)
+    launch_id = record_served(ws, spec, dump_root=demo.dump_root, by="studio demo")
+    return record_capture(
+        ws, launch_id, source=str(CAPTURE_TEXT), prompt_tokens=demo.prompt_tokens,
+        max_tokens=max_tokens, completion=demo.completion, dump_roots=[str(demo.dump_root)],
+    )  # fmt: skip
 
 
 def _tp1_dump(ws: Workspace, model_dir: Path, max_tokens: int) -> Path:
