@@ -76,3 +76,20 @@ def workspace(workspace_dir: Path):
     ws = open_workspace(workspace_dir)
     yield ws
     ws.close()
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace filled by one ``studio demo`` run (about 20 s), shared by the tests of a
+    session that only read it (a studio served on it writes only its owner record)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("msit_llm")
+    path = tmp_path_factory.mktemp("demo") / "workspace"
+    out = subprocess.run(
+        [sys.executable, "-m", "studio_backend.cli", "--workspace", str(path), "demo"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return path

@@ -198,6 +198,48 @@ def test_surface_hover_names_token_channel_value(studio_factory, page, tmp_path:
     page.screenshot(path=str(tmp_path / "hover.png"), full_page=True)
 
 
+_HOVER_TEXT = re.compile(r"token (\d+) (.*)channel (\d+)value (-?[\d.e+-]+)")
+
+
+@pytest.mark.slow
+def test_demo_hover_shows_token_text_without_typing(demo_workspace: Path, studio_factory, page,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    """On a ``studio demo`` workspace the tokenizer field is pre-filled with the demo model's
+    folder (from the demo's launch record): the hover names each token's text, as the demo
+    tokenizer decodes the dumped embed_tokens input ids, with nothing typed."""
+    import json
+
+    import torch
+    from tokenizers import Tokenizer
+
+    from studio_backend.engines.demo import DEMO_MODEL
+
+    model = (demo_workspace / "models" / DEMO_MODEL).resolve()
+    (root,) = (demo_workspace / "dumps").glob("msit_dump_*")
+    rank0 = next(f for f, r in json.loads((root / "ranks.json").read_text()).items() if r == 0)
+    step0 = root / "torch_tensors" / rank0 / "0" / "root.model.embed_tokens"
+    ids = torch.load(step0 / "input_0.pth", weights_only=True).reshape(-1).tolist()
+    x = torch.load(step0 / "output.pth", weights_only=True).float().numpy()
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    server = studio_factory(demo_workspace)
+    query = urllib.parse.urlencode({"pattern": "embed_tokens$", "io": "output"})
+    page.goto(f"{server.url}/activations?{query}")
+    wait_for_app(page)
+    assert page.get_by_role("textbox", name="Tokenizer directory (optional)").input_value() == str(
+        model
+    )
+    plot = _surface_frame(page).locator(".js-plotly-plot").first
+    plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
+    page.wait_for_timeout(2500)
+    hits = [m for m in map(_HOVER_TEXT.fullmatch, _hover_texts(page, plot)) if m]
+    assert len(hits) >= 3, hits
+    for m in hits:
+        token, channel, value = int(m[1]), int(m[3]), float(m[4])
+        assert m[2] == repr(tok.decode([ids[token]])), m[0]  # the page shows repr(text)
+        assert value == pytest.approx(float(x[token, channel]), rel=1e-2, abs=1e-2), m[0]
+    page.screenshot(path=str(tmp_path / "demo_hover.png"), full_page=True)
+
+
 _HOVER_ABS = re.compile(r"token (\d+)channel (\d+)value (-?[\d.e+-]+)\|value\| ([\d.e+-]+)")
 _TITLE = "() => document.querySelector('.js-plotly-plot')._fullLayout.scene.zaxis.title.text"
 
