@@ -8,6 +8,7 @@ modules``, in this process, on the demo model and the demo request text.
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -70,7 +71,11 @@ def run_full_demo(
         # Ingested first: the Compare page offers the older of the two newest runs as A (the
         # reference) and the newest as B, and the other pages open on the newest (the demo).
         say(0.48, "Ingesting the tp=1 reference dump")
-        reference_run = ingest_dump(ws, ref_root, name=REFERENCE_NAME)
+        # No server made it (no launch record): its config names the model folder the way
+        # transformers' AutoConfig.from_pretrained(model_dir) does, for its tokenizer.
+        cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        cfg["_name_or_path"] = str(model_dir.resolve())
+        reference_run = ingest_dump(ws, ref_root, name=REFERENCE_NAME, model_config=cfg)
         lines.append(f"The same request at tp=1 ingested as `{reference_run}` (Compare: A).")
     say(0.5, "Ingesting the dump")
     run_id = ingest_dump(ws, demo.dump_root, name="demo")

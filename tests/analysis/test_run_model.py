@@ -28,6 +28,8 @@ def test_demo_run_is_known_to_come_from_the_demo_model(demo_workspace: Path) -> 
         expected = str((demo_workspace / "models" / DEMO_MODEL).resolve())
         assert tokenizer_dir(ws, runs["demo"]) == expected
         assert (Path(expected) / "tokenizer.json").is_file()
+        # The tp=1 reference run (no server, so no launch): its stored config names the model.
+        assert tokenizer_dir(ws, runs["demo tp=1 (reference)"]) == expected
         # The demo's launch record names only its own dump folder: the tp=1 reference dump
         # beside it gets no tp=2 evidence from it.
         tp, why = launch_tp_for(ws, roots["demo"])
