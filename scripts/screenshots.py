@@ -125,10 +125,9 @@ def main() -> int:
                 form.scroll_into_view_if_needed()
                 form.screenshot(path=str(args.out / "trace_profile_form.png"))
             # Activations tabs: Statistics with Across layers, Compare
-            # The demo model's tokenizer: hover and tables show each token's text.
-            toks = sorted((args.workspace / "models").glob("*/tokenizer.json"))
-            view = README_VIEW | ({"tokenizer": str(toks[0].parent)} if toks else {})
-            q = urllib.parse.urlencode(view)
+            # No tokenizer in the link: the page pre-fills the demo model's (its launch record),
+            # so hover and tables show each token's text as a user sees them.
+            q = urllib.parse.urlencode(README_VIEW)
             tabs = (
                 () if args.readme_only else ("Statistics", "Compare", "Outlier finder", "Kronecker")
             )
