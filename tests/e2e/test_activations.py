@@ -225,9 +225,9 @@ def test_demo_hover_shows_token_text_without_typing(demo_workspace: Path, studio
     query = urllib.parse.urlencode({"pattern": "embed_tokens$", "io": "output"})
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
-    assert page.get_by_role("textbox", name="Tokenizer directory (optional)").input_value() == str(
-        model
-    )
+    field = page.get_by_role("textbox", name="Tokenizer directory (optional)")
+    page.screenshot(path=str(tmp_path / "demo_opened.png"), full_page=True)
+    assert field.input_value() == str(model), page.inner_text("section[data-testid='stSidebar']")
     plot = _surface_frame(page).locator(".js-plotly-plot").first
     plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
     page.wait_for_timeout(2500)
