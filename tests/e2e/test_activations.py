@@ -210,6 +210,7 @@ def test_demo_hover_shows_token_text_without_typing(demo_workspace: Path, studio
     import json
 
     import torch
+    from playwright.sync_api import expect
     from tokenizers import Tokenizer
 
     from studio_backend.engines.demo import DEMO_MODEL
@@ -227,7 +228,7 @@ def test_demo_hover_shows_token_text_without_typing(demo_workspace: Path, studio
     wait_for_app(page)
     field = page.get_by_role("textbox", name="Tokenizer directory (optional)")
     page.screenshot(path=str(tmp_path / "demo_opened.png"), full_page=True)
-    assert field.input_value() == str(model), page.inner_text("section[data-testid='stSidebar']")
+    expect(field).to_have_value(str(model), timeout=30_000)  # nothing typed
     plot = _surface_frame(page).locator(".js-plotly-plot").first
     plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
     page.wait_for_timeout(2500)
