@@ -42,18 +42,31 @@ CAMERA = ((2.6, -1.8, 1.6), (0.8, 0.5, 0.0), (0.0, 0.0, 1.0))  # position, focal
 BLACK = (0.0, 0.0, 0.0)
 
 
+def finite_range(z: np.ndarray) -> tuple[float, float, float]:
+    """Smallest and largest finite value and the largest finite |value| (1.0 when none or 0):
+    a NaN or inf in a dump (an fp16 overflow) must not blank the figure or its axes."""
+    f = np.asarray(z, dtype=np.float64)
+    f = f[np.isfinite(f)]
+    if not f.size:
+        return 0.0, 0.0, 1.0
+    lo, hi = float(f.min()), float(f.max())
+    return lo, hi, max(abs(lo), abs(hi)) or 1.0
+
+
 def surface_grid(grid: Grid, *, label: str = "value") -> vtkStructuredGrid:
     """A structured grid over (channel, token) with the grid values as height and scalars
-    (point ``c + n_channels * t`` is channel position ``c`` of token row ``t``)."""
+    (point ``c + n_channels * t`` is channel position ``c`` of token row ``t``). Heights are
+    scaled by the largest finite |value|; +-inf stand at the box's top / bottom and NaN at
+    zero height (its colour is the lookup table's NaN colour)."""
     z = np.asarray(grid.values, dtype=np.float64)
     ny, nx = z.shape
     xs = np.linspace(0.0, BOX[0], nx) if nx > 1 else np.zeros(1)
     ys = np.linspace(0.0, BOX[1], ny) if ny > 1 else np.zeros(1)
-    peak = float(np.abs(z).max()) or 1.0
+    peak = finite_range(z)[2]
     pts = np.empty((ny, nx, 3), dtype=np.float64)
     pts[..., 0] = xs[None, :]
     pts[..., 1] = ys[:, None]
-    pts[..., 2] = z / peak * BOX[2]
+    pts[..., 2] = np.clip(np.nan_to_num(z / peak, nan=0.0), -1.0, 1.0) * BOX[2]
     points = vtkPoints()
     points.SetData(numpy_to_vtk(pts.reshape(-1, 3), deep=True))
     sg = vtkStructuredGrid()
@@ -82,7 +95,20 @@ def lookup_table(absolute: bool, lim: float) -> vtkLookupTable:
     lut.SetNumberOfTableValues(256)
     lut.SetTable(numpy_to_vtk(np.round(table * 255).astype(np.uint8), deep=True))
     lut.SetTableRange((0.0, lim) if absolute else (-lim, lim))
+    lut.SetNanColor(*NAN_COLOUR, 1.0)
     return lut
+
+
+NAN_COLOUR = (1.0, 0.0, 1.0)  # magenta: on neither colour scale
+
+
+def _non_finite(z: np.ndarray) -> str:
+    """The note's second line for NaN / inf cells (empty when every value is finite)."""
+    nan, inf = int(np.isnan(z).sum()), int(np.isinf(z).sum())
+    words = ([f"{nan} NaN (magenta)"] if nan else []) + (
+        [f"{inf} inf (at the ends)"] if inf else []
+    )
+    return ("\n" + ", ".join(words)) if words else ""
 
 
 def _text(text: str, size: int, x: float, y: float, *, top: bool) -> vtkTextActor:
@@ -197,11 +223,10 @@ def _fill_axes(ax: vtkCubeAxesActor, grid: Grid, label: str, sorted_channels: bo
     lives in the scaled box; height is linear in the value, so the ticks are exact)."""
     c0, c1 = float(grid.channel_axis[0]), float(grid.channel_axis[-1])
     t0, t1 = float(grid.token_axis[0]), float(grid.token_axis[-1])
-    z = np.asarray(grid.values)
-    peak = float(np.abs(z).max()) or 1.0
+    z_lo, z_hi, peak = finite_range(grid.values)
     ct = nice_ticks(c0, c1, 6, whole=True)
     tt = nice_ticks(t0, t1, 4, whole=True)
-    zt = nice_ticks(float(z.min()), float(z.max()), 5, whole=False)
+    zt = nice_ticks(z_lo, z_hi, 5, whole=False)
     ax.SetBounds(
         _scene(ct[0], c0, c1, BOX[0]), _scene(ct[-1], c0, c1, BOX[0]),
         _scene(tt[0], t0, t1, BOX[1]), _scene(tt[-1], t0, t1, BOX[1]),
@@ -240,11 +265,15 @@ class Scene:
                 ren.AddViewProp(prop)
         ren.SetBackground(1.0, 1.0, 1.0)
 
+    def note(self) -> str:
+        """The range note as drawn (channel, token and value ranges; NaN / inf counts)."""
+        return self._note.GetInput()
+
     def show(self, grid: Grid, *, label: str = "value", title: str = "",
              absolute: bool = False, sorted_channels: bool = False) -> None:  # fmt: skip
         """Fill every actor from ``grid`` and aim the camera."""
         z = np.asarray(grid.values)
-        lim = float(np.abs(z).max()) or 1.0
+        z_lo, z_hi, lim = finite_range(z)
         lut = lookup_table(absolute, lim)
         self._mapper.SetInputData(surface_grid(grid, label=label))
         self._mapper.SetLookupTable(lut)
@@ -253,7 +282,7 @@ class Scene:
         self._title.SetInput(title)
         c_hi, t0, t1 = int(grid.channels.max()), int(grid.token_axis[0]), int(grid.tokens.max())
         self._note.SetInput(f"long axis: channel 0-{c_hi}   short axis: token {t0}-{t1}   "
-                            f"{label} {float(z.min()):.4g} to {float(z.max()):.4g}")  # fmt: skip
+                            f"{label} {z_lo:.4g} to {z_hi:.4g}{_non_finite(z)}")  # fmt: skip
         if self._axes is not None:
             _fill_axes(self._axes, grid, label, sorted_channels)
         cam = self.ren.GetActiveCamera()
@@ -314,8 +343,21 @@ class PngWriter:
             Image.fromarray(rgb).save(path, format="PNG", compress_level=1)
         return rgb
 
+    def scene_note(self) -> str:
+        """The range note of the last image (tests)."""
+        return self._scene.note()
+
     def close(self) -> None:
         self._win.Finalize()
+
+
+def screenshot_array(grid: Grid, **kwargs) -> np.ndarray:
+    """The surface as an RGB array, drawn in a window of its own."""
+    w = PngWriter(kwargs.pop("window_size", (1000, 700)))
+    try:
+        return w.write(grid, None, **kwargs)
+    finally:
+        w.close()
 
 
 def screenshot(grid: Grid, path: Path | None, **kwargs) -> Path | None:

@@ -151,6 +151,61 @@ def test_reused_png_writer_is_pixel_identical_to_a_fresh_one(tmp_path) -> None:
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png").convert("RGB")), fresh_a)
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.ones((1, 1)),
+        np.arange(10.0)[None],
+        np.arange(10.0)[:, None],
+        np.zeros((5, 5)),
+        np.full((4, 4), np.nan),
+    ],
+    ids=["1x1", "one token", "one channel", "zeros", "all NaN"],
+)
+def test_png_of_degenerate_grids(values: np.ndarray) -> None:
+    """One token, one channel, all zeros or all NaN still draw (no exception, a white page
+    with the colour bar's and note's pixels on it)."""
+    from studio_ui.figures import vtk_scene
+
+    g = build_grid(values.astype(np.float32), max_tokens=400, max_channels=800)
+    img = vtk_scene.screenshot_array(g, title="edge")
+    assert img.shape == (700, 1000, 3)
+    assert (img < 128).any() and (img == 255).all(axis=2).mean() > 0.5
+
+
+def test_png_shows_nan_and_inf_without_losing_the_scale() -> None:
+    """An fp16 overflow leaves inf / NaN in a dump: the colours, heights and ticks come from the
+    finite values; +-inf stand at the box's top / bottom, NaN at zero height in magenta, and the
+    note counts them."""
+    from studio_ui.figures import vtk_scene
+
+    a = np.zeros((4, 5), np.float32)
+    a[0, 0], a[1, 1], a[2, 2], a[3, 3] = 2.0, -4.0, np.inf, np.nan
+    a[3, 4] = -np.inf
+    g = build_grid(a, max_tokens=400, max_channels=800)
+    assert vtk_scene.finite_range(g.values) == (-4.0, 2.0, 4.0)
+    h = vtk_scene.points_of(vtk_scene.surface_grid(g))[:, 2].reshape(4, 5)
+    np.testing.assert_allclose(
+        [h[0, 0], h[1, 1], h[2, 2], h[3, 3], h[3, 4]], [0.35, -0.7, 0.7, 0.0, -0.7], atol=1e-6
+    )
+    lut = vtk_scene.lookup_table(False, 4.0)
+    assert lut.GetNanColor()[:3] == vtk_scene.NAN_COLOUR
+    win = vtk_scene.PngWriter()
+    win.write(g, None, title="overflow")
+    note = win.scene_note()
+    assert note.startswith("long axis: channel 0-4   short axis: token 0-3   value -4 to 2\n")
+    assert note.endswith("1 NaN (magenta), 2 inf (at the ends)")
+    img = win.write(g, None, title="overflow")
+
+    def magenta(im: np.ndarray) -> np.ndarray:  # lit, so not exactly 255, 0, 255
+        r, gr, b = (im[..., i].astype(int) for i in range(3))
+        return (r > 100) & (b > 100) & (gr < r // 3) & (abs(r - b) < 40)
+
+    assert magenta(img).sum() > 20  # the NaN cell is drawn in magenta, on neither colour scale
+    finite = build_grid(np.nan_to_num(a, nan=0.0), max_tokens=400, max_channels=800)
+    assert not magenta(vtk_scene.screenshot_array(finite)).any()
+
+
 def test_png_colours_are_the_plotly_scales() -> None:
     """The PNG's lookup table is the Plotly view's scale: grey at zero, the end colours at the
     ends (signed), viridis for |x|."""
