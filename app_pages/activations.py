@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from studio_backend.analysis import finder, kronecker, lod, source
+from studio_backend.analysis import finder, kronecker, lod, outliers, source
 from studio_backend.analysis.source import Selected
 from studio_backend.dumps.axis import describe as axis_describe
 from studio_backend.dumps.axis import matrix_shape as axis_matrix
@@ -384,6 +384,13 @@ with guarded("Reading the dump runs"):
                 "massive", f"{s.massive:,}", help="|x| > 100 and > 1000x its token's median |x|"
             )
             cols[5].metric("max / median", f"{s.top_to_median:.3g}")
+            if s.nan or s.inf:
+                st.warning(
+                    f"{s.nan:,} NaN and {s.inf:,} +-inf values in this tensor: the surface "
+                    "leaves them out (holes) and max |x| reads nan / inf; Statistics -> Top "
+                    "outliers lists them first (PNG exports draw NaN in magenta, inf at the "
+                    "box's ends)."
+                )
             if fig is not None:
                 _downloads(fig, "surface", grid=g, title=sel.label, png_opts={
                     "absolute": absolute, "sorted_channels": sort,
@@ -395,6 +402,9 @@ with guarded("Reading the dump runs"):
             top = svc.top_k(sel, int(token_dims), t_range[0], t_range[1], int(k))
             if texts is not None:
                 top.insert(1, "text", [texts[i] for i in top["token"]])
+            note = outliers.non_finite_note(top["value"])
+            if (note != "").any():
+                top["non-finite"] = note  # the table shows a NaN value as None
             st.subheader("Top outliers")
             st.dataframe(top, hide_index=True, width="stretch")
             st.download_button("Download CSV", _csv(top), "top_outliers.csv", "text/csv")

@@ -82,6 +82,8 @@ class Summary:
     massive: int
     top_channel: int
     top_to_median: float
+    nan: int = 0  # NaN elements (an fp16 overflow's trace): max |x| then reads nan
+    inf: int = 0  # +-inf elements
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -104,7 +106,19 @@ def summarize(x: torch.Tensor | np.ndarray) -> Summary:
         massive=int(massive_mask(m).sum()),
         top_channel=int(torch.argmax(amax)),
         top_to_median=float(a.max()) / med if med > 0 else float("inf"),
+        nan=int(torch.isnan(m).sum()) if m.is_floating_point() else 0,
+        inf=int(torch.isinf(m).sum()) if m.is_floating_point() else 0,
     )
+
+
+def non_finite_note(values: pd.Series) -> pd.Series:
+    """ "NaN", "+inf" or "-inf" for each non-finite value, "" otherwise (tables show NaN as
+    None)."""
+    v = values.to_numpy(dtype=np.float64)
+    out = np.where(
+        np.isnan(v), "NaN", np.where(v == np.inf, "+inf", np.where(v == -np.inf, "-inf", ""))
+    )
+    return pd.Series(out, index=values.index)
 
 
 def channel_table(x: torch.Tensor | np.ndarray, k: int = 20) -> pd.DataFrame:

@@ -69,3 +69,21 @@ def test_channel_table() -> None:
     assert t["value"].tolist() == [-250.0, 150.0, 120.0]
     assert t["mean_abs"].tolist() == pytest.approx(np.abs(a).mean(axis=0)[[3, 6, 5]].tolist())
     assert t["tokens_over_6"].tolist() == [1, 1, 1]
+
+
+def test_summary_counts_nan_and_inf_and_the_table_names_them() -> None:
+    """An fp16 overflow leaves NaN / inf: the summary counts them (numpy's count is the oracle)
+    and the top-outlier table's note names each non-finite value."""
+    import pandas as pd
+
+    from studio_backend.analysis import outliers
+
+    x = np.random.default_rng(5).normal(size=(30, 16)).astype(np.float32)
+    x[3, 4], x[7, 1], x[9, 9], x[11, 2] = np.nan, np.inf, -np.inf, np.nan
+    s = outliers.summarize(x)
+    assert (s.nan, s.inf) == (int(np.isnan(x).sum()), int(np.isinf(x).sum())) == (2, 2)
+    assert np.isnan(s.absmax)  # max |x| reads nan: the page warns beside it
+    finite = outliers.summarize(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0))
+    assert (finite.nan, finite.inf) == (0, 0)
+    note = outliers.non_finite_note(pd.Series([1.0, np.nan, np.inf, -np.inf, -2.0]))
+    assert note.tolist() == ["", "NaN", "+inf", "-inf", ""]

@@ -168,3 +168,36 @@ def test_compare_b_follows_a_until_the_user_picks_b(filled: str) -> None:
     assert not at.exception, at.exception
     assert at.selectbox(key="cmp_io").value == "input"
     assert at.selectbox(key="cmp_module").value == at.selectbox(key="act_module").value
+
+
+def test_page_warns_of_nan_and_inf(workspace_dir: Path, tmp_path: Path) -> None:
+    """A tensor holding NaN / inf (an fp16 overflow): the surface tab says how many (they are
+    holes in the surface) and the top-outlier table names them (it shows NaN as None)."""
+    import torch
+
+    from studio_backend.dumps.ingest import ingest_dump
+    from studio_backend.workspace import open_workspace
+
+    session, _ = write_dump(tmp_path / "dump")
+    (f,) = session.rglob("0/root.model.layers.1.input_layernorm/input_0.pth")
+    t = torch.load(f, weights_only=True)
+    t[5, 7], t[9, 20], t[12, 30] = float("nan"), float("inf"), float("-inf")
+    torch.save(t, f)
+    ws = open_workspace(workspace_dir)
+    ingest_dump(ws, session)
+    ws.close()
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params.update(pattern=r"layers\.1\.input_layernorm", io="input")
+    at.run()
+    assert not at.exception, at.exception
+    (warning,) = [w.value for w in at.warning if "NaN" in w.value]
+    assert warning.startswith("1 NaN and 2 +-inf values in this tensor")
+    st_at = AppTest.from_file(PAGE, default_timeout=120)
+    st_at.query_params.update(pattern=r"layers\.1\.input_layernorm", io="input", tab="Statistics")
+    st_at.run()
+    assert not st_at.exception, st_at.exception
+    top = st_at.dataframe[0].value
+    assert top[["token", "channel", "non-finite"]].iloc[:3].values.tolist() == [
+        [5, 7, "NaN"], [9, 20, "+inf"], [12, 30, "-inf"]
+    ]  # fmt: skip
+    assert (top["non-finite"].iloc[3:] == "").all()
