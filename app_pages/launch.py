@@ -246,8 +246,10 @@ def launches_panel() -> None:
         m2.metric("Port", launch.port)
         m3.metric("PID", launch.pid or "-")
         m4.metric("Exit code", "-" if launch.exit_code is None else launch.exit_code)
+        # A link only while something may answer there; a finished launch's address is text.
+        url = launch.base_url if launch.active else f"`{launch.base_url}`"
         st.markdown(
-            f"{STATUS_ICON.get(launch.status, '')} **{launch.status}** · {launch.base_url} · model `{launch.model_dir}` · TP {launch.tp} · dump {launch.dump_tool or 'off'}"
+            f"{STATUS_ICON.get(launch.status, '')} **{launch.status}** · {url} · model `{launch.model_dir}` · TP {launch.tp} · dump {launch.dump_tool or 'off'}"
         )
         if launch.status in ("crashed", "lost", "exited") and launch.message:
             headline, _, rest = launch.message.partition("\n")
