@@ -386,10 +386,10 @@ with guarded("Reading the dump runs"):
             cols[5].metric("max / median", f"{s.top_to_median:.3g}")
             if s.nan or s.inf:
                 st.warning(
-                    f"{s.nan:,} NaN and {s.inf:,} +-inf values in this tensor: the surface "
-                    "leaves them out (holes) and max |x| reads nan / inf; Statistics -> Top "
-                    "outliers lists them first (PNG exports draw NaN in magenta, inf at the "
-                    "box's ends)."
+                    f"{s.nan:,} NaN and {s.inf:,} +-inf values in this tensor: their cells are "
+                    "holes in the surface, marked by magenta diamonds (NaN at zero height, inf at "
+                    "the top / bottom; hover one for its token and channel), and max |x| reads "
+                    "nan / inf. Statistics -> Top outliers lists them first."
                 )
             if fig is not None:
                 _downloads(fig, "surface", grid=g, title=sel.label, png_opts={

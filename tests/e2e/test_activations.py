@@ -378,3 +378,46 @@ def test_component_toggle_draws_before_the_server_and_the_page_follows(
         assert channel == order[rank], (m[0], order[:8])
         assert value == pytest.approx(float(x[token, channel]), rel=1e-2, abs=1e-2), m[0]
         assert shown == pytest.approx(abs(value), rel=1e-3), m[0]
+
+
+def test_surface_marks_nan_and_inf_cells(studio_factory, page, tmp_path: Path) -> None:
+    """NaN / inf cells (an fp16 overflow) are holes in a WebGL surface: each is marked by a
+    magenta diamond whose hover names its token, channel and value; |x| keeps the marks."""
+    import torch
+
+    from studio_backend.dumps.ingest import ingest_dump
+    from studio_backend.workspace import open_workspace
+    from tests.analysis.dumpdata import write_dump
+
+    session, _ = write_dump(tmp_path / "dump", tokens=40)
+    (f,) = session.rglob("0/root.model.layers.2.input_layernorm/input_0.pth")
+    t = torch.load(f, weights_only=True)
+    t[5, 7], t[9, 20], t[12, 30] = float("nan"), float("inf"), float("-inf")
+    torch.save(t, f)
+    ws = open_workspace(tmp_path / "ws")
+    ingest_dump(ws, session)
+    ws.close()
+    server = studio_factory(tmp_path / "ws")
+    query = urllib.parse.urlencode({"pattern": r"layers\.2\.input_layernorm", "io": "input"})
+    page.goto(f"{server.url}/activations?{query}")
+    wait_for_app(page)
+    plot = _surface_frame(page).locator(".js-plotly-plot").first
+    plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
+    frame = next(f for f in page.frames if "studio_surface" in f.url)
+    marks = "() => { const d = document.querySelector('.js-plotly-plot').data; " \
+            "return d.length > 1 ? [d[1].type, d[1].customdata, d[1].z] : null; }"  # fmt: skip
+    frame.wait_for_function(marks, timeout=60_000)
+    kind, custom, z = frame.evaluate(marks)
+    assert kind == "scatter3d"
+    assert sorted(map(tuple, custom)) == [(5, 7, "NaN"), (9, 20, "+inf"), (12, 30, "-inf")]
+    by_cell = {(c[0], c[1]): h for c, h in zip(custom, z, strict=True)}
+    zs = frame.evaluate(
+        "() => document.querySelector('.js-plotly-plot').data[0].z.flatMap(r => Array.from(r))"
+        ".filter(Number.isFinite)"
+    )
+    assert by_cell[(5, 7)] == 0 and by_cell[(9, 20)] == max(zs) and by_cell[(12, 30)] == min(zs)
+    frame.locator("#t-abs").click()
+    frame.wait_for_function(f"() => ({_TITLE})() === '|value|'", timeout=90_000)
+    kind, custom, _ = frame.evaluate(marks)
+    assert len(custom) == 3  # still marked under |x| (the values are the raw ones)
+    page.screenshot(path=str(tmp_path / "nan_marks.png"), full_page=True)

@@ -95,12 +95,40 @@
     return g[key];
   }
 
+  function nonFinite(s, cols, lo, hi) {
+    // NaN / inf cells are holes in a plotly.js surface: mark each with a magenta diamond, NaN
+    // at zero height and +-inf at the surface's top / bottom (the PNG export's convention).
+    var g = grid, xs = s.sort ? g.xRank : g.x, m = { x: [], y: [], z: [], custom: [] };
+    for (var r = 0; r < g.rows; r++) {
+      for (var j = 0; j < g.cols; j++) {
+        var i = r * g.cols + cols[j], v = g.raw[i];
+        if (isFinite(v)) continue;
+        var t = transform(v, s.abs, s.log);
+        m.x.push(xs[j]);
+        m.y.push(g.y[r]);
+        m.z.push(t !== t ? 0 : t > 0 ? hi : lo);
+        m.custom.push([g.tokens[i], g.channels[i], v !== v ? "NaN" : v > 0 ? "+inf" : "-inf"]);
+      }
+    }
+    if (!m.x.length) return null;
+    return {
+      type: "scatter3d", mode: "markers", name: "NaN / inf", showlegend: false,
+      x: m.x, y: m.y, z: m.z, customdata: m.custom,
+      marker: { color: "#ff00ff", size: 5, symbol: "diamond", line: { color: "#000000", width: 1 } },
+      hovertemplate: "token %{customdata[0]}<br>channel %{customdata[1]}<br>value %{customdata[2]}<extra></extra>",
+    };
+  }
+
   function trace(s) {
     var g = grid, cols = s.sort ? g.order : g.identity;
-    var z = new Array(g.rows);
+    var z = new Array(g.rows), lo = 0, hi = 0;
     for (var r = 0; r < g.rows; r++) {
       var row = new Float32Array(g.cols);
-      for (var j = 0; j < g.cols; j++) row[j] = transform(g.raw[r * g.cols + cols[j]], s.abs, s.log);
+      for (var j = 0; j < g.cols; j++) {
+        var v = transform(g.raw[r * g.cols + cols[j]], s.abs, s.log);
+        row[j] = v;
+        if (isFinite(v)) { if (v < lo) lo = v; if (v > hi) hi = v; }
+      }
       z[r] = row;
     }
     var hover = hoverData(s.sort), custom = hover.custom, text = hover.text;
@@ -116,7 +144,8 @@
     var layout = JSON.parse(JSON.stringify(spec.fig.layout));
     layout.scene.xaxis.title = { text: view.xtitle };
     layout.scene.zaxis.title = { text: view.label };
-    return { data: [t], layout: layout };
+    var marks = nonFinite(s, cols, lo, hi);
+    return { data: marks ? [t, marks] : [t], layout: layout };
   }
 
   function same(a, b) {
