@@ -147,6 +147,13 @@ def test_pyvista_renderer_paints(studio_factory, page, tmp_path: Path) -> None:
     page.screenshot(path=str(tmp_path / "pyvista.png"), full_page=True)
 
 
+def _drawn_surface(page):  # noqa: ANN001, ANN202
+    """The surface component's plot once its WebGL canvas exists, and the component's frame."""
+    plot = _surface_frame(page).locator(".js-plotly-plot").first
+    plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
+    return plot, next(f for f in page.frames if "studio_surface" in f.url)
+
+
 def _hover_texts(page, plot) -> list[str]:
     """Sweep the mouse over the WebGL surface; the hover labels plotly.js drew on the way."""
     box = plot.bounding_box()
@@ -184,8 +191,7 @@ def test_surface_hover_names_token_channel_value(studio_factory, page, tmp_path:
     )
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
-    plot = _surface_frame(page).locator(".js-plotly-plot").first
-    plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
+    plot, _ = _drawn_surface(page)
     page.wait_for_timeout(2500)
     hits = [m for m in map(_HOVER.fullmatch, _hover_texts(page, plot)) if m]
     assert len(hits) >= 3, hits
@@ -229,8 +235,7 @@ def test_demo_hover_shows_token_text_without_typing(demo_workspace: Path, studio
     field = page.get_by_role("textbox", name="Tokenizer directory (optional)")
     page.screenshot(path=str(tmp_path / "demo_opened.png"), full_page=True)
     expect(field).to_have_value(str(model), timeout=30_000)  # nothing typed
-    plot = _surface_frame(page).locator(".js-plotly-plot").first
-    plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
+    plot, _ = _drawn_surface(page)
     page.wait_for_timeout(2500)
     hits = [m for m in map(_HOVER_TEXT.fullmatch, _hover_texts(page, plot)) if m]
     assert len(hits) >= 3, hits
@@ -260,9 +265,7 @@ def test_toggle_redraws_in_place_and_hover_keeps_positions(
     query = urllib.parse.urlencode({"pattern": r"layers\.2\.input_layernorm", "io": "input"})
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
-    plot = _surface_frame(page).locator(".js-plotly-plot").first
-    plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
-    frame = next(f for f in page.frames if "studio_surface" in f.url)
+    plot, frame = _drawn_surface(page)
     frame.wait_for_function(f"() => ({_TITLE})() === 'value'")
     frame.evaluate(
         "() => { const gd = document.querySelector('.js-plotly-plot');"
@@ -327,9 +330,7 @@ def test_component_toggle_draws_before_the_server_and_the_page_follows(
     query = urllib.parse.urlencode({"pattern": r"layers\.2\.input_layernorm", "io": "input"})
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
-    plot = _surface_frame(page).locator(".js-plotly-plot").first
-    plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
-    frame = next(f for f in page.frames if "studio_surface" in f.url)
+    plot, frame = _drawn_surface(page)
     frame.wait_for_function(f"() => ({_TITLE})() === 'value'")
     wait_for_app(page)
     sidebar_abs = page.get_by_role("switch", name="Absolute values |x|")
@@ -401,9 +402,7 @@ def test_surface_marks_nan_and_inf_cells(studio_factory, page, tmp_path: Path) -
     query = urllib.parse.urlencode({"pattern": r"layers\.2\.input_layernorm", "io": "input"})
     page.goto(f"{server.url}/activations?{query}")
     wait_for_app(page)
-    plot = _surface_frame(page).locator(".js-plotly-plot").first
-    plot.locator(".gl-container canvas").first.wait_for(timeout=120_000)
-    frame = next(f for f in page.frames if "studio_surface" in f.url)
+    plot, frame = _drawn_surface(page)
     marks = "() => { const d = document.querySelector('.js-plotly-plot').data; " \
             "return d.length > 1 ? [d[1].type, d[1].customdata, d[1].z] : null; }"  # fmt: skip
     frame.wait_for_function(marks, timeout=60_000)
