@@ -8,8 +8,6 @@ launch's dump path are recorded with the capture so ingest can pick them up.
 from __future__ import annotations
 
 import json
-import secrets
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from studio_backend.errors import InputError, StudioError
-from studio_backend.launch.supervisor import Launch
+from studio_backend.launch.supervisor import Launch, new_id
 from studio_backend.paths import existing_file
 from studio_backend.workspace import Workspace
 
@@ -144,24 +142,18 @@ def capture(
     source, raw = read_text(text_file, text)
     prompt_text, count = truncate(launch.model_dir, raw, n_tokens)
     prompt = Prompt(source, prompt_text, count)
-    capture_id = time.strftime("C%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-    with ws.transaction() as cur:
-        cur.execute(
-            "INSERT INTO captures (capture_id, launch_id, source, prompt_tokens, max_tokens, status)"
-            " VALUES (?, ?, ?, ?, ?, 'sent')",
-            [capture_id, launch.launch_id, source, count, max_tokens],
-        )
+    capture_id = open_capture(ws, launch.launch_id, source, count, max_tokens)
     before = _snapshot(launch.dump_path)
     try:
         model = served_model(launch.base_url)
         body = {"model": model, "prompt": prompt_text, "max_tokens": max_tokens, "temperature": 0}
         reply = _request(f"{launch.base_url}/v1/completions", body, timeout)
     except StudioError as exc:
-        _finish(ws, capture_id, "failed", None, [], str(exc))
+        finish_capture(ws, capture_id, "failed", None, [], str(exc))
         raise
     completion = "".join(c.get("text", "") for c in reply.get("choices", []))
     roots = new_dump_roots(launch.dump_path, before, launch.dump_tool)
-    _finish(ws, capture_id, "done", completion, roots, None)
+    finish_capture(ws, capture_id, "done", completion, roots, None)
     ws.log(
         "capture",
         f"{capture_id}: {count} tokens sent to {launch.launch_id}; {len(roots)} dump folder(s)",
@@ -169,7 +161,21 @@ def capture(
     return CaptureResult(capture_id, prompt, completion, roots, reply.get("usage") or {})
 
 
-def _finish(
+def open_capture(
+    ws: Workspace, launch_id: str, source: str, prompt_tokens: int, max_tokens: int
+) -> str:
+    """Record a request as sent to ``launch_id``; returns its capture id."""
+    capture_id = new_id("C")
+    with ws.transaction() as cur:
+        cur.execute(
+            "INSERT INTO captures (capture_id, launch_id, source, prompt_tokens, max_tokens, status)"
+            " VALUES (?, ?, ?, ?, ?, 'sent')",
+            [capture_id, launch_id, source, prompt_tokens, max_tokens],
+        )
+    return capture_id
+
+
+def finish_capture(
     ws: Workspace,
     capture_id: str,
     status: str,

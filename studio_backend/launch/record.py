@@ -9,20 +9,19 @@ empty: no command was executed, the rank processes were spawned by the studio's 
 
 from __future__ import annotations
 
-import json
-import secrets
-import time
 from pathlib import Path
 
+from studio_backend.launch.capture import finish_capture, open_capture
 from studio_backend.launch.logtail import STUDIO_MARK
 from studio_backend.launch.spec import LaunchSpec
+from studio_backend.launch.supervisor import new_id
 from studio_backend.workspace import Workspace
 
 
 def record_served(ws: Workspace, spec: LaunchSpec, *, dump_root: Path | None, by: str) -> str:
     """Record a finished in-process server as a launch; returns its launch id. ``dump_root``: the
     dump folder it wrote (only that one: a folder beside it belongs to another run)."""
-    launch_id = time.strftime("L%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    launch_id = new_id("L")
     launch_dir = ws.root / "launches" / launch_id
     launch_dir.mkdir(parents=True, exist_ok=True)
     log_path = launch_dir / "server.log"
@@ -58,13 +57,6 @@ def record_capture(
 ) -> str:
     """Record a request already answered by a recorded launch (status ``done``); returns its
     capture id. ``launch.capture.set_ingest`` then names the run it became."""
-    capture_id = time.strftime("C%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-    with ws.transaction() as cur:
-        cur.execute(
-            "INSERT INTO captures (capture_id, launch_id, source, prompt_tokens, max_tokens,"
-            " completion, dump_root, status, finished_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'done', current_timestamp)",
-            [capture_id, launch_id, source, prompt_tokens, max_tokens, completion,
-             json.dumps(dump_roots)],
-        )  # fmt: skip
+    capture_id = open_capture(ws, launch_id, source, prompt_tokens, max_tokens)
+    finish_capture(ws, capture_id, "done", completion, dump_roots, None)
     return capture_id

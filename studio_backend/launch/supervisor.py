@@ -33,6 +33,13 @@ from studio_backend.launch.spec import LaunchSpec, validate
 from studio_backend.workspace import Workspace
 
 ACTIVE = ("starting", "ready", "stopping")
+
+
+def new_id(letter: str) -> str:
+    """A launch ("L") or capture ("C") id: the time it was made and 4 random hex digits."""
+    return time.strftime(f"{letter}%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
 CRASH_LINES = 30
 DIAGNOSE_LINES = 400  # a vLLM traceback from a worker is long; its cause comes early
 _COLUMN_NAMES = (
@@ -156,7 +163,7 @@ class Supervisor:
     def prepare(self, spec: LaunchSpec, *, allow_remote: bool = False) -> tuple[str, Path, Command]:
         """Validate ``spec`` and build its command (nothing runs yet)."""
         validate(spec, allow_remote=allow_remote)
-        launch_id = time.strftime("L%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+        launch_id = new_id("L")
         launch_dir = self.ws.root / "launches" / launch_id
         return launch_id, launch_dir, build(spec, launch_dir)
 

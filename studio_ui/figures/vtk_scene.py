@@ -351,20 +351,20 @@ class PngWriter:
         self._win.Finalize()
 
 
-def screenshot_array(grid: Grid, **kwargs) -> np.ndarray:
-    """The surface as an RGB array, drawn in a window of its own."""
+def _draw_once(grid: Grid, path: Path | None, kwargs: dict) -> np.ndarray:
     w = PngWriter(kwargs.pop("window_size", (1000, 700)))
     try:
-        return w.write(grid, None, **kwargs)
+        return w.write(grid, path, **kwargs)
     finally:
         w.close()
+
+
+def screenshot_array(grid: Grid, **kwargs) -> np.ndarray:
+    """The surface as an RGB array, drawn in a window of its own."""
+    return _draw_once(grid, None, kwargs)
 
 
 def screenshot(grid: Grid, path: Path | None, **kwargs) -> Path | None:
     """Render the surface to a PNG without a browser or display (``path`` None: only render)."""
-    w = PngWriter(kwargs.pop("window_size", (1000, 700)))
-    try:
-        w.write(grid, path, **kwargs)
-    finally:
-        w.close()
+    _draw_once(grid, path, kwargs)
     return path

@@ -53,6 +53,8 @@
     }
     var idx = [];
     for (c = 0; c < cols; c++) idx.push(c);
+    var bad = []; // flat indices of the NaN / inf cells (marked by nonFinite), found once
+    for (var i = 0; i < raw.length; i++) if (!isFinite(raw[i])) bad.push(i);
     var order = idx.slice().sort(function (a, b) {
       var ka = key[a], kb = key[b];
       var na = ka !== ka, nb = kb !== kb;
@@ -63,7 +65,7 @@
       rows: rows, cols: cols, raw: raw,
       tokens: decode(d.tokens, Int32Array), channels: decode(d.channels, Int32Array),
       x: d.x, xRank: d.xRank, y: d.y, texts: d.texts,
-      identity: idx, order: order,
+      identity: idx, order: order, bad: bad,
     };
   }
 
@@ -95,21 +97,22 @@
     return g[key];
   }
 
-  function nonFinite(s, cols, lo, hi) {
+  function nonFinite(s, lo, hi) {
     // NaN / inf cells are holes in a plotly.js surface: mark each with a magenta diamond, NaN
     // at zero height and +-inf at the surface's top / bottom (the PNG export's convention).
     var g = grid, xs = s.sort ? g.xRank : g.x, m = { x: [], y: [], z: [], custom: [] };
-    for (var r = 0; r < g.rows; r++) {
-      for (var j = 0; j < g.cols; j++) {
-        var i = r * g.cols + cols[j], v = g.raw[i];
-        if (isFinite(v)) continue;
-        var t = transform(v, s.abs, s.log);
-        m.x.push(xs[j]);
-        m.y.push(g.y[r]);
-        m.z.push(t !== t ? 0 : t > 0 ? hi : lo);
-        m.custom.push([g.tokens[i], g.channels[i], v !== v ? "NaN" : v > 0 ? "+inf" : "-inf"]);
-      }
+    if (s.sort && !g.rank) { // column c's position when sorted (the inverse of g.order)
+      g.rank = new Int32Array(g.cols);
+      g.order.forEach(function (c, j) { g.rank[c] = j; });
     }
+    g.bad.forEach(function (i) {
+      var r = Math.floor(i / g.cols), c = i % g.cols, v = g.raw[i];
+      var t = transform(v, s.abs, s.log);
+      m.x.push(xs[s.sort ? g.rank[c] : c]);
+      m.y.push(g.y[r]);
+      m.z.push(t !== t ? 0 : t > 0 ? hi : lo);
+      m.custom.push([g.tokens[i], g.channels[i], v !== v ? "NaN" : v > 0 ? "+inf" : "-inf"]);
+    });
     if (!m.x.length) return null;
     return {
       type: "scatter3d", mode: "markers", name: "NaN / inf", showlegend: false,
@@ -144,7 +147,7 @@
     var layout = JSON.parse(JSON.stringify(spec.fig.layout));
     layout.scene.xaxis.title = { text: view.xtitle };
     layout.scene.zaxis.title = { text: view.label };
-    var marks = nonFinite(s, cols, lo, hi);
+    var marks = nonFinite(s, lo, hi);
     return { data: marks ? [t, marks] : [t], layout: layout };
   }
 
